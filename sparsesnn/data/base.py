@@ -1,0 +1,91 @@
+"""Dataset plumbing shared by every loader: the dataset info record, an in-memory dataset, and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from sparsesnn.registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the engine need to know about a dataset.
+
+    ``sample_shape`` is the shape of one input without the batch dimension: ``(C, H, W)`` for static images (the
+    engine encodes them over T steps), ``(T, C, H, W)`` for event frames (``time_major=True``: already spike-like
+    and time-major, T = ``default_time_steps``).
+    """
+
+    name: str
+    num_classes: int
+    sample_shape: tuple[int, ...]
+    time_major: bool = False
+    default_time_steps: int | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return self.sample_shape[1] if self.time_major else self.sample_shape[0]
+
+    @property
+    def input_size(self) -> int:
+        """Spatial size (H) of one frame; 1 for flat inputs."""
+        spatial = self.sample_shape[2:] if self.time_major else self.sample_shape[1:]
+        return int(spatial[0]) if spatial else 1
+
+
+class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
+    """Inputs and integer labels held in memory as tensors, with optional per-batch transform.
+
+    ``batch(indices)`` returns a whole batch by fancy indexing (no per-sample Python loop); ``transform`` receives
+    a batch ``[B, ...]`` and a ``torch.Generator`` so augmentation is reproducible from the loader's seed.
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+    ) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(f"{inputs.shape[0]} inputs but {targets.shape[0]} targets")
+        self.inputs = inputs
+        self.targets = targets.long()
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x = self.inputs[index]
+        if self.transform is not None:
+            x = self.transform(x.unsqueeze(0), None)[0]
+        return x, int(self.targets[index])
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inputs[indices]
+        if self.transform is not None:
+            x = self.transform(x, generator)
+        return x, self.targets[indices]
+
+
+DatasetFactory = Callable[..., tuple[Dataset[Any], DatasetInfo]]
+DATASETS: Registry[DatasetFactory] = Registry("dataset")
+
+
+def build_dataset(name: str, root: str | Path | None, split: str, **params: Any) -> tuple[Dataset[Any], DatasetInfo]:
+    """Build a registered dataset: ``build_dataset("mnist", "data/mnist", "train")``.
+
+    ``split`` is "train" or "test". ``root`` is the directory of the original files (ignored by embedded sets).
+    Loaders never download: a missing file raises :class:`sparsesnn.errors.DatasetError`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return DATASETS[name](root, split, **params)
