@@ -1,0 +1,27 @@
+"""sparsesnn: brain-inspired sparse structure learning for spiking neural networks.
+
+Time-major SNN building blocks (:mod:`sparsesnn.neurons`, :mod:`sparsesnn.layers`), the papers' models
+(:mod:`sparsesnn.models`), datasets read from their original files (:mod:`sparsesnn.data`), the structure learners
+(:mod:`sparsesnn.sparse`) and a training engine with exact resume (:mod:`sparsesnn.engine`).
+"""
+
+from sparsesnn.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded
+from sparsesnn.neurons import LIF, PLIF, lif_multistep
+from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LIF",
+    "PLIF",
+    "ATan",
+    "DirectEncoder",
+    "PoissonEncoder",
+    "Rectangular",
+    "SeqFolded",
+    "Sigmoid",
+    "SuperSpike",
+    "TimeFolded",
+    "__version__",
+    "lif_multistep",
+]

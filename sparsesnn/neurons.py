@@ -45,9 +45,9 @@ Backend = Literal["auto", "compiled", "eager"]
 BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+#----------------------------------------------------------------------------------------------------------------------
 # pure kernels on [T, N] tensors
-# ---------------------------------------------------------------------------------------------------------------------
+#----------------------------------------------------------------------------------------------------------------------
 def _lif_forward_kernel(
     x: torch.Tensor, k: torch.Tensor, v_threshold: float, v_reset: float, decay_input: bool, hard_reset: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,9 +259,9 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.surrogate.grad(u), None
 
 
-# ---------------------------------------------------------------------------------------------------------------------
+#----------------------------------------------------------------------------------------------------------------------
 # modules
-# ---------------------------------------------------------------------------------------------------------------------
+#----------------------------------------------------------------------------------------------------------------------
 def _check_neuron_args(tau: float, v_threshold: float, v_reset: float | None) -> None:
     if not (math.isfinite(tau) and tau > 1.0):
         raise ValueError(f"tau must be a finite number > 1 (so that 0 < 1/tau < 1), got {tau!r}")
@@ -357,9 +357,10 @@ class PLIF(LIF):
         return torch.sigmoid(self.w)
 
     def extra_repr(self) -> str:
-        return f"tau={1.0 / float(torch.sigmoid(self.w.detach())):.4f} (learnable), " + super().extra_repr().split(
-            ", ", 1
-        )[1]
+        return (
+            f"tau={1.0 / float(torch.sigmoid(self.w.detach())):.4f} (learnable), "
+            + super().extra_repr().split(", ", 1)[1]
+        )
 
 
 def is_spiking(module: nn.Module) -> bool:

@@ -1,0 +1,118 @@
+"""Command line: ``sparsesnn train | eval | info``.
+
+    sparsesnn train --config configs/digits_rigl.toml [--set sparse.density=0.05 ...] [--run-dir DIR] [--quiet]
+    sparsesnn train --resume RUN_DIR
+    sparsesnn eval RUN_DIR
+    sparsesnn info [--config-keys]
+
+Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
+written first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sparsesnn.errors import SparseSNNError, TrainingDivergedError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparsesnn", description="Sparse structure learning for spiking neural networks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a TOML config, or resume a run")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", type=Path, help="TOML recipe (see configs/)")
+    src.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set sparse.density=0.05 (repeatable)")
+    t.add_argument("--run-dir", type=Path, help="run directory (default: run.out_dir/run.name)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+    e = sub.add_parser("eval", help="evaluate the checkpoint of a run on its test split")
+    e.add_argument("run_dir", type=Path)
+    e.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="list models, datasets and methods")
+    i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
+    return p
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sparsesnn.config import load_config
+    from sparsesnn.engine import Trainer, new_run_dir
+
+    if args.resume is not None:
+        if args.overrides or args.run_dir:
+            raise SystemExit("sparsesnn train: --resume takes the run's own config; --set and --run-dir do not apply")
+        trainer = Trainer.resume(args.resume, quiet=args.quiet)
+    else:
+        config = load_config(args.config, args.overrides)
+        trainer = Trainer(config, new_run_dir(config, args.run_dir), quiet=args.quiet)
+    summary = trainer.fit()
+    _print_result(trainer.learner.summary(), summary)
+    return 0
+
+
+def _print_result(table: str, summary: dict[str, object]) -> None:
+    print(table)
+    acc = summary.get("final_test_acc")
+    print(
+        f"\nfinal test accuracy {float(acc) * 100:.2f} %  (best {float(summary['best_test_acc']) * 100:.2f} % at epoch "  # type: ignore[arg-type]
+        f"{summary['best_epoch']})  connection density {float(summary['density']) * 100:.2f} %"  # type: ignore[arg-type]
+        f"  run: {summary['run_dir']}"
+        if acc is not None
+        else "no epoch completed"
+    )
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from sparsesnn.engine import Trainer
+
+    trainer = Trainer.resume(args.run_dir, quiet=True)
+    result = trainer.evaluate()
+    result["density"] = trainer.learner.density()
+    result["epoch"] = trainer.state.epoch
+    if not args.quiet:
+        print(trainer.learner.summary())
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from sparsesnn.config import config_keys
+    from sparsesnn.data import DATASETS
+    from sparsesnn.models import MODELS
+    from sparsesnn.sparse import METHODS
+
+    if args.config_keys:
+        print("\n".join(config_keys()))
+        return 0
+    print("models:   " + ", ".join(MODELS.names()))
+    print("datasets: " + ", ".join(DATASETS.names()))
+    print("methods:  " + ", ".join(METHODS.names()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "info": _cmd_info}
+    try:
+        return handlers[args.command](args)
+    except TrainingDivergedError as exc:
+        print(f"sparsesnn: {exc}", file=sys.stderr)
+        return 3
+    except SparseSNNError as exc:
+        print(f"sparsesnn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"\nsparsesnn: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Typed, validated run configuration: TOML in, clear errors out.
+
+A config has the tables ``[run]``, ``[data]``, ``[model]``, ``[neuron]`` (optional: a model's own neuron defaults
+apply without it), ``[optim]``, ``[schedule]``, ``[loss]`` and ``[sparse]``. Every key is checked: an unknown key, a
+wrong type or an out-of-range value raises :class:`ConfigError` naming the key, the value and what is allowed.
+
+>>> cfg = load_config_text('[data]\\nname = "digits"\\n[model]\\nname = "mlp"')
+>>> cfg.optim.name
+'adam'
+>>> try:
+...     load_config_text('[optim]\\nlr = -1')
+... except ConfigError as e:
+...     print(e)
+invalid config:
+  optim.lr = -1: Input should be greater than 0
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sparsesnn.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RunConfig(_Section):
+    """Where and how a run executes."""
+
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.+=-]+$")
+    out_dir: str = "runs"
+    seed: int = Field(0, ge=0)
+    epochs: int = Field(10, ge=1)
+    device: str = "auto"
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 leaves torch's default")
+    deterministic: bool = True
+    checkpoint_every_steps: int = Field(0, ge=0, description="extra mid-epoch checkpoints; 0 = only per epoch")
+    max_steps_per_epoch: int = Field(0, ge=0, description="cap on training batches per epoch; 0 = no cap")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError("must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        return v
+
+
+class DataConfig(_Section):
+    """The dataset, its loader and the input encoding."""
+
+    name: str = "digits"
+    root: str | None = None
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    time_steps: int = Field(4, ge=1, le=10_000)
+    encoder: Literal["direct", "poisson"] = "direct"
+    normalize: bool = True
+    augment: bool = False
+    num_workers: int = Field(0, ge=0)
+    max_train_samples: int = Field(0, ge=0, description="use only the first N training samples; 0 = all")
+    max_test_samples: int = Field(0, ge=0, description="use only the first N test samples; 0 = all")
+    params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the dataset")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from sparsesnn.data import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset; choose one of {DATASETS.names()}")
+        return v
+
+
+class ModelConfig(_Section):
+    """The architecture (a registry name) and keyword arguments of its factory."""
+
+    name: str = "mlp"
+    spiking_output: bool | None = Field(None, description="append a neuron to the readout; None = model default")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from sparsesnn.models import MODELS
+
+        if v not in MODELS:
+            raise ValueError(f"unknown model; choose one of {MODELS.names()}")
+        return v
+
+
+class NeuronConfig(_Section):
+    """Spiking neuron settings applied to every neuron of the model."""
+
+    kind: Literal["lif", "plif"] = "lif"
+    tau: float = Field(2.0, gt=1.0)
+    v_threshold: float = 1.0
+    v_reset: float = 0.0
+    soft_reset: bool = False
+    decay_input: bool = True
+    detach_reset: bool = False
+    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike"] = "atan"
+    surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta; None = the default")
+    backend: Literal["auto", "compiled", "eager"] = "auto"
+
+    @model_validator(mode="after")
+    def _reset_below_threshold(self) -> NeuronConfig:
+        if not self.soft_reset and self.v_reset >= self.v_threshold:
+            raise ValueError(f"v_reset ({self.v_reset}) must be below v_threshold ({self.v_threshold})")
+        return self
+
+
+class OptimConfig(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = Field(0.0, ge=0.0, description="max global grad norm; 0 = off")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError("both betas must be in [0, 1)")
+        return v
+
+
+class ScheduleConfig(_Section):
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class LossConfig(_Section):
+    """``ce``: cross-entropy on the time-averaged output; ``mse``: MSE between firing rates and one-hot targets."""
+
+    name: Literal["ce", "mse"] = "ce"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class SparseConfig(_Section):
+    """The structure learner. ``method = "dense"`` trains without masks."""
+
+    method: str = "dense"
+    density: float = Field(1.0, gt=0.0, le=1.0)
+    distribution: Literal["uniform", "er", "erk"] = "erk"
+    dense_first: bool = True
+    dense_last: bool = False
+    include: list[str] = Field(default_factory=list, description="fnmatch patterns of module names to sparsify")
+    exclude: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict, description="method-specific settings")
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from sparsesnn.sparse.methods import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"unknown method; choose one of {METHODS.names()}")
+        return v
+
+
+class Config(_Section):
+    run: RunConfig = Field(default_factory=RunConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    neuron: NeuronConfig | None = None
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    sparse: SparseConfig = Field(default_factory=SparseConfig)
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> Config:
+        if self.schedule.warmup_epochs >= self.run.epochs and self.schedule.warmup_epochs > 0:
+            raise ValueError(
+                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be below run.epochs ({self.run.epochs})"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict with every value resolved (None entries dropped: TOML has no null)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = ["invalid config:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key (check the spelling; see `sparsesnn info --config-keys`)")
+        elif e["type"] == "missing":
+            lines.append(f"  {loc}: required key is missing")
+        else:
+            shown = e.get("input")
+            shown = _toml_repr(shown) if not isinstance(shown, dict) else "{...}"
+            lines.append(f"  {loc or '(top level)'} = {shown}: {msg}")
+    return "\n".join(lines)
+
+
+def _toml_repr(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return str(value)
+
+
+def validate_config(data: dict[str, Any]) -> Config:
+    """Validate a nested dict (as read from TOML) into a :class:`Config`, or raise :class:`ConfigError`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def load_config_text(text: str, overrides: list[str] | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config is not valid TOML: {exc}") from None
+    for item in overrides or []:
+        apply_override(data, item)
+    return validate_config(data)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config file, apply ``--set key=value`` overrides, validate."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        return load_config_text(text, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+def parse_override_value(raw: str) -> Any:
+    """Parse the value of ``--set key=value`` as a TOML value; bare words that are not TOML stay strings."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """Apply one ``dotted.key=value`` override to a nested dict in place."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set has an empty key in {item!r}")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a table")
+        node = child
+    node[parts[-1]] = parse_override_value(raw.strip())
+
+
+def config_keys() -> list[str]:
+    """Every allowed dotted key with its type and default, for ``sparsesnn info --config-keys``."""
+    out = []
+    for section, field in Config.model_fields.items():
+        sub = field.annotation
+        sub_model = next(
+            (a for a in getattr(sub, "__args__", (sub,)) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if sub_model is None:
+            continue
+        for name, f in sub_model.model_fields.items():
+            default = f.get_default(call_default_factory=True)
+            out.append(f"{section}.{name} (default {default!r}){': ' + f.description if f.description else ''}")
+    return out

@@ -1,0 +1,432 @@
+"""Training and evaluation with exact resume.
+
+A run directory holds ``config.toml`` (the resolved config), ``metrics.jsonl`` (one JSON line per epoch),
+``summary.json`` and ``checkpoint.pt`` (written atomically at the end of every epoch, on Ctrl-C, and optionally
+every N steps).
+
+Determinism and exact resume: every source of randomness is derived from ``(seed, epoch, batch)``: the shuffling
+order of an epoch comes from a generator seeded with ``(seed, epoch)``, and before each training step the global
+torch RNG (dropout) and a per-batch generator (augmentation, Poisson encoding) are seeded from ``(seed, epoch,
+batch)``. A checkpoint therefore needs no RNG state: resuming at (epoch, batch) replays exactly the same stream,
+and the resumed run writes the same ``metrics.jsonl`` as an uninterrupted one (timing fields aside).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from sparsesnn.config import Config, load_config
+from sparsesnn.data import ArrayDataset, DatasetInfo
+from sparsesnn.errors import CheckpointError, TrainingDivergedError
+from sparsesnn.factory import (
+    build_data,
+    build_model_from_config,
+    build_optimizer,
+    build_scheduler,
+    resolve_device,
+)
+from sparsesnn.layers import make_encoder
+from sparsesnn.losses import LossFn, build_loss
+from sparsesnn.metrics import FiringRateMonitor, correct_count
+from sparsesnn.sparse import StructureLearner, build_learner
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+#: fields of a metrics line that measure wall time and so differ between otherwise identical runs
+TIMING_KEYS = frozenset({"time_s", "samples_per_s"})
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers (SplitMix64-style), so nearby (epoch, batch) pairs give unrelated streams."""
+    h = 0
+    for p in parts:
+        h = (h ^ (p + _MIX + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised after Ctrl-C once the checkpoint is safely written."""
+
+
+#----------------------------------------------------------------------------------------------------------------------
+# batching
+#----------------------------------------------------------------------------------------------------------------------
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(derive_seed(seed, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def iterate_batches(
+    dataset: Dataset[Any],
+    order: torch.Tensor,
+    batch_size: int,
+    start_batch: int,
+    num_workers: int,
+    batch_seed: Any,
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Yield ``(batch_index, inputs, targets)`` from ``start_batch`` on, in the given sample order.
+
+    In-memory datasets are gathered by fancy indexing; others go through a ``DataLoader`` with a fixed batch list.
+    ``batch_seed(b)`` gives the seed of batch ``b``'s augmentation generator.
+    """
+    chunks = list(order.split(batch_size))[start_batch:]
+    if isinstance(dataset, ArrayDataset):
+        for offset, idx in enumerate(chunks):
+            b = start_batch + offset
+            gen = torch.Generator().manual_seed(batch_seed(b))
+            x, y = dataset.batch(idx, gen)
+            yield b, x, y
+        return
+    loader = DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
+    for offset, (x, y) in enumerate(loader):
+        yield start_batch + offset, x, torch.as_tensor(y)
+
+
+def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
+    """Event frames ``[B, T, ...]`` -> ``[T, B, ...]``; static samples ``[B, ...]`` -> encoder -> ``[T, B, ...]``."""
+    if info.time_major:
+        return x.transpose(0, 1)
+    return encoder(x)
+
+
+#----------------------------------------------------------------------------------------------------------------------
+# the trainer
+#----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class EpochProgress:
+    """Running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
+
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    steps: int = 0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "seen": self.seen, "steps": self.steps}
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    batch: int = 0  # batches completed in the current epoch
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    progress: EpochProgress = field(default_factory=EpochProgress)
+
+
+class Trainer:
+    """Builds everything a config names and trains it into ``run_dir``.
+
+    >>> # Trainer(config, "runs/demo").fit()  -> summary dict; Trainer.resume("runs/demo").fit() continues
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path, *, quiet: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.quiet = quiet
+        cfg = config
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.device = resolve_device(cfg.run.device)
+        torch.manual_seed(derive_seed(cfg.run.seed, 0xD0D0))  # model initialisation
+        self.data = build_data(cfg)
+        self.info = self.data.info
+        self.model = build_model_from_config(cfg, self.info).to(self.device)
+        self.encoder = make_encoder(cfg.data.encoder, cfg.data.time_steps)
+        self.optimizer = build_optimizer(cfg, self.model)
+        n_train = len(self.data.train)  # type: ignore[arg-type]
+        self.steps_per_epoch = math.ceil(n_train / cfg.data.batch_size)
+        if cfg.run.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.run.max_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.run.epochs
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
+        self.learner: StructureLearner = build_learner(
+            cfg.sparse,
+            self.model,
+            self.optimizer,
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            total_epochs=cfg.run.epochs,
+            seed=derive_seed(cfg.run.seed, 0x5EED),
+        )
+        self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
+        self.state = TrainState()
+        self._interrupt = threading.Event()
+
+    # -- construction from a run directory --------------------------------------------------------------------------
+    @classmethod
+    def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> Trainer:
+        """Rebuild the trainer from ``run_dir/config.toml`` and restore ``run_dir/checkpoint.pt``."""
+        rd = Path(run_dir)
+        if not (rd / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{rd} is not a run directory: {CONFIG_FILE} is missing")
+        trainer = cls(load_config(rd / CONFIG_FILE), rd, quiet=quiet)
+        trainer.load_state(load_checkpoint(rd / CHECKPOINT_FILE, map_location=trainer.device))
+        return trainer
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "epoch": self.state.epoch,
+            "batch": self.state.batch,
+            "global_step": self.state.global_step,
+            "history": self.state.history,
+            "progress": self.state.progress.as_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "learner": self.learner.state_dict(),
+        }
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        if ckpt.get("config") != self.config.to_dict():
+            raise CheckpointError(
+                f"checkpoint in {self.run_dir} was written with a different config than {CONFIG_FILE}"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.learner.load_state_dict(ckpt["learner"])
+        self.state = TrainState(
+            epoch=int(ckpt["epoch"]),
+            batch=int(ckpt["batch"]),
+            global_step=int(ckpt["global_step"]),
+            history=list(ckpt["history"]),
+            progress=EpochProgress(**ckpt["progress"]),
+        )
+
+    def save(self) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.state_dict())
+
+    # -- run files --------------------------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_toml())
+        # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run's file matches an unbroken one
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.state.history)
+        atomic_write_text(self.run_dir / METRICS_FILE, lines)
+
+    def _append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    # -- loop -------------------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the run summary (also written to ``summary.json``)."""
+        self._write_run_files()
+        previous = self._install_sigint()
+        try:
+            while self.state.epoch < self.config.run.epochs:
+                self._train_epoch()
+                self.learner.on_epoch_end(self.state.epoch)
+                record = self._epoch_record()
+                self.state.history.append(record)
+                self.state.epoch += 1
+                self.state.batch = 0
+                self.state.progress = EpochProgress()
+                self.save()
+                self._append_metrics(record)
+                self._log_epoch(record)
+        finally:
+            self._restore_sigint(previous)
+        summary = self.summary()
+        atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return summary
+
+    def _train_epoch(self) -> None:
+        cfg = self.config
+        epoch = self.state.epoch
+        self.model.train()
+        order = epoch_order(len(self.data.train), cfg.run.seed, epoch, shuffle=True)  # type: ignore[arg-type]
+        order = order[: self.steps_per_epoch * cfg.data.batch_size]
+        prog = self.state.progress
+        t0 = time.perf_counter()
+        batches = iterate_batches(
+            self.data.train,
+            order,
+            cfg.data.batch_size,
+            self.state.batch,
+            cfg.data.num_workers,
+            lambda b: derive_seed(cfg.run.seed, epoch, b, 1),
+        )
+        bar = tqdm(
+            batches,
+            total=self.steps_per_epoch,
+            initial=self.state.batch,
+            desc=f"epoch {epoch + 1}/{cfg.run.epochs}",
+            disable=True if self.quiet else None,  # None: off when stderr is not a terminal
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for b, x, y in bar:
+            torch.manual_seed(derive_seed(cfg.run.seed, epoch, b, 2))
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            out = self.model(to_time_major(x, self.info, self.encoder))
+            loss = self.loss_fn(out, y)
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(
+                    f"loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1} "
+                    f"(step {self.state.global_step + 1}); stopped. The last good checkpoint is kept at "
+                    f"{self.run_dir / CHECKPOINT_FILE}"
+                    f" (after epoch {self.state.epoch}, batch {self.state.batch}). Try a lower optim.lr or"
+                    " optim.grad_clip."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.learner.step()
+            n = int(y.shape[0])
+            prog.loss_sum += float(loss) * n
+            prog.correct += correct_count(out.detach(), y)
+            prog.seen += n
+            prog.steps += 1
+            self.state.batch = b + 1
+            self.state.global_step += 1
+            bar.set_postfix(loss=f"{prog.loss_sum / prog.seen:.4f}", acc=f"{prog.correct / prog.seen:.4f}")
+            every = cfg.run.checkpoint_every_steps
+            if every and self.state.global_step % every == 0 and self.state.batch < self.steps_per_epoch:
+                self.save()
+            if self._interrupt.is_set():
+                self.save()
+                raise RunInterrupted(
+                    f"interrupted at epoch {epoch + 1}, batch {b + 1}; checkpoint written to "
+                    f"{self.run_dir / CHECKPOINT_FILE}. Continue with: sparsesnn train --resume {self.run_dir}"
+                )
+        bar.close()
+        self._epoch_time = time.perf_counter() - t0
+
+    def _epoch_record(self) -> dict[str, Any]:
+        prog = self.state.progress
+        evaluation = self.evaluate()
+        elapsed = getattr(self, "_epoch_time", 0.0)
+        record: dict[str, Any] = {
+            "epoch": self.state.epoch + 1,
+            "step": self.state.global_step,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": prog.loss_sum / max(prog.seen, 1),
+            "train_acc": prog.correct / max(prog.seen, 1),
+            **evaluation,
+            **self.learner.metrics(),
+            "time_s": elapsed,
+            "samples_per_s": prog.seen / elapsed if elapsed > 0 else 0.0,
+        }
+        return record
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Dataset[Any] | None = None) -> dict[str, Any]:
+        """Test loss, accuracy and per-layer firing rates on ``dataset`` (the test split by default)."""
+        cfg = self.config
+        ds = dataset if dataset is not None else self.data.test
+        self.model.eval()
+        monitor = FiringRateMonitor(self.model)
+        loss_sum, correct, seen = 0.0, 0, 0
+        order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
+        batches = iterate_batches(
+            ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, lambda b: derive_seed(cfg.run.seed, b, 3)
+        )
+        with monitor.active():
+            for b, x, y in batches:
+                torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
+                x = x.to(self.device)
+                y = y.to(self.device)
+                out = self.model(to_time_major(x, self.info, self.encoder))
+                n = int(y.shape[0])
+                loss_sum += float(self.loss_fn(out, y)) * n
+                correct += correct_count(out, y)
+                seen += n
+        return {
+            "test_loss": loss_sum / max(seen, 1),
+            "test_acc": correct / max(seen, 1),
+            "firing_rate": monitor.mean_rate(),
+            "firing_rates": monitor.rates(),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        hist = self.state.history
+        last = hist[-1] if hist else {}
+        best = max(hist, key=lambda r: r["test_acc"]) if hist else {}
+        return {
+            "run_dir": str(self.run_dir),
+            "epochs": self.state.epoch,
+            "steps": self.state.global_step,
+            "final_test_acc": last.get("test_acc"),
+            "best_test_acc": best.get("test_acc"),
+            "best_epoch": best.get("epoch"),
+            "density": self.learner.density(),
+            "train_time_s": sum(r.get("time_s", 0.0) for r in hist),
+            "layers": self.learner.layer_table(),
+        }
+
+    def _log_epoch(self, r: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        print(
+            f"epoch {r['epoch']:>3}/{self.config.run.epochs}  loss {r['train_loss']:.4f}  train {r['train_acc']:.4f}"
+            f"  test {r['test_acc']:.4f}  density {self.learner.density():.4f}  rate {r['firing_rate']:.3f}"
+            f"  {r['samples_per_s']:.0f} samples/s",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # -- Ctrl-C -----------------------------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to checkpoint and stop after the current step (what Ctrl-C does)."""
+        self._interrupt.set()
+
+    def _install_sigint(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(_signum: int, _frame: Any) -> None:
+            if self._interrupt.is_set():  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._interrupt.set()
+
+        return signal.signal(signal.SIGINT, handler)
+
+    @staticmethod
+    def _restore_sigint(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:
+    """The run directory for a fresh run: refuses to overwrite one that already holds a checkpoint."""
+    rd = Path(run_dir) if run_dir is not None else Path(config.run.out_dir) / config.run.name
+    if (rd / CHECKPOINT_FILE).exists():
+        raise CheckpointError(
+            f"run directory {rd} already holds a run; continue it with --resume {rd} or pick another "
+            "name with --set run.name=..."
+        )
+    return rd

@@ -1,0 +1,157 @@
+"""Turn a validated :class:`~sparsesnn.config.Config` into live objects: data, model, optimiser, LR schedule, loss."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from sparsesnn.config import Config, NeuronConfig
+from sparsesnn.data import DatasetInfo, build_dataset
+from sparsesnn.errors import ConfigError
+from sparsesnn.models import MODELS, NeuronSpec, build_model
+from sparsesnn.surrogates import make_surrogate
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else must be available or it is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"run.device = {name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"run.device = {name!r}: MPS is not available on this machine")
+    return dev
+
+
+def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
+    params = {} if cfg.surrogate_param is None else {_SURROGATE_PARAM[cfg.surrogate]: cfg.surrogate_param}
+    return NeuronSpec(
+        kind=cfg.kind,
+        tau=cfg.tau,
+        v_threshold=cfg.v_threshold,
+        v_reset=None if cfg.soft_reset else cfg.v_reset,
+        decay_input=cfg.decay_input,
+        detach_reset=cfg.detach_reset,
+        surrogate=make_surrogate(cfg.surrogate, **params),
+        backend=cfg.backend,
+    )
+
+
+_SURROGATE_PARAM = {"atan": "alpha", "sigmoid": "alpha", "rectangular": "width", "superspike": "beta"}
+
+
+def _call_with_config_kwargs(factory: Any, kwargs: dict[str, Any], section: str, name: str) -> Any:
+    """Call a registry factory, turning an unknown or ill-typed keyword into a ConfigError naming the key."""
+    sig = inspect.signature(factory)
+    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    if not accepts_var:
+        unknown = sorted(set(kwargs) - set(sig.parameters))
+        if unknown:
+            allowed = sorted(k for k in sig.parameters if k not in ("root", "split"))
+            raise ConfigError(f"{section}.params.{unknown[0]}: unknown key for {name!r}; allowed: {allowed}")
+    try:
+        return factory(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{section} {name!r} rejected its settings {kwargs}: {exc}") from None
+
+
+@dataclass
+class DataBundle:
+    train: Dataset[Any]
+    test: Dataset[Any]
+    info: DatasetInfo
+
+
+def build_data(cfg: Config) -> DataBundle:
+    d = cfg.data
+    from sparsesnn.data import DATASETS
+
+    factory = DATASETS[d.name]
+    kw: dict[str, Any] = dict(d.params)
+    sig = inspect.signature(factory).parameters
+    if "normalize" in sig:
+        kw.setdefault("normalize", d.normalize)
+    train_kw = dict(kw)
+    if "augment" in sig:
+        train_kw.setdefault("augment", d.augment)
+    train, info = _call_with_config_kwargs(
+        lambda **k: build_dataset(d.name, d.root, "train", **k), train_kw, "data", d.name
+    )
+    test, _ = _call_with_config_kwargs(lambda **k: build_dataset(d.name, d.root, "test", **k), kw, "data", d.name)
+    if d.max_train_samples and d.max_train_samples < len(train):  # type: ignore[arg-type]
+        train = _take_first(train, d.max_train_samples)
+    if d.max_test_samples and d.max_test_samples < len(test):  # type: ignore[arg-type]
+        test = _take_first(test, d.max_test_samples)
+    return DataBundle(train, test, info)
+
+
+def _take_first(ds: Dataset[Any], n: int) -> Dataset[Any]:
+    from sparsesnn.data import ArrayDataset
+
+    if isinstance(ds, ArrayDataset):
+        return ArrayDataset(ds.inputs[:n], ds.targets[:n], ds.transform)
+    return Subset(ds, range(n))
+
+
+def build_model_from_config(cfg: Config, info: DatasetInfo) -> nn.Module:
+    m = cfg.model
+    factory = MODELS[m.name]
+    sig = inspect.signature(factory).parameters
+    kw: dict[str, Any] = dict(m.params)
+    for key, value in (("in_channels", info.in_channels), ("num_classes", info.num_classes)):
+        if key in sig:
+            kw.setdefault(key, value)
+    if "input_size" in sig and info.sample_shape[-1] > 1:
+        kw.setdefault("input_size", info.input_size)
+    if cfg.neuron is not None:
+        if "neuron" not in sig:
+            raise ConfigError(f"[neuron]: model {m.name!r} does not take neuron settings")
+        kw["neuron"] = neuron_spec(cfg.neuron)
+    if m.spiking_output is not None:
+        kw["spiking_output"] = m.spiking_output
+    elif cfg.loss.name == "mse" and "spiking_output" in sig:
+        kw.setdefault("spiking_output", True)
+    return _call_with_config_kwargs(lambda **k: build_model(m.name, **k), kw, "model", m.name)
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if o.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov and o.momentum > 0
+        )
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float, cosine: bool) -> float:
+    """Linear warm-up from ``1/warmup`` to 1, then cosine decay to ``min_ratio`` (or constant)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    s = cfg.schedule
+    total = cfg.run.epochs * steps_per_epoch
+    warmup = round(s.warmup_epochs * steps_per_epoch)
+    min_ratio = s.min_lr / cfg.optim.lr
+    cosine = s.name == "cosine"
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, min_ratio, cosine))

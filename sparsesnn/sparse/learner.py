@@ -1,0 +1,234 @@
+"""The structure learner: the lifecycle every method shares.
+
+``prepare`` (at construction) picks the prunable layers, attaches masks and draws the initial topology; ``step``
+(after every optimiser step) rewires when due and returns whether the topology changed; ``on_epoch_end`` serves
+epoch-level methods; ``state_dict`` / ``load_state_dict`` hold counters, the random generator and per-synapse state
+so a resumed run continues bit for bit (the masks themselves are buffers in ``model.state_dict()``); ``summary``
+prints a per-layer table; ``finalize`` bakes the masks in and removes every hook.
+
+Subclasses override :meth:`update` (a step-level topology change), :meth:`on_epoch_end`, :meth:`wants_dense_grad`
+and :meth:`extra_state` / :meth:`load_extra_state`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsesnn.sparse.masks import (
+    MaskedLayer,
+    MaskSet,
+    active_count,
+    layer_densities,
+    prunable_layers,
+    random_mask,
+    select_layers,
+)
+
+
+class StructureLearner:
+    """Base learner: a fixed random sparse topology (what the ``static`` method is) unless a subclass rewires it.
+
+    Args:
+        model: any ``nn.Module``; its Conv/Linear layers are candidates.
+        optimizer: the optimiser whose moments are kept zero for absent synapses (optional for inference).
+        density: target fraction of active synapses over the masked layers (``1.0`` = dense).
+        distribution: how the density is spread over layers: "uniform", "er" or "erk".
+        dense_first, dense_last, include, exclude: layer selection (see :func:`select_layers`).
+        seed: seeds the learner's own generator (initial masks, random criteria).
+        total_steps, steps_per_epoch, total_epochs: the training budget, for schedules.
+        initial_density: density of the initial topology when it differs from the target (e.g. GMP starts dense).
+    """
+
+    name = "static"
+    uses_masks = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        density: float = 1.0,
+        distribution: str = "erk",
+        dense_first: bool = False,
+        dense_last: bool = False,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        seed: int = 0,
+        total_steps: int = 0,
+        steps_per_epoch: int = 0,
+        total_epochs: int = 0,
+        initial_density: float | None = None,
+    ) -> None:
+        if not 0.0 < density <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {density!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.density_target = float(density)
+        self.distribution = distribution
+        self.total_steps = int(total_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.total_epochs = int(total_epochs)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.steps = 0
+        self.epochs_seen = 0
+        self.masks: MaskSet | None = None
+        self._dense_grads: dict[str, torch.Tensor] = {}
+        if self.uses_masks:
+            layers = select_layers(model, include, exclude, dense_first, dense_last)
+            self.masks = MaskSet(layers, optimizer)
+            self.masks.grad_sink = self._sink_grad
+            start = self.density_target if initial_density is None else initial_density
+            self.targets = dict(
+                zip(
+                    [layer.name for layer in self.masks.layers],
+                    layer_densities([layer.weight for layer in self.masks.layers], self.density_target, distribution),
+                    strict=True,
+                )
+            )
+            self.init_masks(start)
+        self._arm_capture()
+
+    # -- topology ---------------------------------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[MaskedLayer]:
+        return self.masks.layers if self.masks is not None else []
+
+    def init_masks(self, density: float) -> None:
+        """Draw random masks with ``density`` spread over layers by ``self.distribution`` (exact counts per layer)."""
+        assert self.masks is not None
+        dens = layer_densities([layer.weight for layer in self.layers], density, self.distribution)
+        for layer, d in zip(self.layers, dens, strict=True):
+            n = active_count(layer.numel(), d)
+            self.masks.set_mask(layer, random_mask(layer.mask.shape, n, self.generator, layer.mask.device))
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Call after every ``optimizer.step()``. Returns True when the topology changed."""
+        self.steps += 1
+        changed = self.update() if self.masks is not None else False
+        self._dense_grads.clear()
+        self._arm_capture()
+        return changed
+
+    def update(self) -> bool:
+        """Step-level topology change; the base learner keeps its topology fixed."""
+        return False
+
+    def on_epoch_end(self, epoch: int) -> bool:
+        """Call after each training epoch (``epoch`` counts from 0). Returns True when the topology changed."""
+        self.epochs_seen = epoch + 1
+        return False
+
+    def wants_dense_grad(self, step: int) -> bool:
+        """Whether the backward pass of optimiser step number ``step`` (1-based) must capture dense gradients."""
+        return False
+
+    def _arm_capture(self) -> None:
+        if self.masks is not None:
+            self.masks.capture = self.wants_dense_grad(self.steps + 1)
+
+    def _sink_grad(self, name: str, grad: torch.Tensor) -> None:
+        prev = self._dense_grads.get(name)
+        self._dense_grads[name] = grad.clone() if prev is None else prev + grad
+
+    # -- state ------------------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "steps": self.steps,
+            "epochs_seen": self.epochs_seen,
+            "generator": self.generator.get_state(),
+            "masks": {layer.name: layer.mask.clone() for layer in self.layers},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"learner state is for method {state.get('name')!r}, not {self.name!r}")
+        self.steps = int(state["steps"])
+        self.epochs_seen = int(state["epochs_seen"])
+        self.generator.set_state(state["generator"])
+        saved = state["masks"]
+        if self.masks is not None:
+            names = {layer.name for layer in self.layers}
+            if set(saved) != names:
+                raise ValueError(f"learner state masks {sorted(saved)} do not match the model's layers {sorted(names)}")
+            for layer in self.layers:
+                self.masks.set_mask(layer, saved[layer.name].to(layer.mask.device))
+        self.load_extra_state(state["extra"])
+        self._arm_capture()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    # -- reporting --------------------------------------------------------------------------------------------------
+    def density(self) -> float:
+        """Active fraction over the masked layers (1.0 for a dense model)."""
+        return self.masks.density() if self.masks is not None else 1.0
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """One row per Conv/Linear of the model: shape, active/total synapses, density, output neurons alive."""
+        masked = {layer.name: layer for layer in self.layers}
+        rows = []
+        for name, module in prunable_layers(self.model):
+            weight = module.weight
+            layer = masked.get(name)
+            mask = layer.mask if layer is not None else torch.ones_like(weight, dtype=torch.bool)
+            alive = int(mask.reshape(mask.shape[0], -1).any(1).sum())
+            active = int(mask.sum())
+            rows.append(
+                {
+                    "layer": name,
+                    "shape": list(weight.shape),
+                    "masked": layer is not None,
+                    "active": active,
+                    "total": mask.numel(),
+                    "density": active / mask.numel(),
+                    "neurons_alive": alive,
+                    "neurons": int(mask.shape[0]),
+                }
+            )
+        return rows
+
+    def metrics(self) -> dict[str, Any]:
+        rows = self.layer_table()
+        total = sum(r["total"] for r in rows)
+        return {
+            "density": self.density(),
+            "density_all": sum(r["active"] for r in rows) / total if total else 1.0,
+            "layer_density": {r["layer"]: r["density"] for r in rows if r["masked"]},
+        }
+
+    def summary(self) -> str:
+        """A per-layer table in plain text."""
+        rows = self.layer_table()
+        head = f"{'layer':<32} {'shape':<20} {'active/total':>22} {'density':>8} {'neurons':>13}"
+        lines = [f"{self.name} learner, density {self.density():.4f} over masked layers", head, "-" * len(head)]
+        for r in rows:
+            tag = "" if r["masked"] else " (dense)"
+            lines.append(
+                f"{r['layer'] + tag:<32} {'x'.join(map(str, r['shape'])):<20} "
+                f"{r['active']:>10,}/{r['total']:<11,} {r['density']:>8.4f} {r['neurons_alive']:>6}/{r['neurons']:<6}"
+            )
+        return "\n".join(lines)
+
+    def finalize(self) -> nn.Module:
+        """Bake masks into the weights, remove hooks and mask buffers; returns the (plain) model."""
+        if self.masks is not None:
+            self.masks.remove()
+            self.masks = None
+        return self.model
+
+
+class DenseLearner(StructureLearner):
+    """No masks at all: the dense baseline runs through the same engine path."""
+
+    name = "dense"
+    uses_masks = False

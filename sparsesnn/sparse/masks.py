@@ -1,0 +1,247 @@
+"""Synapse masks as module buffers: selection of prunable layers, initial density distributions, optimiser hygiene.
+
+Invariant kept by this module: **an absent synapse has weight exactly 0 and optimiser moments exactly 0**. It is
+established when a mask is attached or changed, restored after every optimiser step (a step post-hook), and after
+every ``load_state_dict`` of a masked module. The forward pass therefore computes ``W * M`` without a multiply, and
+the gradient that autograd produces for ``W`` is the *dense* gradient ``dL/d(W * M)``; a tensor hook on the weight
+multiplies it by ``M`` before the optimiser sees it, after handing the dense copy to a structure learner on the steps
+that need it (RigL-style growth). Compared with a parametrization (``W_eff = W * M`` in forward) this keeps
+``state_dict`` keys unchanged, costs no extra forward op, survives a weight used at every time step of a
+user's own loop, and gives the dense gradient for free.
+
+Masks are ``bool`` buffers named ``weight_mask`` on the module, so they travel with ``model.state_dict()``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+MASK_BUFFER = "weight_mask"
+DISTRIBUTIONS = ("uniform", "er", "erk")
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv/Linear of ``model`` (any ``nn.Module``: ours, SpikingJelly's, snnTorch's), in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES) and m.weight is not None]
+
+
+def select_layers(
+    model: nn.Module,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    dense_first: bool = False,
+    dense_last: bool = False,
+) -> list[tuple[str, nn.Module]]:
+    """The layers to mask: all Conv/Linear, filtered by fnmatch ``include``/``exclude`` patterns on module names.
+
+    ``dense_first`` / ``dense_last`` keep the first / last Conv/Linear of the model dense (unmasked).
+    """
+    layers = prunable_layers(model)
+    if not layers:
+        raise ValueError("the model has no Conv/Linear layers to sparsify")
+    first, last = layers[0][0], layers[-1][0]
+    chosen = []
+    for name, module in layers:
+        if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+            continue
+        if (dense_first and name == first) or (dense_last and name == last):
+            continue
+        chosen.append((name, module))
+    if not chosen:
+        raise ValueError(
+            f"no layer left to sparsify after include={list(include)}, exclude={list(exclude)}, "
+            f"dense_first={dense_first}, dense_last={dense_last}; layers are {[n for n, _ in layers]}"
+        )
+    return chosen
+
+
+def fan_shape(weight: torch.Tensor) -> tuple[int, int, int]:
+    """``(n_out, n_in, kernel_elems)`` of a Linear/Conv weight."""
+    n_out, n_in = weight.shape[0], weight.shape[1]
+    kernel = int(math.prod(weight.shape[2:])) if weight.dim() > 2 else 1
+    return n_out, n_in, kernel
+
+
+def raw_density_scale(weight: torch.Tensor, distribution: str) -> float:
+    """The un-normalised per-layer density ``d_l / eps`` of ER / ERK (Mocanu et al. 2018; Evci et al. 2020).
+
+    ER: ``(n_in + n_out) / (n_in * n_out)`` over channels (a conv's kernel size ignored, as in RigL's
+    ``erdos_renyi``); ERK (conv): ``(c_in + c_out + k_h + k_w) / (c_in * c_out * k_h * k_w)``. For a Linear layer
+    ERK equals ER.
+    """
+    n_out, n_in, kernel = fan_shape(weight)
+    if distribution == "er" or weight.dim() == 2:
+        return (n_in + n_out) / (n_in * n_out)
+    if distribution == "erk":
+        return (n_in + n_out + sum(weight.shape[2:])) / (n_in * n_out * kernel)
+    raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+
+
+def layer_densities(weights: Sequence[torch.Tensor], density: float, distribution: str) -> list[float]:
+    """Per-layer densities whose parameter-weighted mean is ``density``.
+
+    ``uniform`` gives every layer ``density``. ER/ERK solve ``sum_l min(1, eps * s_l) * n_l = density * sum_l n_l``
+    for ``eps``: a layer whose density would exceed 1 is made dense and ``eps`` is re-solved over the rest (RigL's
+    ``get_sparsities`` procedure).
+    """
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
+    sizes = [w.numel() for w in weights]
+    if distribution == "uniform" or density == 1.0:
+        return [density] * len(weights)
+    scales = [raw_density_scale(w, distribution) for w in weights]
+    dense: set[int] = set()
+    total = sum(sizes)
+    while True:
+        budget = density * total - sum(sizes[i] for i in dense)
+        denom = sum(scales[i] * sizes[i] for i in range(len(sizes)) if i not in dense)
+        eps = budget / denom
+        over = [i for i in range(len(sizes)) if i not in dense and eps * scales[i] > 1.0]
+        if not over:
+            return [1.0 if i in dense else eps * scales[i] for i in range(len(sizes))]
+        dense.update(over)
+
+
+def active_count(numel: int, density: float) -> int:
+    """Number of synapses a layer of ``numel`` weights keeps at ``density`` (rounded, at least 1)."""
+    return max(1, min(numel, round(density * numel)))
+
+
+def random_mask(shape: torch.Size, n_active: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """A bool mask with exactly ``n_active`` True entries at uniformly random positions."""
+    numel = int(math.prod(shape))
+    idx = torch.randperm(numel, generator=generator)[:n_active].to(device)
+    mask = torch.zeros(numel, dtype=torch.bool, device=device)
+    mask[idx] = True
+    return mask.view(shape)
+
+
+@dataclass
+class MaskedLayer:
+    """One masked Conv/Linear: its name, module, and the hook handles that keep its invariant."""
+
+    name: str
+    module: nn.Module
+    handles: list[RemovableHandle] = field(default_factory=list)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.module.weight  # type: ignore[return-value]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return getattr(self.module, MASK_BUFFER)
+
+    def active(self) -> int:
+        return int(self.mask.sum())
+
+    def numel(self) -> int:
+        return self.mask.numel()
+
+
+GradSink = Callable[[str, torch.Tensor], None]
+
+
+class MaskSet:
+    """The masks of a model and the hooks that enforce them.
+
+    ``grad_sink`` (optional) receives ``(layer_name, dense_grad)`` whenever ``capture`` is True, before the gradient
+    is masked; a structure learner arms it only on the steps where it needs dense gradients.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.layers: list[MaskedLayer] = []
+        self.optimizer = optimizer
+        self.capture = False
+        self.grad_sink: GradSink | None = None
+        self._opt_handle: RemovableHandle | None = None
+        for name, module in layers:
+            if hasattr(module, MASK_BUFFER):
+                raise ValueError(f"layer {name!r} already carries a {MASK_BUFFER!r}: is the model prepared twice?")
+            weight = module.weight
+            module.register_buffer(MASK_BUFFER, torch.ones_like(weight, dtype=torch.bool))
+            layer = MaskedLayer(name, module)
+            layer.handles.append(weight.register_hook(self._grad_hook(layer)))
+            layer.handles.append(module.register_load_state_dict_post_hook(self._after_load(layer)))
+            self.layers.append(layer)
+        if optimizer is not None:
+            self._opt_handle = optimizer.register_step_post_hook(lambda *_: self.apply())
+
+    # -- hooks ------------------------------------------------------------------------------------------------------
+    def _grad_hook(self, layer: MaskedLayer) -> Callable[[torch.Tensor], torch.Tensor]:
+        def hook(grad: torch.Tensor) -> torch.Tensor:
+            if self.capture and self.grad_sink is not None:
+                self.grad_sink(layer.name, grad.detach())
+            return grad * layer.mask
+
+        return hook
+
+    def _after_load(self, layer: MaskedLayer) -> Callable[..., None]:
+        def hook(_module: nn.Module, _incompatible: object) -> None:
+            self.apply_layer(layer)
+
+        return hook
+
+    # -- enforcing the invariant ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def apply_layer(self, layer: MaskedLayer) -> None:
+        """Zero the absent weights of ``layer`` and their optimiser moments."""
+        mask = layer.mask
+        layer.weight.mul_(mask)
+        if self.optimizer is not None:
+            state = self.optimizer.state.get(layer.weight)
+            if state:
+                for value in state.values():
+                    if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                        value.mul_(mask)
+
+    def apply(self) -> None:
+        for layer in self.layers:
+            self.apply_layer(layer)
+
+    @torch.no_grad()
+    def set_mask(self, layer: MaskedLayer, mask: torch.Tensor) -> None:
+        """Replace ``layer``'s mask (same shape, bool) and restore the invariant."""
+        if mask.shape != layer.mask.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask for {layer.name} must be bool of shape {tuple(layer.mask.shape)}")
+        layer.mask.copy_(mask)
+        self.apply_layer(layer)
+
+    # -- accounting -------------------------------------------------------------------------------------------------
+    def active(self) -> int:
+        return sum(layer.active() for layer in self.layers)
+
+    def numel(self) -> int:
+        return sum(layer.numel() for layer in self.layers)
+
+    def density(self) -> float:
+        total = self.numel()
+        return self.active() / total if total else 1.0
+
+    def by_name(self) -> dict[str, MaskedLayer]:
+        return {layer.name: layer for layer in self.layers}
+
+    # -- teardown ---------------------------------------------------------------------------------------------------
+    def remove(self, keep_buffers: bool = False) -> None:
+        """Bake masks into the weights and remove every hook (and the mask buffers unless ``keep_buffers``)."""
+        self.apply()
+        for layer in self.layers:
+            for h in layer.handles:
+                h.remove()
+            if not keep_buffers:
+                delattr(layer.module, MASK_BUFFER)
+        if self._opt_handle is not None:
+            self._opt_handle.remove()
+        self.layers = []
