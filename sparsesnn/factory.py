@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Subset
 
 from sparsesnn.config import Config, NeuronConfig
 from sparsesnn.data import DatasetInfo, build_dataset
-from sparsesnn.errors import ConfigError
+from sparsesnn.errors import ConfigError, SparseSNNError
 from sparsesnn.models import MODELS, NeuronSpec, build_model
 from sparsesnn.surrogates import make_surrogate
 
@@ -58,9 +58,9 @@ def _call_with_config_kwargs(factory: Any, kwargs: dict[str, Any], section: str,
             raise ConfigError(f"{section}.params.{unknown[0]}: unknown key for {name!r}; allowed: {allowed}")
     try:
         return factory(**kwargs)
+    except SparseSNNError:
+        raise  # already names the file or key (a DatasetError, a ConfigError)
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(f"{section} {name!r} rejected its settings {kwargs}: {exc}") from None
 
 

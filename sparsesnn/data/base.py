@@ -69,7 +69,9 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
             x = self.transform(x.unsqueeze(0), None)[0]
         return x, int(self.targets[index])
 
-    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.inputs[indices]
         if self.transform is not None:
             x = self.transform(x, generator)

@@ -1,0 +1,159 @@
+"""The fused LIF/PLIF op against a reference that lets autograd run through the Python time loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparsesnn.neurons import LIF, PLIF, lif_multistep, lif_reference
+from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, make_surrogate
+
+SURROGATES = [ATan(2.0), Sigmoid(4.0), Rectangular(1.0), SuperSpike(10.0)]
+
+
+def _compare(x, k, backend, **kw):
+    """Spikes and gradients (w.r.t. x and 1/tau) of the fused op and of the reference, on the same upstream grad."""
+    x1 = x.clone().requires_grad_()
+    k1 = k.clone().requires_grad_()
+    out = lif_multistep(x1, k1, backend=backend, **kw)
+    g = torch.randn_like(out)
+    gx, gk = torch.autograd.grad(out, (x1, k1), g)
+    x2 = x.clone().requires_grad_()
+    k2 = k.clone().requires_grad_()
+    ref = lif_reference(x2, k2, **kw)
+    rx, rk = torch.autograd.grad(ref, (x2, k2), g)
+    return out, ref, gx, rx, gk, rk
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=2, max_size=4),
+    tau=st.floats(1.05, 10.0),
+    v_threshold=st.floats(0.2, 2.0),
+    reset_offset=st.floats(0.05, 1.0),
+    hard=st.booleans(),
+    decay_input=st.booleans(),
+    detach_reset=st.booleans(),
+    surrogate=st.sampled_from(SURROGATES),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fused_eager_matches_reference(shape, tau, v_threshold, reset_offset, hard, decay_input, detach_reset, surrogate, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2 * v_threshold
+    k = torch.tensor(1.0 / tau, dtype=torch.float64)
+    kw = dict(
+        v_threshold=v_threshold,
+        v_reset=v_threshold - reset_offset if hard else 0.0,
+        hard_reset=hard,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+    )
+    out, ref, gx, rx, gk, rk = _compare(x, k, "eager", **kw)
+    assert torch.equal(out, ref)
+    torch.testing.assert_close(gx, rx, atol=1e-6, rtol=0)
+    torch.testing.assert_close(gk, rk, atol=1e-6, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "hard,decay_input,detach_reset,surrogate",
+    [(True, True, False, ATan(2.0)), (False, False, True, Sigmoid(4.0))],
+)
+def test_fused_compiled_matches_reference(hard, decay_input, detach_reset, surrogate):
+    kw = dict(v_threshold=1.0, v_reset=0.0, hard_reset=hard, decay_input=decay_input, detach_reset=detach_reset,
+              surrogate=surrogate)
+    for shape in [(4, 3, 5), (4, 2, 7, 3)]:  # the second shape exercises a new neuron count on the same kernel
+        x = torch.randn(shape, dtype=torch.float64) * 2
+        k = torch.tensor(0.6, dtype=torch.float64)
+        out, ref, gx, rx, gk, rk = _compare(x, k, "compiled", **kw)
+        assert torch.equal(out, ref)
+        torch.testing.assert_close(gx, rx, atol=1e-6, rtol=0)
+        torch.testing.assert_close(gk, rk, atol=1e-6, rtol=1e-9)
+
+
+def test_float32_compiled_spikes_equal_eager():
+    x = torch.randn(4, 8, 16) * 2
+    a = lif_multistep(x, 0.5, backend="compiled")
+    b = lif_multistep(x, 0.5, backend="eager")
+    assert torch.equal(a, b)
+
+
+def test_lif_known_sequence():
+    # constant input 1.5, tau 2: H = 0.75 (no spike), 1.125 (spike, reset to 0), 0.75 ...
+    out = LIF(tau=2.0, backend="eager")(torch.full((4, 1), 1.5))
+    assert out.flatten().tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_soft_reset_subtracts_threshold():
+    # no input decay: H0 = 0 + 1.8 = 1.8 -> spike, V = 0.8; H1 = 0.8 - 0.8/2 + 0 = 0.4 -> no spike
+    x = torch.tensor([[1.8], [0.0]])
+    neuron = LIF(tau=2.0, v_reset=None, decay_input=False, backend="eager")
+    assert neuron(x).flatten().tolist() == [1.0, 0.0]
+
+
+def test_no_state_between_calls():
+    neuron = LIF(backend="eager")
+    x = torch.rand(6, 3, 4) * 3
+    assert torch.equal(neuron(x), neuron(x))
+
+
+def test_plif_learns_tau():
+    neuron = PLIF(init_tau=2.0, backend="eager")
+    assert float(neuron.inv_tau().detach()) == pytest.approx(0.5)
+    x = torch.rand(8, 4, 10) * 3
+    neuron(x).sum().backward()
+    assert neuron.w.grad is not None and torch.isfinite(neuron.w.grad)
+
+
+def test_plif_grad_matches_reference():
+    x = torch.randn(5, 3, 4, dtype=torch.float64) * 2
+    neuron = PLIF(init_tau=3.0, backend="eager").double()
+    neuron(x).sum().backward()
+    w = neuron.w.detach().clone().requires_grad_()
+    lif_reference(x, torch.sigmoid(w)).sum().backward()
+    torch.testing.assert_close(neuron.w.grad, w.grad, atol=1e-9, rtol=1e-9)
+
+
+def _saved_bytes(fn, x):
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return total
+
+
+def test_fused_saves_less_than_reference():
+    x = torch.randn(4, 8, 32, requires_grad=True)
+    fused = _saved_bytes(lambda v: lif_multistep(v, 0.5, backend="eager"), x)
+    ref = _saved_bytes(lambda v: lif_reference(v, 0.5), x)
+    assert fused <= x.numel() * 4 + 64  # H only (plus the scalar 1/tau)
+    assert fused * 2.5 < ref  # the reference keeps about 3 tensors of the input size
+
+
+@pytest.mark.parametrize("bad", [dict(tau=1.0), dict(tau=float("nan")), dict(v_reset=1.0), dict(backend="gpu")])
+def test_bad_neuron_args(bad):
+    with pytest.raises(ValueError):
+        LIF(**bad)
+
+
+def test_rejects_non_time_major():
+    with pytest.raises(ValueError, match="time-major"):
+        lif_multistep(torch.zeros(5), 0.5)
+
+
+def test_surrogates_registry_and_validation():
+    assert make_surrogate("atan", alpha=3.0) == ATan(3.0)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        make_surrogate("relu")
+    with pytest.raises(ValueError):
+        ATan(alpha=-1.0)
+    for sg in SURROGATES:  # each surrogate peaks at the threshold and is symmetric
+        g = sg.grad(torch.tensor([-0.3, 0.0, 0.3]))
+        assert g[1] >= g[0] and g[0] == pytest.approx(float(g[2]))
