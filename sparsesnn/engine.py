@@ -178,6 +178,7 @@ class Trainer:
         self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
         self.state = TrainState()
         self._interrupt = threading.Event()
+        self._saved_at = "none written yet"
 
     # -- construction from a run directory --------------------------------------------------------------------------
     @classmethod
@@ -221,9 +222,15 @@ class Trainer:
             history=list(ckpt["history"]),
             progress=EpochProgress(**ckpt["progress"]),
         )
+        self._saved_at = self._position()
+
+    def _position(self) -> str:
+        e, b = self.state.epoch, self.state.batch
+        return f"after epoch {e}" if b == 0 else f"in epoch {e + 1} after batch {b}"
 
     def save(self) -> None:
         save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.state_dict())
+        self._saved_at = self._position()
 
     # -- run files --------------------------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
@@ -293,10 +300,9 @@ class Trainer:
             loss = self.loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, batch {b + 1} "
+                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1} "
                     f"(step {self.state.global_step + 1}); stopped. The last good checkpoint is kept at "
-                    f"{self.run_dir / CHECKPOINT_FILE}"
-                    f" (after epoch {self.state.epoch}, batch {self.state.batch}). Try a lower optim.lr or"
+                    f"{self.run_dir / CHECKPOINT_FILE} ({self._saved_at}). Try a lower optim.lr or"
                     " optim.grad_clip."
                 )
             self.optimizer.zero_grad(set_to_none=True)
@@ -307,7 +313,7 @@ class Trainer:
             self.scheduler.step()
             self.learner.step()
             n = int(y.shape[0])
-            prog.loss_sum += float(loss) * n
+            prog.loss_sum += loss.item() * n
             prog.correct += correct_count(out.detach(), y)
             prog.seen += n
             prog.steps += 1

@@ -39,7 +39,9 @@ def _compare(x, k, backend, **kw):
     surrogate=st.sampled_from(SURROGATES),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_fused_eager_matches_reference(shape, tau, v_threshold, reset_offset, hard, decay_input, detach_reset, surrogate, seed):
+def test_fused_eager_matches_reference(
+    shape, tau, v_threshold, reset_offset, hard, decay_input, detach_reset, surrogate, seed
+):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2 * v_threshold
     k = torch.tensor(1.0 / tau, dtype=torch.float64)
@@ -62,8 +64,14 @@ def test_fused_eager_matches_reference(shape, tau, v_threshold, reset_offset, ha
     [(True, True, False, ATan(2.0)), (False, False, True, Sigmoid(4.0))],
 )
 def test_fused_compiled_matches_reference(hard, decay_input, detach_reset, surrogate):
-    kw = dict(v_threshold=1.0, v_reset=0.0, hard_reset=hard, decay_input=decay_input, detach_reset=detach_reset,
-              surrogate=surrogate)
+    kw = dict(
+        v_threshold=1.0,
+        v_reset=0.0,
+        hard_reset=hard,
+        decay_input=decay_input,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+    )
     for shape in [(4, 3, 5), (4, 2, 7, 3)]:  # the second shape exercises a new neuron count on the same kernel
         x = torch.randn(shape, dtype=torch.float64) * 2
         k = torch.tensor(0.6, dtype=torch.float64)

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny configs on the embedded digits so engine tests run in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY_TOML = """
+[run]
+name = "tiny"
+seed = 3
+epochs = 3
+max_steps_per_epoch = 6
+
+[data]
+name = "digits"
+batch_size = 32
+eval_batch_size = 128
+time_steps = 2
+max_test_samples = 128
+
+[model]
+name = "mlp"
+params = {{ hidden = [32] }}
+
+[neuron]
+backend = "eager"
+
+[optim]
+name = "adam"
+lr = 0.003
+
+[sparse]
+method = "{method}"
+density = {density}
+params = {params}
+"""
+
+
+def tiny_toml(method: str = "rigl", density: float = 0.3, params: str = "{ update_every = 2 }") -> str:
+    if method == "dense":
+        density, params = 1.0, "{}"
+    return TINY_TOML.format(method=method, density=density, params=params)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    return DATA
