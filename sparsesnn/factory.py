@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 from sparsesnn.config import Config, NeuronConfig
 from sparsesnn.data import DatasetInfo, build_dataset
 from sparsesnn.errors import ConfigError, SparseSNNError
-from sparsesnn.models import MODELS, NeuronSpec, build_model
+from sparsesnn.models import MODELS, NeuronSpec
 from sparsesnn.surrogates import make_surrogate
 
 
@@ -47,8 +47,11 @@ def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
 _SURROGATE_PARAM = {"atan": "alpha", "sigmoid": "alpha", "rectangular": "width", "superspike": "beta"}
 
 
-def _call_with_config_kwargs(factory: Any, kwargs: dict[str, Any], section: str, name: str) -> Any:
-    """Call a registry factory, turning an unknown or ill-typed keyword into a ConfigError naming the key."""
+def _call_with_config_kwargs(
+    factory: Any, kwargs: dict[str, Any], section: str, name: str, call: Any | None = None
+) -> Any:
+    """Call a registry ``factory`` (through ``call`` if given), turning an unknown or ill-typed keyword into a
+    :class:`ConfigError` that names the key."""
     sig = inspect.signature(factory)
     accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     if not accepts_var:
@@ -57,11 +60,11 @@ def _call_with_config_kwargs(factory: Any, kwargs: dict[str, Any], section: str,
             allowed = sorted(k for k in sig.parameters if k not in ("root", "split"))
             raise ConfigError(f"{section}.params.{unknown[0]}: unknown key for {name!r}; allowed: {allowed}")
     try:
-        return factory(**kwargs)
+        return (call or factory)(**kwargs)
     except SparseSNNError:
         raise  # already names the file or key (a DatasetError, a ConfigError)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{section} {name!r} rejected its settings {kwargs}: {exc}") from None
+        raise ConfigError(f"{section} {name!r} rejected its settings: {exc}") from None
 
 
 @dataclass
@@ -84,9 +87,11 @@ def build_data(cfg: Config) -> DataBundle:
     if "augment" in sig:
         train_kw.setdefault("augment", d.augment)
     train, info = _call_with_config_kwargs(
-        lambda **k: build_dataset(d.name, d.root, "train", **k), train_kw, "data", d.name
+        factory, train_kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "train", **k)
     )
-    test, _ = _call_with_config_kwargs(lambda **k: build_dataset(d.name, d.root, "test", **k), kw, "data", d.name)
+    test, _ = _call_with_config_kwargs(
+        factory, kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "test", **k)
+    )
     if d.max_train_samples and d.max_train_samples < len(train):  # type: ignore[arg-type]
         train = _take_first(train, d.max_train_samples)
     if d.max_test_samples and d.max_test_samples < len(test):  # type: ignore[arg-type]
@@ -120,7 +125,7 @@ def build_model_from_config(cfg: Config, info: DatasetInfo) -> nn.Module:
         kw["spiking_output"] = m.spiking_output
     elif cfg.loss.name == "mse" and "spiking_output" in sig:
         kw.setdefault("spiking_output", True)
-    return _call_with_config_kwargs(lambda **k: build_model(m.name, **k), kw, "model", m.name)
+    return _call_with_config_kwargs(factory, kw, "model", m.name)
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
