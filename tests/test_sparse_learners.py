@@ -235,7 +235,7 @@ def test_erk_solves_global_density_with_dense_saturation():
 
 def test_finalize_bakes_masks_and_removes_hooks():
     model = tiny_net()
-    learner, opt = make("rigl", model, density=0.3)
+    learner, _opt = make("rigl", model, density=0.3)
     x, _ = next(batches(1))
     out_before = model(x)
     masked = [layer.weight for layer in learner.layers]
