@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsesnn.errors import SparseSNNError, TrainingDivergedError
+from sparsesnn.runtime import tune_allocator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +101,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    tune_allocator()
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "info": _cmd_info}
     try:
         return handlers[args.command](args)

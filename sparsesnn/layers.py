@@ -85,7 +85,10 @@ class PoissonEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = x.clamp(0.0, 1.0).unsqueeze(0).expand(self.time_steps, *x.shape)
-        rand = torch.rand(p.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        if self.generator is None:
+            rand = torch.rand(p.shape, device=x.device, dtype=x.dtype)
+        else:  # draw where the generator lives (it may be a CPU generator for a CUDA model), then move
+            rand = torch.rand(p.shape, generator=self.generator, device=self.generator.device).to(x.device, x.dtype)
         return (rand < p).to(x.dtype)
 
     def extra_repr(self) -> str:
