@@ -40,12 +40,17 @@ Method
     ``time.perf_counter`` around the whole block. Before timing, every variant runs ``--warmup`` untimed steps;
     the first of these includes ``torch.compile``'s compile of the LIF kernels, reported separately as
     ``first_step_s`` / ``compile_s_estimate`` (first step minus the median timed step). Inductor caches compiled
-    code on disk, so a second run on the same machine shows a much smaller "compile" time: the JSON records the
+    code on disk, so a second run on the same machine shows a smaller "compile" time: the JSON records the
     dynamo/inductor counters (cache hits and misses) and how many graphs were compiled during the timed rounds
-    (should be 0: anything else means a recompile polluted the timings).
+    (should be 0: anything else means a recompile polluted the timings). For a truly cold compile, run with
+    ``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``.
     Absolute speeds on a shared 2-core machine swing by +-30 % between runs (PERF-NOTES.md), so the headline
     numbers are per-round ratios, whose median and min/max over rounds are reported:
     ``sparsesnn / spikingjelly`` and ``sparsesnn / snntorch`` samples/s, and ``sparsesnn / relu-floor`` step time.
+    Ratios do not cancel every kind of noise: when other processes occupy the cores, each of the many small
+    parallel regions of an eager elementwise op waits for a descheduled OpenMP thread, which slows the eager
+    variants far more than the few large compiled kernels. The JSON records the load average before and after;
+    run on an otherwise idle machine for numbers to quote.
 
 The neuron alone
     LIF forward + backward on ``[4, 128, 32, 28, 28]`` float32 (the first LIF layer of the network at batch 128),
@@ -54,6 +59,11 @@ The neuron alone
     counted with ``torch.autograd.graph.saved_tensors_hooks`` (unique storages; the input's own storage reported
     separately), and speed as the median wall time of forward + backward over ``--neuron-repeats`` round-robin
     repeats.
+
+Allocator
+    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.runtime.tune_allocator` (glibc
+    keeps freed activations in the heap instead of unmapping them; see PERF-NOTES.md), for every variant alike.
+    ``SPARSESNN_TUNE_MALLOC=0`` turns it off; the JSON records whether it was applied.
 
 Output: a JSON object on stdout (and in ``--json PATH``), then a Markdown summary.
 """
@@ -88,6 +98,7 @@ except ImportError:  # not installed: running from a bare checkout
 
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.neurons import _compiler_available, is_spiking, lif_multistep, lif_reference
+from sparsesnn.runtime import tune_allocator
 
 VARIANTS: tuple[str, ...] = ("sparsesnn", "sparsesnn-eager", "spikingjelly", "snntorch", "relu-floor")
 NUM_CLASSES = 10
@@ -334,6 +345,24 @@ def _short_path(filename: str) -> str:
     return "/".join(parts[parts.index("site-packages") + 1 :] if "site-packages" in parts else parts[-3:])
 
 
+def _cpu_model() -> str:
+    """``platform.processor()`` is empty on many Linux systems; fall back to /proc/cpuinfo's model name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -381,8 +410,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, malloc_tuned: bool = False) -> dict[str, Any]:
     _require_peers()
+    load_start = _loadavg()
     gen = torch.Generator().manual_seed(args.seed)
     images = torch.rand(args.batch, 1, INPUT_SIZE, INPUT_SIZE, generator=gen)
     x = images.unsqueeze(0).expand(args.time_steps, *images.shape).contiguous()
@@ -458,7 +488,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "final_loss": v.last_loss,
             **v.info,
         }
-    env_keys = ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SPARSESNN_NO_COMPILE")
+    env_keys = ("LD_PRELOAD", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "SPARSESNN_NO_COMPILE", "SPARSESNN_TUNE_MALLOC")
     return {
         "benchmark": "conv SNN training throughput (fwd+bwd+Adam step), CPU",
         "config": {
@@ -484,9 +514,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "machine": {
             "processor": platform.processor(),
+            "cpu_model": _cpu_model(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(),
+            "loadavg_start": load_start,
+            "loadavg_end": _loadavg(),
+            "malloc_tuned": malloc_tuned,
             "env": {k: os.environ[k] for k in env_keys if k in os.environ}
             | {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         },
@@ -513,7 +547,8 @@ def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [
         f"## Conv SNN training on CPU: T={cfg['time_steps']}, batch {cfg['batch']}, "
-        f"{result['machine']['threads']} threads, {cfg['rounds']} rounds x {cfg['steps_per_round']} steps",
+        f"{result['machine']['threads']} threads, {cfg['rounds']} rounds x {cfg['steps_per_round']} steps "
+        f"(load average {result['machine']['loadavg_start']} -> {result['machine']['loadavg_end']})",
         "",
         "| variant | samples/s median (min-max) | step ms median | sparsesnn ÷ variant, samples/s (median) |",
         "|---|---|---|---|",
@@ -558,11 +593,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    malloc_tuned = tune_allocator()  # process-wide, as in the sparsesnn CLI
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
         with torch.random.fork_rng(devices=[]):
-            result = run(args)
+            result = run(args, malloc_tuned)
     finally:
         torch.set_num_threads(previous_threads)
     text = json.dumps(result, indent=2)

@@ -1,9 +1,10 @@
-"""Measurements of a spiking network: accuracy and firing rates (more in later modules: connections, SOPs, energy)."""
+"""Measurements of a spiking network: accuracy, firing rates, connections, synaptic operations and energy."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,3 +54,129 @@ class FiringRateMonitor:
     def mean_rate(self) -> float:
         total = sum(self._counts.values())
         return sum(self._sums.values()) / total if total else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# connections and synaptic operations
+# ---------------------------------------------------------------------------------------------------------------------
+#: energy per operation at 45 nm (Horowitz, ISSCC 2014), as used by the SNN papers this library follows
+ENERGY_PER_AC_PJ = 0.9
+ENERGY_PER_MAC_PJ = 4.6
+
+
+def connections(model: nn.Module) -> dict[str, Any]:
+    """Active (non-zero) and total synapses of every Conv/Linear, per layer and in total."""
+    layers = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _SYNAPTIC):
+            w = module.weight.detach()
+            layers[name] = {"active": int((w != 0).sum()), "total": w.numel()}
+    active = sum(v["active"] for v in layers.values())
+    total = sum(v["total"] for v in layers.values())
+    return {"active": active, "total": total, "density": active / total if total else 1.0, "layers": layers}
+
+
+_SYNAPTIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def fan_out_map(module: nn.Module, input_shape: tuple[int, ...], weight_mask: torch.Tensor) -> torch.Tensor:
+    """For each input element of one sample, the number of (output, synapse) pairs it drives through live synapses.
+
+    Linear: ``F[i] = sum_o M[o, i]``. Conv: ``F[c, y, x] = sum_{o, ky, kx} M[o, c, ky, kx] * [the tap lands on an
+    output inside the map]``, computed exactly (borders, stride, padding, dilation, groups) as the transposed
+    convolution of an all-ones output map with the mask.
+    """
+    m = weight_mask.to(torch.float64)
+    if isinstance(module, nn.Linear):
+        return m.sum(0)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module.padding, str) or module.padding_mode != "zeros":
+            raise NotImplementedError("fan-out of string or non-zero padding modes is not supported")
+        conv = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}[m.dim() - 2]
+        probe = torch.zeros((1, *input_shape), dtype=torch.float64, device=m.device, requires_grad=True)
+        out = conv(probe, m, None, module.stride, module.padding, module.dilation, module.groups)
+        (fan,) = torch.autograd.grad(out.sum(), probe)  # d(sum of outputs)/d(input) = live fan-out per input
+        return fan[0]
+    raise TypeError(f"no fan-out rule for {type(module).__name__}")
+
+
+class SynapticOpsMonitor:
+    """Counts synaptic operations of every Conv/Linear while active (forward pre-hooks).
+
+    For each layer it accumulates, over all calls, the per-position count of binary (spike) inputs and of non-zero
+    analog inputs. ``result(n_samples)`` turns them into per-sample operation counts:
+
+    - ``Effective_ACs``: sum over spikes of their live fan-out (a pruned synapse, or a dead neuron that never fires,
+      costs nothing);
+    - ``Effective_MACs``: the same for non-binary input (an analog first layer), counted as multiply-accumulates;
+    - ``Dense``: every synapse of every layer at every call, as if all existed and all inputs were active.
+
+    Key names follow NeuroBench (Yik et al. 2024). Inputs may be ``[N, ...]`` or time-major ``[T, B, ...]``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._spikes: dict[str, torch.Tensor] = {}
+        self._analog: dict[str, torch.Tensor] = {}
+        self._vectors: dict[str, int] = {}
+        self._modules: dict[str, nn.Module] = {}
+
+    @contextmanager
+    def active(self) -> Iterator[SynapticOpsMonitor]:
+        handles = []
+        for name, module in self.model.named_modules():
+            if isinstance(module, _SYNAPTIC):
+                self._modules[name] = module
+                handles.append(module.register_forward_pre_hook(self._hook(name)))
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, name: str):  # type: ignore[no-untyped-def]
+        def record(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach()
+            per_sample = 1 if isinstance(module, nn.Linear) else module.weight.dim() - 1
+            flat = x.reshape(-1, *x.shape[x.dim() - per_sample :])
+            binary = bool(((flat == 0) | (flat == 1)).all())
+            target = self._spikes if binary else self._analog
+            counts = (flat != 0).sum(0, dtype=torch.float64) if not binary else flat.sum(0, dtype=torch.float64)
+            target[name] = target[name] + counts if name in target else counts
+            self._vectors[name] = self._vectors.get(name, 0) + flat.shape[0]
+
+        return record
+
+    def result(self, n_samples: int) -> dict[str, Any]:
+        """Per-sample operation counts, per layer and in total, with the energy estimate."""
+        per_layer = {}
+        acs = macs = dense = 0.0
+        for name, module in self._modules.items():
+            if name not in self._vectors:
+                continue
+            shape = next(iter(t.shape for t in (self._spikes.get(name), self._analog.get(name)) if t is not None))
+            weight = module.weight.detach()
+            live = fan_out_map(module, tuple(shape), weight != 0)
+            full = fan_out_map(module, tuple(shape), torch.ones_like(weight, dtype=torch.bool))
+            ac = _weighted_total(self._spikes.get(name), live)
+            mac = _weighted_total(self._analog.get(name), live)
+            dn = float(full.sum()) * self._vectors[name]
+            per_layer[name] = {"acs": ac / n_samples, "macs": mac / n_samples, "dense": dn / n_samples}
+            acs, macs, dense = acs + ac, macs + mac, dense + dn
+        acs, macs, dense = acs / n_samples, macs / n_samples, dense / n_samples
+        return {
+            "Effective_ACs": acs,
+            "Effective_MACs": macs,
+            "Dense": dense,
+            "energy_uJ": energy_uj(acs, macs),
+            "layers": per_layer,
+        }
+
+
+def _weighted_total(counts: torch.Tensor | None, fan_out: torch.Tensor) -> float:
+    return 0.0 if counts is None else float((counts * fan_out.to(counts.device)).sum())
+
+
+def energy_uj(acs: float, macs: float) -> float:
+    """Energy estimate in microjoules: ``E = 0.9 pJ * ACs + 4.6 pJ * MACs`` (45 nm figures; an estimate only)."""
+    return (ENERGY_PER_AC_PJ * acs + ENERGY_PER_MAC_PJ * macs) * 1e-6

@@ -53,6 +53,7 @@ def test_quick_run_reports_every_variant_and_the_ratios(tmp_path: Path, capsys: 
     assert result["compile"]["graphs_compiled_during_timed_rounds"] == 0
     assert result["versions"]["spikingjelly"] and result["versions"]["snntorch"]
     assert result["machine"]["threads"] == 2
+    assert isinstance(result["machine"]["malloc_tuned"], bool)
 
     neuron = result["neuron"]["results"]
     assert {"fused-eager", "reference"} <= set(neuron)
