@@ -249,8 +249,8 @@ def test_finalize_bakes_masks_and_removes_hooks():
 def test_masks_travel_with_state_dict_and_survive_foreign_load():
     model = tiny_net()
     learner, opt = make("static", model, density=0.3)
-    keys = [k for k in model.state_dict() if k.endswith("weight_mask")]
-    assert len(keys) == 3
+    keys = [k for k in model.state_dict() if k.endswith(("weight_mask", "neuron_mask"))]
+    assert len(keys) == 6
     dense_state = tiny_net(5).state_dict()  # a dense checkpoint loaded into the masked model
     for k in keys:
         dense_state[k] = model.state_dict()[k]

@@ -79,7 +79,7 @@ class StructureLearner:
         self._dense_grads: dict[str, torch.Tensor] = {}
         if self.uses_masks:
             layers = select_layers(model, include, exclude, dense_first, dense_last)
-            self.masks = MaskSet(layers, optimizer)
+            self.masks = MaskSet(layers, optimizer, model)
             self.masks.grad_sink = self._sink_grad
             start = self.density_target if initial_density is None else initial_density
             self.targets = dict(
@@ -143,6 +143,7 @@ class StructureLearner:
             "epochs_seen": self.epochs_seen,
             "generator": self.generator.get_state(),
             "masks": {layer.name: layer.mask.clone() for layer in self.layers},
+            "neurons": {layer.name: layer.neuron_mask.clone() for layer in self.layers},
             "extra": self.extra_state(),
         }
 
@@ -158,6 +159,7 @@ class StructureLearner:
             if set(saved) != names:
                 raise ValueError(f"learner state masks {sorted(saved)} do not match the model's layers {sorted(names)}")
             for layer in self.layers:
+                self.masks.set_neuron_mask(layer, state["neurons"][layer.name].to(layer.mask.device))
                 self.masks.set_mask(layer, saved[layer.name].to(layer.mask.device))
         self.load_extra_state(state["extra"])
         self._arm_capture()
@@ -181,7 +183,9 @@ class StructureLearner:
             weight = module.weight
             layer = masked.get(name)
             mask = layer.mask if layer is not None else torch.ones_like(weight, dtype=torch.bool)
-            alive = int(mask.reshape(mask.shape[0], -1).any(1).sum())
+            alive = mask.reshape(mask.shape[0], -1).any(1)
+            if layer is not None:
+                alive &= layer.neuron_mask
             active = int(mask.sum())
             rows.append(
                 {
@@ -191,7 +195,7 @@ class StructureLearner:
                     "active": active,
                     "total": mask.numel(),
                     "density": active / mask.numel(),
-                    "neurons_alive": alive,
+                    "neurons_alive": int(alive.sum()),
                     "neurons": int(mask.shape[0]),
                 }
             )

@@ -9,7 +9,10 @@ that need it (RigL-style growth). Compared with a parametrization (``W_eff = W *
 ``state_dict`` keys unchanged, costs no extra forward op, survives a weight used at every time step of a
 user's own loop, and gives the dense gradient for free.
 
-Masks are ``bool`` buffers named ``weight_mask`` on the module, so they travel with ``model.state_dict()``.
+Masks are ``bool`` buffers named ``weight_mask`` on the module, so they travel with ``model.state_dict()``. Beside
+it, ``neuron_mask`` (one entry per output unit / channel) marks neurons as alive or pruned: a pruned neuron has no
+input synapses, and its bias and the entries of a BatchNorm that directly follows the layer (``gamma``, ``beta``)
+are held at zero too, so its input is exactly 0 and it never fires (for ``v_reset < v_threshold``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch.utils.hooks import RemovableHandle
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 MASK_BUFFER = "weight_mask"
+NEURON_BUFFER = "neuron_mask"
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
@@ -63,6 +67,25 @@ def select_layers(
             f"dense_first={dense_first}, dense_last={dense_last}; layers are {[n for n, _ in layers]}"
         )
     return chosen
+
+
+def following_norm(model: nn.Module, name: str) -> nn.Module | None:
+    """The BatchNorm that directly follows layer ``name`` in registration order, if its size matches the outputs.
+
+    This is how our blocks (``SeqFolded(conv, bn)``), SpikingJelly's and most hand-written SNNs are laid out; a
+    norm that is not the very next leaf module is not assumed to belong to the layer.
+    """
+    leaves = [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    names = [n for n, _ in leaves]
+    if name not in names:
+        return None
+    idx = names.index(name)
+    layer = leaves[idx][1]
+    if idx + 1 < len(leaves):
+        nxt = leaves[idx + 1][1]
+        if isinstance(nxt, nn.modules.batchnorm._BatchNorm) and nxt.num_features == layer.weight.shape[0]:
+            return nxt
+    return None
 
 
 def fan_shape(weight: torch.Tensor) -> tuple[int, int, int]:
@@ -134,6 +157,7 @@ class MaskedLayer:
 
     name: str
     module: nn.Module
+    norm: nn.Module | None = None
     handles: list[RemovableHandle] = field(default_factory=list)
 
     @property
@@ -143,6 +167,19 @@ class MaskedLayer:
     @property
     def mask(self) -> torch.Tensor:
         return getattr(self.module, MASK_BUFFER)
+
+    @property
+    def neuron_mask(self) -> torch.Tensor:
+        return getattr(self.module, NEURON_BUFFER)
+
+    def rows(self) -> torch.Tensor:
+        """The mask viewed as ``[n_out, fan_in]``."""
+        return self.mask.reshape(self.mask.shape[0], -1)
+
+    def alive_synapse_slots(self) -> torch.Tensor:
+        """Bool mask (weight-shaped) of positions whose output neuron is alive: the only places growth may use."""
+        shape = (-1,) + (1,) * (self.mask.dim() - 1)
+        return self.neuron_mask.view(shape).expand_as(self.mask)
 
     def active(self) -> int:
         return int(self.mask.sum())
@@ -161,7 +198,12 @@ class MaskSet:
     is masked; a structure learner arms it only on the steps where it needs dense gradients.
     """
 
-    def __init__(self, layers: list[tuple[str, nn.Module]], optimizer: torch.optim.Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        layers: list[tuple[str, nn.Module]],
+        optimizer: torch.optim.Optimizer | None = None,
+        model: nn.Module | None = None,
+    ) -> None:
         self.layers: list[MaskedLayer] = []
         self.optimizer = optimizer
         self.capture = False
@@ -172,7 +214,8 @@ class MaskSet:
                 raise ValueError(f"layer {name!r} already carries a {MASK_BUFFER!r}: is the model prepared twice?")
             weight = module.weight
             module.register_buffer(MASK_BUFFER, torch.ones_like(weight, dtype=torch.bool))
-            layer = MaskedLayer(name, module)
+            module.register_buffer(NEURON_BUFFER, torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device))
+            layer = MaskedLayer(name, module, following_norm(model, name) if model is not None else None)
             layer.handles.append(weight.register_hook(self._grad_hook(layer)))
             layer.handles.append(module.register_load_state_dict_post_hook(self._after_load(layer)))
             self.layers.append(layer)
@@ -197,15 +240,27 @@ class MaskSet:
     # -- enforcing the invariant ------------------------------------------------------------------------------------
     @torch.no_grad()
     def apply_layer(self, layer: MaskedLayer) -> None:
-        """Zero the absent weights of ``layer`` and their optimiser moments."""
-        mask = layer.mask
-        layer.weight.mul_(mask)
+        """Zero the absent weights of ``layer``, their optimiser moments, and a pruned neuron's bias / BN entries."""
+        self._zero(layer.weight, layer.mask)
+        alive = layer.neuron_mask
+        if bool(alive.all()):
+            return
+        bias = getattr(layer.module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            self._zero(bias, alive)
+        if layer.norm is not None:
+            for p in (layer.norm.weight, layer.norm.bias):
+                if isinstance(p, torch.Tensor):
+                    self._zero(p, alive)
+
+    def _zero(self, param: torch.Tensor, keep: torch.Tensor) -> None:
+        param.mul_(keep)
         if self.optimizer is not None:
-            state = self.optimizer.state.get(layer.weight)
+            state = self.optimizer.state.get(param)
             if state:
                 for value in state.values():
-                    if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                        value.mul_(mask)
+                    if isinstance(value, torch.Tensor) and value.shape == keep.shape:
+                        value.mul_(keep)
 
     def apply(self) -> None:
         for layer in self.layers:
@@ -217,6 +272,15 @@ class MaskSet:
         if mask.shape != layer.mask.shape or mask.dtype != torch.bool:
             raise ValueError(f"mask for {layer.name} must be bool of shape {tuple(layer.mask.shape)}")
         layer.mask.copy_(mask)
+        self.apply_layer(layer)
+
+    @torch.no_grad()
+    def set_neuron_mask(self, layer: MaskedLayer, alive: torch.Tensor) -> None:
+        """Mark output neurons alive (True) or pruned (False); a pruned neuron loses every input synapse."""
+        if alive.shape != layer.neuron_mask.shape or alive.dtype != torch.bool:
+            raise ValueError(f"neuron mask for {layer.name} must be bool of shape {tuple(layer.neuron_mask.shape)}")
+        layer.neuron_mask.copy_(alive)
+        layer.mask.mul_(layer.alive_synapse_slots())
         self.apply_layer(layer)
 
     # -- accounting -------------------------------------------------------------------------------------------------
@@ -242,6 +306,7 @@ class MaskSet:
                 h.remove()
             if not keep_buffers:
                 delattr(layer.module, MASK_BUFFER)
+                delattr(layer.module, NEURON_BUFFER)
         if self._opt_handle is not None:
             self._opt_handle.remove()
         self.layers = []

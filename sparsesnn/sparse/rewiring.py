@@ -133,7 +133,7 @@ class RewiringLearner(StructureLearner):
         """Drop ``n`` active synapses of ``layer`` and grow ``n`` absent ones; returns ``(dropped, grown)``."""
         assert self.masks is not None
         mask = layer.mask
-        absent_before = ~mask
+        absent_before = ~mask & layer.alive_synapse_slots()  # never grow into a pruned neuron
         n = min(n, int(absent_before.sum()), int(mask.sum()))
         if n <= 0:
             return 0, 0

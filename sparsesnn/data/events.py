@@ -1,0 +1,645 @@
+"""Event-camera file decoders (and minimal writers): N-MNIST / ATIS binary, AEDAT 3.1, AEDAT 2.0 and AEDAT 4.
+
+Every reader returns events as a numpy structured array of :data:`EVENT_DTYPE` with fields ``x``, ``y`` (pixel
+column and row, int16), ``t`` (microseconds, int64) and ``p`` (polarity, bool: True = ON / brightness increase),
+the layout Tonic uses (``tonic.io.events_struct``). Decoding is numpy-vectorised: no Python loop over events (the
+AEDAT 3.1 reader loops over packets, each holding thousands of events).
+
+Nothing is ever silently wrong: a missing or truncated file, a wrong header, a coordinate outside the sensor or a
+timestamp that goes backwards raises :class:`~sparsesnn.errors.DatasetError` whose message names the file and the
+byte offset of the offending record. Two documented repairs exist for real-world recordings:
+
+* ``on_backwards``: ``"error"`` (default), ``"sort"`` (stable sort by time) or ``"drop"`` (drop every event whose
+  timestamp is earlier than one before it, i.e. keep the events where the running maximum does not decrease).
+* ``on_invalid``: ``"error"`` (default) or ``"drop"`` for events outside the sensor or with undefined address bits.
+
+None of the 1,100 N-MNIST files or the 10 SLAYER ``.bs2`` DVS Gesture clips in ``../shared/data`` has a backwards
+timestamp, an overflow marker or an out-of-range coordinate, so the defaults decode them exactly as Tonic does.
+
+Formats
+-------
+N-MNIST / ATIS binary (G. Orchard, A. Jayawant, G. K. Cohen, N. Thakor, "Converting Static Image Datasets to
+Spiking Neuromorphic Datasets Using Saccades", Front. Neurosci. 9:437, 2015; the dataset page and its
+``Read_Ndataset.m``): a headerless sequence of 40-bit (5-byte) records, byte 0 = x, byte 1 = y, byte 2 bit 7 =
+polarity (1 = ON), byte 2 bits 6..0 = timestamp bits 22..16, byte 3 = bits 15..8, byte 4 = bits 7..0, timestamps
+in microseconds. A record with y = 240 is a timestamp-overflow marker (``eventvision.py`` of the same authors, and
+``tonic.io.read_mnist_file``): it adds 2**13 us to every later timestamp and is not an event. N-MNIST's sensor is
+34x34. The SLAYER authors' ``.bs2`` files (S. B. Shrestha and G. Orchard, NeurIPS 2018) use the same record, e.g.
+DVS128 Gesture clips on a 128x128 sensor (:func:`read_bs2`).
+
+AEDAT 3.1 (iniVation, "AEDAT 3.1 file format", https://docs.inivation.com/software/software-advanced-usage/file-formats/aedat-3.1.html,
+and libcaer ``events/common.h`` / ``events/polarity.h``): an ASCII header of lines starting with ``#``, the first
+``#!AER-DAT3.1\\r\\n``, the last ``#!END-HEADER\\r\\n``; then packets, all little-endian. A packet is a 28-byte
+header (int16 eventType, int16 eventSource, int32 eventSize, int32 eventTSOffset, int32 eventTSOverflow, int32
+eventCapacity, int32 eventNumber, int32 eventValid) followed by eventCapacity * eventSize bytes of events, of which
+the first eventNumber are used. Polarity events (eventType 1, eventSize 8, eventTSOffset 4) are a uint32 ``data``
+(bit 0 valid mark, bit 1 polarity, bits 2..16 y, bits 17..31 x) and an int32 timestamp (31 bits); the full
+timestamp is ``eventTSOverflow << 31 | timestamp``. Invalidated events (valid bit 0) and packets of other types
+(special, frame, IMU, ...) are skipped. DVS128 Gesture (A. Amir et al., "A Low Power, Fully Event-Based Gesture
+Recognition System", CVPR 2017) is stored this way, 128x128.
+
+AEDAT 2.0 (jAER, https://docs.inivation.com/software/software-advanced-usage/file-formats/aedat-2.0.html): header
+lines starting with ``#`` (the first ``#!AER-DAT2.0``), then big-endian records of (uint32 address, uint32
+timestamp in us). A DVS128 address holds polarity in bit 0, the x field in bits 1..7, the y field in bits 8..14 and
+an external-event flag in bit 15 (not a pixel event: dropped). Bits 16..31 must be zero. CIFAR10-DVS (H. Li, H. Liu,
+X. Ji, G. Li, L. Shi, "CIFAR10-DVS: An Event-Stream Dataset for Object Classification", Front. Neurosci. 11:309,
+2017) was recorded this way with a DVS128. How the address fields become image axes differs between readers, so it is
+a parameter (``layout``): ``"tonic"`` (default, as ``tonic.io.read_dvs_128``: x = bits 8..14, y = bits 1..7,
+p = bit 0), ``"spikingjelly"`` (SpikingJelly's CIFAR10-DVS loader: x = 127 - bits 8..14, y = 127 - bits 1..7,
+p = 1 - bit 0, i.e. Tonic's image rotated by 180 degrees with the polarities swapped) or ``"raw"`` (x = bits 1..7,
+y = bits 8..14, p = bit 0, the field names of the address format).
+
+AEDAT 4 (iniVation, https://docs.inivation.com/software/software-advanced-usage/file-formats/aedat-4.0.html) is
+decoded by the maintained ``aedat`` package (neuromorphs/aedat, the decoder Tonic uses), installed by the optional
+extra ``pip install 'sparsesnn[aedat4]'``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from sparsesnn.errors import DatasetError
+
+__all__ = [
+    "DECODER_VERSION",
+    "EVENT_DTYPE",
+    "AddressLayout",
+    "OnBackwards",
+    "OnInvalid",
+    "make_events",
+    "read_aedat2",
+    "read_aedat4",
+    "read_aedat31",
+    "read_atis_bin",
+    "read_bs2",
+    "read_nmnist",
+    "write_aedat2",
+    "write_aedat31",
+    "write_atis_bin",
+]
+
+#: Bumped whenever a decoder's output for the same file could change; part of every frame-cache key.
+DECODER_VERSION = 1
+
+EVENT_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
+
+OnBackwards = Literal["error", "sort", "drop"]
+OnInvalid = Literal["error", "drop"]
+AddressLayout = Literal["tonic", "spikingjelly", "raw"]
+
+NMNIST_SENSOR = (34, 34)  # (width, height)
+DVS128_SENSOR = (128, 128)
+
+_ON_BACKWARDS = ("error", "sort", "drop")
+_ON_INVALID = ("error", "drop")
+_LAYOUTS = ("tonic", "spikingjelly", "raw")
+
+
+def make_events(x: Any, y: Any, t: Any, p: Any) -> np.ndarray:
+    """A structured event array of :data:`EVENT_DTYPE` from four equally long sequences.
+
+    >>> make_events([1, 2], [3, 4], [10, 20], [True, False])["t"].tolist()
+    [10, 20]
+    """
+    x, y, t, p = (np.asarray(a) for a in (x, y, t, p))
+    if not x.shape == y.shape == t.shape == p.shape or x.ndim != 1:
+        raise ValueError(f"x, y, t, p must be 1-D of equal length, got {x.shape}, {y.shape}, {t.shape}, {p.shape}")
+    events = np.empty(x.shape[0], dtype=EVENT_DTYPE)
+    events["x"] = x
+    events["y"] = y
+    events["t"] = t
+    events["p"] = p
+    return events
+
+
+# ------------------------------------------------------------------------------------------------------ shared checks
+
+
+def _check_options(on_backwards: str, on_invalid: str) -> None:
+    if on_backwards not in _ON_BACKWARDS:
+        raise ValueError(f"on_backwards must be one of {_ON_BACKWARDS}, got {on_backwards!r}")
+    if on_invalid not in _ON_INVALID:
+        raise ValueError(f"on_invalid must be one of {_ON_INVALID}, got {on_invalid!r}")
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found (expected {what})") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: expected a file ({what}), found a directory") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the file ({err})") from err
+
+
+def _at(offset: int | None) -> str:
+    return f"byte offset {offset}" if offset is not None else "byte offset unknown (not reported by the decoder)"
+
+
+def _finish(
+    path: Path,
+    x: np.ndarray,
+    y: np.ndarray,
+    t: np.ndarray,
+    p: np.ndarray,
+    sensor: tuple[int, int] | None,
+    on_backwards: str,
+    on_invalid: str,
+    offset_of: Callable[[int], int | None],
+    what: str,
+    invalid: np.ndarray | None = None,
+    invalid_reason: str = "",
+) -> np.ndarray:
+    """Validate decoded fields and pack them: coordinates inside ``sensor`` (width, height), timestamps that never
+    go backwards (or the chosen repair). ``offset_of(i)`` is the byte offset of event ``i`` in the file; ``invalid``
+    marks events already known to be bad (undefined address bits), described by ``invalid_reason``."""
+    bad = invalid
+    reason = invalid_reason
+    if sensor is not None and x.size:
+        width, height = sensor
+        if int(x.max()) >= width or int(y.max()) >= height or int(x.min()) < 0 or int(y.min()) < 0:
+            outside = (x >= width) | (y >= height) | (x < 0) | (y < 0)
+            first = int(np.argmax(outside))
+            if bad is None or not bad[: first + 1].any():
+                reason = f"coordinate (x={int(x[first])}, y={int(y[first])}) outside the {width}x{height} sensor"
+            bad = outside if bad is None else (bad | outside)
+    kept: np.ndarray | None = None  # decoded index of each surviving event, when some were dropped
+    if bad is not None and bad.any():
+        first = int(np.argmax(bad))
+        if on_invalid == "error":
+            raise DatasetError(
+                f"{path}: {_at(offset_of(first))}: {what} record {first}: {reason} "
+                f"({int(bad.sum())} such events; pass on_invalid='drop' to drop them)"
+            )
+        kept = np.flatnonzero(~bad)
+        x, y, t, p = x[kept], y[kept], t[kept], p[kept]
+    if t.size > 1:
+        back = t[1:] < t[:-1]
+        if back.any():
+            if on_backwards == "error":
+                i = int(np.argmax(back)) + 1
+                j = int(kept[i]) if kept is not None else i
+                raise DatasetError(
+                    f"{path}: {_at(offset_of(j))}: {what} record {j}: timestamp {int(t[i])} us is earlier than the "
+                    f"previous one ({int(t[i - 1])} us; {int(back.sum())} backward steps in the file); "
+                    "pass on_backwards='sort' or 'drop' to repair"
+                )
+            if on_backwards == "sort":
+                order = np.argsort(t, kind="stable")
+            else:  # drop: keep the events that are not earlier than any event before them
+                order = np.flatnonzero(t >= np.maximum.accumulate(t))
+            x, y, t, p = x[order], y[order], t[order], p[order]
+    events = np.empty(t.shape[0], dtype=EVENT_DTYPE)
+    events["x"] = x
+    events["y"] = y
+    events["t"] = t
+    events["p"] = p
+    return events
+
+
+# ------------------------------------------------------------------------------------------------ N-MNIST / ATIS 40-bit
+
+_ATIS_OVERFLOW_Y = 240
+_ATIS_OVERFLOW_US = 1 << 13
+_ATIS_RECORD = np.dtype({"names": ["x", "word"], "formats": ["u1", ">u4"], "offsets": [0, 1], "itemsize": 5})
+
+
+def _decode_atis(
+    data: bytes | memoryview, path: Path, sensor: tuple[int, int] | None, on_backwards: str, on_invalid: str
+) -> np.ndarray:
+    if len(data) % 5:
+        whole = len(data) - len(data) % 5
+        raise DatasetError(
+            f"{path}: byte offset {whole}: truncated ATIS/N-MNIST file: {len(data)} bytes is not a whole number of "
+            f"5-byte records ({len(data) % 5} trailing bytes)"
+        )
+    # One 5-byte record = x, then a big-endian 32-bit word y<<24 | p<<23 | t (23 bits): read it in one strided view.
+    raw = np.frombuffer(data, dtype=_ATIS_RECORD)
+    x = raw["x"]
+    word = raw["word"].astype(np.uint32)
+    y = (word >> 24).astype(np.uint8)
+    p = (word & 0x800000).astype(bool)
+    t = (word & 0x7FFFFF).astype(np.int64)
+    overflow = y == _ATIS_OVERFLOW_Y
+    index: np.ndarray | None = None
+    if overflow.any():
+        t += np.cumsum(overflow, dtype=np.int64) * _ATIS_OVERFLOW_US
+        index = np.flatnonzero(~overflow)
+        x, y, t, p = x[index], y[index], t[index], p[index]
+
+    def offset_of(i: int) -> int:
+        return 5 * (int(index[i]) if index is not None else i)
+
+    return _finish(path, x, y, t, p, sensor, on_backwards, on_invalid, offset_of, "ATIS/N-MNIST")
+
+
+def read_atis_bin(
+    path: str | Path,
+    sensor_size: tuple[int, int] | None = NMNIST_SENSOR,
+    *,
+    on_backwards: OnBackwards = "error",
+    on_invalid: OnInvalid = "error",
+) -> np.ndarray:
+    """Decode an N-MNIST / ATIS 40-bit binary file (Orchard et al. 2015) into :data:`EVENT_DTYPE` events.
+
+    ``sensor_size`` is ``(width, height)``; coordinates outside it are invalid (``None`` skips the check).
+    Overflow markers (y = 240) add 2**13 us to later timestamps, as in Orchard's ``eventvision.py`` and Tonic.
+    """
+    _check_options(on_backwards, on_invalid)
+    path = Path(path)
+    return _decode_atis(_read_bytes(path, "an ATIS/N-MNIST binary file"), path, sensor_size, on_backwards, on_invalid)
+
+
+def read_nmnist(
+    path: str | Path, *, on_backwards: OnBackwards = "error", on_invalid: OnInvalid = "error"
+) -> np.ndarray:
+    """One N-MNIST sample (34x34 sensor): :func:`read_atis_bin` with ``sensor_size=(34, 34)``."""
+    return read_atis_bin(path, NMNIST_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
+
+
+def read_bs2(
+    path: str | Path,
+    sensor_size: tuple[int, int] = DVS128_SENSOR,
+    *,
+    on_backwards: OnBackwards = "error",
+    on_invalid: OnInvalid = "error",
+) -> np.ndarray:
+    """A SLAYER ``.bs2`` clip (the N-MNIST record; DVS128 Gesture clips are 128x128): :func:`read_atis_bin`."""
+    return read_atis_bin(path, sensor_size, on_backwards=on_backwards, on_invalid=on_invalid)
+
+
+def write_atis_bin(path: str | Path, events: np.ndarray) -> None:
+    """Write events as N-MNIST 40-bit records (x, y < 256 but not y = 240, 0 <= t < 2**23); for tests and tools."""
+    x, y, t = (np.asarray(events[k], dtype=np.int64) for k in ("x", "y", "t"))
+    p = np.asarray(events["p"], dtype=bool)
+    if x.size and (x.min() < 0 or x.max() > 255 or y.min() < 0 or y.max() > 255 or (y == _ATIS_OVERFLOW_Y).any()):
+        raise ValueError("ATIS records hold 0 <= x, y <= 255 and y != 240")
+    if t.size and (t.min() < 0 or t.max() >= 1 << 23):
+        raise ValueError("ATIS records hold timestamps 0 <= t < 2**23 us (use overflow markers for longer files)")
+    raw = np.empty((x.size, 5), dtype=np.uint8)
+    raw[:, 0] = x
+    raw[:, 1] = y
+    raw[:, 2] = ((t >> 16) & 0x7F) | (p.astype(np.int64) << 7)
+    raw[:, 3] = (t >> 8) & 0xFF
+    raw[:, 4] = t & 0xFF
+    Path(path).write_bytes(raw.tobytes())
+
+
+# --------------------------------------------------------------------------------------------------------- AEDAT 3.1
+
+_END_HEADER = b"#!END-HEADER\r\n"
+_PACKET_HEADER = struct.Struct("<hhiiiiii")
+_POLARITY_EVENT = 1
+_AEDAT3_EVENT = np.dtype([("data", "<u4"), ("ts", "<i4")])
+
+
+def _aedat3_header_end(data: bytes, path: Path) -> int:
+    """Byte offset just after ``#!END-HEADER\\r\\n``; the first line must announce AEDAT 3.x, every line a ``#``."""
+    first_end = data.find(b"\n")
+    first = data[: first_end if first_end >= 0 else min(len(data), 64)]
+    if not first.startswith(b"#!AER-DAT3."):
+        raise DatasetError(
+            f"{path}: byte offset 0: expected an AEDAT 3.1 header starting with '#!AER-DAT3.1', found {first[:40]!r}"
+        )
+    pos = 0
+    while True:
+        if pos >= len(data):
+            raise DatasetError(f"{path}: byte offset {pos}: truncated header (no '#!END-HEADER' line)")
+        if data[pos : pos + 1] != b"#":
+            raise DatasetError(
+                f"{path}: byte offset {pos}: expected a header line starting with '#' (or '#!END-HEADER'), "
+                f"found {data[pos : pos + 20]!r}"
+            )
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise DatasetError(f"{path}: byte offset {pos}: truncated header line (no end of line, no '#!END-HEADER')")
+        if data[pos : end + 1] == _END_HEADER:
+            return end + 1
+        pos = end + 1
+
+
+def read_aedat31(
+    path: str | Path,
+    sensor_size: tuple[int, int] | None = DVS128_SENSOR,
+    *,
+    on_backwards: OnBackwards = "error",
+    on_invalid: OnInvalid = "error",
+) -> np.ndarray:
+    """Decode the polarity events of an AEDAT 3.1 file (iniVation spec; DVS128 Gesture, Amir et al. 2017).
+
+    Every packet header is checked (sizes that fit in the file, eventNumber <= eventCapacity, polarity packets of
+    8-byte events with the timestamp at offset 4); events with the valid mark cleared and packets of other event
+    types are skipped. ``sensor_size`` is ``(width, height)`` (128x128 for the DVS128), ``None`` skips the check.
+    """
+    _check_options(on_backwards, on_invalid)
+    path = Path(path)
+    data = _read_bytes(path, "an AEDAT 3.1 file")
+    pos = _aedat3_header_end(data, path)
+    starts: list[int] = []
+    counts: list[int] = []
+    overflows: list[int] = []
+    size = len(data)
+    while pos < size:
+        if size - pos < _PACKET_HEADER.size:
+            raise DatasetError(
+                f"{path}: byte offset {pos}: truncated packet header ({size - pos} of {_PACKET_HEADER.size} bytes)"
+            )
+        etype, _source, esize, tsoffset, tsoverflow, capacity, number, valid = _PACKET_HEADER.unpack_from(data, pos)
+        if esize <= 0 or capacity < 0 or not 0 <= number <= capacity or not 0 <= valid <= number or tsoverflow < 0:
+            raise DatasetError(
+                f"{path}: byte offset {pos}: corrupt packet header (eventType={etype}, eventSize={esize}, "
+                f"eventTSOverflow={tsoverflow}, eventCapacity={capacity}, eventNumber={number}, eventValid={valid}); "
+                "expected eventSize > 0, 0 <= eventValid <= eventNumber <= eventCapacity, eventTSOverflow >= 0"
+            )
+        payload = pos + _PACKET_HEADER.size
+        nbytes = capacity * esize
+        if payload + nbytes > size:
+            raise DatasetError(
+                f"{path}: byte offset {pos}: truncated packet: its header declares {capacity} events of {esize} "
+                f"bytes ({nbytes} bytes) but only {size - payload} bytes remain"
+            )
+        if etype == _POLARITY_EVENT:
+            if esize != 8 or tsoffset != 4:
+                raise DatasetError(
+                    f"{path}: byte offset {pos}: polarity packet with eventSize={esize}, eventTSOffset={tsoffset}; "
+                    "expected 8 and 4"
+                )
+            if number:
+                starts.append(payload)
+                counts.append(number)
+                overflows.append(tsoverflow)
+        pos = payload + nbytes
+    if starts:
+        raw = np.concatenate([np.frombuffer(data, _AEDAT3_EVENT, n, s) for s, n in zip(starts, counts, strict=True)])
+    else:
+        raw = np.empty(0, dtype=_AEDAT3_EVENT)
+    word = raw["data"]
+    ts = raw["ts"]
+    valid_mark = (word & 1).astype(bool)
+    keep = np.flatnonzero(valid_mark) if not valid_mark.all() else None
+    overflow = np.repeat(np.asarray(overflows, dtype=np.int64), counts) if starts else np.empty(0, np.int64)
+    if keep is not None:
+        word, ts, overflow = word[keep], ts[keep], overflow[keep]
+    negative = ts < 0
+    t = (overflow << 31) | ts.astype(np.int64)
+    x = ((word >> 17) & 0x7FFF).astype(np.int16)
+    y = ((word >> 2) & 0x7FFF).astype(np.int16)
+    p = ((word >> 1) & 1).astype(bool)
+
+    def offset_of(i: int) -> int:
+        j = int(keep[i]) if keep is not None else i
+        packet = int(np.searchsorted(np.cumsum(counts), j, side="right"))
+        before = int(np.sum(counts[:packet]))
+        return starts[packet] + 8 * (j - before)
+
+    return _finish(
+        path,
+        x,
+        y,
+        t,
+        p,
+        sensor_size,
+        on_backwards,
+        on_invalid,
+        offset_of,
+        "AEDAT 3.1 polarity",
+        invalid=negative if negative.any() else None,
+        invalid_reason="negative 32-bit timestamp (expected 31 bits)",
+    )
+
+
+def write_aedat31(
+    path: str | Path,
+    events: np.ndarray,
+    *,
+    packet_size: int = 4096,
+    invalid: np.ndarray | None = None,
+    extra_packets: bool = False,
+    source: int = 1,
+) -> None:
+    """Write polarity events as an AEDAT 3.1 file (for tests and tools), following the iniVation spec.
+
+    Events are split into packets of at most ``packet_size`` events and wherever ``t >> 31`` (the packet's
+    eventTSOverflow) changes. ``invalid`` (bool per event) writes those events with the valid mark cleared.
+    ``extra_packets`` adds a special-event packet (type 0) and a 36-byte-event IMU6 packet (type 3) before the
+    polarity data and an empty polarity packet at the end, all of which a reader must skip.
+    """
+    x, y, t = (np.asarray(events[k], dtype=np.int64) for k in ("x", "y", "t"))
+    p = np.asarray(events["p"], dtype=bool)
+    if x.size and (x.min() < 0 or x.max() > 0x7FFF or y.min() < 0 or y.max() > 0x7FFF or t.min() < 0):
+        raise ValueError("AEDAT 3.1 polarity events hold 0 <= x, y <= 32767 and t >= 0")
+    bad = np.zeros(x.size, dtype=bool) if invalid is None else np.asarray(invalid, dtype=bool)
+    word = (x << 17) | (y << 2) | (p.astype(np.int64) << 1) | (~bad).astype(np.int64)
+    rec = np.empty(x.size, dtype=_AEDAT3_EVENT)
+    rec["data"] = word.astype(np.uint32)
+    rec["ts"] = (t & 0x7FFFFFFF).astype(np.int32)
+    high = t >> 31
+    chunks: list[bytes] = [
+        b"#!AER-DAT3.1\r\n",
+        b"#Format: RAW\r\n",
+        f"#Source {source}: DVS128\r\n".encode(),
+        b"#Start-Time: 2017-01-01 00:00:00 (TZ+0000)\r\n",
+        _END_HEADER,
+    ]
+    if extra_packets:
+        special = np.zeros(2, dtype=_AEDAT3_EVENT)
+        special["data"] = [(1 << 1) | 1, (2 << 1) | 1]  # a timestamp reset and a wrap marker, both valid
+        chunks.append(_PACKET_HEADER.pack(0, source, 8, 4, 0, 2, 2, 2) + special.tobytes())
+        chunks.append(_PACKET_HEADER.pack(3, source, 36, 4, 0, 1, 1, 1) + bytes(36))
+    start = 0
+    while start < x.size:
+        stop = min(start + packet_size, x.size)
+        stop = start + int(np.searchsorted(high[start:stop], high[start], side="right"))
+        block = rec[start:stop]
+        n_valid = int((~bad[start:stop]).sum())
+        chunks.append(_PACKET_HEADER.pack(1, source, 8, 4, int(high[start]), stop - start, stop - start, n_valid))
+        chunks.append(block.tobytes())
+        start = stop
+    if extra_packets:
+        chunks.append(_PACKET_HEADER.pack(1, source, 8, 4, 0, 0, 0, 0))
+    Path(path).write_bytes(b"".join(chunks))
+
+
+# --------------------------------------------------------------------------------------------------------- AEDAT 2.0
+
+_AEDAT2_RECORD = np.dtype([("address", ">u4"), ("t", ">u4")])
+_DVS128_EXTERNAL = 1 << 15
+
+
+def _aedat2_data_start(data: bytes, path: Path) -> int:
+    if not data.startswith(b"#!AER-DAT2."):
+        first = data[: data.find(b"\n") if 0 <= data.find(b"\n") < 64 else 40]
+        raise DatasetError(
+            f"{path}: byte offset 0: expected a jAER AEDAT 2.0 header starting with '#!AER-DAT2.0', found {first!r}"
+        )
+    pos = 0
+    while pos < len(data) and data[pos : pos + 1] == b"#":
+        end = data.find(b"\n", pos)
+        if end < 0:
+            raise DatasetError(f"{path}: byte offset {pos}: truncated header line (no end of line)")
+        pos = end + 1
+    return pos
+
+
+def read_aedat2(
+    path: str | Path,
+    layout: AddressLayout = "tonic",
+    *,
+    on_backwards: OnBackwards = "error",
+    on_invalid: OnInvalid = "error",
+) -> np.ndarray:
+    """Decode a jAER AEDAT 2.0 file of DVS128 addresses (CIFAR10-DVS, Li et al. 2017) into a 128x128 event array.
+
+    ``layout`` maps the address fields to image axes (see the module docstring; ``"tonic"`` matches Tonic's
+    ``read_dvs_128``). External events (address bit 15) are not pixel events and are dropped; an address with any
+    of bits 16..31 set is invalid. Timestamps are the file's uint32 microseconds.
+    """
+    _check_options(on_backwards, on_invalid)
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    path = Path(path)
+    data = _read_bytes(path, "a jAER AEDAT 2.0 file")
+    start = _aedat2_data_start(data, path)
+    body = len(data) - start
+    if body % 8:
+        whole = start + body - body % 8
+        raise DatasetError(
+            f"{path}: byte offset {whole}: truncated AEDAT 2.0 file: {body} data bytes is not a whole number of "
+            f"8-byte (address, timestamp) records ({body % 8} trailing bytes)"
+        )
+    rec = np.frombuffer(data, dtype=_AEDAT2_RECORD, count=body // 8, offset=start)
+    address = rec["address"].astype(np.uint32)
+    t = rec["t"].astype(np.int64)
+    pixel = (address & _DVS128_EXTERNAL) == 0
+    index: np.ndarray | None = None
+    if not pixel.all():
+        index = np.flatnonzero(pixel)
+        address, t = address[index], t[index]
+    undefined = address > 0xFFFF
+    bits_a = ((address >> 1) & 0x7F).astype(np.int16)  # bits 1..7
+    bits_b = ((address >> 8) & 0x7F).astype(np.int16)  # bits 8..14
+    bit0 = (address & 1).astype(bool)
+    if layout == "tonic":
+        x, y, p = bits_b, bits_a, bit0
+    elif layout == "spikingjelly":
+        x, y, p = 127 - bits_b, 127 - bits_a, ~bit0
+    else:
+        x, y, p = bits_a, bits_b, bit0
+
+    def offset_of(i: int) -> int:
+        return start + 8 * (int(index[i]) if index is not None else i)
+
+    return _finish(
+        path,
+        x,
+        y,
+        t,
+        p,
+        DVS128_SENSOR,
+        on_backwards,
+        on_invalid,
+        offset_of,
+        "AEDAT 2.0",
+        invalid=undefined if undefined.any() else None,
+        invalid_reason="address with bits 16..31 set (not a DVS128 address)",
+    )
+
+
+def write_aedat2(
+    path: str | Path, events: np.ndarray, layout: AddressLayout = "tonic", *, external: np.ndarray | None = None
+) -> None:
+    """Write 128x128 events as a jAER AEDAT 2.0 file of DVS128 addresses (inverse of :func:`read_aedat2`).
+
+    ``external`` (bool per event) additionally sets bit 15, the DVS128 external-event flag.
+    """
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    x, y, t = (np.asarray(events[k], dtype=np.int64) for k in ("x", "y", "t"))
+    p = np.asarray(events["p"], dtype=bool).astype(np.int64)
+    if x.size and (x.min() < 0 or x.max() > 127 or y.min() < 0 or y.max() > 127 or t.min() < 0 or t.max() >= 2**32):
+        raise ValueError("DVS128 events hold 0 <= x, y <= 127 and 0 <= t < 2**32")
+    if layout == "tonic":
+        bits_a, bits_b, bit0 = y, x, p
+    elif layout == "spikingjelly":
+        bits_a, bits_b, bit0 = 127 - y, 127 - x, 1 - p
+    else:
+        bits_a, bits_b, bit0 = x, y, p
+    address = (bits_b << 8) | (bits_a << 1) | bit0
+    if external is not None:
+        address |= np.asarray(external, dtype=np.int64) << 15
+    rec = np.empty(x.size, dtype=_AEDAT2_RECORD)
+    rec["address"] = address
+    rec["t"] = t
+    header = (
+        b"#!AER-DAT2.0\r\n"
+        b"# This is a raw AE data file - do not edit\r\n"
+        b"# Data format is int32 address, int32 timestamp (8 bytes total), repeated for each event\r\n"
+        b"# Timestamps tick is 1 us\r\n"
+    )
+    Path(path).write_bytes(header + rec.tobytes())
+
+
+# ----------------------------------------------------------------------------------------------------------- AEDAT 4
+
+AEDAT4_EXTRA_HINT = "pip install 'sparsesnn[aedat4]' (the maintained 'aedat' decoder package)"
+
+
+def read_aedat4(
+    path: str | Path, *, on_backwards: OnBackwards = "error", on_invalid: OnInvalid = "error"
+) -> np.ndarray:
+    """Decode the first event stream of an AEDAT 4 file with the ``aedat`` package (optional extra ``aedat4``).
+
+    The sensor size comes from the stream's description in the file. Raises ``ImportError`` naming the extra when
+    ``aedat`` is not installed; every decoding problem is a :class:`DatasetError` naming the file (the ``aedat``
+    package does not report byte offsets, so only a wrong magic number gets one: 0).
+    """
+    _check_options(on_backwards, on_invalid)
+    path = Path(path)
+    head = _read_bytes(path, "an AEDAT 4 file")[:14]
+    if not head.startswith(b"#!AER-DAT4."):
+        raise DatasetError(f"{path}: byte offset 0: expected the AEDAT 4 magic '#!AER-DAT4.0\\r\\n', found {head!r}")
+    try:
+        import aedat  # type: ignore[import-not-found]
+    except ImportError:
+        raise ImportError(f"reading AEDAT 4 files needs the optional extra: {AEDAT4_EXTRA_HINT}") from None
+    try:
+        decoder = aedat.Decoder(str(path))
+        streams = decoder.id_to_stream()
+        ids = sorted(i for i, s in streams.items() if s.get("type") == "events")
+        if not ids:
+            raise DatasetError(f"{path}: no event stream in this AEDAT 4 file (streams: {streams})")
+        target = ids[0]
+        width, height = streams[target].get("width"), streams[target].get("height")
+        chunks = [pkt["events"] for pkt in decoder if pkt.get("stream_id") == target and "events" in pkt]
+    except DatasetError:
+        raise
+    except Exception as err:
+        raise DatasetError(f"{path}: cannot decode AEDAT 4 ({type(err).__name__}: {err})") from err
+    except BaseException as err:  # pyo3's PanicException derives from BaseException
+        if type(err).__name__ != "PanicException":
+            raise
+        raise DatasetError(f"{path}: cannot decode AEDAT 4 (decoder panic: {err})") from None
+    raw = np.concatenate(chunks) if chunks else np.empty(0, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2")])
+    names = raw.dtype.names or ()
+    pol = "on" if "on" in names else "p"
+    p = raw[pol].astype(bool) if raw.size else np.empty(0, bool)
+    sensor = (int(width), int(height)) if width and height else None
+    return _finish(
+        path,
+        raw["x"].astype(np.int16),
+        raw["y"].astype(np.int16),
+        raw["t"].astype(np.int64),
+        p,
+        sensor,
+        on_backwards,
+        on_invalid,
+        lambda i: None,
+        "AEDAT 4 event",
+    )
