@@ -38,7 +38,7 @@ def _trained_sparse_convnet(fraction: float):
 
 
 def test_pruned_neuron_input_is_exactly_zero_after_training():
-    model, learner, x = _trained_sparse_convnet(0.5)
+    _model, learner, _x = _trained_sparse_convnet(0.5)
     for layer in learner.layers[:-1]:
         dead = dead_units(layer.module, layer.norm)
         assert torch.equal(dead, ~layer.neuron_mask)
@@ -75,7 +75,7 @@ def test_residual_layers_are_kept_not_broken():
     with torch.no_grad():  # kill half the channels of a conv whose output feeds a residual addition
         target.weight[: target.weight.shape[0] // 2] = 0
     x = torch.rand(2, 2, 3, 8, 8)
-    small, report = compact(model, x)
+    small, _report = compact(model, x)
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), atol=1e-6, rtol=0)
 
