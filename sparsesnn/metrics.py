@@ -42,7 +42,9 @@ class FiringRateMonitor:
                 h.remove()
 
     def _hook(self, name: str):  # type: ignore[no-untyped-def]
-        def record(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        def record(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+            if isinstance(output, (tuple, list)):  # snnTorch neurons return (spikes, membrane, ...)
+                output = output[0]
             self._sums[name] = self._sums.get(name, 0.0) + float(output.detach().sum())
             self._counts[name] = self._counts.get(name, 0) + output.numel()
 

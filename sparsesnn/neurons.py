@@ -363,6 +363,16 @@ class PLIF(LIF):
         )
 
 
+#: base classes of the spiking neurons of peer libraries (SpikingJelly, snnTorch, Norse), recognised by name so
+#: that none of them has to be installed
+FOREIGN_NEURON_BASES = frozenset({"BaseNode", "SpikingNeuron", "LIFBoxCell", "LIFCell", "LIF"})
+
+
 def is_spiking(module: nn.Module) -> bool:
-    """Whether ``module`` is one of our spiking neurons."""
-    return isinstance(module, LIF)
+    """Whether ``module`` is a spiking neuron: ours, or one of a peer library's (matched by base-class name)."""
+    if isinstance(module, LIF):
+        return True
+    return any(
+        cls.__name__ in FOREIGN_NEURON_BASES and not cls.__module__.startswith("sparsesnn")
+        for cls in type(module).__mro__
+    )
