@@ -47,7 +47,7 @@ class SnnTorchNet(nn.Module):
         out = []
         for t in range(x.shape[0]):
             s1, mem1 = self.lif1(nn.functional.max_pool2d(self.conv(x[t]), 2), mem1)
-            s2, mem2 = self.lif2(self.fc(s1.flatten(1)), mem2)
+            _s2, mem2 = self.lif2(self.fc(s1.flatten(1)), mem2)
             out.append(mem2)
         return torch.stack(out)
 

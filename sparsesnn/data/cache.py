@@ -109,9 +109,7 @@ class FrameCache:
     def contains(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def get(
-        self, key: str, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None
-    ) -> np.ndarray:
+    def get(self, key: str, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The frames under ``key``: loaded when a valid entry exists, else ``build()`` and stored."""
         frames = self.load(key, shape)
         if frames is not None:

@@ -208,4 +208,3 @@ class ToFrames:
             else f"frame_duration_us={self.frame_duration_us}, length={self.length}"
         )
         return f"ToFrames(sensor_size={self.sensor_size}, {mode}, size={self.output_hw})"
-

@@ -347,7 +347,9 @@ def _nmnist_split_dir(root: Path, split: str) -> Path:
     for name in names:
         if (root / name).is_dir():
             return root / name
-    raise DatasetError(f"nmnist: {root / names[0]} not found (nor {root / names[1]}); expected <root>/Train/<digit>/*.bin")
+    raise DatasetError(
+        f"nmnist: {root / names[0]} not found (nor {root / names[1]}); expected <root>/Train/<digit>/*.bin"
+    )
 
 
 def _nmnist_samples(root: Path, split: str) -> list[EventSample]:
@@ -422,13 +424,17 @@ def read_trials(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"dvs_gesture: {path} not found (the official trials list of the DvsGesture archive)") from None
+        raise DatasetError(
+            f"dvs_gesture: {path} not found (the official trials list of the DvsGesture archive)"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the trials list ({err})") from err
     names = [line.strip() for line in text.splitlines() if line.strip()]
     for number, name in enumerate(names, 1):
         if not name.endswith(".aedat") or "/" in name or "\\" in name:
-            raise DatasetError(f"{path}: entry {number}: expected a recording file name like 'user01_lab.aedat', found {name!r}")
+            raise DatasetError(
+                f"{path}: entry {number}: expected a recording file name like 'user01_lab.aedat', found {name!r}"
+            )
     return names
 
 
@@ -456,7 +462,9 @@ def read_gesture_labels(path: Path, num_classes: int = 11) -> list[tuple[int, in
         if not 1 <= cls <= num_classes:
             raise DatasetError(f"{path}: line {number}: class {cls} outside 1..{num_classes}")
         if not 0 <= start < end:
-            raise DatasetError(f"{path}: line {number}: expected 0 <= startTime_usec < endTime_usec, found {start}, {end}")
+            raise DatasetError(
+                f"{path}: line {number}: expected 0 <= startTime_usec < endTime_usec, found {start}, {end}"
+            )
         out.append((cls - 1, start, end))
     return out
 
@@ -542,9 +550,13 @@ def cifar10_dvs_split(
     for label, name in enumerate(CIFAR10_DVS_CLASSES):
         folder = root / name
         if not folder.is_dir():
-            raise DatasetError(f"cifar10_dvs: {folder} not found; expected one folder per class ({', '.join(CIFAR10_DVS_CLASSES)})")
-        files = sorted((f for f in folder.iterdir() if f.suffix == ".aedat" and not f.name.startswith(".")),
-                       key=lambda f: natural_key(f.name))
+            raise DatasetError(
+                f"cifar10_dvs: {folder} not found; expected one folder per class ({', '.join(CIFAR10_DVS_CLASSES)})"
+            )
+        files = sorted(
+            (f for f in folder.iterdir() if f.suffix == ".aedat" and not f.name.startswith(".")),
+            key=lambda f: natural_key(f.name),
+        )
         if len(files) < 2:
             raise DatasetError(f"cifar10_dvs: {folder} holds {len(files)} .aedat files; need at least 2 to split")
         n_train = min(max(math.floor(len(files) * train_fraction + 0.5), 1), len(files) - 1)
