@@ -91,7 +91,10 @@ def iterate_batches(
     """Yield ``(batch_index, inputs, targets)`` from ``start_batch`` on, in the given sample order.
 
     In-memory datasets are gathered by fancy indexing; others go through a ``DataLoader`` with a fixed batch list.
-    ``batch_seed(b)`` gives the seed of batch ``b``'s augmentation generator.
+    ``batch_seed(b)`` seeds batch ``b``'s augmentation: the generator handed to ``ArrayDataset.batch``, or, for
+    other datasets loaded in-process (``num_workers=0``), the global torch RNG right before the batch is fetched, so
+    a run resumed mid-epoch draws the same augmentations. With worker processes the workers are seeded from the
+    first batch's seed: reproducible for whole epochs, but a mid-epoch resume re-draws the rest of that epoch.
     """
     chunks = list(order.split(batch_size))[start_batch:]
     if isinstance(dataset, ArrayDataset):
@@ -101,9 +104,17 @@ def iterate_batches(
             x, y = dataset.batch(idx, gen)
             yield b, x, y
         return
-    loader = DataLoader(dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers)
-    for offset, (x, y) in enumerate(loader):
-        yield start_batch + offset, x, torch.as_tensor(y)
+    loader_gen = torch.Generator().manual_seed(batch_seed(start_batch))
+    loader = DataLoader(
+        dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers, generator=loader_gen
+    )
+    batches = iter(loader)
+    for offset in range(len(chunks)):
+        b = start_batch + offset
+        if num_workers == 0:
+            torch.manual_seed(batch_seed(b))
+        x, y = next(batches)
+        yield b, x, torch.as_tensor(y)
 
 
 def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
@@ -165,7 +176,6 @@ class Trainer:
         if cfg.run.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.run.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * cfg.run.epochs
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch)
         self.learner: StructureLearner = build_learner(
             cfg.sparse,
             self.model,
@@ -175,6 +185,8 @@ class Trainer:
             total_epochs=cfg.run.epochs,
             seed=derive_seed(cfg.run.seed, 0x5EED),
         )
+        cycle = getattr(self.learner, "cycle_epochs", None)  # LTH restarts the LR schedule every round
+        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
         self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
         self.state = TrainState()
         self._interrupt = threading.Event()

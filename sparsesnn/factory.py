@@ -152,11 +152,14 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, min_ratio: float, 
 
 
 def build_scheduler(
-    cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+    cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int, cycle_epochs: int | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR factor; with ``cycle_epochs`` the schedule restarts every cycle (LTH rounds)."""
     s = cfg.schedule
-    total = cfg.run.epochs * steps_per_epoch
+    total = (cycle_epochs or cfg.run.epochs) * steps_per_epoch
     warmup = round(s.warmup_epochs * steps_per_epoch)
     min_ratio = s.min_lr / cfg.optim.lr
     cosine = s.name == "cosine"
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, warmup, min_ratio, cosine))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step % total, total, warmup, min_ratio, cosine)
+    )

@@ -95,9 +95,10 @@ def fan_out_map(module: nn.Module, input_shape: tuple[int, ...], weight_mask: to
         if isinstance(module.padding, str) or module.padding_mode != "zeros":
             raise NotImplementedError("fan-out of string or non-zero padding modes is not supported")
         conv = {1: nn.functional.conv1d, 2: nn.functional.conv2d, 3: nn.functional.conv3d}[m.dim() - 2]
-        probe = torch.zeros((1, *input_shape), dtype=torch.float64, device=m.device, requires_grad=True)
-        out = conv(probe, m, None, module.stride, module.padding, module.dilation, module.groups)
-        (fan,) = torch.autograd.grad(out.sum(), probe)  # d(sum of outputs)/d(input) = live fan-out per input
+        with torch.enable_grad():  # callers usually evaluate under no_grad
+            probe = torch.zeros((1, *input_shape), dtype=torch.float64, device=m.device, requires_grad=True)
+            out = conv(probe, m, None, module.stride, module.padding, module.dilation, module.groups)
+            (fan,) = torch.autograd.grad(out.sum(), probe)  # d(sum of outputs)/d(input) = live fan-out per input
         return fan[0]
     raise TypeError(f"no fan-out rule for {type(module).__name__}")
 

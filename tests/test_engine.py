@@ -80,9 +80,9 @@ def test_resume_after_epoch_boundary_kill(tmp_path, monkeypatch):
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
 
 
-@pytest.mark.parametrize("method", ["rigl", "set", "dense"])
+@pytest.mark.parametrize("method", ["rigl", "set", "dense", "lth"])
 def test_resume_after_ctrl_c_mid_epoch(tmp_path, method):
-    toml = tiny_toml(method=method)
+    toml = tiny_toml(method=method, params="{ rounds = 3 }" if method == "lth" else "{ update_every = 2 }")
     full = _train(tmp_path, "full", toml)
     trainer = Trainer(load_config_text(toml), tmp_path / "cut", quiet=True)
     steps = {"n": 0}
@@ -197,3 +197,20 @@ def test_optimizers_and_warmup(tmp_path, optim):
     assert lrs[0] == pytest.approx(0.003)  # end of warm-up: the peak
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # cosine down to min_lr = 0
     assert trainer.state.global_step == 18
+
+
+def test_lth_restarts_learning_rate_every_round(tmp_path):
+    _train(tmp_path, "lth", tiny_toml(method="lth", density=0.25, params="{ rounds = 3 }"))
+    records = _metrics(tmp_path / "lth")
+    assert [r["lr"] for r in records] == pytest.approx([0.003] * 3)  # each round's cosine ends where the next starts
+    assert [round(r["density"], 2) for r in records] == [0.5, 0.25, 0.25]
+
+
+def test_conv_model_run_reports_sops(tmp_path):
+    toml = tiny_toml().replace(
+        'name = "mlp"\nparams = { hidden = [32] }', 'name = "convnet"\nparams = { channels = [4, 8] }'
+    )
+    _train(tmp_path, "conv", toml)
+    rec = _metrics(tmp_path / "conv")[-1]
+    assert rec["macs"] > 0 and rec["dense_ops"] > rec["sops"] >= 0  # analog first layer counted as MACs
+    assert rec["energy_uJ"] > 0

@@ -110,3 +110,11 @@ def test_connections_counts_nonzero():
         fc.weight[0, :3] = 0
     c = connections(nn.Sequential(fc))
     assert c["active"] == 5 and c["total"] == 8 and c["layers"]["0"] == {"active": 5, "total": 8}
+
+
+def test_ops_monitor_works_under_no_grad():
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    monitor = SynapticOpsMonitor(conv)
+    with torch.no_grad(), monitor.active():
+        conv((torch.rand(2, 2, 5, 5) < 0.5).float())
+        assert monitor.result(2)["Effective_ACs"] > 0

@@ -256,3 +256,35 @@ def test_masks_travel_with_state_dict_and_survive_foreign_load():
         dense_state[k] = model.state_dict()[k]
     model.load_state_dict(dense_state)
     check_invariants(learner, opt)
+
+
+def test_lth_prunes_rewinds_and_resets_per_round():
+    model = tiny_net()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    learner, opt = make("lth", model, density=0.25, rounds=3, total_epochs=3, steps_per_epoch=2, total_steps=6)
+    assert learner.density() == 1.0 and learner.prune_rate == pytest.approx(0.5)
+    data = list(batches(6))
+    densities = []
+    for epoch in range(3):
+        for x, y in data[2 * epoch : 2 * epoch + 2]:
+            out = model(x)
+            loss = nn.functional.cross_entropy(out.mean(0), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            learner.step()
+        changed = learner.on_epoch_end(epoch)
+        densities.append(learner.density())
+        if epoch < 2:
+            assert changed and not opt.state  # optimiser state cleared at the round boundary
+            for layer in learner.layers:  # survivors rewound to their initial values
+                key = f"{layer.name}.weight"
+                assert torch.equal(layer.weight[layer.mask], initial[key][layer.mask])
+            check_invariants(learner, opt)
+    assert densities[0] == pytest.approx(0.5, abs=0.01) and densities[1] == pytest.approx(0.25, abs=0.01)
+    assert densities[2] == densities[1]  # no pruning after the last round
+
+
+def test_lth_validates_rounds_against_epochs():
+    with pytest.raises(ValueError, match="multiple of rounds"):
+        make("lth", tiny_net(), density=0.25, rounds=3, total_epochs=4)

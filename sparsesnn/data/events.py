@@ -51,12 +51,17 @@ y = bits 8..14, p = bit 0, the field names of the address format).
 
 AEDAT 4 (iniVation, https://docs.inivation.com/software/software-advanced-usage/file-formats/aedat-4.0.html) is
 decoded by the maintained ``aedat`` package (neuromorphs/aedat, the decoder Tonic uses), installed by the optional
-extra ``pip install 'sparsesnn[aedat4]'``.
+extra ``pip install 'sparsesnn[aedat4]'``. ``aedat`` 2.3 aborts the interpreter on some malformed files (a Rust
+panic), so by default it runs in a child process and such a file becomes a :class:`DatasetError`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -164,7 +169,8 @@ def _finish(
     reason = invalid_reason
     if sensor is not None and x.size:
         width, height = sensor
-        if int(x.max()) >= width or int(y.max()) >= height or int(x.min()) < 0 or int(y.min()) < 0:
+        signed = x.dtype.kind == "i" or y.dtype.kind == "i"
+        if int(x.max()) >= width or int(y.max()) >= height or (signed and (int(x.min()) < 0 or int(y.min()) < 0)):
             outside = (x >= width) | (y >= height) | (x < 0) | (y < 0)
             first = int(np.argmax(outside))
             if bad is None or not bad[: first + 1].any():
@@ -227,9 +233,9 @@ def _decode_atis(
     y = (word >> 24).astype(np.uint8)
     p = (word & 0x800000).astype(bool)
     t = (word & 0x7FFFFF).astype(np.int64)
-    overflow = y == _ATIS_OVERFLOW_Y
     index: np.ndarray | None = None
-    if overflow.any():
+    overflow = y == _ATIS_OVERFLOW_Y if y.size and int(y.max()) >= _ATIS_OVERFLOW_Y else None
+    if overflow is not None and overflow.any():
         t += np.cumsum(overflow, dtype=np.int64) * _ATIS_OVERFLOW_US
         index = np.flatnonzero(~overflow)
         x, y, t, p = x[index], y[index], t[index], p[index]
@@ -590,53 +596,131 @@ def write_aedat2(
 
 AEDAT4_EXTRA_HINT = "pip install 'sparsesnn[aedat4]' (the maintained 'aedat' decoder package)"
 
+# Runs in a child interpreter: decode with ``aedat`` and write an .npz (events of the first event stream, sensor size)
+# to stdout. Exit 3 = aedat missing, 2 = a Python-level decoding error (message on stderr).
+_AEDAT4_CHILD = """
+import io, sys
+import numpy as np
+try:
+    import aedat
+except ImportError:
+    sys.exit(3)
+try:
+    decoder = aedat.Decoder(sys.argv[1])
+    streams = decoder.id_to_stream()
+    ids = sorted(i for i, s in streams.items() if s.get("type") == "events")
+    if not ids:
+        raise ValueError("no event stream in this AEDAT 4 file (streams: %r)" % (streams,))
+    target = ids[0]
+    chunks = [p["events"] for p in decoder if p.get("stream_id") == target and "events" in p]
+except Exception as err:
+    sys.stderr.write("%s: %s" % (type(err).__name__, err))
+    sys.exit(2)
+dtype = np.dtype([("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("p", "?")])
+raw = np.concatenate(chunks) if chunks else np.empty(0, dtype)
+out = np.empty(raw.shape[0], dtype)
+for name, source in (("t", "t"), ("x", "x"), ("y", "y"), ("p", "on" if "on" in (raw.dtype.names or ()) else "p")):
+    out[name] = raw[source]
+size = [streams[target].get("width") or 0, streams[target].get("height") or 0]
+buf = io.BytesIO()
+np.savez(buf, events=out, size=np.asarray(size, dtype=np.int64))
+sys.stdout.buffer.write(buf.getvalue())
+"""
+
+
+def _aedat4_in_process(path: Path) -> tuple[np.ndarray, tuple[int, int] | None]:
+    import aedat  # type: ignore[import-not-found]
+
+    decoder = aedat.Decoder(str(path))
+    streams = decoder.id_to_stream()
+    ids = sorted(i for i, s in streams.items() if s.get("type") == "events")
+    if not ids:
+        raise DatasetError(f"{path}: no event stream in this AEDAT 4 file (streams: {streams})")
+    target = ids[0]
+    chunks = [pkt["events"] for pkt in decoder if pkt.get("stream_id") == target and "events" in pkt]
+    raw = np.concatenate(chunks) if chunks else np.empty(0, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2")])
+    pol = "on" if "on" in (raw.dtype.names or ()) else "p"
+    out = np.empty(raw.shape[0], dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2"), ("p", "?")])
+    for name, source in (("t", "t"), ("x", "x"), ("y", "y"), ("p", pol)):
+        if raw.size:
+            out[name] = raw[source]
+    width, height = streams[target].get("width"), streams[target].get("height")
+    return out, ((int(width), int(height)) if width and height else None)
+
+
+def _aedat4_isolated(path: Path, timeout: float) -> tuple[np.ndarray, tuple[int, int] | None]:
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _AEDAT4_CHILD, str(path)], capture_output=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise DatasetError(f"{path}: the AEDAT 4 decoder did not finish within {timeout:g} s") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot start the AEDAT 4 decoder process ({err})") from err
+    if done.returncode == 3:
+        raise ImportError(f"reading AEDAT 4 files needs the optional extra: {AEDAT4_EXTRA_HINT}")
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        if done.returncode == 2:
+            why = message[-1] if message else "unknown error"
+        else:
+            why = f"the decoder crashed (exit status {done.returncode}); the file is malformed"
+        raise DatasetError(f"{path}: byte offset unknown: cannot decode AEDAT 4 ({why})")
+    try:
+        with np.load(io.BytesIO(done.stdout), allow_pickle=False) as npz:
+            events, size = npz["events"], npz["size"]
+    except Exception as err:
+        raise DatasetError(f"{path}: the AEDAT 4 decoder returned unreadable output ({err})") from err
+    return events, ((int(size[0]), int(size[1])) if size[0] and size[1] else None)
+
 
 def read_aedat4(
-    path: str | Path, *, on_backwards: OnBackwards = "error", on_invalid: OnInvalid = "error"
+    path: str | Path,
+    *,
+    on_backwards: OnBackwards = "error",
+    on_invalid: OnInvalid = "error",
+    isolate: bool = True,
+    timeout: float = 600.0,
 ) -> np.ndarray:
     """Decode the first event stream of an AEDAT 4 file with the ``aedat`` package (optional extra ``aedat4``).
 
     The sensor size comes from the stream's description in the file. Raises ``ImportError`` naming the extra when
-    ``aedat`` is not installed; every decoding problem is a :class:`DatasetError` naming the file (the ``aedat``
-    package does not report byte offsets, so only a wrong magic number gets one: 0).
+    ``aedat`` is not installed; every decoding problem is a :class:`DatasetError` naming the file (``aedat`` reports
+    no byte offsets, so only a wrong magic number gets one: 0).
+
+    ``isolate`` (default True) decodes in a child interpreter: ``aedat`` 2.3 aborts the whole process on some
+    malformed files (a Rust panic while reporting an error), which no ``except`` can catch; isolated, such a file
+    is a :class:`DatasetError`. This costs one interpreter start (about 0.1-0.3 s) per file; ``isolate=False``
+    decodes in this process, for trusted files.
     """
     _check_options(on_backwards, on_invalid)
     path = Path(path)
     head = _read_bytes(path, "an AEDAT 4 file")[:14]
     if not head.startswith(b"#!AER-DAT4."):
         raise DatasetError(f"{path}: byte offset 0: expected the AEDAT 4 magic '#!AER-DAT4.0\\r\\n', found {head!r}")
-    try:
-        import aedat  # type: ignore[import-not-found]
-    except ImportError:
-        raise ImportError(f"reading AEDAT 4 files needs the optional extra: {AEDAT4_EXTRA_HINT}") from None
-    try:
-        decoder = aedat.Decoder(str(path))
-        streams = decoder.id_to_stream()
-        ids = sorted(i for i, s in streams.items() if s.get("type") == "events")
-        if not ids:
-            raise DatasetError(f"{path}: no event stream in this AEDAT 4 file (streams: {streams})")
-        target = ids[0]
-        width, height = streams[target].get("width"), streams[target].get("height")
-        chunks = [pkt["events"] for pkt in decoder if pkt.get("stream_id") == target and "events" in pkt]
-    except DatasetError:
-        raise
-    except Exception as err:
-        raise DatasetError(f"{path}: cannot decode AEDAT 4 ({type(err).__name__}: {err})") from err
-    except BaseException as err:  # pyo3's PanicException derives from BaseException
-        if type(err).__name__ != "PanicException":
+    if isolate:
+        raw, sensor = _aedat4_isolated(path, timeout)
+    else:
+        if importlib.util.find_spec("aedat") is None:
+            raise ImportError(f"reading AEDAT 4 files needs the optional extra: {AEDAT4_EXTRA_HINT}")
+        try:
+            raw, sensor = _aedat4_in_process(path)
+        except DatasetError:
             raise
-        raise DatasetError(f"{path}: cannot decode AEDAT 4 (decoder panic: {err})") from None
-    raw = np.concatenate(chunks) if chunks else np.empty(0, dtype=[("t", "<u8"), ("x", "<u2"), ("y", "<u2")])
-    names = raw.dtype.names or ()
-    pol = "on" if "on" in names else "p"
-    p = raw[pol].astype(bool) if raw.size else np.empty(0, bool)
-    sensor = (int(width), int(height)) if width and height else None
+        except Exception as err:
+            raise DatasetError(
+                f"{path}: byte offset unknown: cannot decode AEDAT 4 ({type(err).__name__}: {err})"
+            ) from err
+        except BaseException as err:  # pyo3's PanicException derives from BaseException
+            if type(err).__name__ != "PanicException":
+                raise
+            raise DatasetError(f"{path}: byte offset unknown: cannot decode AEDAT 4 (decoder panic: {err})") from None
     return _finish(
         path,
         raw["x"].astype(np.int16),
         raw["y"].astype(np.int16),
         raw["t"].astype(np.int64),
-        p,
+        raw["p"].astype(bool),
         sensor,
         on_backwards,
         on_invalid,

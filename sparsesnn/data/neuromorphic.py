@@ -52,6 +52,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -400,14 +401,12 @@ def nmnist(
     spec = _frames_spec("nmnist", NMNIST_SENSOR, 8, n_frames, split_by, frame_duration_us, length, size)
     samples = _nmnist_samples(base, split)
 
-    def read(path: Path) -> np.ndarray:
-        return read_atis_bin(path, NMNIST_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)  # type: ignore[arg-type]
-
+    read = partial(read_atis_bin, sensor_size=NMNIST_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
     ds = EventFrameDataset(
         "nmnist",
         base,
         samples,
-        read,
+        read,  # type: ignore[arg-type]
         spec,
         _augmentation("nmnist", augment, max_shift, flip, drop_prob, jitter_prob),
         cache_dir,
@@ -522,14 +521,12 @@ def dvs_gesture(
     samples = _gesture_samples(base, split)
     shift = spec.output_hw[1] // 16 if max_shift is None else max_shift
 
-    def read(path: Path) -> np.ndarray:
-        return read_aedat31(path, DVS128_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)  # type: ignore[arg-type]
-
+    read = partial(read_aedat31, sensor_size=DVS128_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
     ds = EventFrameDataset(
         "dvs_gesture",
         base,
         samples,
-        read,
+        read,  # type: ignore[arg-type]
         spec,
         _augmentation("dvs_gesture", augment, shift, flip, drop_prob, jitter_prob),
         cache_dir,
@@ -609,14 +606,12 @@ def cifar10_dvs(
     samples = train if split == "train" else test
     shift = spec.output_hw[1] // 10 if max_shift is None else max_shift
 
-    def read(path: Path) -> np.ndarray:
-        return read_aedat2(path, layout, on_backwards=on_backwards, on_invalid=on_invalid)  # type: ignore[arg-type]
-
+    read = partial(read_aedat2, layout=layout, on_backwards=on_backwards, on_invalid=on_invalid)
     ds = EventFrameDataset(
         "cifar10_dvs",
         base,
         samples,
-        read,
+        read,  # type: ignore[arg-type]
         spec,
         _augmentation("cifar10_dvs", augment, shift, flip, drop_prob, jitter_prob),
         cache_dir,
