@@ -160,6 +160,9 @@ def build_scheduler(
     warmup = round(s.warmup_epochs * steps_per_epoch)
     min_ratio = s.min_lr / cfg.optim.lr
     cosine = s.name == "cosine"
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step % total, total, warmup, min_ratio, cosine)
-    )
+    period = total if cycle_epochs else None
+
+    def factor(step: int) -> float:
+        return lr_factor(step % period if period else step, total, warmup, min_ratio, cosine)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
