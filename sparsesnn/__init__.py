@@ -7,7 +7,7 @@ Time-major SNN building blocks (:mod:`sparsesnn.neurons`, :mod:`sparsesnn.layers
 
 from sparsesnn.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded
 from sparsesnn.neurons import LIF, PLIF, lif_multistep
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike
+from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
 
 __version__ = "0.1.0"
 
@@ -22,6 +22,7 @@ __all__ = [
     "Sigmoid",
     "SuperSpike",
     "TimeFolded",
+    "Triangle",
     "__version__",
     "lif_multistep",
 ]

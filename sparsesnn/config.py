@@ -106,8 +106,8 @@ class NeuronConfig(_Section):
     soft_reset: bool = False
     decay_input: bool = True
     detach_reset: bool = False
-    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike"] = "atan"
-    surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta; None = the default")
+    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike", "triangle"] = "atan"
+    surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta / gamma; None = the default")
     backend: Literal["auto", "compiled", "eager"] = "auto"
 
     @model_validator(mode="after")

@@ -44,7 +44,13 @@ def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
     )
 
 
-_SURROGATE_PARAM = {"atan": "alpha", "sigmoid": "alpha", "rectangular": "width", "superspike": "beta"}
+_SURROGATE_PARAM = {
+    "atan": "alpha",
+    "sigmoid": "alpha",
+    "rectangular": "width",
+    "superspike": "beta",
+    "triangle": "gamma",
+}
 
 
 def _call_with_config_kwargs(

@@ -160,7 +160,7 @@ class _LIFFunction(torch.autograd.Function):
         surrogate: Surrogate,
         compiled: bool,
     ) -> torch.Tensor:
-        flat = x.reshape(x.shape[0], -1)
+        flat = x.reshape(x.shape[0], -1).detach()
         k_val = k.detach().to(dtype=x.dtype)
         fwd = _compiled_forward if compiled else _lif_forward_kernel
         spikes, h_seq = fwd(flat, k_val, v_threshold, v_reset, decay_input, hard_reset)
@@ -176,7 +176,8 @@ class _LIFFunction(torch.autograd.Function):
         v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, compiled = ctx.config
         need_k = bool(ctx.needs_input_grad[1])
         bwd = _compiled_backward if compiled else _lif_backward_kernel
-        grad_flat = grad_out.reshape(h_seq.shape).contiguous()
+        # detach() drops the view relation, so the compiled kernel does not guard on the layout of its base
+        grad_flat = grad_out.contiguous().reshape(h_seq.shape).detach()
         grad_x, grad_k = bwd(
             grad_flat, h_seq, k_val, v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, need_k
         )

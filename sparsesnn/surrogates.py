@@ -111,7 +111,26 @@ class SuperSpike:
         return 1.0 / (1.0 + self.beta * x.abs()).square()
 
 
+@dataclass(frozen=True)
+class Triangle:
+    """Triangle surrogate of TET's ``ZIF`` (Deng et al., ICLR 2022): ``sigma'(x) = max(0, gamma - |x|) / gamma^2``.
+
+    >>> import torch
+    >>> Triangle(gamma=1.0).grad(torch.tensor([0.0, 0.5, 1.5]))
+    tensor([1.0000, 0.5000, 0.0000])
+    """
+
+    gamma: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_positive("Triangle.gamma", self.gamma)
+
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.gamma - x.abs()).clamp(min=0.0) / (self.gamma * self.gamma)
+
+
 SURROGATES: dict[str, type] = {
+    "triangle": Triangle,
     "atan": ATan,
     "sigmoid": Sigmoid,
     "rectangular": Rectangular,

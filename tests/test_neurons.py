@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsesnn.neurons import LIF, PLIF, lif_multistep, lif_reference
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, make_surrogate
+from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle, make_surrogate
 
-SURROGATES = [ATan(2.0), Sigmoid(4.0), Rectangular(1.0), SuperSpike(10.0)]
+SURROGATES = [ATan(2.0), Sigmoid(4.0), Rectangular(1.0), SuperSpike(10.0), Triangle(1.0)]
 
 
 def _compare(x, k, backend, **kw):
