@@ -152,9 +152,9 @@ class SparseConfig(_Section):
 
     method: str = "dense"
     density: float = Field(1.0, gt=0.0, le=1.0)
-    distribution: Literal["uniform", "er", "erk"] = "erk"
-    dense_first: bool = True
-    dense_last: bool = False
+    distribution: Literal["uniform", "er", "erk"] | None = Field(None, description="None = the method's default")
+    dense_first: bool | None = Field(None, description="keep the first Conv/Linear dense; None = method default")
+    dense_last: bool | None = Field(None, description="keep the last Conv/Linear dense; None = method default")
     include: list[str] = Field(default_factory=list, description="fnmatch patterns of module names to sparsify")
     exclude: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict, description="method-specific settings")
@@ -169,6 +169,36 @@ class SparseConfig(_Section):
         return v
 
 
+class DistillConfig(_Section):
+    """Knowledge distillation from a teacher (see :mod:`sparsesnn.distill`). Present only when distilling."""
+
+    source: Literal["run", "module", "online"] = "run"
+    teacher_run: str | None = Field(None, description="run directory of a trained sparsesnn teacher (source = run)")
+    teacher_factory: str | None = Field(None, description="'package.module:function' building the teacher")
+    teacher_weights: str | None = Field(None, description="state_dict file for the factory's teacher")
+    teacher_input: Literal["static", "time_major"] = "static"
+    teacher_model: str | None = Field(None, description="registry model trained online beside the student")
+    teacher_params: dict[str, Any] = Field(default_factory=dict)
+    divergence: Literal["forward", "reverse", "reversed_roles"] = "reverse"
+    temperature: float = Field(4.0, gt=0.0)
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    cache: bool = True
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DistillConfig:
+        needed = {
+            "run": ("teacher_run",),
+            "module": ("teacher_factory", "teacher_weights"),
+            "online": ("teacher_model",),
+        }
+        for key in needed[self.source]:
+            if getattr(self, key) is None:
+                raise ValueError(f"distill.source = {self.source!r} needs distill.{key}")
+        if self.divergence == "reversed_roles" and self.source != "online":
+            raise ValueError("distill.divergence = 'reversed_roles' needs distill.source = 'online'")
+        return self
+
+
 class Config(_Section):
     run: RunConfig = Field(default_factory=RunConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -178,6 +208,15 @@ class Config(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     sparse: SparseConfig = Field(default_factory=SparseConfig)
+    distill: DistillConfig | None = None
+
+    @model_validator(mode="after")
+    def _distillation_present(self) -> Config:
+        from sparsesnn.sparse.methods import METHODS
+
+        if getattr(METHODS[self.sparse.method], "requires_distillation", False) and self.distill is None:
+            raise ValueError(f"sparse.method = {self.sparse.method!r} learns from a teacher: add a [distill] section")
+        return self
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> Config:

@@ -35,6 +35,7 @@ from sparsesnn.data import ArrayDataset, DatasetInfo
 from sparsesnn.errors import CheckpointError, TrainingDivergedError
 from sparsesnn.factory import (
     build_data,
+    build_distiller,
     build_model_from_config,
     build_optimizer,
     build_scheduler,
@@ -87,8 +88,8 @@ def iterate_batches(
     start_batch: int,
     num_workers: int,
     batch_seed: Any,
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(batch_index, inputs, targets)`` from ``start_batch`` on, in the given sample order.
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield ``(batch_index, sample_indices, inputs, targets)`` from ``start_batch`` on, in the given sample order.
 
     In-memory datasets are gathered by fancy indexing; others go through a ``DataLoader`` with a fixed batch list.
     ``batch_seed(b)`` seeds batch ``b``'s augmentation: the generator handed to ``ArrayDataset.batch``, or, for
@@ -102,7 +103,7 @@ def iterate_batches(
             b = start_batch + offset
             gen = torch.Generator().manual_seed(batch_seed(b))
             x, y = dataset.batch(idx, gen)
-            yield b, x, y
+            yield b, idx, x, y
         return
     loader_gen = torch.Generator().manual_seed(batch_seed(start_batch))
     loader = DataLoader(
@@ -114,7 +115,7 @@ def iterate_batches(
         if num_workers == 0:
             torch.manual_seed(batch_seed(b))
         x, y = next(batches)
-        yield b, x, torch.as_tensor(y)
+        yield b, chunks[offset], x, torch.as_tensor(y)
 
 
 def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
@@ -188,6 +189,7 @@ class Trainer:
         cycle = getattr(self.learner, "cycle_epochs", None)  # LTH restarts the LR schedule every round
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
         self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
+        self.distiller = build_distiller(cfg, self.info, self.device)
         self.state = TrainState()
         self._interrupt = threading.Event()
         self._saved_at = "none written yet"
@@ -216,6 +218,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "learner": self.learner.state_dict(),
+            "distiller": self.distiller.state_dict() if self.distiller is not None else {},
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -227,6 +230,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.learner.load_state_dict(ckpt["learner"])
+        if self.distiller is not None:
+            self.distiller.load_state_dict(ckpt["distiller"])
         self.state = TrainState(
             epoch=int(ckpt["epoch"]),
             batch=int(ckpt["batch"]),
@@ -304,12 +309,18 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
-        for b, x, y in bar:
+        if self.distiller is not None:
+            self.distiller.start_epoch(inputs_are_deterministic=not cfg.data.augment and cfg.data.encoder == "direct")
+        for b, idx, x, y in bar:
             torch.manual_seed(derive_seed(cfg.run.seed, epoch, b, 2))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            out = self.model(to_time_major(x, self.info, self.encoder))
-            loss = self.loss_fn(out, y)
+            model_in = to_time_major(x, self.info, self.encoder)
+            out = self.model(model_in)
+            if self.distiller is not None:
+                loss = self.distiller.loss(out, y, x, model_in, idx)
+            else:
+                loss = self.loss_fn(out, y)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1} "
@@ -379,7 +390,7 @@ class Trainer:
             ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, lambda b: derive_seed(cfg.run.seed, b, 3)
         )
         with monitor.active(), ops.active():
-            for b, x, y in batches:
+            for b, _idx, x, y in batches:
                 torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
                 x = x.to(self.device)
                 y = y.to(self.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,7 +14,9 @@ from torch.utils.data import Dataset, Subset
 
 from sparsesnn.config import Config, NeuronConfig
 from sparsesnn.data import DatasetInfo, build_dataset
+from sparsesnn.distill import Distiller, load_factory
 from sparsesnn.errors import ConfigError, SparseSNNError
+from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
 from sparsesnn.surrogates import make_surrogate
 
@@ -172,3 +175,75 @@ def build_scheduler(
         return lr_factor(step % period if period else step, total, warmup, min_ratio, cosine)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Distiller | None:
+    """The :class:`~sparsesnn.distill.Distiller` a ``[distill]`` section describes (None without one)."""
+    d = cfg.distill
+    if d is None:
+        return None
+    from sparsesnn.engine import to_time_major  # local: engine imports this module
+
+    online_opt = None
+    if d.source == "run":
+        teacher, teacher_cfg = load_teacher_run(Path(d.teacher_run or ""), info)
+        encoder = make_encoder(teacher_cfg.data.encoder, teacher_cfg.data.time_steps)
+        teacher_input = lambda raw, _student_in: to_time_major(raw, info, encoder)  # noqa: E731
+    elif d.source == "module":
+        try:
+            teacher = load_factory(d.teacher_factory or "")(**d.teacher_params)
+            state = torch.load(d.teacher_weights or "", map_location="cpu", weights_only=True)
+            teacher.load_state_dict(state)
+        except (ValueError, OSError, RuntimeError, TypeError) as exc:
+            raise ConfigError(f"distill: cannot build the teacher {d.teacher_factory!r}: {exc}") from None
+        if d.teacher_input == "static":
+            teacher_input = lambda raw, _student_in: raw  # noqa: E731
+        else:
+            teacher_input = lambda _raw, student_in: student_in  # noqa: E731
+    else:
+        kw: dict[str, Any] = dict(d.teacher_params)
+        sig = inspect.signature(MODELS[d.teacher_model or ""]).parameters
+        for key, value in (("in_channels", info.in_channels), ("num_classes", info.num_classes)):
+            if key in sig:
+                kw.setdefault(key, value)
+        if "input_size" in sig and info.sample_shape[-1] > 1:
+            kw.setdefault("input_size", info.input_size)
+        if cfg.neuron is not None and "neuron" in sig:
+            kw.setdefault("neuron", neuron_spec(cfg.neuron))
+        teacher = _call_with_config_kwargs(MODELS[d.teacher_model or ""], kw, "distill.teacher", d.teacher_model or "")
+        teacher_input = lambda _raw, student_in: student_in  # noqa: E731
+    teacher = teacher.to(device)
+    if d.source == "online":
+        online_opt = build_optimizer(cfg, teacher)
+    try:
+        return Distiller(
+            teacher,
+            teacher_input,
+            divergence=d.divergence,
+            temperature=d.temperature,
+            weight=d.weight,
+            online_optimizer=online_opt,
+            cache=d.cache,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"[distill]: {exc}") from None
+
+
+def load_teacher_run(run_dir: Path, info: DatasetInfo) -> tuple[nn.Module, Config]:
+    """The trained model of a sparsesnn run directory, with its config (mask buffers are dropped: weights are
+    already zero where synapses are absent)."""
+    from sparsesnn.checkpoint import load_checkpoint
+    from sparsesnn.config import load_config
+
+    if not (run_dir / "config.toml").is_file():
+        raise ConfigError(f"distill.teacher_run = {str(run_dir)!r}: not a run directory (no config.toml)")
+    teacher_cfg = load_config(run_dir / "config.toml")
+    if teacher_cfg.data.name != info.name:
+        raise ConfigError(
+            f"distill.teacher_run: the teacher was trained on {teacher_cfg.data.name!r}, the student on {info.name!r}"
+        )
+    model = build_model_from_config(teacher_cfg, info)
+    state = load_checkpoint(run_dir / "checkpoint.pt")["model"]
+    state = {k: v for k, v in state.items() if not k.endswith(("weight_mask", "neuron_mask"))}
+    model.load_state_dict(state)
+    return model, teacher_cfg

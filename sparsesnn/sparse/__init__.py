@@ -37,9 +37,6 @@ def build_learner(
         return DenseLearner(model, optimizer)
     kwargs: dict[str, Any] = dict(
         density=cfg.density,
-        distribution=cfg.distribution,
-        dense_first=cfg.dense_first,
-        dense_last=cfg.dense_last,
         include=cfg.include,
         exclude=cfg.exclude,
         seed=seed,
@@ -47,6 +44,9 @@ def build_learner(
         steps_per_epoch=steps_per_epoch,
         total_epochs=total_epochs,
     )
+    for key in ("distribution", "dense_first", "dense_last"):  # None: the method's own default
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
     allowed = _accepted_keys(factory)
     for key in cfg.params:
         if key in kwargs or key not in allowed:

@@ -3,7 +3,7 @@
 Every ``update_every`` (100) steps until ``stop_at`` (75 %) of training, each layer drops the
 ``alpha_t`` fraction of active weights with the smallest magnitude and grows as many absent connections with the
 largest dense gradient ``|dL/dW|`` (captured only on the update steps); ``alpha_t`` decays on a cosine from
-``alpha_0 = 0.3``. Initial topology ERK. Regrown weights start at 0.
+``alpha_0 = 0.3``. Initial topology ERK with the first layer dense, as in the paper. Regrown weights start at 0.
 """
 
 from __future__ import annotations
@@ -23,6 +23,13 @@ class RigL(RewiringLearner):
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
         defaults: dict[str, Any] = dict(
-            update_every=100, drop_fraction=0.3, schedule="cosine", stop_at=0.75, prune="magnitude", grow="gradient"
+            update_every=100,
+            drop_fraction=0.3,
+            schedule="cosine",
+            stop_at=0.75,
+            prune="magnitude",
+            grow="gradient",
+            distribution="erk",
+            dense_first=True,
         )
         super().__init__(model, optimizer, **{**defaults, **kwargs})

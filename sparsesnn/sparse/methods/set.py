@@ -30,5 +30,6 @@ class SET(RewiringLearner):
             stop_at=1.0,
             prune="set",
             grow="random",
+            distribution="er",
         )
         super().__init__(model, optimizer, **{**defaults, **kwargs})

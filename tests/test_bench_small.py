@@ -1,0 +1,116 @@
+"""Smoke tests of bench/rewiring_overhead.py and bench/compact_speed.py in quick mode: they run and the JSON holds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(script: str) -> ModuleType:
+    """Import a bench script by path (``bench`` is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_summary(s: dict[str, object], rounds: int) -> None:
+    per_round = s["per_round"]
+    assert isinstance(per_round, list) and len(per_round) == rounds
+    assert s["min"] <= s["median"] <= s["max"]  # type: ignore[operator]
+
+
+def _printed_json(printed: str) -> dict[str, object]:
+    """stdout is the JSON object first, then the Markdown summary."""
+    return json.loads(printed[: printed.index("\n\n## ")])
+
+
+@pytest.mark.slow
+def test_rewiring_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("rewiring_overhead")
+    out = tmp_path / "r.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+
+    cfg = result["config"]
+    rounds, steps, every = cfg["rounds"], cfg["steps_per_window"], cfg["update_every"]
+    assert cfg["quick"] is True and (rounds, steps, every, cfg["batch"]) == (2, 2, 1, 16)
+    assert set(result["variants"]) == set(bench.VARIANTS) == {"dense", "static", "rigl", "set"}
+    for name, v in result["variants"].items():
+        _check_summary(v["window_s"], rounds)
+        assert all(w > 0 for w in v["window_s"]["per_round"]), name
+        assert v["samples_per_s"]["median"] > 0, name
+        if name == "dense":
+            assert "overhead_vs_dense" not in v and "learner_step_ms" not in v
+            continue
+        _check_summary(v["overhead_vs_dense"], rounds)
+        _check_summary(v["learner_step_fraction"], rounds)
+        assert all(0 < f < 1 for f in v["learner_step_fraction"]["per_round"]), name
+        assert v["density"] == pytest.approx(0.1, abs=1e-3) and v["density_end"] == pytest.approx(v["density"])
+        expected = 0 if name == "static" else steps // every
+        assert v["rewires_per_window"] == [expected] * rounds, name
+    for name in ("rigl", "set"):
+        _check_summary(result["ratios"][f"{name}_minus_static_over_dense"], rounds)
+        assert result["variants"][name]["learner_step_ms_when_rewiring"]["median"] > 0
+        iso = result["isolated_rewire"][name]
+        assert len(iso["rewire_ms"]["per_round"]) == cfg["rewire_repeats"] == 3
+        assert iso["rewire_ms"]["median"] > 0 and iso["fraction_of_one_step"] > 0
+        assert any(layer["grown"] > 0 for layer in iso["last_rewire_per_layer"].values())
+    assert result["isolated_rewire"]["dense_step_ms"] > 0
+    assert set(result["verdict"]) >= {"target", "rigl_learner_step_fraction_below_target"}
+    assert result["compile"]["graphs_compiled_during_timed_rounds"] == 0
+    assert result["machine"]["threads"] == 2
+    assert isinstance(result["machine"]["malloc_tuned"], bool)
+
+    printed = capsys.readouterr().out
+    assert _printed_json(printed) == result
+    assert "| rigl |" in printed and "One rewire in isolation" in printed
+
+
+@pytest.mark.slow
+def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _load("compact_speed")
+    out = tmp_path / "c.json"
+    assert bench.main(["--quick", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+
+    cfg = result["config"]
+    rounds = cfg["rounds"]
+    assert cfg["quick"] is True and rounds == 2 and cfg["batch"] == 8 and cfg["keep"] == [0.5, 0.1]
+    names = ["dense", "masked-50", "compact-50", "masked-10", "compact-10"]
+    assert cfg["variants"] == names and list(result["variants"]) == names
+    for name, v in result["variants"].items():
+        _check_summary(v["samples_per_s"], rounds)
+        _check_summary(v["over_dense_samples_per_s"], rounds)
+        assert all(s > 0 for s in v["samples_per_s"]["per_round"]), name
+    variants = result["variants"]
+    dense_params = variants["dense"]["parameters"]
+    assert variants["masked-50"]["parameters"] == variants["masked-10"]["parameters"] == dense_params
+    assert dense_params > variants["compact-50"]["parameters"] > variants["compact-10"]["parameters"]
+    assert variants["masked-10"]["nonzero_parameters"] < variants["masked-50"]["nonzero_parameters"]
+    assert variants["compact-10"]["layers"]["classifier.0.0.0"] == [51, 294]  # 51 of 512 units, 6 of 64 channels
+
+    for tag in ("50", "10"):
+        _check_summary(result["ratios"][f"compact-{tag}_over_dense_samples_per_s"], rounds)
+        _check_summary(result["ratios"][f"masked-{tag}_over_dense_samples_per_s"], rounds)
+        c = result["compaction"][tag]
+        assert c["report"]["kept"] == {} and len(c["report"]["removed"]) == 3
+        assert c["report"]["params_after"] == variants[f"compact-{tag}"]["parameters"]
+        assert c["max_abs_diff_timed_batch"] <= 1e-6 and c["max_abs_diff_other_batch"] <= 1e-6
+        assert all(rate > 0 for rate in c["firing_rates_masked"].values()), tag  # the comparison is not vacuous
+    assert all(rate > 0 for rate in result["firing_rates_dense"].values())
+    assert result["compile"]["graphs_compiled_during_timed_rounds"] == 0
+    assert result["machine"]["threads"] == 2
+
+    printed = capsys.readouterr().out
+    assert _printed_json(printed) == result
+    assert "| compact-10 |" in printed and "compact / dense" in printed
