@@ -66,7 +66,7 @@ def test_learners_run_unchanged_on_peer_networks(builder, method):
     net = builder()
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     kw = {"update_every": 2} if method != "set" else {"update_every": 2, "update_unit": "steps"}
-    learner = METHODS[method](net, opt, density=0.3, total_steps=10, **kw)
+    learner = METHODS[method](net, opt, density=0.3, total_steps=10, dense_first=False, **kw)
     assert len(learner.layers) == 2
     counts = [layer.active() for layer in learner.layers]
     g = torch.Generator().manual_seed(0)

@@ -75,7 +75,7 @@ METHOD_KW = {
 }
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     method=st.sampled_from(sorted(METHOD_KW)),
     density=st.floats(0.05, 0.9),

@@ -1,0 +1,163 @@
+"""Accuracy / connections / SOPs of several methods under one budget: the method tables of BENCHMARKS.md.
+
+Every row trains the same network on the same data with the same epoch budget and seed; only the ``[sparse]``
+section (and, for EvoKD, ``[distill]``) differs. Rows run one after another, each in its own ``sparsesnn train``
+process; an existing finished run directory is reused, so an interrupted table resumes where it stopped. The dense
+row comes first: it is the reference for "loss vs dense" and the teacher of the EvoKD rows.
+
+    python bench/method_table.py --table mnist-baselines --epochs 5 --json bench/out/mnist_baselines.json
+    python bench/method_table.py --table mnist-esl --epochs 5
+    python bench/method_table.py --table nmnist-esl --epochs 15
+
+Columns: test accuracy of the last epoch (best in brackets), loss vs dense in points, connection density over the
+masked layers and over every Conv/Linear, effective SOPs per sample (spikes x live fan-out; the analog first layer
+is counted separately as MACs), energy estimate, wall time of the training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: table name -> (base recipe, rows: label -> list of --set overrides)
+TABLES: dict[str, tuple[str, dict[str, list[str]]]] = {
+    "mnist-baselines": (
+        "configs/mnist_dense.toml",
+        {
+            "dense": [],
+            "static 10%": ['sparse.method="static"', "sparse.density=0.1"],
+            "SET 10%": ['sparse.method="set"', "sparse.density=0.1"],
+            "RigL 10%": ['sparse.method="rigl"', "sparse.density=0.1"],
+            "GMP 10%": ['sparse.method="gmp"', "sparse.density=0.1"],
+        },
+    ),
+    "mnist-esl": (
+        "configs/mnist_dense.toml",
+        {
+            "dense": [],
+            "ESL 50%": ['sparse.method="esl"', "sparse.density=0.5"],
+            "ESL 20%": ['sparse.method="esl"', "sparse.density=0.2"],
+            "ESL 10%": ['sparse.method="esl"', "sparse.density=0.1"],
+            "ESL 5%": ['sparse.method="esl"', "sparse.density=0.05"],
+            "EvoKD 10%": ['sparse.method="evokd"', "sparse.density=0.1", "+distill"],
+        },
+    ),
+    "nmnist-esl": (
+        "configs/nmnist_convnet.toml",
+        {
+            "dense": [],
+            "ESL 50%": ['sparse.method="esl"', "sparse.density=0.5"],
+            "ESL 20%": ['sparse.method="esl"', "sparse.density=0.2"],
+            "ESL 10%": ['sparse.method="esl"', "sparse.density=0.1"],
+            "ESL 5%": ['sparse.method="esl"', "sparse.density=0.05"],
+            "EvoKD 10%": ['sparse.method="evokd"', "sparse.density=0.1", "+distill"],
+        },
+    ),
+}
+
+
+def _slug(label: str) -> str:
+    return label.lower().replace(" ", "_").replace("%", "pct")
+
+
+def run_row(base: str, label: str, overrides: list[str], out: Path, epochs: int, dense_dir: Path) -> dict[str, Any]:
+    run_dir = out / _slug(label)
+    sets = [o for o in overrides if o != "+distill"]
+    if "+distill" in overrides:
+        sets += ['distill.source="run"', f'distill.teacher_run="{dense_dir}"', 'distill.divergence="reverse"']
+    sets += [f"run.epochs={epochs}", f'run.name="{_slug(label)}"']
+    summary_file = run_dir / "summary.json"
+    wall = None
+    if not summary_file.exists():
+        cmd = [sys.executable, "-m", "sparsesnn", "train", "--quiet", "--config", str(REPO / base),
+               "--run-dir", str(run_dir)]
+        if (run_dir / "checkpoint.pt").exists():
+            cmd = [sys.executable, "-m", "sparsesnn", "train", "--quiet", "--resume", str(run_dir)]
+        else:
+            for s in sets:
+                cmd += ["--set", s]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=REPO)
+        wall = time.perf_counter() - t0
+    summary = json.loads(summary_file.read_text())
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    return {
+        "label": label,
+        "run_dir": str(run_dir),
+        "command": f"sparsesnn train --config {base} " + " ".join(f"--set {s}" for s in sets),
+        "test_acc": last["test_acc"],
+        "best_test_acc": summary["best_test_acc"],
+        "density": last["density"],
+        "density_all": last["density_all"],
+        "sops": last["sops"],
+        "macs": last["macs"],
+        "energy_uJ": last["energy_uJ"],
+        "firing_rate": last["firing_rate"],
+        "train_time_s": summary["train_time_s"],
+        "wall_s": wall,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    dense = next((r for r in rows if r["label"] == "dense"), None)
+    lines = [
+        f"## {title}",
+        "",
+        "| method | test acc. % (best) | loss vs dense, pt | conn. % (masked / all) | SOPs/sample (M) | MACs (M) |"
+        " energy uJ | train time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        loss = f"{(dense['test_acc'] - r['test_acc']) * 100:+.2f}" if dense and r is not dense else "-"
+        lines.append(
+            f"| {r['label']} | {r['test_acc'] * 100:.2f} ({r['best_test_acc'] * 100:.2f}) | {loss} | "
+            f"{r['density'] * 100:.1f} / {r['density_all'] * 100:.1f} | {r['sops'] / 1e6:.3f} | {r['macs'] / 1e6:.3f} |"
+            f" {r['energy_uJ']:.2f} | {r['train_time_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", choices=sorted(TABLES), required=True)
+    p.add_argument("--epochs", type=int, required=True, help="the budget every row trains for")
+    p.add_argument("--out", type=Path, default=None, help="directory of the run dirs (default bench/out/<table>)")
+    p.add_argument("--rows", nargs="*", help="only these row labels")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    base, rows = TABLES[args.table]
+    out = (args.out or REPO / "bench" / "out" / f"{args.table}-{args.epochs}ep").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    dense_dir = out / _slug("dense")
+    results = []
+    for label, overrides in rows.items():
+        if args.rows and label not in args.rows:
+            continue
+        print(f"[{args.table}] {label} ...", file=sys.stderr, flush=True)
+        results.append(run_row(base, label, overrides, out, args.epochs, dense_dir))
+    report = {
+        "table": args.table,
+        "base_config": base,
+        "epochs": args.epochs,
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "rows": results,
+    }
+    print(json.dumps(report, indent=2))
+    print(markdown(results, f"{args.table}, {args.epochs} epochs ({base})"))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
