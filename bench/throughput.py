@@ -72,9 +72,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata
 import inspect
-import json
 import os
 import platform
 import statistics
@@ -88,6 +86,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from benchutil import cpu_model as _cpu_model
+from benchutil import dynamo_counters as _dynamo_counters
+from benchutil import fmt_range as _fmt_range
+from benchutil import loadavg as _loadavg
+from benchutil import run_and_report
+from benchutil import short_path as _short_path
+from benchutil import summary as _summary
+from benchutil import unique_graphs as _unique_graphs
+from benchutil import version as _version
 from torch import nn
 
 try:
@@ -98,7 +105,6 @@ except ImportError:  # not installed: running from a bare checkout
 
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.neurons import _compiler_available, is_spiking, lif_multistep, lif_reference
-from sparsesnn.runtime import tune_allocator
 
 VARIANTS: tuple[str, ...] = ("sparsesnn", "sparsesnn-eager", "spikingjelly", "snntorch", "relu-floor")
 NUM_CLASSES = 10
@@ -321,55 +327,6 @@ def measure_neuron(shape: Sequence[int], repeats: int, seed: int, compiled_ok: b
 #----------------------------------------------------------------------------------------------------------------------
 # running and reporting
 #----------------------------------------------------------------------------------------------------------------------
-def _summary(values: Sequence[float]) -> dict[str, Any]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "per_round": list(values),
-    }
-
-
-def _dynamo_counters() -> dict[str, dict[str, int]]:
-    from torch._dynamo.utils import counters
-
-    return {k: dict(v) for k, v in counters.items() if v}
-
-
-def _unique_graphs() -> int:
-    return int(_dynamo_counters().get("stats", {}).get("unique_graphs", 0))
-
-
-def _short_path(filename: str) -> str:
-    parts = Path(filename).parts
-    return "/".join(parts[parts.index("site-packages") + 1 :] if "site-packages" in parts else parts[-3:])
-
-
-def _cpu_model() -> str:
-    """``platform.processor()`` is empty on many Linux systems; fall back to /proc/cpuinfo's model name."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _require_peers() -> None:
     missing = [m for m in ("spikingjelly", "snntorch") if _version(m) is None]
     if missing:
@@ -539,10 +496,6 @@ def run(args: argparse.Namespace, malloc_tuned: bool = False) -> dict[str, Any]:
     }
 
 
-def _fmt_range(s: dict[str, Any], digits: int = 2) -> str:
-    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}-{s['max']:.{digits}f})"
-
-
 def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     lines = [
@@ -593,21 +546,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    malloc_tuned = tune_allocator()  # process-wide, as in the sparsesnn CLI
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            result = run(args, malloc_tuned)
-    finally:
-        torch.set_num_threads(previous_threads)
-    text = json.dumps(result, indent=2)
-    print(text)
-    print()
-    print(markdown(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    run_and_report(args, run, markdown)
     return 0
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+if str(BENCH) not in sys.path:  # the benchmark scripts import their shared helpers as `benchutil`
+    sys.path.insert(0, str(BENCH))
 
 TINY_TOML = """
 [run]
