@@ -1,0 +1,232 @@
+"""Compression-efficiency two-stage structure learning (Shen, Xu, Pan, Chen — ICLR 2025, arXiv 2502.13572).
+
+The network is sparse from scratch (an ER topology at ``density``, 0.5 in our recipes) and trains by
+surrogate-gradient BPTT. Every ``epoch_frequency`` epochs a round runs on every masked layer:
+
+- **Stage I** measures how compressible each unit is. A unit is one output neuron's fan-in (``scope = "neuron"``)
+  or the whole layer (``scope = "layer"``). With ``d`` active weights and PQ index ``I`` (Diao et al., ICLR 2023;
+  :mod:`sparsesnn.sparse.pqindex`), the retained-weight bound is
+  ``r = ceil(d (1 + a_r)^(-q/(q-p)) (1 - I)^(qp/(q-p)))`` and the unit's rewiring ratio
+  ``c = clamp(gamma (1 - r/d), 0, beta)``.
+- **Stage II** prunes the ``floor(c d)`` active weights of smallest ``|w|`` in the unit and regrows
+  ``floor(regrow_ratio * pruned)`` of the unit's absent synapses (absent *before* the prune, so the two sets are
+  disjoint; never into a pruned neuron) with the largest ``|m|``, ``m`` a momentum of dense gradients
+  (``m <- momentum_beta * m + g``, every step; the machinery of
+  :class:`~sparsesnn.sparse.rewiring.RewiringLearner`). Regrown weights start at ``grow_init`` (0) with zero moments.
+
+So the pruning ratio is measured from the weights rather than fixed, and because only part of what is pruned
+regrows the density ratchets down: ``density`` is the *initial* density, the final one is found by the method.
+A unit stops shrinking when the PQ bound calls it incompressible: ``r = d`` gives ``c = 0``, and so does
+``c < min_ratio`` (an option, 0 by default), and ``floor(c d) = 0`` prunes nothing. Rounds also stop after
+``max_rounds`` rounds (0 = no limit) and from ``stop_at`` of the training epochs on (1.0: a round after every
+``epoch_frequency``-th epoch except the last one, whose pruned weights could not recover).
+
+What the paper fixes [V]: the two stages, the PQ index, sparse from scratch, neuron-wise and layer-wise scopes;
+``a_r = 0.001`` [S]. What we decided [D] (../shared/METHODS.md section 4): ``p = 0.5``, ``q = 1``, ``gamma = 1.2``,
+``beta = 0.9`` (Diao's defaults), ER start at 50 %, a round every epoch, ``regrow_ratio = 0.5`` (the paper prunes
+and regrows "the same fraction", yet reports the density falling from 0.5 to about 0.11 over 10 rounds; regrowing
+half of what is pruned reproduces a falling density), neuron scope by default, first and last layer dense (as ESL-SNN,
+the same group's earlier method). Diao's code rounds the bound up (``ceil``); we follow the code, not the paper text.
+
+Every round appends a record to :attr:`history` (it survives resume) with, per layer: ``pq`` (the PQ index; the mean
+over units with active weights for the neuron scope), ``bound`` (the retained-weight bound ``r``, summed over
+units), ``ratio`` (``c``, mean over units), ``active_before``, ``pruned``, ``regrown``, ``active`` and ``density``
+after the round. :meth:`metrics` puts the latest round into every ``metrics.jsonl`` line under ``pqi``, so the
+density trajectory can be plotted from that file alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsesnn.sparse.masks import MaskedLayer
+from sparsesnn.sparse.methods.registry import METHODS
+from sparsesnn.sparse.pqindex import SCOPES, check_pq, prune_counts, unit_rows, unit_stats
+from sparsesnn.sparse.rewiring import RewiringLearner
+
+PQI_DEFAULTS: dict[str, Any] = dict(density=0.5, distribution="er", dense_first=True, dense_last=True)
+
+#: RewiringLearner settings that this method fixes (magnitude prune, momentum growth, epoch rounds)
+FIXED = ("update_every", "update_unit", "drop_fraction", "schedule", "prune", "grow")
+
+
+def pick_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor, lowest: bool) -> torch.Tensor:
+    """Bool mask choosing, in every row, the ``counts[i]`` candidates with the lowest (or highest) score.
+
+    ``scores`` and ``candidates`` are ``[rows, cols]``; ties go to the earlier position. ``counts[i]`` must not
+    exceed the candidates of row ``i``.
+    """
+    if bool((counts > candidates.sum(1)).any()):
+        raise ValueError("asked to pick more synapses in a row than it has candidates")
+    key = scores.to(torch.float64) if lowest else -scores.to(torch.float64)
+    key = torch.where(candidates, key, torch.full_like(key, float("inf")))
+    order = torch.argsort(key, dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(key.shape[1], device=key.device).expand_as(order).contiguous())
+    return (ranks < counts.to(ranks.device).view(-1, 1)) & candidates
+
+
+@METHODS.register("pqi")
+class PQIndexLearner(RewiringLearner):
+    """Two-stage PQ-index rewiring with a density that falls round by round (see the module docstring).
+
+    Args (besides :class:`~sparsesnn.sparse.learner.StructureLearner`'s; ``density`` is the initial density):
+        p, q: the PQ index norms, ``0 < p < q``.
+        a_r: the bound's tolerance (Diao's ``eta_m``).
+        gamma, beta: ``c = clamp(gamma (1 - r/d), 0, beta)``.
+        regrow_ratio: fraction of the pruned synapses of a unit that regrow (by momentum), in ``[0, 1]``.
+        scope: "neuron" (a unit is an output neuron's fan-in) or "layer" (the whole layer).
+        epoch_frequency: a round after every this many epochs.
+        stop_at: fraction of the training epochs from which no round runs.
+        max_rounds: at most this many rounds (0 = no limit).
+        min_ratio: a unit whose ``c`` is below this counts as incompressible and is left alone.
+        grow_init: value of a regrown weight (0.0).
+        momentum_beta: decay of the dense-gradient momentum that ranks growth candidates.
+    """
+
+    name = "pqi"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        p: float = 0.5,
+        q: float = 1.0,
+        a_r: float = 0.001,
+        gamma: float = 1.2,
+        beta: float = 0.9,
+        regrow_ratio: float = 0.5,
+        scope: str = "neuron",
+        epoch_frequency: int = 1,
+        stop_at: float = 1.0,
+        max_rounds: int = 0,
+        min_ratio: float = 0.0,
+        grow_init: float = 0.0,
+        momentum_beta: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
+        fixed = [k for k in FIXED if k in kwargs]
+        if fixed:
+            raise ValueError(f"{fixed} are fixed by the pqi method (magnitude prune, momentum growth, epoch rounds)")
+        check_pq(p, q)
+        if a_r < 0:
+            raise ValueError(f"a_r must be >= 0, got {a_r}")
+        if gamma <= 0:
+            raise ValueError(f"gamma must be > 0, got {gamma}")
+        if not 0.0 <= beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {beta}")
+        if not 0.0 <= regrow_ratio <= 1.0:
+            raise ValueError(f"regrow_ratio must be in [0, 1], got {regrow_ratio}")
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+        if epoch_frequency < 1:
+            raise ValueError(f"epoch_frequency must be >= 1, got {epoch_frequency}")
+        if max_rounds < 0:
+            raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
+        if not 0.0 <= min_ratio <= 1.0:
+            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
+        self.p, self.q, self.a_r = float(p), float(q), float(a_r)
+        self.gamma, self.beta = float(gamma), float(beta)
+        self.regrow_ratio = float(regrow_ratio)
+        self.scope = scope
+        self.epoch_frequency = int(epoch_frequency)
+        self.max_rounds = int(max_rounds)
+        self.min_ratio = float(min_ratio)
+        super().__init__(
+            model,
+            optimizer,
+            update_every=epoch_frequency,
+            update_unit="epochs",
+            drop_fraction=0.0,
+            schedule="constant",
+            stop_at=stop_at,
+            prune="magnitude",
+            grow="momentum",
+            grow_init=grow_init,
+            momentum_beta=momentum_beta,
+            **{**PQI_DEFAULTS, **kwargs},
+        )
+
+    @property
+    def rounds_done(self) -> int:
+        return len(self.history)
+
+    def is_round(self, t: int) -> bool:
+        """Whether a round runs after epoch ``t`` (1-based)."""
+        return self.is_update(t) and not (self.max_rounds and self.rounds_done >= self.max_rounds)
+
+    def on_epoch_end(self, epoch: int) -> bool:
+        self.epochs_seen = epoch + 1
+        if self.masks is None or not self.is_round(epoch + 1):
+            return False
+        return self.run_round(at=epoch + 1)
+
+    # -- the two stages ---------------------------------------------------------------------------------------------
+    def stage_one(self, layer: MaskedLayer) -> dict[str, torch.Tensor]:
+        """Per unit of ``layer``: ``d``, PQ ``index``, ``bound``, ``ratio`` (after ``min_ratio``) and ``n_prune``."""
+        stats = unit_stats(layer.weight, layer.mask, self.scope, self.p, self.q, self.a_r, self.gamma, self.beta)
+        if self.min_ratio > 0:
+            ratio = stats["ratio"]
+            stats["ratio"] = torch.where(ratio < self.min_ratio, torch.zeros_like(ratio), ratio)
+            stats["n_prune"] = prune_counts(stats["ratio"], stats["d"])
+        return stats
+
+    @torch.no_grad()
+    def stage_two(self, layer: MaskedLayer, n_prune: torch.Tensor) -> tuple[int, int]:
+        """Prune ``n_prune[i]`` smallest ``|w|`` of unit ``i``; regrow ``floor(regrow_ratio * pruned)`` by momentum."""
+        assert self.masks is not None
+        mask = layer.mask
+        rows = unit_rows(mask, self.scope)
+        absent_before = unit_rows(~mask & layer.alive_synapse_slots(), self.scope)
+        n_prune = n_prune.to(mask.device)
+        n_grow = torch.minimum(torch.floor(self.regrow_ratio * n_prune.double()).long(), absent_before.sum(1))
+        if int(n_prune.sum()) == 0:
+            return 0, 0
+        dropped = pick_per_row(unit_rows(layer.weight.detach().abs(), self.scope), rows, n_prune, lowest=True)
+        grown = torch.zeros_like(rows)
+        if int(n_grow.sum()) > 0:
+            momentum = self.momentum.get(layer.name)
+            if momentum is None:
+                raise RuntimeError(f"momentum growth needs a dense-gradient momentum for {layer.name}; none is tracked")
+            grown = pick_per_row(unit_rows(momentum.abs(), self.scope), absent_before, n_grow, lowest=False)
+        self.masks.set_mask(layer, ((rows & ~dropped) | grown).view_as(mask))
+        if self.grow_init != 0.0:
+            layer.weight[grown.view_as(mask)] = self.grow_init
+        return int(dropped.sum()), int(grown.sum())
+
+    def run_round(self, at: int) -> bool:
+        """Stage I and II on every masked layer; appends the round's record to :attr:`history`."""
+        record: dict[str, Any] = {"round": self.rounds_done + 1, "at": at, "layers": {}}
+        changed = False
+        for layer in self.layers:
+            stats = self.stage_one(layer)
+            units = stats["d"] > 0
+            n_units = max(int(units.sum()), 1)
+            active_before = layer.active()
+            pruned, regrown = self.stage_two(layer, stats["n_prune"])
+            changed = changed or pruned > 0 or regrown > 0
+            record["layers"][layer.name] = {
+                "pq": float(stats["index"][units].sum()) / n_units,
+                "bound": int(stats["bound"].sum()),
+                "ratio": float(stats["ratio"][units].sum()) / n_units,
+                "active_before": active_before,
+                "pruned": pruned,
+                "regrown": regrown,
+                "active": layer.active(),
+                "density": layer.active() / layer.numel(),
+            }
+        self.history.append(record)
+        return changed
+
+    # -- reporting --------------------------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """The base metrics plus ``pqi_rounds`` and ``pqi``: the latest round (``at`` epoch, per-layer values)."""
+        out = super().metrics()
+        last = self.history[-1] if self.history else None
+        out["pqi_rounds"] = self.rounds_done
+        out["pqi"] = {"at": last["at"], "layers": last["layers"]} if last is not None else {}
+        return out
