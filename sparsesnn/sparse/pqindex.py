@@ -128,7 +128,8 @@ def unit_stats(
     gamma: float = 1.2,
     beta: float = 0.9,
 ) -> dict[str, torch.Tensor]:
-    """Stage I for one layer: per unit of ``scope``, ``d`` (active count), ``index``, ``bound``, ``ratio``, ``n_prune``."""
+    """Stage I for one layer: per unit of ``scope``, ``d`` (active count), ``index``, ``bound``, ``ratio`` and
+    ``n_prune`` (float64 / int64 tensors of one entry per unit)."""
     w, m = unit_rows(weight, scope), unit_rows(mask, scope)
     d = m.to(torch.float64).sum(1)
     index = pq_index(w, p, q, mask=m, dim=1)
