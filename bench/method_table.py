@@ -51,6 +51,23 @@ TABLES: dict[str, tuple[str, dict[str, list[str]]]] = {
             "EvoKD 10%": ['sparse.method="evokd"', "sparse.density=0.1", "+distill"],
         },
     ),
+    "mnist-pqi": (
+        "configs/mnist_dense.toml",
+        {
+            "dense": [],
+            "PQ neuron-wise": ['sparse.method="pqi"', "sparse.density=0.5", 'sparse.params={ scope = "neuron" }'],
+            "PQ layer-wise": ['sparse.method="pqi"', "sparse.density=0.5", 'sparse.params={ scope = "layer" }'],
+        },
+    ),
+    "mnist-sdsnn": (
+        "configs/sdsnn_mnist.toml",
+        {
+            "dense": ['sparse.method="dense"', "sparse.density=1.0", "sparse.params={}"],
+            "SD-SNN": [],
+            "SD-SNN without constraint": ["sparse.params.constraint=false"],
+            "SD-SNN without regeneration": ["sparse.params.regeneration=false"],
+        },
+    ),
     "nmnist-esl": (
         "configs/nmnist_convnet.toml",
         {
@@ -135,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     base, rows = TABLES[args.table]
-    out = (args.out or REPO / "bench" / "out" / f"{args.table}-{args.epochs}ep").resolve()
+    # tables on the same recipe and budget share one directory, so they share the dense row (and its teacher role)
+    out = (args.out or REPO / "bench" / "out" / f"{Path(base).stem}-{args.epochs}ep").resolve()
     out.mkdir(parents=True, exist_ok=True)
     dense_dir = out / _slug("dense")
     results = []

@@ -55,7 +55,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)
         trainer = Trainer(config, new_run_dir(config, args.run_dir), quiet=args.quiet)
     summary = trainer.fit()
-    _print_result(trainer.learner.summary(), summary)
+    if trainer.dist.is_main:
+        _print_result(trainer.learner.summary(), summary)
     return 0
 
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsesnn.config import Config, load_config
 from sparsesnn.data import ArrayDataset, DatasetInfo
+from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
 from sparsesnn.errors import CheckpointError, TrainingDivergedError
 from sparsesnn.factory import (
     build_data,
@@ -71,9 +72,9 @@ class RunInterrupted(KeyboardInterrupt):
     """Raised after Ctrl-C once the checkpoint is safely written."""
 
 
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # batching
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     if not shuffle:
         return torch.arange(n)
@@ -125,9 +126,9 @@ def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> tor
     return encoder(x)
 
 
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # the trainer
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class EpochProgress:
     """Running sums of the epoch in progress (saved in mid-epoch checkpoints)."""
@@ -165,7 +166,7 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
-        self.device = resolve_device(cfg.run.device)
+        self.dist, self.device = init_from_env(resolve_device(cfg.run.device))
         torch.manual_seed(derive_seed(cfg.run.seed, 0xD0D0))  # model initialisation
         self.data = build_data(cfg)
         self.info = self.data.info
@@ -190,6 +191,13 @@ class Trainer:
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
         self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
         self.distiller = build_distiller(cfg, self.info, self.device)
+        # the model the training step runs: DDP's wrapper averages gradients over ranks (the masks' gradient hooks
+        # run before its all-reduce, so absent synapses stay at zero gradient everywhere)
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.topology_checks = 0
         self.state = TrainState()
         self._interrupt = threading.Event()
         self._saved_at = "none written yet"
@@ -246,11 +254,14 @@ class Trainer:
         return f"after epoch {e}" if b == 0 else f"in epoch {e + 1} after batch {b}"
 
     def save(self) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.state_dict())
+        if self.dist.is_main:  # every rank holds the same state; one writes it
+            save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.state_dict())
         self._saved_at = self._position()
 
     # -- run files --------------------------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
+        if not self.dist.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_toml())
         # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run's file matches an unbroken one
@@ -258,6 +269,8 @@ class Trainer:
         atomic_write_text(self.run_dir / METRICS_FILE, lines)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
 
@@ -269,7 +282,8 @@ class Trainer:
         try:
             while self.state.epoch < self.config.run.epochs:
                 self._train_epoch()
-                self.learner.on_epoch_end(self.state.epoch)
+                if self.learner.on_epoch_end(self.state.epoch):
+                    self._check_topology()
                 record = self._epoch_record()
                 self.state.history.append(record)
                 self.state.epoch += 1
@@ -281,7 +295,9 @@ class Trainer:
         finally:
             self._restore_sigint(previous)
         summary = self.summary()
-        atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        barrier()
         return summary
 
     def _train_epoch(self) -> None:
@@ -313,20 +329,34 @@ class Trainer:
             self.distiller.start_epoch(inputs_are_deterministic=not cfg.data.augment and cfg.data.encoder == "direct")
         for b, idx, x, y in bar:
             torch.manual_seed(derive_seed(cfg.run.seed, epoch, b, 2))
+            if self.dist.enabled:  # this rank's share of the global batch
+                idx, x, y = (t.tensor_split(self.dist.world_size)[self.dist.rank] for t in (idx, x, y))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             model_in = to_time_major(x, self.info, self.encoder)
-            out = self.model(model_in)
+            out = self.train_model(model_in)
             if self.distiller is not None:
                 loss = self.distiller.loss(out, y, x, model_in, idx)
             else:
                 loss = self.loss_fn(out, y)
-            if not torch.isfinite(loss):
+            n = int(y.shape[0])
+            loss_value = loss.item()
+            # one small all-reduce per step (several processes only): global loss, accuracy, NaN and Ctrl-C flags
+            loss_sum, correct, seen, bad, stop = all_reduce_sum(
+                [
+                    loss_value * n,
+                    float(correct_count(out.detach(), y)),
+                    float(n),
+                    float(not math.isfinite(loss_value)),
+                    float(self._interrupt.is_set()),
+                ]
+            )
+            if bad:
                 raise TrainingDivergedError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1} "
-                    f"(step {self.state.global_step + 1}); stopped. The last good checkpoint is kept at "
-                    f"{self.run_dir / CHECKPOINT_FILE} ({self._saved_at}). Try a lower optim.lr or"
-                    " optim.grad_clip."
+                    f"loss became {loss_value if not math.isfinite(loss_value) else 'nan on another rank'} at "
+                    f"epoch {epoch + 1}, batch {b + 1} (step {self.state.global_step + 1}); stopped. The last good "
+                    f"checkpoint is kept at {self.run_dir / CHECKPOINT_FILE} ({self._saved_at}). Try a lower "
+                    "optim.lr or optim.grad_clip."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -334,11 +364,11 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
-            self.learner.step()
-            n = int(y.shape[0])
-            prog.loss_sum += loss.item() * n
-            prog.correct += correct_count(out.detach(), y)
-            prog.seen += n
+            if self.learner.step():
+                self._check_topology()
+            prog.loss_sum += loss_sum
+            prog.correct += int(correct)
+            prog.seen += int(seen)
             prog.steps += 1
             self.state.batch = b + 1
             self.state.global_step += 1
@@ -346,8 +376,11 @@ class Trainer:
             every = cfg.run.checkpoint_every_steps
             if every and self.state.global_step % every == 0 and self.state.batch < self.steps_per_epoch:
                 self.save()
-            if self._interrupt.is_set():
+            if not self.dist.enabled:  # one process: react to Ctrl-C after this very step
+                stop = float(self._interrupt.is_set())
+            if stop:
                 self.save()
+                barrier()
                 raise RunInterrupted(
                     f"interrupted at epoch {epoch + 1}, batch {b + 1}; checkpoint written to "
                     f"{self.run_dir / CHECKPOINT_FILE}. Continue with: sparsesnn train --resume {self.run_dir}"
@@ -355,9 +388,16 @@ class Trainer:
         bar.close()
         self._epoch_time = time.perf_counter() - t0
 
+    def _check_topology(self) -> None:
+        """With several processes, prove after each topology change that every rank holds the same masks."""
+        if self.dist.enabled:
+            check_identical(self.learner.topology_digest(), "the sparse topology")
+            self.topology_checks += 1
+
     def _epoch_record(self) -> dict[str, Any]:
         prog = self.state.progress
-        evaluation = self.evaluate()
+        evaluation = self.evaluate() if self.dist.is_main else {}
+        barrier()
         elapsed = getattr(self, "_epoch_time", 0.0)
         record: dict[str, Any] = {
             "epoch": self.state.epoch + 1,
@@ -414,7 +454,7 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         hist = self.state.history
         last = hist[-1] if hist else {}
-        best = max(hist, key=lambda r: r["test_acc"]) if hist else {}
+        best = max(hist, key=lambda r: r.get("test_acc", 0.0)) if hist else {}
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.state.epoch,
@@ -424,11 +464,13 @@ class Trainer:
             "best_epoch": best.get("epoch"),
             "density": self.learner.density(),
             "train_time_s": sum(r.get("time_s", 0.0) for r in hist),
+            "processes": self.dist.world_size,
+            "topology_checks": self.topology_checks,
             "layers": self.learner.layer_table(),
         }
 
     def _log_epoch(self, r: dict[str, Any]) -> None:
-        if self.quiet:
+        if self.quiet or not self.dist.is_main:
             return
         print(
             f"epoch {r['epoch']:>3}/{self.config.run.epochs}  loss {r['train_loss']:.4f}  train {r['train_acc']:.4f}"

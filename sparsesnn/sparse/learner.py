@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsesnn.distributed import all_reduce_mean_, masks_digest
 from sparsesnn.sparse.masks import (
     MaskedLayer,
     MaskSet,
@@ -109,10 +110,17 @@ class StructureLearner:
     def step(self) -> bool:
         """Call after every ``optimizer.step()``. Returns True when the topology changed."""
         self.steps += 1
+        for grad in self._dense_grads.values():  # several processes: every rank decides on the same gradient
+            all_reduce_mean_(grad)
+        self.before_update()
         changed = self.update() if self.masks is not None else False
         self._dense_grads.clear()
         self._arm_capture()
         return changed
+
+    def before_update(self) -> None:
+        """Hook run every step after the captured dense gradients are final (averaged over ranks)."""
+        return None
 
     def update(self) -> bool:
         """Step-level topology change; the base learner keeps its topology fixed."""
@@ -171,6 +179,10 @@ class StructureLearner:
         return None
 
     # -- reporting --------------------------------------------------------------------------------------------------
+    def topology_digest(self) -> int:
+        """A digest of every synapse and neuron mask: equal on all ranks when the topologies agree."""
+        return masks_digest([m for layer in self.layers for m in (layer.mask, layer.neuron_mask)])
+
     def density(self) -> float:
         """Active fraction over the masked layers (1.0 for a dense model)."""
         return self.masks.density() if self.masks is not None else 1.0

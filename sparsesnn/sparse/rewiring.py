@@ -99,10 +99,9 @@ class RewiringLearner(StructureLearner):
         return self.grow_name == "gradient" and self.update_unit == "steps" and self.is_update(step)
 
     # -- what -------------------------------------------------------------------------------------------------------
-    def step(self) -> bool:
+    def before_update(self) -> None:
         if self.grow_name == "momentum":
             self._update_momentum()
-        return super().step()
 
     def update(self) -> bool:
         if self.update_unit != "steps" or not self.is_update(self.steps):
