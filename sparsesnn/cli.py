@@ -1,8 +1,9 @@
-"""Command line: ``sparsesnn train | eval | info``.
+"""Command line: ``sparsesnn train | eval | export | info``.
 
     sparsesnn train --config configs/digits_rigl.toml [--set sparse.density=0.05 ...] [--run-dir DIR] [--quiet]
     sparsesnn train --resume RUN_DIR
     sparsesnn eval RUN_DIR
+    sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
     sparsesnn info [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate the checkpoint of a run on its test split")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--quiet", action="store_true")
+
+    x = sub.add_parser("export", help="write the finalized, compacted model of a run (pt, safetensors or NIR)")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--format", required=True, choices=("pt", "safetensors", "nir"),
+                   help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)")
+    x.add_argument("--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>)")
 
     i = sub.add_parser("info", help="list models, datasets and methods")
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
@@ -85,6 +92,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sparsesnn.export import export_run
+
+    result = export_run(args.run_dir, args.format, args.out)
+    report = result.report
+    print(result.path)
+    print(f"parameters: {report.params_before:,} before compaction, {report.params_after:,} after")
+    for layer, (before, after) in report.removed.items():
+        print(f"  removed {before - after} of {before} units of {layer} ({after} left)")
+    for layer, why in report.kept.items():
+        print(f"  kept {layer}: {why}")
+    if not report.removed and not report.kept:
+        print("  no dead units")
+    if result.nir_max_diff is not None:
+        print(f"NIR file re-simulated on {result.samples} test samples: max |output difference| "
+              f"{result.nir_max_diff:.3g}")
+        if result.nir_max_diff > 1e-5:
+            print("  (BatchNorm folded into the convs rounds differently; a neuron within ~1e-7 of its threshold "
+                  "can fire differently: see sparsesnn.nir_io)")
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from sparsesnn.config import config_keys
     from sparsesnn.data import DATASETS
@@ -103,7 +132,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "info": _cmd_info}
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "info": _cmd_info}
     try:
         return handlers[args.command](args)
     except TrainingDivergedError as exc:

@@ -1,0 +1,276 @@
+"""Export a trained run as a deployable model: masks baked in, dead neurons removed, in one of three formats.
+
+``sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]`` (or :func:`export_run`):
+
+1. :func:`prepare_export` rebuilds the run with :meth:`Trainer.resume <sparsesnn.engine.Trainer.resume>`,
+   bakes the masks into the weights (:meth:`StructureLearner.finalize`, which also drops the mask buffers and
+   hooks) and removes dead units with :func:`~sparsesnn.sparse.shrink.compact`, which checks every removal on an
+   example batch: the first ``samples`` test samples, encoded time-major as in evaluation. The model is in eval mode
+   on the CPU.
+2. The model is written as
+
+   * ``pt``: ``torch.save`` of ``{"meta": ..., "state_dict": ...}``;
+   * ``safetensors``: the same state dict as safetensors tensors, the metadata as a JSON string under the
+     ``"sparsesnn"`` key of the file's header metadata;
+   * ``nir``: a NIR graph (:mod:`sparsesnn.nir_io`; BatchNorm folded into the convs), which is then read back with
+     ``nir.read``, re-simulated by our loader on the example batch and compared with the model.
+
+Why a state dict plus a description and not a pickled module: a pickled ``nn.Module`` can only be loaded with
+``torch.load(weights_only=False)``, which runs arbitrary code from the file, breaks when classes move, and has no
+safetensors equivalent. Instead both formats store the run's resolved config, the dataset description the model
+was built from and every tensor's shape; :func:`rebuild_model` builds the architecture from the config, resizes the
+layers that compaction narrowed to the stored shapes, and loads the tensors with ``strict=True``. Loading needs only
+``weights_only=True`` (``pt``) or no pickle at all (``safetensors``), and reproduces the exported model's outputs
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsesnn.checkpoint import atomic_write_bytes
+from sparsesnn.config import Config, validate_config
+from sparsesnn.data import DatasetInfo
+from sparsesnn.errors import CheckpointError
+from sparsesnn.sparse.shrink import CompactionReport, compact
+
+FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
+#: file extension of each format (NIR files are HDF5 and conventionally named ``*.nir``)
+EXTENSIONS: dict[str, str] = {"pt": "pt", "safetensors": "safetensors", "nir": "nir"}
+EXPORT_FORMAT = "sparsesnn.model"
+EXPORT_VERSION = 1
+
+
+@dataclass
+class ExportBundle:
+    """A finalized, compacted model with what is needed to describe and check it."""
+
+    model: nn.Module
+    config: Config
+    info: DatasetInfo
+    report: CompactionReport
+    example: torch.Tensor  # time-major example input [T, B, ...] (test samples)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one time step of one sample."""
+        return tuple(int(s) for s in self.example.shape[2:])
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON-able description stored with the ``pt`` and ``safetensors`` exports."""
+        steps = int(self.example.shape[0])
+        return export_meta(self.model, self.config, self.info, self.report, self.input_shape, steps)
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_run` wrote."""
+
+    path: Path
+    format: str
+    report: CompactionReport
+    samples: int
+    nir_max_diff: float | None = None  # NIR only: largest output difference of the re-simulated file
+
+
+def prepare_export(run_dir: str | Path, *, samples: int = 32) -> ExportBundle:
+    """Resume ``run_dir``, finalize its learner, compact the model on ``samples`` test samples; model on CPU, eval."""
+    from sparsesnn.engine import Trainer, derive_seed, epoch_order, iterate_batches, to_time_major
+
+    trainer = Trainer.resume(run_dir, quiet=True)
+    cfg = trainer.config
+    model = trainer.learner.finalize()
+    model.eval()
+    test = trainer.data.test
+    n = min(int(samples), len(test))  # type: ignore[arg-type]
+    if n < 1:
+        raise CheckpointError(f"{run_dir}: the test split is empty; no example input to check the compaction on")
+    order = epoch_order(n, cfg.run.seed, 0, shuffle=False)
+    _, _, x, _ = next(iterate_batches(test, order, n, 0, 0, lambda b: derive_seed(cfg.run.seed, b, 3)))
+    torch.manual_seed(derive_seed(cfg.run.seed, 0, 4))  # the Poisson encoder draws from the global generator
+    with torch.no_grad():
+        example = to_time_major(x.to(trainer.device), trainer.info, trainer.encoder).detach().cpu().contiguous()
+    small, report = compact(model.cpu(), example)
+    return ExportBundle(small.eval(), cfg, trainer.info, report, example)
+
+
+def load_compact_model(run_dir: str | Path) -> tuple[nn.Module, DatasetInfo, CompactionReport]:
+    """The finalized, compacted model of ``run_dir`` (eval mode, CPU), its dataset description and the report."""
+    bundle = prepare_export(run_dir)
+    return bundle.model, bundle.info, bundle.report
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# description and rebuild
+# ----------------------------------------------------------------------------------------------------------------------
+def export_meta(
+    model: nn.Module,
+    config: Config,
+    info: DatasetInfo,
+    report: CompactionReport,
+    input_shape: tuple[int, ...],
+    time_steps: int,
+) -> dict[str, Any]:
+    """Config, dataset description, tensor shapes and compaction report as plain JSON-able data."""
+    meta = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "config": config.to_dict(),
+        "info": dataclasses.asdict(info),
+        "input_shape": list(input_shape),
+        "time_steps": int(time_steps),
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "compaction": report.as_dict(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    return json.loads(json.dumps(meta))  # tuples -> lists: what both formats store and give back
+
+
+def _info_from_meta(data: dict[str, Any]) -> DatasetInfo:
+    names = {f.name for f in dataclasses.fields(DatasetInfo)}
+    kw = {k: v for k, v in data.items() if k in names}
+    kw["sample_shape"] = tuple(kw["sample_shape"])
+    return DatasetInfo(**kw)
+
+
+@torch.no_grad()
+def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter/buffer of ``model`` the shape it has in ``state`` and update the layers' size fields."""
+    for key, value in state.items():
+        owner, _, attr = key.rpartition(".")
+        try:
+            module = model.get_submodule(owner)
+        except AttributeError:
+            continue  # strict loading reports it
+        current = getattr(module, attr, None)
+        if not isinstance(current, torch.Tensor) or current.shape == value.shape:
+            continue
+        if isinstance(current, nn.Parameter):
+            setattr(module, attr, nn.Parameter(torch.empty_like(value), requires_grad=current.requires_grad))
+        else:
+            module._buffers[attr] = torch.empty_like(value)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.out_features, m.in_features = m.weight.shape
+        elif isinstance(m, nn.modules.conv._ConvNd):
+            m.out_channels, m.in_channels = m.weight.shape[0], m.weight.shape[1] * m.groups
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            ref = m.weight if m.weight is not None else m.running_mean
+            if ref is not None:
+                m.num_features = int(ref.shape[0])
+
+
+def rebuild_model(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
+    """Build the architecture ``meta`` describes, narrow it to the tensors' shapes, load ``state`` (eval mode)."""
+    from sparsesnn.factory import build_model_from_config
+
+    if meta.get("format") != EXPORT_FORMAT or meta.get("version") != EXPORT_VERSION:
+        raise CheckpointError(
+            f"not a sparsesnn model export of version {EXPORT_VERSION} (format {meta.get('format')!r}, "
+            f"version {meta.get('version')!r})"
+        )
+    config = validate_config(meta["config"])
+    model = build_model_from_config(config, _info_from_meta(meta["info"]))
+    _resize_to(model, state)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"the exported tensors do not fit the model the config builds: {exc}") from None
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# formats
+# ----------------------------------------------------------------------------------------------------------------------
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def export_pt(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``{"meta": meta, "state_dict": ...}`` with ``torch.save`` (loadable with ``weights_only=True``)."""
+    buf = io.BytesIO()
+    torch.save({"meta": meta, "state_dict": _tensors(model)}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def load_pt(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a ``pt`` export (no code is unpickled); returns ``(model, meta)``."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for a damaged or foreign file
+        raise CheckpointError(f"cannot read model export {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
+        raise CheckpointError(f"{path} is not a sparsesnn model export (pt)")
+    return rebuild_model(payload["meta"], payload["state_dict"]), payload["meta"]
+
+
+def export_safetensors(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write the state dict as safetensors; ``meta`` goes, as JSON, into the header under ``"sparsesnn"``."""
+    from safetensors.torch import save
+
+    atomic_write_bytes(path, save(_tensors(model), metadata={"format": EXPORT_FORMAT, "sparsesnn": json.dumps(meta)}))
+    return Path(path)
+
+
+def load_safetensors(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a ``safetensors`` export; returns ``(model, meta)``."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            header = fh.metadata() or {}
+            state = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118  (safe_open has no __iter__)
+    except Exception as exc:  # safetensors raises its own error types for a damaged file
+        raise CheckpointError(f"cannot read model export {path}: {type(exc).__name__}: {exc}") from None
+    if "sparsesnn" not in header:
+        raise CheckpointError(f"{path} is a safetensors file without sparsesnn metadata")
+    meta = json.loads(header["sparsesnn"])
+    return rebuild_model(meta, state), meta
+
+
+def load_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a ``pt`` or ``safetensors`` export by its extension."""
+    suffix = Path(path).suffix.lstrip(".")
+    if suffix == "safetensors":
+        return load_safetensors(path)
+    return load_pt(path)
+
+
+def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor) -> float:
+    """Write ``model`` as NIR, read the file back with ``nir.read``, re-simulate it with our loader on ``example``
+    (time-major) and return the largest output difference to ``model``."""
+    from sparsesnn.nir_io import load_nir, max_output_difference, write_nir
+
+    write_nir(model, path, tuple(example.shape[2:]))
+    simulator = load_nir(path, backend="eager")
+    return max_output_difference(model, simulator, example)
+
+
+def default_path(run_dir: str | Path, fmt: str) -> Path:
+    """``RUN_DIR/model.<ext>``."""
+    return Path(run_dir) / f"model.{EXTENSIONS[fmt]}"
+
+
+def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, samples: int = 32) -> ExportResult:
+    """Export the finalized, compacted model of ``run_dir`` as ``fmt`` to ``out`` (default ``RUN_DIR/model.<ext>``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    bundle = prepare_export(run_dir, samples=samples)
+    path = Path(out) if out is not None else default_path(run_dir, fmt)
+    diff = None
+    if fmt == "pt":
+        export_pt(bundle.model, path, bundle.meta())
+    elif fmt == "safetensors":
+        export_safetensors(bundle.model, path, bundle.meta())
+    else:
+        diff = export_nir(bundle.model, path, bundle.example)
+    return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), diff)

@@ -1,0 +1,675 @@
+"""NIR export of a (compacted) SNN, and our own NIR loader that re-simulates a NIR graph with our neurons.
+
+NIR, the Neuromorphic Intermediate Representation (Pedersen et al., Nature Communications 15, 8122, 2024;
+https://neuroir.org), describes a network as a graph of per-time-step nodes without a batch dimension; ``nir.write``
+stores it as HDF5 and ``nir.read`` reads it back. The ``nir`` package is an optional dependency
+(``pip install 'sparsesnn[nir]'``) and is imported only when a function here needs it.
+
+Export (:func:`model_to_nir`, :func:`write_nir`)
+------------------------------------------------
+The model's ``forward`` is traced with ``torch.fx``, treating :class:`~sparsesnn.layers.SeqFolded`,
+:class:`~sparsesnn.layers.TimeFolded` and spiking neurons as leaves, so the graph is read from the code, not guessed
+from the module order. Every traced operation maps to NIR nodes as follows; anything else raises
+:class:`NIRUnsupportedError` naming the module or operation.
+
+=====================================  ===============================================================================
+ours (time-major ``[T, B, ...]``)      NIR (one time step, one sample)
+=====================================  ===============================================================================
+``Linear``                             ``Affine(weight, bias)`` (``Linear(weight)`` without a bias)
+``Conv2d`` / ``Conv1d``                ``Conv2d`` / ``Conv1d`` (zero padding only; a missing bias is written as 0)
+``BatchNorm`` right after a conv/FC    folded into it with the running statistics (eval mode), in float64:
+                                       ``w' = w * g``, ``b' = beta + (b - mean) * g``, ``g = gamma / sqrt(var + eps)``
+``AvgPool2d``                          ``AvgPool2d`` (no ``ceil_mode``/``divisor_override``; padding is counted in the
+                                       average, PyTorch's default)
+``AdaptiveAvgPool2d``                  ``AvgPool2d`` with kernel = stride = input / output size (must divide)
+``MaxPool2d`` on spikes                ``SumPool2d`` + ``Threshold(0.5)``: on binary input a max over a window is
+                                       the OR of its spikes, i.e. ``sum > 0.5``; exact for 0/1 input, so it is only
+                                       written where the pool's input is known to be binary (the output of a neuron,
+                                       possibly through flatten/other max-pools); elsewhere it raises
+``flatten`` / ``nn.Flatten``           ``Flatten`` with ``start_dim``/``end_dim`` counted in the per-sample shape
+                                       (time and batch are not part of a NIR shape), with the ``input_type`` set
+``x + y`` (residual connections)       both producers get an edge into the consumer: NIR sums a node's inputs
+``Identity``, ``Dropout`` (eval)       nothing (the edge passes through)
+``LIF`` / ``PLIF`` with hard reset     ``LIF(tau, r, v_leak, v_threshold, v_reset)``, see below
+``LIF`` with soft reset                raises: NIR's LIF resets *to* ``v_reset``; subtracting the threshold has no
+                                       NIR node
+=====================================  ===============================================================================
+
+Neuron mapping. NIR's LIF is continuous: ``tau dv/dt = (v_leak - v) + r I``, a spike when ``v > v_threshold``, then
+``v = v_reset``. Discretised by forward Euler with ``dt = 1`` (one time step of ours)::
+
+    v[t] = v[t-1] + (v_leak - v[t-1] + r I[t]) / tau
+
+which is our charge equation (:mod:`sparsesnn.neurons`) exactly when ``v_leak = v_reset`` and
+
+* ``decay_input=True``  (``H = V + (X - (V - v_reset)) / tau``): ``r = 1``;
+* ``decay_input=False`` (``H = V - (V - v_reset) / tau + X``):   ``r = tau``.
+
+PLIF's learned ``1/tau = sigmoid(w)`` is written as ``tau = 1 / sigmoid(w)``. The parameters are written as float64
+arrays of the neuron layer's shape (every entry equal), so ``1/tau`` round-trips to the very float32 value the
+model used. Conventions NIR leaves open and that our loader fixes: ``dt = 1``; the membrane starts at ``v_reset``
+(= ``v_leak``) for every sample; the spike condition is ``v >= v_threshold`` as in our neurons (NIR writes ``>``;
+they differ only on exact ties); the charge, fire and reset of a step happen in that order, with this step's input.
+These conventions are also written into the graph's ``metadata``. Surrogate gradients and ``detach_reset`` are
+training-only and are not exported.
+
+Exactness: Linear, conv, pooling and neuron nodes reproduce the model's arithmetic. Folding a BatchNorm into its
+conv changes the rounding of the pre-activations (by about 1e-7 relative), so a neuron whose membrane lands within
+that distance of its threshold can fire differently; :func:`write_nir` therefore re-simulates the written file on
+a sample and reports the largest output difference.
+
+Loader (:func:`load_nir`)
+-------------------------
+``nir.read`` (or a ``NIRGraph``) -> :class:`NIRModule`, a time-major module ``[T, B, *input] -> [T, B, *output]``
+built from our layers: ``Affine``/``Linear``/``Conv1d``/``Conv2d``/``AvgPool2d`` as the matching ``torch.nn`` layer
+run once over ``T*B`` (time folded into the batch, as the models do), ``SumPool2d`` as a sum pool, ``Flatten``,
+``Scale``, ``Threshold`` (``x > threshold``), ``Input``/``Output``, and ``LIF`` as our :class:`~sparsesnn.neurons.LIF`
+through the inverse of the mapping above: ``r = 1`` -> ``decay_input=True``, ``r = tau`` -> ``decay_input=False``,
+any other ``r`` -> ``decay_input=False`` after scaling the input by ``r / tau``. It needs ``v_leak = v_reset``,
+``tau > 1`` and the same parameters for every neuron of a node. The graph must be feed-forward (each node is run
+over all time steps at once) with one ``Input`` and one ``Output``; a node with several inputs receives their sum.
+Other node types (``IF``, ``LI``, ``CubaLIF``, ``Delay``, nested graphs, ...) raise :class:`NIRUnsupportedError`.
+"""
+
+from __future__ import annotations
+
+import io
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from sparsesnn.checkpoint import atomic_write_bytes
+from sparsesnn.errors import SparseSNNError
+from sparsesnn.layers import SeqFolded, TimeFolded
+from sparsesnn.neurons import LIF, Backend, is_spiking
+
+#: what the graph-level ``metadata`` of an exported file says about the conventions NIR leaves open
+NIR_METADATA: dict[str, Any] = {
+    "producer": "sparsesnn",
+    "dt": 1.0,
+    "neuron_discretisation": "forward Euler with dt = 1: v[t] = v[t-1] + (v_leak - v[t-1] + r * I[t]) / tau",
+    "spike_condition": "v >= v_threshold (then v = v_reset)",
+    "initial_state": "v = v_reset at t = 0 of every sample",
+    "layout": "nodes act on one time step of one sample; run time-major [T, B, ...]",
+}
+
+
+class NIRUnsupportedError(SparseSNNError, NotImplementedError):
+    """A module, operation or NIR node that has no faithful mapping; the message names it and why."""
+
+
+def require_nir() -> Any:
+    """Import and return the ``nir`` package, or explain how to install it."""
+    try:
+        import nir
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise SparseSNNError("NIR support needs the `nir` package: pip install 'sparsesnn[nir]'") from exc
+    return nir
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# export: torch -> NIR
+# ----------------------------------------------------------------------------------------------------------------------
+class _LeafTracer(fx.Tracer):
+    """Stops at our time-folding wrappers and at neurons (their ``forward`` branches on shapes)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, (SeqFolded, TimeFolded)) or is_spiking(m):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+
+@dataclass
+class _Value:
+    """A traced tensor in NIR terms: the nodes whose outputs sum to it, its per-sample shape, whether it is 0/1."""
+
+    sources: list[str]
+    shape: tuple[int, ...]
+    binary: bool
+
+
+def fold_batchnorm(
+    weight: torch.Tensor, bias: torch.Tensor | None, norm: nn.modules.batchnorm._BatchNorm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``norm(layer(x))`` as one layer (eval-mode statistics), computed in float64.
+
+    >>> import torch
+    >>> bn = torch.nn.BatchNorm1d(2).eval()
+    >>> w, b = fold_batchnorm(torch.ones(2, 3), None, bn)
+    >>> bool(torch.allclose(w, torch.ones(2, 3) / (1 + bn.eps) ** 0.5)), b.tolist()
+    (True, [0.0, 0.0])
+    """
+    if norm.running_mean is None or norm.running_var is None:
+        raise NIRUnsupportedError(
+            f"{type(norm).__name__} without running statistics normalises with batch statistics; it cannot be folded"
+        )
+    mean = norm.running_mean.detach().double()
+    var = norm.running_var.detach().double()
+    gamma = norm.weight.detach().double() if norm.weight is not None else torch.ones_like(mean)
+    beta = norm.bias.detach().double() if norm.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + norm.eps)
+    w = weight.detach().double() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
+    b0 = bias.detach().double() if bias is not None else torch.zeros_like(mean)
+    b = beta + (b0 - mean) * scale
+    return w.to(weight.dtype), b.to(weight.dtype)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) == 1:
+            return int(v[0]), int(v[0])
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _expand(name: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The leaf layers of a (nested) ``nn.Sequential``, with qualified names."""
+    if isinstance(module, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for child_name, child in module.named_children():
+            out += _expand(f"{name}.{child_name}", child)
+        return out
+    return [(name, module)]
+
+
+_BN_FOR = {nn.Linear: nn.BatchNorm1d, nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d}
+_PASSTHROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
+
+
+class _NIRBuilder:
+    """Collects NIR nodes and edges while walking an fx graph."""
+
+    def __init__(self, nir: Any) -> None:
+        self.nir = nir
+        self.nodes: dict[str, Any] = {}
+        self.edges: list[tuple[str, str]] = []
+
+    def _name(self, hint: str) -> str:
+        base = hint.replace(".", "_") or "node"
+        name, i = base, 1
+        while name in self.nodes or name in ("input", "output"):
+            name, i = f"{base}_{i}", i + 1
+        return name
+
+    def add(self, hint: str, node: Any, value: _Value, shape: Sequence[int], binary: bool) -> _Value:
+        if len(set(value.sources)) != len(value.sources):
+            raise NIRUnsupportedError(
+                f"{hint}: its input adds a tensor to itself; NIR edges cannot carry a factor (use a Scale)"
+            )
+        name = self._name(hint)
+        self.nodes[name] = node
+        self.edges += [(src, name) for src in value.sources]
+        return _Value([name], tuple(int(s) for s in shape), binary)
+
+    # -- modules on time-major input -------------------------------------------------------------------------------
+    def module(self, name: str, module: nn.Module, value: _Value) -> _Value:
+        if isinstance(module, (SeqFolded, TimeFolded)):
+            inner = module.module if isinstance(module, TimeFolded) else module
+            return self.stateless(_expand(name if isinstance(module, SeqFolded) else f"{name}.module", inner), value)
+        if is_spiking(module):
+            return self.neuron(name, module, value)
+        if isinstance(module, _PASSTHROUGH):
+            return value
+        raise NIRUnsupportedError(
+            f"module {name!r} ({type(module).__name__}) has no NIR mapping: only stateless layers inside "
+            "SeqFolded/TimeFolded and our LIF/PLIF neurons are exported"
+        )
+
+    def neuron(self, name: str, module: nn.Module, value: _Value) -> _Value:
+        if not isinstance(module, LIF):
+            raise NIRUnsupportedError(f"neuron {name!r} ({type(module).__name__}) is not one of ours (LIF/PLIF)")
+        if module.v_reset is None:
+            raise NIRUnsupportedError(
+                f"neuron {name!r} uses the soft reset (v -= v_threshold); NIR's LIF can only reset to v_reset"
+            )
+        inv_tau = module.inv_tau()
+        if isinstance(inv_tau, torch.Tensor):  # PLIF: the float32 value the kernel uses, inverted in float64
+            tau = 1.0 / float(inv_tau.detach().float())
+        else:
+            tau = float(module.tau)
+        r = 1.0 if module.decay_input else tau
+
+        def full(v: float) -> np.ndarray:
+            return np.full(value.shape, v, dtype=np.float64)
+
+        node = self.nir.LIF(
+            tau=full(tau),
+            r=full(r),
+            v_leak=full(module.v_reset),
+            v_threshold=full(module.v_threshold),
+            v_reset=full(module.v_reset),
+            metadata={"sparsesnn_module": name, "sparsesnn_neuron": type(module).__name__},
+        )
+        return self.add(name, node, value, value.shape, binary=True)
+
+    # -- stateless layers (one time step, one sample) --------------------------------------------------------------
+    def stateless(self, layers: list[tuple[str, nn.Module]], value: _Value) -> _Value:
+        i = 0
+        while i < len(layers):
+            name, m = layers[i]
+            bn_type = next((bn for cls, bn in _BN_FOR.items() if type(m) is cls), None)
+            norm = None
+            if bn_type is not None and i + 1 < len(layers) and isinstance(layers[i + 1][1], bn_type):
+                norm = layers[i + 1][1]
+                i += 1
+            i += 1
+            value = self.layer(name, m, norm, value)
+        return value
+
+    @staticmethod
+    def _probe(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+        with torch.no_grad():
+            p = next(module.parameters(), None)
+            dtype = p.dtype if p is not None else torch.float32
+            return tuple(module(torch.zeros(1, *shape, dtype=dtype)).shape[1:])
+
+    def layer(self, name: str, m: nn.Module, norm: nn.Module | None, value: _Value) -> _Value:
+        nir = self.nir
+        shape = value.shape
+        meta = {"sparsesnn_module": name}
+        if isinstance(m, _PASSTHROUGH):
+            return value
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            weight, bias = m.weight.detach(), m.bias.detach() if m.bias is not None else None
+            if norm is not None:
+                weight, bias = fold_batchnorm(weight, bias, norm)  # type: ignore[arg-type]
+                meta["folded_batchnorm"] = "yes"
+            out = self._probe(m, shape)
+            if isinstance(m, nn.Linear):
+                if len(shape) != 1:
+                    raise NIRUnsupportedError(f"Linear {name!r} acts on a {len(shape)}-d sample; flatten it first")
+                if bias is None:
+                    return self.add(name, nir.Linear(weight=_np(weight), metadata=meta), value, out, False)
+                return self.add(name, nir.Affine(weight=_np(weight), bias=_np(bias), metadata=meta), value, out, False)
+            if m.padding_mode != "zeros":
+                raise NIRUnsupportedError(f"conv {name!r} pads with {m.padding_mode!r}; NIR convs pad with zeros")
+            b = _np(bias) if bias is not None else np.zeros(weight.shape[0], dtype=_np(weight).dtype)
+            padding: Any = m.padding if isinstance(m.padding, str) else tuple(int(p) for p in m.padding)
+            if isinstance(m, nn.Conv1d):
+                pad1 = padding if isinstance(padding, str) else padding[0]
+                node = nir.Conv1d(
+                    input_shape=int(shape[1]), weight=_np(weight), stride=int(m.stride[0]), padding=pad1,
+                    dilation=int(m.dilation[0]), groups=int(m.groups), bias=b, metadata=meta,
+                )  # fmt: skip
+            else:
+                node = nir.Conv2d(
+                    input_shape=tuple(int(s) for s in shape[1:]), weight=_np(weight), stride=_pair(m.stride),
+                    padding=padding, dilation=_pair(m.dilation), groups=int(m.groups), bias=b, metadata=meta,
+                )  # fmt: skip
+            return self.add(name, node, value, out, False)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            raise NIRUnsupportedError(f"BatchNorm {name!r} does not directly follow a Linear/Conv it could fold into")
+        if isinstance(m, nn.MaxPool2d):
+            if not value.binary:
+                raise NIRUnsupportedError(
+                    f"MaxPool2d {name!r}: NIR has no max pool; it is written as SumPool2d + Threshold(0.5), which "
+                    "equals a max pool only on binary spikes, and this pool's input is not known to be binary"
+                )
+            if _pair(m.dilation) != (1, 1) or m.ceil_mode or m.return_indices:
+                raise NIRUnsupportedError(f"MaxPool2d {name!r}: dilation, ceil_mode and return_indices are not mapped")
+            k = _pair(m.kernel_size)
+            s = _pair(m.stride if m.stride is not None else m.kernel_size)
+            pool = nir.SumPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(_pair(m.padding)),
+                                 metadata={**meta, "sparsesnn_maxpool": "sum then threshold 0.5 (= OR of spikes)"})
+            out = self._probe(m, shape)
+            summed = self.add(f"{name}.sum", pool, value, out, False)
+            thr = nir.Threshold(threshold=np.full(out, 0.5, dtype=np.float32), metadata=meta)
+            return self.add(f"{name}.any", thr, summed, out, True)
+        if isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            if len(shape) != 3:
+                raise NIRUnsupportedError(f"pool {name!r} expects a [C, H, W] sample, got {list(shape)}")
+            if isinstance(m, nn.AvgPool2d):
+                padded = _pair(m.padding) != (0, 0)
+                if m.ceil_mode or m.divisor_override is not None or (padded and not m.count_include_pad):
+                    raise NIRUnsupportedError(
+                        f"AvgPool2d {name!r}: ceil_mode, divisor_override and count_include_pad=False are not mapped"
+                    )
+                k = _pair(m.kernel_size)
+                s = _pair(m.stride if m.stride is not None else m.kernel_size)
+                p = _pair(m.padding)
+            else:
+                osz = m.output_size if isinstance(m.output_size, (tuple, list)) else (m.output_size, m.output_size)
+                target = [shape[1 + j] if osz[j] is None else int(osz[j]) for j in range(2)]  # type: ignore[index]
+                if any(shape[1 + j] % target[j] for j in range(2)):
+                    raise NIRUnsupportedError(
+                        f"AdaptiveAvgPool2d {name!r}: output {target} does not divide input {list(shape[1:])}"
+                    )
+                k = (shape[1] // target[0], shape[2] // target[1])
+                s, p = k, (0, 0)
+            node = nir.AvgPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(p), metadata=meta)
+            return self.add(name, node, value, self._probe(m, shape), False)
+        if isinstance(m, nn.Flatten):
+            ndim = len(shape) + 1  # the folded tensor [N, *shape]
+            start, end = m.start_dim % ndim, m.end_dim % ndim
+            if start < 1:
+                raise NIRUnsupportedError(f"Flatten {name!r} merges the batch dimension")
+            return self.flatten(name, start - 1, end - 1, value)
+        raise NIRUnsupportedError(f"layer {name!r} ({type(m).__name__}) has no NIR mapping")
+
+    def flatten(self, name: str, start: int, end: int, value: _Value) -> _Value:
+        """Flatten per-sample dims ``start..end`` (non-negative, inclusive)."""
+        if end <= start:
+            return value
+        out = tuple(torch.zeros(value.shape).flatten(start, end).shape)
+        end_dim = -1 if end == len(value.shape) - 1 else end
+        node = self.nir.Flatten(input_type={"input": np.array(value.shape)}, start_dim=start, end_dim=end_dim,
+                                metadata={"sparsesnn_module": name})  # fmt: skip
+        return self.add(name, node, value, out, value.binary)
+
+    # -- tensor operations -----------------------------------------------------------------------------------------
+    def function(self, node: fx.Node, values: dict[fx.Node, _Value]) -> _Value:
+        target = node.target
+        name = getattr(target, "__name__", str(target))
+        args = [values[a] if isinstance(a, fx.Node) else a for a in node.args]
+        if name == "flatten" and isinstance(args[0], _Value):  # x.flatten(s, e) / torch.flatten(x, s, e)
+            x: _Value = args[0]
+            ndim = len(x.shape) + 2  # time-major [T, B, *shape]
+            start = node.kwargs.get("start_dim", args[1] if len(args) > 1 else 0)
+            end = node.kwargs.get("end_dim", args[2] if len(args) > 2 else -1)
+            if not isinstance(start, int) or not isinstance(end, int):
+                raise NIRUnsupportedError(f"{node.name}: flatten with computed dims is not mapped")
+            start, end = start % ndim, end % ndim
+            if start < 2:
+                raise NIRUnsupportedError(f"{node.name}: flatten merges the time or batch dimension")
+            return self.flatten(node.name, start - 2, end - 2, x)
+        is_add = target in (operator.add, operator.iadd, torch.add) or (node.op == "call_method" and name == "add")
+        if is_add and len(args) == 2 and not node.kwargs and all(isinstance(a, _Value) for a in args):
+            a, b = args
+            if a.shape != b.shape:
+                raise NIRUnsupportedError(f"{node.name}: adds shapes {list(a.shape)} and {list(b.shape)} (broadcast)")
+            return _Value(a.sources + b.sources, a.shape, False)
+        raise NIRUnsupportedError(f"operation {name!r} (traced as {node.name}) has no NIR mapping")
+
+
+def model_to_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
+    """The NIR graph (``nir.NIRGraph``) of ``model`` for per-step samples of ``input_shape`` (no T, no batch).
+
+    ``model`` maps time-major ``[T, B, *input_shape]`` to ``[T, B, ...]`` (every model of the zoo does); see the module
+    docstring for the mapping. Raises :class:`NIRUnsupportedError` for anything without a faithful NIR equivalent.
+    """
+    nir = require_nir()
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as exc:  # fx raises TraceError, TypeError, ... for code it cannot follow
+        raise NIRUnsupportedError(f"cannot trace {type(model).__name__}.forward: {type(exc).__name__}: {exc}") from None
+    modules = dict(model.named_modules())
+    builder = _NIRBuilder(nir)
+    shape = tuple(int(s) for s in input_shape)
+    values: dict[fx.Node, _Value] = {}
+    result: _Value | None = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if values:
+                raise NIRUnsupportedError(f"{type(model).__name__}.forward takes more than one input")
+            values[node] = _Value(["input"], shape, False)
+        elif node.op == "call_module":
+            if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], fx.Node):
+                raise NIRUnsupportedError(f"module {node.target!r} is called with extra arguments")
+            values[node] = builder.module(str(node.target), modules[str(node.target)], values[node.args[0]])
+        elif node.op in ("call_method", "call_function"):
+            values[node] = builder.function(node, values)
+        elif node.op == "output":
+            out = node.args[0]
+            if not isinstance(out, fx.Node):
+                raise NIRUnsupportedError(f"{type(model).__name__}.forward must return one tensor")
+            result = values[out]
+        else:
+            raise NIRUnsupportedError(f"fx node {node.name} ({node.op}) has no NIR mapping")
+    assert result is not None
+    if result.sources == ["input"]:
+        raise NIRUnsupportedError("the model does not transform its input")
+    builder.nodes["input"] = nir.Input(input_type={"input": np.array(shape)})
+    builder.nodes["output"] = nir.Output(output_type={"output": np.array(result.shape)})
+    builder.edges += [(src, "output") for src in result.sources]
+    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=dict(NIR_METADATA))
+
+
+def write_nir(model: nn.Module, path: str | Path, input_shape: Sequence[int]) -> Any:
+    """Export ``model`` with :func:`model_to_nir` and write it with ``nir.write`` (atomically); returns the graph."""
+    nir = require_nir()
+    graph = model_to_nir(model, input_shape)
+    buf = io.BytesIO()
+    nir.write(buf, graph)
+    atomic_write_bytes(path, buf.getvalue())
+    return graph
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# import: NIR -> torch
+# ----------------------------------------------------------------------------------------------------------------------
+class _SumPool2d(nn.Module):
+    """Sum over 2-d windows (zero padding): an average pool with divisor 1."""
+
+    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel, self.stride, self.padding = kernel, stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True, divisor_override=1)
+
+
+class _Threshold(nn.Module):
+    """NIR ``Threshold``: 1 where ``x > threshold``, else 0 (on ``[T, B, *shape]``)."""
+
+    def __init__(self, threshold: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("threshold", threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+class _Scale(nn.Module):
+    """Elementwise product with a fixed per-sample array (on ``[T, B, *shape]``)."""
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class _Flatten(nn.Module):
+    """Flatten per-sample dims ``start..end`` of a folded ``[N, *shape]`` tensor."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(self.start + 1, self.end + 1 if self.end >= 0 else self.end)
+
+
+class NIRModule(nn.Module):
+    """A feed-forward NIR graph run on time-major input ``[T, B, *input]`` -> ``[T, B, *output]``.
+
+    ``names`` lists the NIR nodes in topological order; ``layers[i]`` is the module of ``names[i]`` (an identity for
+    ``Input``/``Output``) and ``inputs[i]`` the indices of its predecessors, whose outputs are summed.
+    """
+
+    def __init__(self, names: list[str], layers: list[nn.Module], inputs: list[list[int]], metadata: dict[str, Any]):
+        super().__init__()
+        self.names = names
+        self.layers = nn.ModuleList(layers)
+        self.inputs = inputs
+        self.metadata = metadata
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        values: list[torch.Tensor] = []
+        for layer, preds in zip(self.layers, self.inputs, strict=True):
+            if not preds:
+                v = x
+            else:
+                v = values[preds[0]]
+                for p in preds[1:]:
+                    v = v + values[p]
+            values.append(layer(v))
+        return values[-1]
+
+    def extra_repr(self) -> str:
+        return f"nodes={self.names}"
+
+
+def _arr(v: Any) -> np.ndarray:
+    return np.asarray(v)
+
+
+def _uniform(node_name: str, field: str, v: Any) -> float:
+    a = np.asarray(v, dtype=np.float64)
+    if a.size == 0 or not np.all(a == a.flat[0]):
+        raise NIRUnsupportedError(
+            f"LIF node {node_name!r}: {field} differs between neurons; our LIF takes one value per layer"
+        )
+    return float(a.flat[0])
+
+
+def _lif_module(name: str, node: Any, backend: Backend) -> nn.Module:
+    """Our LIF for a NIR LIF node (the inverse of the export mapping; see the module docstring)."""
+    tau = _uniform(name, "tau", node.tau)
+    r = _uniform(name, "r", node.r)
+    v_leak = _uniform(name, "v_leak", node.v_leak)
+    v_threshold = _uniform(name, "v_threshold", node.v_threshold)
+    v_reset = _uniform(name, "v_reset", node.v_reset if node.v_reset is not None else 0.0)
+    if v_leak != v_reset:
+        raise NIRUnsupportedError(
+            f"LIF node {name!r}: v_leak ({v_leak}) != v_reset ({v_reset}); our neurons decay towards v_reset"
+        )
+    if not tau > 1.0:
+        raise NIRUnsupportedError(f"LIF node {name!r}: tau = {tau} <= 1 is unstable with dt = 1 (need 1/tau < 1)")
+    if not v_reset < v_threshold:
+        raise NIRUnsupportedError(f"LIF node {name!r}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
+    if r == 1.0:
+        return LIF(tau, v_threshold, v_reset, decay_input=True, backend=backend)
+    neuron = LIF(tau, v_threshold, v_reset, decay_input=False, backend=backend)
+    if r == tau:
+        return neuron
+    scale = torch.full(tuple(np.asarray(node.tau).shape), r / tau, dtype=torch.float32)
+    return nn.Sequential(_Scale(scale), neuron)
+
+
+def _param(values: np.ndarray) -> nn.Parameter:
+    return nn.Parameter(torch.from_numpy(np.array(values, dtype=np.float32, copy=True)))
+
+
+def _node_module(name: str, node: Any, nir: Any, backend: Backend) -> nn.Module:
+    """The time-major module of one NIR node."""
+    if isinstance(node, (nir.Input, nir.Output)):
+        return nn.Identity()
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = _arr(node.weight)
+        if w.ndim != 2:
+            raise NIRUnsupportedError(f"{type(node).__name__} node {name!r}: weight of rank {w.ndim} is not mapped")
+        bias = isinstance(node, nir.Affine)
+        lin = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+        lin.weight = _param(w)
+        if bias:
+            lin.bias = _param(_arr(node.bias))
+        return TimeFolded(lin)
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        w = _arr(node.weight)
+        two_d = isinstance(node, nir.Conv2d)
+        pad = node.padding
+        if isinstance(pad, bytes):
+            pad = pad.decode()
+
+        def dims(v: Any) -> Any:
+            return _pair(np.asarray(v).reshape(-1).tolist()) if two_d else int(np.asarray(v).reshape(-1)[0])
+
+        padding: Any = pad if isinstance(pad, str) else dims(pad)
+        stride, dilation = dims(node.stride), dims(node.dilation)
+        groups = int(np.asarray(node.groups))
+        cls = nn.Conv2d if two_d else nn.Conv1d
+        conv = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=True)
+        conv.weight = _param(w)
+        conv.bias = _param(np.broadcast_to(_arr(node.bias), (w.shape[0],)))
+        return TimeFolded(conv)
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        k = _pair(np.asarray(node.kernel_size).tolist())
+        s = _pair(np.asarray(node.stride).tolist())
+        p = _pair(np.asarray(node.padding).tolist())
+        pool = _SumPool2d(k, s, p) if isinstance(node, nir.SumPool2d) else nn.AvgPool2d(k, s, p)
+        return TimeFolded(pool)
+    if isinstance(node, nir.Flatten):
+        in_type = node.input_type.get("input") if isinstance(node.input_type, dict) else None
+        start, end = int(node.start_dim), int(node.end_dim)
+        if start < 0 or end < -1:
+            if in_type is None:
+                raise NIRUnsupportedError(f"Flatten node {name!r}: negative dims need the node's input_type")
+            nd = len(np.asarray(in_type))
+            start, end = start % nd, end % nd
+        return TimeFolded(_Flatten(start, end))
+    if isinstance(node, nir.Threshold):
+        return _Threshold(torch.from_numpy(np.array(node.threshold, dtype=np.float32, copy=True)))
+    if isinstance(node, nir.Scale):
+        return _Scale(torch.from_numpy(np.array(node.scale, dtype=np.float32, copy=True)))
+    if isinstance(node, nir.LIF):
+        return _lif_module(name, node, backend)
+    raise NIRUnsupportedError(f"NIR node {name!r} of type {type(node).__name__} is not supported by our loader")
+
+
+def nir_to_module(graph: Any, *, backend: Backend = "auto") -> NIRModule:
+    """Build a :class:`NIRModule` from a ``nir.NIRGraph`` (see the module docstring for the node mapping)."""
+    nir = require_nir()
+    nodes: dict[str, Any] = dict(graph.nodes)
+    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
+    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NIRUnsupportedError(f"need exactly one Input and one Output node, got inputs {inputs}, outputs {outputs}")
+    preds: dict[str, list[str]] = {n: [] for n in nodes}
+    succs: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in graph.edges:
+        preds[b].append(a)
+        succs[a].append(b)
+    # Kahn's topological order, starting at the Input; the Output is placed last
+    pending = {n: len(p) for n, p in preds.items()}
+    ready = [inputs[0]] if pending[inputs[0]] == 0 else []
+    order: list[str] = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for s in succs[n]:
+            pending[s] -= 1
+            if pending[s] == 0:
+                ready.append(s)
+    if len(order) != len(nodes):
+        stuck = sorted(set(nodes) - set(order))
+        raise NIRUnsupportedError(
+            f"the graph is not feed-forward from its Input (recurrent or unreachable nodes: {stuck}); "
+            "our simulator runs each node over all time steps at once"
+        )
+    if order[-1] != outputs[0]:
+        order.remove(outputs[0])
+        order.append(outputs[0])
+    index = {n: i for i, n in enumerate(order)}
+    layers = [_node_module(n, nodes[n], nir, backend) for n in order]
+    metadata = dict(graph.metadata) if isinstance(getattr(graph, "metadata", None), dict) else {}
+    return NIRModule(order, layers, [[index[p] for p in preds[n]] for n in order], metadata).eval()
+
+
+def load_nir(source: str | Path | Any, *, backend: Backend = "auto") -> NIRModule:
+    """Read a NIR file with ``nir.read`` (or take a ``NIRGraph``) and build our time-major simulator of it."""
+    nir = require_nir()
+    graph = nir.read(str(source)) if isinstance(source, (str, Path)) else source
+    return nir_to_module(graph, backend=backend)
+
+
+def max_output_difference(a: Callable[[torch.Tensor], torch.Tensor], b: Callable[[torch.Tensor], torch.Tensor],
+                          example: torch.Tensor) -> float:  # fmt: skip
+    """Largest absolute difference between the outputs of ``a`` and ``b`` on ``example`` (inf on a shape mismatch)."""
+    with torch.no_grad():
+        ya, yb = a(example), b(example)
+    if ya.shape != yb.shape:
+        return float("inf")
+    return float((ya - yb).abs().max()) if ya.numel() else 0.0
