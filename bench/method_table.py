@@ -63,9 +63,10 @@ TABLES: dict[str, tuple[str, dict[str, list[str]]]] = {
         "configs/sdsnn_mnist.toml",
         {
             "dense": ['sparse.method="dense"', "sparse.density=1.0", "sparse.params={}"],
-            "SD-SNN": [],
-            "SD-SNN without constraint": ["sparse.params.constraint=false"],
-            "SD-SNN without regeneration": ["sparse.params.regeneration=false"],
+            # N = 1 so that, in a short budget, pruning starts at epoch 2N + 1 = 3 (the recipe's N = 2 suits 15 epochs)
+            "SD-SNN": ["sparse.params.N=1"],
+            "SD-SNN without constraint": ["sparse.params.N=1", "sparse.params.constraint=false"],
+            "SD-SNN without regeneration": ["sparse.params.N=1", "sparse.params.regeneration=false"],
         },
     ),
     "nmnist-esl": (

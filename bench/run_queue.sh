@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The long benchmark runs behind BENCHMARKS.md, one after another (each table reuses finished rows when re-run).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+mkdir -p bench/out
+$PY bench/method_table.py --table mnist-esl --epochs 5 --json bench/out/mnist_esl.json > bench/out/mnist_esl.txt 2>&1
+$PY bench/method_table.py --table mnist-baselines --epochs 5 --json bench/out/mnist_baselines.json > bench/out/mnist_baselines.txt 2>&1
+$PY bench/method_table.py --table mnist-pqi --epochs 5 --json bench/out/mnist_pqi.json > bench/out/mnist_pqi.txt 2>&1
+$PY bench/method_table.py --table mnist-sdsnn --epochs 5 --json bench/out/mnist_sdsnn.json > bench/out/mnist_sdsnn.txt 2>&1
+$PY bench/method_table.py --table nmnist-esl --epochs 15 --json bench/out/nmnist_esl.json > bench/out/nmnist_esl.txt 2>&1
