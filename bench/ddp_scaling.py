@@ -83,7 +83,8 @@ def markdown(result: dict[str, Any]) -> str:
     o, n, r = result["one_process"], result["n_processes"], result["ratio_n_over_one"]
     return "\n".join(
         [
-            f"## {c['recipe']}: {c['steps']} steps per run, {c['rounds']} rounds, {c['threads_total']} threads in total",
+            f"## {c['recipe']}: {c['steps']} steps per run, {c['rounds']} rounds, "
+            f"{c['threads_total']} threads in total",
             "",
             "| processes | samples/s, median (min-max) |",
             "|---|---|",
