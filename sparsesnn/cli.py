@@ -4,6 +4,8 @@
     sparsesnn train --resume RUN_DIR
     sparsesnn eval RUN_DIR
     sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
+    sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
+    sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
     sparsesnn info [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
@@ -44,6 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--format", required=True, choices=("pt", "safetensors", "nir"),
                    help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)")
     x.add_argument("--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>)")
+
+    s = sub.add_parser("sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.sweep)")
+    s.add_argument("--config", type=Path, required=True, help="the base TOML recipe")
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="values of one config key, parsed like --set values (repeatable: the cartesian product)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value in every run (repeatable)")
+    seeds = s.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=1, metavar="S", help="run.seed = 0..S-1 (default 1)")
+    seeds.add_argument("--seed-list", metavar="A,B,...", help="these seeds instead of 0..S-1")
+    s.add_argument("--out", type=Path, help="directory of the run dirs and sweep.json (default runs/sweeps/<stem>)")
+    s.add_argument("--jobs", type=int, help="runs at a time (default: cores // threads per run)")
+    s.add_argument("--threads", type=int, help="run.threads of each run (default: cores // jobs)")
+    s.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
+    s.add_argument("--report", action="store_true", help="then write the HTML report to OUT/report")
+
+    r = sub.add_parser("report", help="HTML report (plots, tables, results.json) of runs or sweeps (sparsesnn.report)")
+    r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories or sweep directories")
+    r.add_argument("--out", type=Path, help="output directory (default: the runs' common parent/report)")
+    r.add_argument("--reference", type=Path, metavar="FILE",
+                   help="the papers' reported points to draw (e.g. configs/reference/reported_points.toml)")
 
     i = sub.add_parser("info", help="list models, datasets and methods")
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
@@ -114,6 +137,44 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sparsesnn.errors import ConfigError
+    from sparsesnn.sweep import run_sweep
+
+    if args.seed_list is not None:
+        try:
+            seeds = [int(v) for v in args.seed_list.split(",")]
+        except ValueError:
+            raise ConfigError(f"--seed-list expects integers like 0,1,2, got {args.seed_list!r}") from None
+    else:
+        seeds = list(range(args.seeds))
+    result = run_sweep(args.config, args.grid, seeds=seeds, sets=args.overrides, out_dir=args.out, jobs=args.jobs,
+                       threads=args.threads, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.dry_run:
+        return 0
+    counts = {st: sum(r.status == st for r in result.runs) for st in ("finished", "failed")}
+    print(f"sweep: {counts['finished']} of {len(result.runs)} runs finished, {counts['failed']} failed: "
+          f"{result.manifest}")
+    if args.report:
+        from sparsesnn.report import build_report
+
+        print(build_report([result.out_dir], result.out_dir / "report"))
+    return 1 if result.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import os
+
+    from sparsesnn.report import build_report, expand_run_dirs
+
+    out = args.out
+    if out is None:
+        dirs = expand_run_dirs(args.run_dirs)
+        out = Path(os.path.commonpath([d.resolve().parent for d in dirs])) / "report"
+    print(build_report(args.run_dirs, out, args.reference))
+    return 0
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from sparsesnn.config import config_keys
     from sparsesnn.data import DATASETS
@@ -132,7 +193,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "info": _cmd_info}
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "sweep": _cmd_sweep,
+                "report": _cmd_report, "info": _cmd_info}
     try:
         return handlers[args.command](args)
     except TrainingDivergedError as exc:

@@ -44,6 +44,9 @@ class RunConfig(_Section):
     deterministic: bool = True
     checkpoint_every_steps: int = Field(0, ge=0, description="extra mid-epoch checkpoints; 0 = only per epoch")
     max_steps_per_epoch: int = Field(0, ge=0, description="cap on training batches per epoch; 0 = no cap")
+    tensorboard: bool | None = Field(
+        None, description="also log the epoch scalars to RUN_DIR/tb (needs the tb extra); None/false = off"
+    )  # None, not False, by default: configs without the key keep their resolved dict, so old checkpoints resume
 
     @field_validator("device")
     @classmethod

@@ -46,6 +46,7 @@ from sparsesnn.layers import make_encoder
 from sparsesnn.losses import LossFn, build_loss
 from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count
 from sparsesnn.sparse import StructureLearner, build_learner
+from sparsesnn.tb import open_tensorboard
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -278,6 +279,7 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the run summary (also written to ``summary.json``)."""
         self._write_run_files()
+        tb = open_tensorboard(self.config.run.tensorboard, self.run_dir) if self.dist.is_main else None
         previous = self._install_sigint()
         try:
             while self.state.epoch < self.config.run.epochs:
@@ -291,9 +293,13 @@ class Trainer:
                 self.state.progress = EpochProgress()
                 self.save()
                 self._append_metrics(record)
+                if tb is not None:
+                    tb.log(record)
                 self._log_epoch(record)
         finally:
             self._restore_sigint(previous)
+            if tb is not None:
+                tb.close()
         summary = self.summary()
         if self.dist.is_main:
             atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,608 @@
+"""A static HTML report of finished runs: plots, a table in the papers' format, ``results.json`` and ``table.md``.
+
+    sparsesnn report runs/sweeps/mnist_dense [more run or sweep dirs...] [--out DIR] [--reference FILE]
+
+Each run directory is read as the engine wrote it (``config.toml``, ``metrics.jsonl``, ``summary.json``); runs
+without ``summary.json`` (failed or unfinished) are listed but not counted. Runs whose configs agree on everything
+but the seed (``run.seed``, ``run.name`` and where/how they ran are ignored) form a **group**; a group's numbers
+are the mean and the spread (sample standard deviation, n - 1) over its seeds, taken at the **last epoch** of each
+run. Groups whose settings differ only in ``sparse.density`` form a **series** (one curve per method).
+
+Table columns (``table.md`` holds the same table in Markdown):
+
+* *Acc. %*: final test accuracy, mean ± std over seeds.
+* *Acc. loss vs dense (pt)*: accuracy of the dense group with the same non-``[sparse]`` settings minus this
+  group's, in percentage points (positive = the sparse network is worse); ``-`` where the runs hold no such group.
+* *Conn. %*: measured connection density over the masked layers (``density`` of ``metrics.jsonl``).
+* *SOPs (M)*: effective synaptic operations per sample in millions (spikes x live fan-out; the analog first layer
+  is counted as MACs, not here). *Energy (uJ)*: 0.9 pJ x SOPs + 4.6 pJ x MACs per sample.
+* *Params*: live weights of every Conv/Linear layer (masks applied; biases and norms not counted).
+
+Plots (PNG, beside ``index.html``): accuracy vs connection density per method with error bars (and the papers'
+reported points for the same dataset, from ``--reference``), accuracy vs SOPs and vs energy, density per layer
+over the epochs (one representative run per method: its sparsest group, lowest seed), firing rate per layer at the
+last epoch (mean over seeds).
+
+A reference file (TOML ``[[point]]`` tables, or a JSON list) holds the papers' claims: ``label``, ``dataset`` (a
+dataset name of sparsesnn, e.g. ``cifar10``), ``accuracy`` (%), ``density`` (connection density, %), optional
+``sops`` (M), ``source`` and ``note``. Only points whose dataset matches a run's are drawn; see
+``configs/reference/reported_points.toml``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import statistics
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sparsesnn.checkpoint import atomic_write_text
+from sparsesnn.errors import ConfigError, SparseSNNError
+
+#: config keys that do not change what a run computes (or that tell seeds apart): ignored when grouping
+IGNORED_KEYS = frozenset(
+    {"run.seed", "run.name", "run.out_dir", "run.threads", "run.device", "run.checkpoint_every_steps",
+     "run.tensorboard", "data.num_workers", "data.root"}
+)
+PLOTS = {
+    "acc_vs_density": "acc_vs_density.png",
+    "acc_vs_sops": "acc_vs_sops.png",
+    "acc_vs_energy": "acc_vs_energy.png",
+    "layer_density": "layer_density.png",
+    "firing_rates": "firing_rates.png",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reading runs
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class RunData:
+    """One run directory as read from disk."""
+
+    run_dir: Path
+    config: dict[str, Any]  # flattened: dotted key -> value
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("run.name", self.run_dir.name))
+
+    @property
+    def method(self) -> str:
+        return str(self.config.get("sparse.method", "dense"))
+
+    @property
+    def target_density(self) -> float:
+        return float(self.config.get("sparse.density", 1.0))
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("data.name", "?"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("run.seed", 0))
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.metrics[-1] if self.metrics else {}
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and bool(self.metrics)
+
+    @property
+    def params(self) -> int | None:
+        layers = (self.summary or {}).get("layers")
+        return sum(int(r["active"]) for r in layers) if layers else None
+
+    def group_key(self) -> str:
+        return json.dumps({k: v for k, v in self.config.items() if k not in IGNORED_KEYS}, sort_keys=True)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys (``params`` tables stay whole values).
+
+    >>> flatten({"sparse": {"method": "rigl", "params": {"update_every": 2}}})
+    {'sparse.method': 'rigl', 'sparse.params': {'update_every': 2}}
+    """
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and k != "params" and k != "teacher_params":
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.toml").is_file() and (path / "metrics.jsonl").exists()
+
+
+def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
+    """Run directories from run dirs, sweep dirs (the runs their ``sweep.json`` lists) or dirs of runs."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.is_dir():
+            raise SparseSNNError(f"{p}: not a directory")
+        if is_run_dir(p):
+            found = [p]
+        elif (p / "sweep.json").is_file():
+            manifest = json.loads((p / "sweep.json").read_text(encoding="utf-8"))
+            found = [p / r["run_dir"] for r in manifest.get("runs", [])]
+            found = [d for d in found if is_run_dir(d)]
+        else:
+            found = sorted(d for d in p.iterdir() if d.is_dir() and is_run_dir(d))
+        if not found:
+            raise SparseSNNError(f"{p}: holds no run (no config.toml with metrics.jsonl, no sweep.json)")
+        out.extend(d for d in found if d.resolve() not in {o.resolve() for o in out})
+    return out
+
+
+def read_run(run_dir: Path) -> RunData:
+    """Read one run directory (``config.toml`` raw, not re-validated, so older runs still read)."""
+    try:
+        config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SparseSNNError(f"{run_dir / 'config.toml'}: cannot read ({exc})") from None
+    metrics = []
+    for i, line in enumerate((run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                metrics.append(json.loads(line))
+            except ValueError:
+                raise SparseSNNError(f"{run_dir / 'metrics.jsonl'}: line {i + 1} is not JSON") from None
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else None
+    return RunData(run_dir, flatten(config), metrics, summary)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# aggregation
+# ----------------------------------------------------------------------------------------------------------------------
+def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None, None
+    return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed."""
+
+    key: str
+    runs: list[RunData]
+    series: str = ""
+    label: str = ""
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def first(self) -> RunData:
+        return self.runs[0]
+
+    @property
+    def method(self) -> str:
+        return self.first.method
+
+    @property
+    def target_density(self) -> float:
+        return self.first.target_density
+
+    @property
+    def dataset(self) -> str:
+        return self.first.dataset
+
+
+_STAT_FIELDS = {  # results.json name -> value of one run
+    "test_acc": lambda r: r.last.get("test_acc"),
+    "best_test_acc": lambda r: (r.summary or {}).get("best_test_acc"),
+    "density": lambda r: r.last.get("density"),
+    "density_all": lambda r: r.last.get("density_all"),
+    "sops": lambda r: r.last.get("sops"),
+    "macs": lambda r: r.last.get("macs"),
+    "energy_uJ": lambda r: r.last.get("energy_uJ"),
+    "firing_rate": lambda r: r.last.get("firing_rate"),
+    "params": lambda r: r.params,
+    "train_time_s": lambda r: (r.summary or {}).get("train_time_s"),
+}
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}={_fmt_value(v)}" for k, v in sorted(value.items())) + "}"
+    return str(value)
+
+
+def group_runs(runs: Sequence[RunData]) -> list[Group]:
+    """Group finished runs by their settings (seed aside), name series and labels, aggregate over seeds."""
+    groups: dict[str, Group] = {}
+    for r in runs:
+        if r.finished:
+            groups.setdefault(r.group_key(), Group(r.group_key(), [])).runs.append(r)
+    glist = list(groups.values())
+    settings = [json.loads(g.key) for g in glist]
+    keys = sorted({k for s in settings for k in s})
+    varying = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+    for g, s in zip(glist, settings, strict=True):
+        g.runs.sort(key=lambda r: r.seed)
+        extra = [k for k in varying if k not in ("sparse.method", "sparse.density")]
+        if g.method == "dense":  # sparse.* settings mean nothing for the dense method
+            extra = [k for k in extra if not k.startswith("sparse.")]
+        g.series = g.method + (" (" + ", ".join(f"{k}={_fmt_value(s.get(k))}" for k in extra) + ")" if extra else "")
+        g.label = g.series if g.method == "dense" else f"{g.series} @ {g.target_density:g}"
+        for name, get in _STAT_FIELDS.items():
+            mean, std = _mean_std([get(r) for r in g.runs])
+            g.stats[f"{name}_mean"], g.stats[f"{name}_std"] = mean, std
+        g.stats["n"] = len(g.runs)
+        g.stats["seeds"] = [r.seed for r in g.runs]
+    for g, s in zip(glist, settings, strict=True):
+        dense = _dense_reference(g, s, glist, settings)
+        acc, dacc = g.stats["test_acc_mean"], dense.stats["test_acc_mean"] if dense else None
+        g.stats["acc_loss_vs_dense_pt"] = (dacc - acc) * 100 if dense is not None and dense is not g else None
+        g.stats["dense_reference"] = dense.label if dense is not None and dense is not g else None
+    glist.sort(key=lambda g: (g.method != "dense", g.series, -g.target_density))
+    return glist
+
+
+def _dense_reference(
+    g: Group, s: dict[str, Any], groups: list[Group], settings: list[dict[str, Any]]
+) -> Group | None:
+    """The dense group whose settings outside ``[sparse]`` equal ``g``'s."""
+    outside = {k: v for k, v in s.items() if not k.startswith("sparse.")}
+    for other, so in zip(groups, settings, strict=True):
+        if other.method == "dense" and {k: v for k, v in so.items() if not k.startswith("sparse.")} == outside:
+            return other
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# reference points
+# ----------------------------------------------------------------------------------------------------------------------
+def load_reference(path: str | Path) -> list[dict[str, Any]]:
+    """Read the papers' reported points (TOML ``[[point]]`` or a JSON list); each needs label, dataset, accuracy
+    (%), density (%)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read reference file {p}: {exc.strerror or exc}") from None
+    try:
+        data: Any = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}") from None
+    if isinstance(data, dict):
+        data = data.get("point", data.get("points"))
+    if not isinstance(data, list):
+        raise ConfigError(f"{p}: expected a list of points ([[point]] tables in TOML, a list in JSON)")
+    points = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{p}: point {i + 1} is not a table")
+        missing = [k for k in ("label", "dataset", "accuracy", "density") if k not in item]
+        if missing:
+            raise ConfigError(f"{p}: point {i + 1} ({item.get('label', '?')}) lacks {', '.join(missing)}")
+        for k in ("accuracy", "density", "sops"):
+            if k in item and not isinstance(item[k], int | float):
+                raise ConfigError(f"{p}: point {i + 1} ({item['label']}): {k} = {item[k]!r} is not a number")
+        points.append(dict(item))
+    return points
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# plots
+# ----------------------------------------------------------------------------------------------------------------------
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SparseSNNError(
+            "the report draws its plots with matplotlib: pip install 'sparsesnn[plot]' (or matplotlib)"
+        ) from None
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _colors(series: Sequence[str]) -> dict[str, str]:
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf"]
+    return {s: palette[i % len(palette)] for i, s in enumerate(dict.fromkeys(series))}
+
+
+def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
+    out: dict[str, list[Group]] = {}
+    for g in groups:
+        out.setdefault(g.series, []).append(g)
+    for gs in out.values():
+        gs.sort(key=lambda g: g.stats["density_mean"] if g.stats["density_mean"] is not None else g.target_density)
+    return out
+
+
+def _pct(v: float | None) -> float:
+    return float("nan") if v is None else v * 100
+
+
+def _scale(v: float | None, by: float) -> float:
+    return float("nan") if v is None else v / by
+
+
+def plot_accuracy(
+    groups: Sequence[Group], x_field: str, x_scale: float, xlabel: str, path: Path,
+    reference: Sequence[dict[str, Any]] = (), ref_field: str | None = None, title: str = "",
+) -> None:
+    """Accuracy (mean ± std) against ``x_field`` (mean ± std), one curve per series; dense as a dashed level."""
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    series = _series(groups)
+    colors = _colors(list(series))
+    xs_all: list[float] = []
+    for name, gs in series.items():
+        xs = [_scale(g.stats[f"{x_field}_mean"], x_scale) for g in gs]
+        xe = [_scale(g.stats[f"{x_field}_std"], x_scale) for g in gs]
+        ys = [_pct(g.stats["test_acc_mean"]) for g in gs]
+        ye = [_pct(g.stats["test_acc_std"]) for g in gs]
+        xs_all += [x for x in xs if math.isfinite(x)]
+        ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=6, capsize=3, lw=1.5, color=colors[name], label=name)
+        if gs[0].method == "dense" and len(gs) == 1 and math.isfinite(ys[0]):
+            ax.axhline(ys[0], color=colors[name], ls="--", lw=1, alpha=0.6)
+    if ref_field is not None:
+        for i, pt in enumerate(p for p in reference if p.get(ref_field) is not None):
+            x, y = float(pt[ref_field]), float(pt["accuracy"])
+            xs_all.append(x)
+            ax.scatter([x], [y], marker="*", s=180, color="black", edgecolor="gold", zorder=5,
+                       label="reported (papers)" if i == 0 else None)
+            ax.annotate(f"{pt['label']} (reported)", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    positive = [x for x in xs_all if x > 0]
+    if positive and max(positive) / min(positive) > 4:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.savefig(path)
+
+
+def _representatives(groups: Sequence[Group]) -> list[tuple[str, Group, RunData]]:
+    """Per series, the sparsest group's lowest-seed run."""
+    out = []
+    for name, gs in _series(groups).items():
+        g = min(gs, key=lambda g: g.target_density)
+        out.append((name, g, g.runs[0]))
+    return out
+
+
+def _panels(n: int) -> tuple[int, int]:
+    cols = min(3, max(1, n))
+    return math.ceil(n / cols), cols
+
+
+def plot_layer_density(groups: Sequence[Group], path: Path) -> None:
+    """Density of each masked layer over the epochs, one panel per series (its sparsest group, lowest seed)."""
+    from matplotlib.ticker import MaxNLocator
+
+    reps = [(n, g, r) for n, g, r in _representatives(groups) if any(m.get("layer_density") for m in r.metrics)]
+    rows, cols = _panels(max(1, len(reps)))
+    fig = _figure(4.2 * cols, 3.2 * rows)
+    if not reps:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no masked layers in these runs (dense only)", ha="center", va="center")
+        ax.set_axis_off()
+    for i, (name, g, run) in enumerate(reps):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        layers = list(dict.fromkeys(k for m in run.metrics for k in m.get("layer_density", {})))
+        epochs = [m.get("epoch", j + 1) for j, m in enumerate(run.metrics)]
+        for layer in layers:
+            ax.plot(epochs, [_pct(m.get("layer_density", {}).get(layer)) for m in run.metrics], marker=".",
+                    label=layer)
+        ax.plot(epochs, [_pct(m.get("density")) for m in run.metrics], color="black", lw=2, ls="--", label="overall")
+        ax.set_title(f"{name}, target {g.target_density:g}, seed {run.seed}", fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("connection density (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path)
+
+
+def plot_firing_rates(groups: Sequence[Group], path: Path) -> None:
+    """Firing rate per spiking layer at the last epoch (mean over seeds), one panel per series, a bar per group."""
+    series = _series(groups)
+    rows, cols = _panels(len(series))
+    fig = _figure(4.6 * cols, 3.4 * rows)
+    for i, (name, gs) in enumerate(series.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        layers = list(dict.fromkeys(k for g in gs for r in g.runs for k in r.last.get("firing_rates", {})))
+        width = 0.8 / len(gs)
+        for j, g in enumerate(gs):
+            means = [
+                statistics.fmean(r.last.get("firing_rates", {}).get(layer, 0.0) for r in g.runs) for layer in layers
+            ]
+            ax.bar([k + (j - (len(gs) - 1) / 2) * width for k in range(len(layers))], means, width=width,
+                   label="dense" if g.method == "dense" else f"target {g.target_density:g}")
+        ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("spikes / neuron / step")
+        ax.set_title(name, fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# table and page
+# ----------------------------------------------------------------------------------------------------------------------
+TABLE_COLUMNS = ["Method", "Density target", "Acc. %", "Acc. loss vs dense (pt)", "Conn. %", "SOPs (M)",
+                 "Energy (uJ)", "Params", "Runs"]
+
+
+def _pm(mean: float | None, std: float | None, scale: float = 1.0, fmt: str = ".2f") -> str:
+    """``mean ± std`` scaled and formatted (the std left out when zero or unknown)."""
+    if mean is None:
+        return "-"
+    return f"{mean * scale:{fmt}}" + (f" ± {std * scale:{fmt}}" if std else "")
+
+
+def table_rows(groups: Sequence[Group]) -> list[list[str]]:
+    """The papers' table, one row per group, as text cells (see :data:`TABLE_COLUMNS`)."""
+    rows = []
+    for g in groups:
+        s = g.stats
+        loss = s["acc_loss_vs_dense_pt"]
+        rows.append([
+            g.series,
+            f"{g.target_density:g}",
+            _pm(s["test_acc_mean"], s["test_acc_std"], 100),
+            "-" if loss is None else f"{loss:+.2f}",
+            _pm(s["density_mean"], None, 100),
+            _pm(s["sops_mean"], s["sops_std"], 1e-6, ".3g"),
+            _pm(s["energy_uJ_mean"], s["energy_uJ_std"], 1, ".3g"),
+            "-" if s["params_mean"] is None else f"{round(s['params_mean']):,}",
+            str(s["n"]),
+        ])
+    return rows
+
+
+def markdown_table(groups: Sequence[Group]) -> str:
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(groups)]
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+
+def _page(
+    groups: Sequence[Group], runs: Sequence[RunData], drawn: Sequence[dict[str, Any]], plots: dict[str, str]
+) -> str:
+    datasets = sorted({r.dataset for r in runs})
+    models = sorted({str(r.config.get("model.name", "?")) for r in runs})
+    epochs = sorted({int(r.config.get("run.epochs", 0)) for r in runs})
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>sparsesnn report</title>',
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>Sparse structure learning: results</h1>",
+        f"<p>{len([r for r in runs if r.finished])} finished runs in {len(groups)} groups; dataset "
+        f"{html.escape(', '.join(datasets))}; model {html.escape(', '.join(models))}; "
+        f"{html.escape(', '.join(map(str, epochs)))} epochs. Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
+        "<h2>Results</h2>",
+        _html_table(TABLE_COLUMNS, table_rows(groups)),
+        '<p class="note">Last-epoch numbers, mean ± sample std over seeds. Acc. loss: the dense group of the same '
+        "settings minus this group, in points (positive = worse than dense). Conn.: measured density over the masked "
+        "layers. SOPs: effective synaptic operations per sample (spikes x live fan-out; the analog first layer "
+        "excluded). Energy: 0.9 pJ x SOPs + 4.6 pJ x MACs. Params: live Conv/Linear weights.</p>",
+    ]
+    captions = {
+        "acc_vs_density": "Accuracy vs connection density (error bars: std over seeds; stars: the papers' reported "
+        "points for this dataset, not reproduced here)",
+        "acc_vs_sops": "Accuracy vs effective synaptic operations per sample",
+        "acc_vs_energy": "Accuracy vs estimated energy per sample",
+        "layer_density": "Density per layer over training (one run per method: its sparsest setting, lowest seed)",
+        "firing_rates": "Firing rate per layer at the last epoch (mean over seeds)",
+    }
+    for key, file in plots.items():
+        parts += [f"<h2>{html.escape(captions[key])}</h2>",
+                  f'<img src="{html.escape(file)}" alt="{html.escape(captions[key])}">']
+    if drawn:
+        parts += ["<h2>Reported points (the papers' claims)</h2>",
+                  _html_table(["Label", "Dataset", "Acc. %", "Conn. %", "SOPs (M)", "Source"],
+                              [[str(p["label"]), str(p["dataset"]), f"{p['accuracy']:g}", f"{p['density']:g}",
+                                f"{p['sops']:g}" if p.get("sops") is not None else "-", str(p.get("source", ""))]
+                               for p in drawn])]
+    run_rows = []
+    for r in runs:
+        last = r.last
+        run_rows.append([
+            r.name, r.method, f"{r.target_density:g}", str(r.seed), str(len(r.metrics)),
+            f"{last['test_acc'] * 100:.2f}" if "test_acc" in last else "-",
+            f"{last['density'] * 100:.2f}" if "density" in last else "-",
+            f"{(r.summary or {}).get('train_time_s', 0.0):.1f}" if r.finished else "-",
+            "finished" if r.finished else "not finished: not counted",
+            str(r.run_dir),
+        ])
+    parts += ["<h2>Runs</h2>",
+              _html_table(["Run", "Method", "Target", "Seed", "Epochs", "Acc. %", "Conn. %", "Train s", "Status",
+                           "Directory"], run_rows),
+              "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def build_report(
+    run_dirs: Sequence[str | Path], out_dir: str | Path, reference: str | Path | None = None
+) -> Path:
+    """Write ``index.html``, the PNG plots, ``results.json`` and ``table.md`` into ``out_dir``; returns index.html.
+
+    ``run_dirs`` may hold run directories, sweep directories or directories of runs.
+    """
+    out = Path(out_dir)
+    runs = [read_run(d) for d in expand_run_dirs(run_dirs)]
+    for r in runs:
+        if not r.finished:
+            print(f"sparsesnn report: {r.run_dir} is not finished (no summary.json): listed, not counted",
+                  file=sys.stderr)
+    groups = group_runs(runs)
+    if not groups:
+        raise SparseSNNError("no finished run to report (every run lacks summary.json)")
+    datasets = {r.dataset for r in runs if r.finished}
+    points = load_reference(reference) if reference is not None else []
+    drawn = [p for p in points if str(p["dataset"]) in datasets]
+    out.mkdir(parents=True, exist_ok=True)
+    ref_density = [{**p, "x": p["density"]} for p in drawn]
+    ref_sops = [{**p, "x": p["sops"]} for p in drawn if p.get("sops") is not None]
+    plot_accuracy(groups, "density", 0.01, "connection density (%, masked layers)", out / PLOTS["acc_vs_density"],
+                  ref_density, "x", "Accuracy vs density")
+    plot_accuracy(groups, "sops", 1e6, "effective SOPs per sample (M)", out / PLOTS["acc_vs_sops"], ref_sops, "x",
+                  "Accuracy vs synaptic operations")
+    plot_accuracy(groups, "energy_uJ", 1.0, "energy per sample (uJ, 0.9 pJ/SOP + 4.6 pJ/MAC)",
+                  out / PLOTS["acc_vs_energy"], title="Accuracy vs energy")
+    plot_layer_density(groups, out / PLOTS["layer_density"])
+    plot_firing_rates(groups, out / PLOTS["firing_rates"])
+    results = {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "columns": TABLE_COLUMNS,
+        "groups": [
+            {"series": g.series, "label": g.label, "method": g.method, "dataset": g.dataset,
+             "target_density": g.target_density, **g.stats, "runs": [str(r.run_dir) for r in g.runs]}
+            for g in groups
+        ],
+        "reference_drawn": drawn,
+        "runs": [
+            {"run_dir": str(r.run_dir), "name": r.name, "method": r.method, "target_density": r.target_density,
+             "seed": r.seed, "dataset": r.dataset, "finished": r.finished,
+             **{k: get(r) for k, get in _STAT_FIELDS.items()}}
+            for r in runs
+        ],
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write_text(out / "table.md", markdown_table(groups))
+    index = out / "index.html"
+    atomic_write_text(index, _page(groups, runs, drawn, PLOTS))
+    return index

@@ -1,0 +1,316 @@
+"""Sweeps (grid, names, up-front validation, resume, failures) and the report (files, numbers, reference points,
+a real browser), end to end on the embedded digits with a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparsesnn.cli import main
+from sparsesnn.config import load_config
+from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, Trainer
+from sparsesnn.errors import ConfigError
+from sparsesnn.report import PLOTS, build_report, load_reference
+from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
+from tests.conftest import tiny_toml
+
+matplotlib_image = pytest.importorskip("matplotlib.image", reason="the report needs matplotlib (the plot extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+# two epochs of six batches: seconds per run, yet accuracy, SOPs and firing differ between methods and densities
+BASE = (
+    tiny_toml()
+    .replace("hidden = [32]", "hidden = [48]")
+    .replace("epochs = 3", "epochs = 2")
+    .replace("batch_size = 32", "batch_size = 64")
+    .replace("lr = 0.003", "lr = 0.02")
+)
+GRID = ["sparse.method=dense,rigl,set", "sparse.density=0.5,0.2"]
+EXPECTED = {
+    f"method-{m}__density-{d}__seed-{s}"
+    for s in (0, 1)
+    for m, d in [("dense", "1.0"), ("rigl", "0.5"), ("rigl", "0.2"), ("set", "0.5"), ("set", "0.2")]
+}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _config(tmp: Path, text: str = BASE) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    path = tmp / "base.toml"
+    path.write_text(text)
+    return path
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sweep of the issue in miniature, through the command line: 3 methods x 2 densities x 2 seeds, dense
+    collapsed to one run per seed (10 runs), 2 at a time, then the report."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    out = tmp / "out"
+    argv = ["sweep", "--config", str(_config(tmp)), "--seeds", "2", "--jobs", "2", "--out", str(out), "--report"]
+    for g in GRID:
+        argv += ["--grid", g]
+    assert main(argv) == 0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# planning and validation (nothing trains)
+# ----------------------------------------------------------------------------------------------------------------------
+def test_grid_expansion_names_and_dense_collapse(tmp_path):
+    runs = plan_sweep(_config(tmp_path), GRID, seeds=[0, 1], out_dir=tmp_path / "o", threads=1)
+    assert {r.name for r in runs} == EXPECTED and len(runs) == 10
+    assert [r.seed for r in runs] == [0] * 5 + [1] * 5  # every setting of seed 0 first
+    for r in runs:
+        assert r.run_dir == tmp_path / "o" / r.name
+        assert r.config.run.seed == r.seed and r.config.run.name == r.name and r.config.run.threads == 1
+        assert r.config.sparse.method == r.settings["sparse.method"]
+        assert r.config.sparse.density == r.settings["sparse.density"]
+    dense = [r for r in runs if r.config.sparse.method == "dense"]
+    assert len(dense) == 2 and all(r.config.sparse.density == 1.0 for r in dense)
+    # values are TOML, split on top-level commas only; keys are shortened to a unique suffix
+    assert split_values('[48],[64, 32]') == ["[48]", "[64, 32]"]
+    runs = plan_sweep(_config(tmp_path), ["model.params.hidden=[48],[24, 24]", "sparse.params.update_every=2,3"],
+                      seeds=[5], out_dir=tmp_path / "o")
+    assert [r.name for r in runs] == [
+        "hidden-48__update_every-2__seed-5", "hidden-48__update_every-3__seed-5",
+        "hidden-24-24__update_every-2__seed-5", "hidden-24-24__update_every-3__seed-5",
+    ]
+    assert runs[2].config.model.params["hidden"] == [24, 24] and runs[3].config.sparse.params["update_every"] == 3
+
+
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        (["sparse.method=rigl", "sparse.densty=0.5,0.1"], r"sparse\.densty: unknown key"),
+        (["sparse.density=0.5,1.5"], r"(?s)sparse\.density=1\.5.*sparse\.density = 1\.5: Input should be less than"),
+        (["sparse.method=rigl,magic"], r"sparse\.method = 'magic': unknown method"),
+        (["sparse.method=rigl,static"], r"sparse\.params\.update_every: not a setting of method 'static'"),
+        (["run.seed=1,2"], r"--grid run\.seed: the sweep sets it itself"),
+        (["sparse.density"], r"--grid expects KEY=V1,V2"),
+    ],
+)
+def test_bad_grid_fails_up_front_naming_the_key(tmp_path, grid, message):
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match=message):
+        run_sweep(_config(tmp_path), grid, seeds=[0, 1], out_dir=out)
+    assert not out.exists()  # nothing ran, nothing written
+
+
+def test_bad_grid_exit_status_on_the_command_line(tmp_path, capsys):
+    argv = ["sweep", "--config", str(_config(tmp_path)), "--grid", "sparse.densty=0.5", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    assert "sparse.densty: unknown key" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# running
+# ----------------------------------------------------------------------------------------------------------------------
+def test_sweep_end_to_end(sweep_dir):
+    manifest = json.loads((sweep_dir / "sweep.json").read_text())
+    assert {r["name"] for r in manifest["runs"]} == EXPECTED
+    assert all(r["status"] == "finished" and r["action"] == "started" and r["returncode"] == 0
+               for r in manifest["runs"])
+    assert manifest["counts"] == {"finished": 10} and manifest["jobs"] == 2
+    for entry in manifest["runs"]:
+        rd = sweep_dir / entry["run_dir"]
+        cfg = load_config(rd / "config.toml")
+        assert cfg.run.seed == entry["seed"] and cfg.sparse.method == entry["settings"]["sparse.method"]
+        assert cfg.run.threads == manifest["threads_per_run"] == max(1, cpu_cores() // 2)  # 2 jobs share the cores
+        assert [m["epoch"] for m in _metrics(rd)] == [1, 2]
+        assert json.loads((rd / "summary.json").read_text())["epochs"] == 2
+    assert (sweep_dir / "report" / "index.html").is_file()
+
+
+def test_sweep_again_skips_finished_runs_and_refuses_changed_ones(sweep_dir, tmp_path):
+    config = _config(tmp_path)
+    again = run_sweep(config, GRID, seeds=[0, 1], out_dir=sweep_dir, jobs=2)
+    assert again.ok and {r.action for r in again.runs} == {"skipped"}
+    # the same run dirs with another budget: left alone, reported, nothing trained
+    changed = run_sweep(config, GRID, seeds=[0, 1], sets=["run.epochs=3"], out_dir=sweep_dir, jobs=2)
+    assert len(changed.failed) == 10 and all("run.epochs: 2 != 3" in (r.error or "") for r in changed.failed)
+    assert all(json.loads((r.run_dir / "summary.json").read_text())["epochs"] == 2 for r in changed.runs)
+    assert run_sweep(config, GRID, seeds=[0, 1], out_dir=sweep_dir, jobs=2).ok  # and the manifest recovers
+
+
+def test_resume_skips_finished_continues_interrupted_starts_fresh(tmp_path, monkeypatch):
+    config = _config(tmp_path)
+    out = tmp_path / "o"
+    grid = ["sparse.method=rigl"]
+    runs = {r.seed: r for r in plan_sweep(config, grid, seeds=[0, 1, 2], out_dir=out, threads=1)}
+    Trainer(runs[0].config, runs[0].run_dir, quiet=True).fit()  # finished before the sweep
+    Trainer(runs[1].config, tmp_path / "reference", quiet=True).fit()  # what seed 1 gives uninterrupted
+    original = Trainer._append_metrics
+
+    def die_after_first_epoch(self, record):
+        original(self, record)
+        if record["epoch"] == 1:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(Trainer, "_append_metrics", die_after_first_epoch)
+    with pytest.raises(SystemExit):
+        Trainer(runs[1].config, runs[1].run_dir, quiet=True).fit()
+    monkeypatch.setattr(Trainer, "_append_metrics", original)
+    assert not (runs[1].run_dir / "summary.json").exists() and (runs[1].run_dir / "checkpoint.pt").exists()
+    summary0 = (runs[0].run_dir / "summary.json").read_text()
+
+    result = run_sweep(config, grid, seeds=[0, 1, 2], out_dir=out, jobs=2, threads=1)
+    assert result.ok
+    assert {r.seed: r.action for r in result.runs} == {0: "skipped", 1: "resumed", 2: "started"}
+    assert (runs[0].run_dir / "summary.json").read_text() == summary0  # untouched
+    assert _metrics(runs[1].run_dir) == _metrics(tmp_path / "reference")  # the exact continuation
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["action"] for r in manifest["runs"]] == ["skipped", "resumed", "started"]
+
+
+def test_failing_run_does_not_stop_the_others(tmp_path, capsys):
+    # mnist without data.root validates but fails when the data loads: a run-time failure in one run of two
+    out = tmp_path / "o"
+    argv = ["sweep", "--config", str(_config(tmp_path)), "--grid", "data.name=mnist,digits", "--jobs", "2",
+            "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "name-mnist__seed-0: FAILED" in err and "name-digits__seed-0: finished" in err
+    assert "root is required" in (out / "name-mnist__seed-0" / ERROR_FILE).read_text()
+    assert (out / "name-digits__seed-0" / "summary.json").is_file()
+    statuses = {r["name"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
+    assert statuses == {"name-mnist__seed-0": "failed", "name-digits__seed-0": "finished"}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the report
+# ----------------------------------------------------------------------------------------------------------------------
+def test_report_numbers_are_the_runs_means(sweep_dir):
+    report = sweep_dir / "report"
+    for f in ("index.html", "results.json", "table.md", *PLOTS.values()):
+        assert (report / f).is_file(), f
+    results = json.loads((report / "results.json").read_text())
+    groups = {g["label"]: g for g in results["groups"]}
+    assert set(groups) == {"dense", "rigl @ 0.5", "rigl @ 0.2", "set @ 0.5", "set @ 0.2"}
+    table = (report / "table.md").read_text()
+    for g in groups.values():
+        assert g["n"] == 2 and g["seeds"] == [0, 1]
+        lasts = [json.loads((Path(rd) / METRICS_FILE).read_text().splitlines()[-1]) for rd in g["runs"]]
+        summaries = [json.loads((Path(rd) / "summary.json").read_text()) for rd in g["runs"]]
+        for key in ("test_acc", "density", "sops", "energy_uJ", "firing_rate"):
+            values = [m[key] for m in lasts]
+            assert g[f"{key}_mean"] == pytest.approx(statistics.fmean(values)), key
+            assert g[f"{key}_std"] == pytest.approx(statistics.stdev(values)), key
+        assert g["params_mean"] == pytest.approx(statistics.fmean(sum(r["active"] for r in s["layers"])
+                                                                   for s in summaries))
+        dense = groups["dense"]["test_acc_mean"]
+        if g["method"] == "dense":
+            assert g["acc_loss_vs_dense_pt"] is None
+        else:
+            assert g["acc_loss_vs_dense_pt"] == pytest.approx((dense - g["test_acc_mean"]) * 100)
+            row = next(line for line in table.splitlines() if line.startswith(f"| {g['method']} | "
+                                                                             f"{g['target_density']:g} |"))
+            assert f"{g['test_acc_mean'] * 100:.2f} ± {g['test_acc_std'] * 100:.2f}" in row
+            assert f"{g['acc_loss_vs_dense_pt']:+.2f}" in row
+    assert "Acc. loss vs dense (pt)" in table and "Conn. %" in table and "Params" in table
+
+
+def test_report_pngs_are_real_images(sweep_dir):
+    for name in PLOTS.values():
+        img = matplotlib_image.imread(sweep_dir / "report" / name)
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300, name
+        assert len(np.unique(img[..., :3].reshape(-1, 3), axis=0)) > 20, name  # drawn, not blank
+
+
+def test_reference_points_drawn_only_for_the_runs_dataset(sweep_dir, tmp_path, capsys):
+    ref = tmp_path / "points.toml"
+    ref.write_text(
+        '[[point]]\nlabel = "toy digits claim"\ndataset = "digits"\naccuracy = 90.0\ndensity = 30.0\nsops = 0.0002\n'
+        'source = "made up for the test"\n\n'
+        '[[point]]\nlabel = "cifar claim"\ndataset = "cifar10"\naccuracy = 92.48\ndensity = 40.58\n'
+    )
+    assert main(["report", str(sweep_dir), "--out", str(tmp_path / "r"), "--reference", str(ref)]) == 0
+    index = Path(capsys.readouterr().out.strip())
+    assert index == tmp_path / "r" / "index.html"
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [p["label"] for p in results["reference_drawn"]] == ["toy digits claim"]
+    page = index.read_text()
+    assert "toy digits claim" in page and "cifar claim" not in page
+    with_ref = matplotlib_image.imread(tmp_path / "r" / PLOTS["acc_vs_density"])
+    without = matplotlib_image.imread(sweep_dir / "report" / PLOTS["acc_vs_density"])
+    assert with_ref.shape != without.shape or not np.array_equal(with_ref, without)
+    # the bundled papers' points: loadable, and none of them is for digits
+    bundled = load_reference(REPO / "configs" / "reference" / "reported_points.toml")
+    assert {"cifar10", "mnist", "cifar10_dvs"} <= {p["dataset"] for p in bundled}
+    build_report([sweep_dir], tmp_path / "b", REPO / "configs" / "reference" / "reported_points.toml")
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["reference_drawn"] == []
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[point]]\nlabel = "x"\ndataset = "digits"\naccuracy = 1.0\n')
+    with pytest.raises(ConfigError, match=r"point 1 \(x\) lacks density"):
+        load_reference(bad)
+
+
+def _screenshot(page: Path, shot: Path, profile: Path) -> np.ndarray:
+    assert CHROMIUM is not None
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,4000", f"--screenshot={shot}",
+           page.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 0, proc.stderr[-2000:]
+    return np.asarray(matplotlib_image.imread(shot))[..., :3]
+
+
+def _plot_pixels(img: np.ndarray) -> int:
+    """Pixels in matplotlib's first two series colours (#1f77b4, #ff7f0e): only the plots have them."""
+    rgb = np.round(img * 255)
+    return sum(int(np.all(np.abs(rgb - c) <= 10, axis=-1).sum()) for c in ([31, 119, 180], [255, 127, 14]))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium; "
+                    ".ci/run tries it)")
+def test_report_renders_in_a_real_browser(sweep_dir, tmp_path):
+    img = _screenshot(sweep_dir / "report" / "index.html", tmp_path / "shot.png", tmp_path / "profile")
+    assert img.shape[0] >= 1000 and img.std() > 0.05  # a page, not a blank
+    shown = _plot_pixels(img)
+    # the same page without its PNGs (broken images) shows none of the plot colours: the count is the plots'
+    (tmp_path / "bare").mkdir()
+    shutil.copy(sweep_dir / "report" / "index.html", tmp_path / "bare" / "index.html")
+    bare = _plot_pixels(_screenshot(tmp_path / "bare" / "index.html", tmp_path / "bare.png", tmp_path / "profile2"))
+    assert bare < 50 and shown > 5000, (shown, bare)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TensorBoard (optional)
+# ----------------------------------------------------------------------------------------------------------------------
+def _tb_toml() -> str:
+    return BASE.replace("max_steps_per_epoch = 6", "max_steps_per_epoch = 2\ntensorboard = true")
+
+
+def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were not installed
+    cfg_path = _config(tmp_path, _tb_toml())
+    trainer = Trainer(load_config(cfg_path), tmp_path / "run", quiet=True)
+    with pytest.raises(ConfigError, match=r"sparsesnn\[tb\]"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "metrics.jsonl").read_text()  # stopped before training
+
+
+def test_tensorboard_logs_the_epoch_scalars(tmp_path):
+    pytest.importorskip("torch.utils.tensorboard", reason="tensorboard (the tb extra) is not installed")
+    event_acc = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    Trainer(load_config(_config(tmp_path, _tb_toml())), tmp_path / "run", quiet=True).fit()
+    acc = event_acc.EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"test_acc", "density", "sops", "energy_uJ"} <= set(tags)
+    assert any(t.startswith("layer_density/") for t in tags) and any(t.startswith("firing_rates/") for t in tags)
+    records = _metrics(tmp_path / "run")
+    assert [e.value for e in acc.Scalars("test_acc")] == pytest.approx([r["test_acc"] for r in records])
