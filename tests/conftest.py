@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+def _shared_data() -> Path:
+    """The real data files: $SPARSESNN_SHARED_DATA, else ../shared/data beside the checkout, else /work/shared/data."""
+    if os.environ.get("SPARSESNN_SHARED_DATA"):
+        return Path(os.environ["SPARSESNN_SHARED_DATA"])
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else Path("/work/shared/data")
+
+
+DATA = _shared_data()
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 if str(BENCH) not in sys.path:  # the benchmark scripts import their shared helpers as `benchutil`
     sys.path.insert(0, str(BENCH))

@@ -43,8 +43,9 @@ from sparsesnn.data.frames import ToFrames, area_matrix, frame_index
 from sparsesnn.data.images import read_idx
 from sparsesnn.data.neuromorphic import CIFAR10_DVS_CLASSES, natural_key
 from sparsesnn.errors import ConfigError, DatasetError
+from tests.conftest import DATA as SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 NMNIST = DATA / "nmnist"
 BS2 = DATA / "dvs_gesture" / "slayer_bs2_1450ms"
 AEDAT4_SAMPLE = DATA / "aedat4_sample" / "tonic_sample.aedat4"

@@ -19,8 +19,9 @@ from sparsesnn.data import DATASETS, ArrayDataset, DatasetInfo, build_dataset, r
 from sparsesnn.data import images as img
 from sparsesnn.data.transforms import RandomCropFlip, normalize_, normalized_zero, random_crop_flip
 from sparsesnn.errors import ConfigError, DatasetError
+from tests.conftest import DATA as SHARED_DATA
 
-MNIST = Path("/work/shared/data/mnist")
+MNIST = SHARED_DATA / "mnist"
 needs_mnist = pytest.mark.skipif(not (MNIST / "t10k-labels-idx1-ubyte.gz").exists(), reason="MNIST files absent")
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

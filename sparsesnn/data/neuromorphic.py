@@ -397,8 +397,8 @@ def nmnist(
     _check_split("nmnist", split)
     on_backwards = _choice("nmnist", "on_backwards", on_backwards, ("error", "sort", "drop"))
     on_invalid = _choice("nmnist", "on_invalid", on_invalid, ("error", "drop"))
-    base = _root("nmnist", root)
     spec = _frames_spec("nmnist", NMNIST_SENSOR, 8, n_frames, split_by, frame_duration_us, length, size)
+    base = _root("nmnist", root)
     samples = _nmnist_samples(base, split)
 
     read = partial(read_atis_bin, sensor_size=NMNIST_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
@@ -516,8 +516,8 @@ def dvs_gesture(
     _check_split("dvs_gesture", split)
     on_backwards = _choice("dvs_gesture", "on_backwards", on_backwards, ("error", "sort", "drop"))
     on_invalid = _choice("dvs_gesture", "on_invalid", on_invalid, ("error", "drop"))
-    base = _root("dvs_gesture", root)
     spec = _frames_spec("dvs_gesture", DVS128_SENSOR, 16, n_frames, split_by, frame_duration_us, length, size)
+    base = _root("dvs_gesture", root)
     samples = _gesture_samples(base, split)
     shift = spec.output_hw[1] // 16 if max_shift is None else max_shift
 
@@ -600,8 +600,8 @@ def cifar10_dvs(
     test_at = _choice("cifar10_dvs", "test_at", test_at, ("end", "start"))
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not 0 < train_fraction < 1:
         raise ConfigError(f"cifar10_dvs: train_fraction must be a number in (0, 1), got {train_fraction!r}")
-    base = _root("cifar10_dvs", root)
     spec = _frames_spec("cifar10_dvs", DVS128_SENSOR, 10, n_frames, split_by, frame_duration_us, length, size)
+    base = _root("cifar10_dvs", root)
     train, test = cifar10_dvs_split(base, float(train_fraction), test_at)
     samples = train if split == "train" else test
     shift = spec.output_hw[1] // 10 if max_shift is None else max_shift
