@@ -13,3 +13,4 @@ $PY bench/rewiring_overhead.py --json bench/out/rewiring_overhead.json > bench/o
 $PY bench/compact_speed.py --json bench/out/compact_speed.json > bench/out/compact_speed.txt 2>&1
 $PY bench/ddp_scaling.py --json bench/out/ddp_scaling.json > bench/out/ddp_scaling.txt 2>&1
 [ -f bench/out/sdsnn_mnist_full/summary.json ] || $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --run-dir bench/out/sdsnn_mnist_full > bench/out/sdsnn_mnist_full.txt 2>&1
+$PY bench/run_inference.py bench/out/sdsnn_mnist_full --json bench/out/sdsnn_inference.json > bench/out/sdsnn_inference.txt 2>&1
