@@ -26,6 +26,14 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparsesnn.errors import ConfigError
+from sparsesnn.registry import Registry
+
+
+def _registered(value: str, registry: Registry[Any]) -> str:
+    """``value`` if ``registry`` has it, else the error that lists what it has."""
+    if value not in registry:
+        raise ValueError(f"unknown {registry.kind}; choose one of {registry.names()}")
+    return value
 
 
 class _Section(BaseModel):
@@ -77,9 +85,7 @@ class DataConfig(_Section):
     def _known(cls, v: str) -> str:
         from sparsesnn.data import DATASETS
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset; choose one of {DATASETS.names()}")
-        return v
+        return _registered(v, DATASETS)
 
 
 class ModelConfig(_Section):
@@ -94,9 +100,7 @@ class ModelConfig(_Section):
     def _known(cls, v: str) -> str:
         from sparsesnn.models import MODELS
 
-        if v not in MODELS:
-            raise ValueError(f"unknown model; choose one of {MODELS.names()}")
-        return v
+        return _registered(v, MODELS)
 
 
 class NeuronConfig(_Section):
@@ -167,9 +171,7 @@ class SparseConfig(_Section):
     def _known(cls, v: str) -> str:
         from sparsesnn.sparse.methods import METHODS
 
-        if v not in METHODS:
-            raise ValueError(f"unknown method; choose one of {METHODS.names()}")
-        return v
+        return _registered(v, METHODS)
 
 
 class DistillConfig(_Section):
