@@ -234,10 +234,15 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     glist = list(groups.values())
     settings = [json.loads(g.key) for g in glist]
     keys = sorted({k for s in settings for k in s})
-    varying = [k for k in keys if len({json.dumps(s.get(k), sort_keys=True) for s in settings}) > 1]
+    # a key varies when the groups that set it set it differently (a key only one kind of run has, such as the
+    # [distill] section of the distillation runs, is told apart by the method name already)
+    varying = [
+        k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if s.get(k) is not None}) > 1
+    ]
     for g, s in zip(glist, settings, strict=True):
         g.runs.sort(key=lambda r: r.seed)
-        extra = [k for k in varying if k not in ("sparse.method", "sparse.density")]
+        # keys this group does not set (another group's [distill] section, say) say nothing about it
+        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and s.get(k) is not None]
         if g.method == "dense":  # sparse.* settings mean nothing for the dense method
             extra = [k for k in extra if not k.startswith("sparse.")]
         g.series = g.method + (" (" + ", ".join(f"{k}={_fmt_value(s.get(k))}" for k in extra) + ")" if extra else "")
@@ -259,10 +264,13 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
 def _dense_reference(
     g: Group, s: dict[str, Any], groups: list[Group], settings: list[dict[str, Any]]
 ) -> Group | None:
-    """The dense group whose settings outside ``[sparse]`` equal ``g``'s."""
-    outside = {k: v for k, v in s.items() if not k.startswith("sparse.")}
+    """The dense group whose settings outside ``[sparse]`` and ``[distill]`` (the method's own) equal ``g``'s."""
+
+    def outside(settings_of: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in settings_of.items() if not k.startswith(("sparse.", "distill."))}
+
     for other, so in zip(groups, settings, strict=True):
-        if other.method == "dense" and {k: v for k, v in so.items() if not k.startswith("sparse.")} == outside:
+        if other.method == "dense" and outside(so) == outside(s):
             return other
     return None
 

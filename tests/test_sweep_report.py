@@ -314,3 +314,29 @@ def test_tensorboard_logs_the_epoch_scalars(tmp_path):
     assert any(t.startswith("layer_density/") for t in tags) and any(t.startswith("firing_rates/") for t in tags)
     records = _metrics(tmp_path / "run")
     assert [e.value for e in acc.Scalars("test_acc")] == pytest.approx([r["test_acc"] for r in records])
+
+
+def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
+    """A section only some runs have (the distillation runs' [distill]) neither floods the other labels nor hides the
+    dense reference; a value two groups set differently is named."""
+    from sparsesnn.report import RunData, group_runs
+
+    def run(name: str, method: str, density: float, **extra: object) -> RunData:
+        config = {"run.name": name, "run.seed": 0, "data.name": "mnist", "sparse.method": method,
+                  "sparse.density": density, **extra}
+        last = {"test_acc": 0.99 - 0.01 * (1 - density), "density": density}
+        return RunData(tmp_path / name, config, [last], {"best_test_acc": last["test_acc"]})
+
+    groups = group_runs([
+        run("dense", "dense", 1.0),
+        run("esl", "esl", 0.1),
+        run("kd4", "evokd", 0.1, **{"distill.temperature": 4.0, "distill.weight": 0.5}),
+        run("kd2", "evokd", 0.1, **{"distill.temperature": 2.0, "distill.weight": 0.5}),
+    ])
+    labels = {g.first.name: g.label for g in groups}
+    assert labels == {"dense": "dense", "esl": "esl @ 0.1", "kd4": "evokd (distill.temperature=4.0) @ 0.1",
+                      "kd2": "evokd (distill.temperature=2.0) @ 0.1"}
+    for g in groups:
+        if g.method != "dense":
+            assert g.stats["dense_reference"] == "dense"
+            assert g.stats["acc_loss_vs_dense_pt"] == pytest.approx(0.9)
