@@ -42,13 +42,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sparsesnn.checkpoint import atomic_write_text
 from sparsesnn.config import Config, load_config, parse_override_value
 from sparsesnn.errors import ConfigError
 
 MANIFEST_FILE = "sweep.json"
+LOCK_FILE = ".sweep.lock"
 ERROR_FILE = "error.log"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
@@ -206,7 +207,7 @@ def config_differences(a: Config, b: Config, ignore: frozenset[str] = _NEUTRAL_K
 
 def _check_method_params(config: Config, where: str) -> None:
     """The check ``build_learner`` makes at run time (method parameters), made before anything runs."""
-    from sparsesnn.sparse import _accepted_keys  # the same rule the learner factory applies
+    from sparsesnn.sparse import accepted_keys  # the same rule the learner factory applies
     from sparsesnn.sparse.methods import METHODS
 
     sp = config.sparse
@@ -214,7 +215,7 @@ def _check_method_params(config: Config, where: str) -> None:
         return
     common = {"density", "include", "exclude", "seed", "total_steps", "steps_per_epoch", "total_epochs"}
     common |= {k for k in ("distribution", "dense_first", "dense_last") if getattr(sp, k) is not None}
-    allowed = _accepted_keys(METHODS[sp.method]) - common
+    allowed = accepted_keys(METHODS[sp.method]) - common
     for key in sp.params:
         if key not in allowed:
             raise ConfigError(
@@ -456,6 +457,44 @@ def run_sweep(
             say(f"  {r.name}: {r.status if r.status != 'pending' else states[r.name]}  {' '.join(r.overrides)}")
         return result
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock_sweep_dir(out)
+    try:
+        return _run_planned(result, runs, todo, states, header, config_path, jobs_n, threads_n, say, poll_s)
+    finally:
+        lock.close()  # closing the file releases the lock
+
+
+def _lock_sweep_dir(out: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``OUT/.sweep.lock`` for the sweep's lifetime, so that a second sweep started in the
+    same directory (which would start the same runs twice) is refused instead of racing the first."""
+    handle = open(out / LOCK_FILE, "ab")  # noqa: SIM115 - held open until the sweep ends
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no advisory lock, as before
+        return handle
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError(
+            f"another sweep is running in {out} (it holds {out / LOCK_FILE}); wait for it or choose another --out"
+        ) from None
+    return handle
+
+
+def _run_planned(
+    result: SweepResult,
+    runs: list[PlannedRun],
+    todo: list[PlannedRun],
+    states: dict[str, str],
+    header: dict[str, Any],
+    config_path: Path,
+    jobs_n: int,
+    threads_n: int,
+    say: Callable[[str], None],
+    poll_s: float,
+) -> SweepResult:
+    manifest = result.manifest
     write_manifest(manifest, header, runs)
     queue = list(todo)
     running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]] = {}

@@ -340,3 +340,17 @@ def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
         if g.method != "dense":
             assert g.stats["dense_reference"] == "dense"
             assert g.stats["acc_loss_vs_dense_pt"] == pytest.approx(0.9)
+
+
+def test_a_second_sweep_in_the_same_directory_is_refused(tmp_path):
+    import fcntl
+
+    from sparsesnn.sweep import LOCK_FILE
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / LOCK_FILE, "ab") as held:  # the first sweep, still running
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another sweep is running"):
+            run_sweep(_config(tmp_path), ["sparse.method=dense"], out_dir=out)
+    assert not (out / "sweep.json").exists()  # nothing was started or written

@@ -47,7 +47,7 @@ def build_learner(
     for key in ("distribution", "dense_first", "dense_last"):  # None: the method's own default
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
-    allowed = _accepted_keys(factory)
+    allowed = accepted_keys(factory)
     for key in cfg.params:
         if key in kwargs or key not in allowed:
             raise ConfigError(
@@ -59,7 +59,8 @@ def build_learner(
         raise ConfigError(f"[sparse] method {cfg.method!r}: {exc}") from None
 
 
-def _accepted_keys(factory: Any) -> set[str]:
+def accepted_keys(factory: Any) -> set[str]:
+    """The keyword-only settings a method's class (and its bases) accepts: what ``[sparse.params]`` may set."""
     keys: set[str] = set()
     for cls in getattr(factory, "__mro__", (factory,)):
         init = cls.__init__ if isinstance(cls, type) else cls
