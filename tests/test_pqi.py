@@ -325,3 +325,22 @@ def test_engine_resume_gives_identical_metrics(tmp_path):
     assert [r["pqi_rounds"] for r in records] == [1, 2, 2]
     assert records[0]["density"] > records[1]["density"]
     assert all(v["ratio"] > 0 for v in records[0]["pqi"]["layers"].values())
+
+    # bench/pqi_trajectory.py reads the same lines back as one row per round (the 3rd epoch ran no round)
+    import importlib.util
+    import sys
+
+    from tests.conftest import BENCH
+
+    spec = importlib.util.spec_from_file_location("bench_pqi_trajectory", BENCH / "pqi_trajectory.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    traj = bench.trajectory(tmp_path / "full")
+    assert traj["finished"] and traj["scope"] == "neuron"
+    assert [(r["round"], r["epoch"]) for r in traj["rounds"]] == [(1, 1), (2, 2)]
+    assert [r["density"] for r in traj["rounds"]] == [records[0]["density"], records[1]["density"]]
+    for r, rec in zip(traj["rounds"], records, strict=False):
+        assert r["active"] == sum(v["active"] for v in rec["pqi"]["layers"].values())
+    assert "| 2 | 2 |" in bench.markdown({"runs": [traj]})
