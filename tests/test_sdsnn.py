@@ -18,7 +18,7 @@ from torch import nn
 from sparsesnn.config import load_config, load_config_text
 from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, RunInterrupted, Trainer
 from sparsesnn.models import NeuronSpec, build_model
-from sparsesnn.sparse import METHODS, _accepted_keys
+from sparsesnn.sparse import METHODS, accepted_keys
 from sparsesnn.sparse.methods.sdsnn import SDSNN, percentile
 from sparsesnn.sparse.shrink import compact
 from tests.conftest import tiny_toml
@@ -457,7 +457,7 @@ def test_bad_settings_and_short_runs():
 
 
 def test_recipes_name_only_settings_of_the_learner():
-    allowed = _accepted_keys(METHODS["sdsnn"])
+    allowed = accepted_keys(METHODS["sdsnn"])
     recipes = sorted((REPO / "configs").glob("sdsnn_*.toml"))
     assert {p.stem for p in recipes} == {"sdsnn_mnist", "sdsnn_nmnist", "sdsnn_dvs_gesture", "sdsnn_cifar10"}
     for path in recipes:
