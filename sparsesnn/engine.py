@@ -19,14 +19,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
@@ -83,21 +83,53 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+@dataclass(frozen=True)
+class BatchSeed:
+    """The seed of batch ``b``: :func:`derive_seed` of ``(*before, b, *after)``; picklable, for loader workers."""
+
+    before: tuple[int, ...]
+    after: tuple[int, ...] = ()
+
+    def __call__(self, b: int) -> int:
+        return derive_seed(*self.before, b, *self.after)
+
+
+class SeededBatches(Dataset[Any]):
+    """Item ``k`` is the ``k``-th batch of ``chunks``, collated, with torch's global RNG seeded by ``batch_seed(b)``
+    (``b = start_batch + k``) right before its samples are read.
+
+    Whether a batch is read in the main process or in a ``DataLoader`` worker, its augmentation (drawn from the
+    global RNG in ``__getitem__``) is the same, so a run resumed mid-epoch, or run with another ``num_workers``,
+    sees the same batches.
+    """
+
+    def __init__(
+        self, dataset: Dataset[Any], chunks: list[torch.Tensor], start_batch: int, batch_seed: Callable[[int], int]
+    ) -> None:
+        self.dataset, self.chunks, self.start_batch, self.batch_seed = dataset, chunks, start_batch, batch_seed
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> Any:
+        torch.manual_seed(self.batch_seed(self.start_batch + k))
+        return default_collate([self.dataset[int(i)] for i in self.chunks[k]])
+
+
 def iterate_batches(
     dataset: Dataset[Any],
     order: torch.Tensor,
     batch_size: int,
     start_batch: int,
     num_workers: int,
-    batch_seed: Any,
+    batch_seed: Callable[[int], int],
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Yield ``(batch_index, sample_indices, inputs, targets)`` from ``start_batch`` on, in the given sample order.
 
-    In-memory datasets are gathered by fancy indexing; others go through a ``DataLoader`` with a fixed batch list.
-    ``batch_seed(b)`` seeds batch ``b``'s augmentation: the generator handed to ``ArrayDataset.batch``, or, for
-    other datasets loaded in-process (``num_workers=0``), the global torch RNG right before the batch is fetched, so
-    a run resumed mid-epoch draws the same augmentations. With worker processes the workers are seeded from the
-    first batch's seed: reproducible for whole epochs, but a mid-epoch resume re-draws the rest of that epoch.
+    In-memory datasets are gathered by fancy indexing; others are read batch by batch through
+    :class:`SeededBatches` (in ``num_workers`` worker processes when > 0). ``batch_seed(b)`` seeds batch ``b``'s
+    augmentation: the generator handed to ``ArrayDataset.batch``, or torch's global RNG right before the batch's
+    samples are read; either way a run resumed mid-epoch draws the same augmentations, with any ``num_workers``.
     """
     chunks = list(order.split(batch_size))[start_batch:]
     if isinstance(dataset, ArrayDataset):
@@ -107,17 +139,18 @@ def iterate_batches(
             x, y = dataset.batch(idx, gen)
             yield b, idx, x, y
         return
+    # the generator only seeds the workers' base seed (unused: every batch is seeded), so that making the iterator
+    # leaves the global RNG alone
     loader_gen = torch.Generator().manual_seed(batch_seed(start_batch))
     loader = DataLoader(
-        dataset, batch_sampler=[c.tolist() for c in chunks], num_workers=num_workers, generator=loader_gen
+        SeededBatches(dataset, chunks, start_batch, batch_seed),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        generator=loader_gen,
     )
-    batches = iter(loader)
-    for offset in range(len(chunks)):
-        b = start_batch + offset
-        if num_workers == 0:
-            torch.manual_seed(batch_seed(b))
-        x, y = next(batches)
-        yield b, chunks[offset], x, torch.as_tensor(y)
+    for offset, (x, y) in enumerate(loader):
+        yield start_batch + offset, chunks[offset], x, torch.as_tensor(y)
 
 
 def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
@@ -320,7 +353,7 @@ class Trainer:
             cfg.data.batch_size,
             self.state.batch,
             cfg.data.num_workers,
-            lambda b: derive_seed(cfg.run.seed, epoch, b, 1),
+            BatchSeed((cfg.run.seed, epoch), (1,)),
         )
         bar = tqdm(
             batches,
@@ -433,7 +466,7 @@ class Trainer:
         loss_sum, correct, seen = 0.0, 0, 0
         order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
         batches = iterate_batches(
-            ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, lambda b: derive_seed(cfg.run.seed, b, 3)
+            ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, BatchSeed((cfg.run.seed,), (3,))
         )
         with monitor.active(), ops.active():
             for b, _idx, x, y in batches:

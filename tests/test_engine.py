@@ -215,3 +215,33 @@ def test_conv_model_run_reports_sops(tmp_path):
     rec = _metrics(tmp_path / "conv")[-1]
     assert rec["macs"] > 0 and rec["dense_ops"] > rec["sops"] >= 0  # analog first layer counted as MACs
     assert rec["energy_uJ"] > 0
+
+
+class _AugmentingDataset(torch.utils.data.Dataset):
+    """Sample i is i plus noise drawn from torch's global RNG, as an augmenting event dataset draws it."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.full((3,), float(i)) + torch.rand(3), i % 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_are_the_same_with_workers_and_after_a_mid_epoch_resume(workers):
+    from sparsesnn.engine import BatchSeed, iterate_batches
+
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    seed = BatchSeed((5, 1), (1,))
+    reference = [(b, x.clone()) for b, _i, x, _y in iterate_batches(_AugmentingDataset(), order, 8, 0, 0, seed)]
+    assert len(reference) == 5 and not torch.equal(reference[0][1], reference[1][1])
+    full = list(iterate_batches(_AugmentingDataset(), order, 8, 0, workers, seed))
+    resumed = list(iterate_batches(_AugmentingDataset(), order, 8, 2, workers, seed))  # from batch 2 on
+    assert [b for b, *_ in full] == [0, 1, 2, 3, 4] and [b for b, *_ in resumed] == [2, 3, 4]
+    for (b, idx, x, y), (rb, rx) in zip(full, reference, strict=True):
+        assert b == rb and torch.equal(x, rx)
+        assert torch.equal(x.floor(), idx.to(x.dtype)[:, None].expand_as(x)) and torch.equal(y, idx % 2)
+    for b, _idx, x, _y in resumed:
+        assert torch.equal(x, reference[b][1])
+    other = list(iterate_batches(_AugmentingDataset(), order, 8, 0, workers, BatchSeed((6, 1), (1,))))
+    assert not torch.equal(other[0][2], full[0][2])  # another seed, other augmentations

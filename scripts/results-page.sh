@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Regenerate the reports behind RESULTS.md from the benchmark runs (bench/run_queue.sh writes them):
+#   scripts/results-page.sh
+# Each report (HTML, PNGs, table.md, results.json) goes to docs/results/<name>/; RESULTS.md quotes the tables and
+# embeds the PNGs. The papers' reported points come from configs/reference/reported_points.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+REF=configs/reference/reported_points.toml
+report() {  # report NAME RUN_DIR...
+    local name=$1; shift
+    local dirs=()
+    for d in "$@"; do [ -d "$d" ] && dirs+=("$d"); done
+    if [ ${#dirs[@]} -eq 0 ]; then echo "results-page: no runs for $name (skipped)"; return; fi
+    "$PY" -m sparsesnn report "${dirs[@]}" --out "docs/results/$name" --reference "$REF"
+}
+report mnist bench/out/mnist_dense-5ep                         # the 5-epoch method tables
+report mnist_15ep runs/mnist_dense bench/out/pqi_mnist_full       # the 15-epoch recipes
+report mnist_sdsnn bench/out/sdsnn_mnist-5ep bench/out/sdsnn_mnist_full
+report nmnist bench/out/nmnist_convnet-15ep
