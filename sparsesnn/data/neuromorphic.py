@@ -14,9 +14,9 @@ of every sample on disk under a key of all of these (:mod:`sparsesnn.data.cache`
 Augmentation (``augment=True``; the config passes it to the train split only): a random translation by up to
 ``max_shift`` pixels (zero filled), a horizontal flip when ``flip`` (off by default where it changes the class),
 ``drop_prob`` (event drop) and ``jitter_prob`` (move events to a neighbouring frame), both 0 unless set; see
-:mod:`sparsesnn.data.event_transforms`. ``__getitem__`` draws from torch's global RNG, which the engine seeds per batch right before the batch's
-samples are read (in the main process or in a loader worker), so augmentation is the same for a given seed with any
-``data.num_workers`` and after a mid-epoch resume. ``get(index, generator)``
+:mod:`sparsesnn.data.event_transforms`. ``__getitem__`` draws from torch's global RNG, which the engine seeds
+per batch right before the batch's samples are read (in the main process or in a loader worker), so augmentation
+is the same for a given seed with any ``data.num_workers`` and after a mid-epoch resume. ``get(index, generator)``
 takes an explicit ``torch.Generator``.
 
 Datasets
