@@ -237,12 +237,12 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     # a key varies when the groups that set it set it differently (a key only one kind of run has, such as the
     # [distill] section of the distillation runs, is told apart by the method name already)
     varying = [
-        k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if s.get(k) is not None}) > 1
+        k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if s.get(k) not in (None, {})}) > 1
     ]
     for g, s in zip(glist, settings, strict=True):
         g.runs.sort(key=lambda r: r.seed)
         # keys this group does not set (another group's [distill] section, say) say nothing about it
-        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and s.get(k) is not None]
+        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and s.get(k) not in (None, {})]
         if g.method == "dense":  # sparse.* settings mean nothing for the dense method
             extra = [k for k in extra if not k.startswith("sparse.")]
         g.series = g.method + (" (" + ", ".join(f"{k}={_fmt_value(s.get(k))}" for k in extra) + ")" if extra else "")
