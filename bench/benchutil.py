@@ -91,8 +91,6 @@ def fmt_range(s: dict[str, Any], digits: int = 2, scale: float = 1.0, unit: str 
 def run_and_report(args: Any, run: Any, markdown: Any) -> dict[str, Any]:
     """The common ``main``: tune the allocator, set ``args.threads``, run with the RNG state restored afterwards,
     print the JSON and the Markdown, and write ``args.json`` when given."""
-    import json
-
     from sparsesnn.runtime import tune_allocator
 
     malloc_tuned = tune_allocator()  # process-wide, as in the sparsesnn CLI
@@ -103,11 +101,18 @@ def run_and_report(args: Any, run: Any, markdown: Any) -> dict[str, Any]:
             result = run(args, malloc_tuned)
     finally:
         torch.set_num_threads(previous_threads)
+    emit(result, markdown(result), args.json)
+    return result
+
+
+def emit(result: dict[str, Any], markdown_text: str, json_path: Path | None) -> None:
+    """Print the JSON, a blank line and the Markdown; write the JSON to ``json_path`` too when given."""
+    import json
+
     text = json.dumps(result, indent=2)
     print(text)
     print()
-    print(markdown(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    return result
+    print(markdown_text)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(text + "\n")

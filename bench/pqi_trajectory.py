@@ -15,9 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchutil import emit
+
 
 def trajectory(run_dir: Path) -> dict[str, Any]:
-    """Rounds of one run: the start (round 0, from the first epoch's layer sizes) and every logged round."""
+    """Every logged round of one run, once each (epochs without a round repeat the latest one)."""
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     if not lines:
         raise SystemExit(f"{run_dir}: metrics.jsonl is empty")
@@ -45,13 +47,12 @@ def trajectory(run_dir: Path) -> dict[str, Any]:
                 },
             }
         )
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
     return {
         "run": str(run_dir),
         "scope": _scope(run_dir),
         "final_density": lines[-1].get("density"),
         "final_test_acc": lines[-1].get("test_acc"),
-        "finished": bool(summary),
+        "finished": (run_dir / "summary.json").is_file(),
         "rounds": rounds,
     }
 
@@ -89,13 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     result = {"runs": [trajectory(d) for d in args.run_dirs]}
-    text = json.dumps(result, indent=2)
-    print(text)
-    print()
-    print(markdown(result))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    emit(result, markdown(result), args.json)
     return result
 
 

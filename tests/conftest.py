@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -21,6 +23,16 @@ DATA = _shared_data()
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 if str(BENCH) not in sys.path:  # the benchmark scripts import their shared helpers as `benchutil`
     sys.path.insert(0, str(BENCH))
+
+
+def load_bench(script: str) -> ModuleType:
+    """Import ``bench/<script>.py`` by path (``bench`` is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
 
 TINY_TOML = """
 [run]

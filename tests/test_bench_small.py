@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(script: str) -> ModuleType:
-    """Import a bench script by path (``bench`` is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{script}", BENCH / f"{script}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_bench
 
 
 def _check_summary(s: dict[str, object], rounds: int) -> None:
@@ -36,7 +23,7 @@ def _printed_json(printed: str) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_rewiring_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load("rewiring_overhead")
+    bench = load_bench("rewiring_overhead")
     out = tmp_path / "r.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
@@ -78,7 +65,7 @@ def test_rewiring_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 @pytest.mark.slow
 def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load("compact_speed")
+    bench = load_bench("compact_speed")
     out = tmp_path / "c.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "throughput.py"
+from tests.conftest import load_bench
+
 RATIOS = (
     "sparsesnn_over_spikingjelly_samples_per_s",
     "sparsesnn_over_snntorch_samples_per_s",
@@ -18,22 +16,12 @@ RATIOS = (
 )
 
 
-def _load_bench() -> ModuleType:
-    """Import bench/throughput.py by path (``bench`` is a folder of scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_throughput", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 @pytest.mark.peers
 def test_quick_run_reports_every_variant_and_the_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("spikingjelly.activation_based")
     pytest.importorskip("snntorch")
-    bench = _load_bench()
+    bench = load_bench("throughput")
     out = tmp_path / "t.json"
     assert bench.main(["--quick", "--json", str(out)]) == 0
 

@@ -327,16 +327,9 @@ def test_engine_resume_gives_identical_metrics(tmp_path):
     assert all(v["ratio"] > 0 for v in records[0]["pqi"]["layers"].values())
 
     # bench/pqi_trajectory.py reads the same lines back as one row per round (the 3rd epoch ran no round)
-    import importlib.util
-    import sys
+    from tests.conftest import load_bench
 
-    from tests.conftest import BENCH
-
-    spec = importlib.util.spec_from_file_location("bench_pqi_trajectory", BENCH / "pqi_trajectory.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("pqi_trajectory")
     traj = bench.trajectory(tmp_path / "full")
     assert traj["finished"] and traj["scope"] == "neuron"
     assert [(r["round"], r["epoch"]) for r in traj["rounds"]] == [(1, 1), (2, 2)]
