@@ -225,6 +225,11 @@ def _fmt_value(value: Any) -> str:
     return str(value)
 
 
+def _sets(settings: dict[str, Any], key: str) -> bool:
+    """Whether a run's settings give ``key`` a value (absent, None and an empty ``params`` table do not)."""
+    return settings.get(key) not in (None, {})
+
+
 def group_runs(runs: Sequence[RunData]) -> list[Group]:
     """Group finished runs by their settings (seed aside), name series and labels, aggregate over seeds."""
     groups: dict[str, Group] = {}
@@ -236,13 +241,11 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     keys = sorted({k for s in settings for k in s})
     # a key varies when the groups that set it set it differently (a key only one kind of run has, such as the
     # [distill] section of the distillation runs, is told apart by the method name already)
-    varying = [
-        k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if s.get(k) not in (None, {})}) > 1
-    ]
+    varying = [k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if _sets(s, k)}) > 1]
     for g, s in zip(glist, settings, strict=True):
         g.runs.sort(key=lambda r: r.seed)
         # keys this group does not set (another group's [distill] section, say) say nothing about it
-        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and s.get(k) not in (None, {})]
+        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and _sets(s, k)]
         if g.method == "dense":  # sparse.* settings mean nothing for the dense method
             extra = [k for k in extra if not k.startswith("sparse.")]
         g.series = g.method + (" (" + ", ".join(f"{k}={_fmt_value(s.get(k))}" for k in extra) + ")" if extra else "")

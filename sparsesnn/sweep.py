@@ -457,11 +457,8 @@ def run_sweep(
             say(f"  {r.name}: {r.status if r.status != 'pending' else states[r.name]}  {' '.join(r.overrides)}")
         return result
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_sweep_dir(out)
-    try:
+    with _lock_sweep_dir(out):  # closing the lock file releases the lock
         return _run_planned(result, runs, todo, states, header, config_path, jobs_n, threads_n, say, poll_s)
-    finally:
-        lock.close()  # closing the file releases the lock
 
 
 def _lock_sweep_dir(out: Path) -> IO[bytes]:
