@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# The long benchmark runs behind BENCHMARKS.md, one after another (each table reuses finished rows when re-run).
+# The long benchmark runs behind BENCHMARKS.md and RESULTS.md, one after another. Re-running continues: method
+# tables and sweeps reuse finished runs, and a step whose output already exists is skipped.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+SW="$PY -m sparsesnn sweep --jobs 2 --threads 1 --seeds 3"
 mkdir -p bench/out
-$PY bench/method_table.py --table mnist-esl --epochs 5 --json bench/out/mnist_esl.json > bench/out/mnist_esl.txt 2>&1
-$PY bench/method_table.py --table mnist-baselines --epochs 5 --json bench/out/mnist_baselines.json > bench/out/mnist_baselines.txt 2>&1
-$PY bench/method_table.py --table mnist-pqi --epochs 5 --json bench/out/mnist_pqi.json > bench/out/mnist_pqi.txt 2>&1
-[ -f bench/out/sdsnn_mnist_full/summary.json ] || $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --run-dir bench/out/sdsnn_mnist_full > bench/out/sdsnn_mnist_full.txt 2>&1
-$PY bench/method_table.py --table nmnist-esl --epochs 15 --json bench/out/nmnist_esl.json > bench/out/nmnist_esl.txt 2>&1
-$PY bench/rewiring_overhead.py --json bench/out/rewiring_overhead.json > bench/out/rewiring_overhead.txt 2>&1
-$PY bench/compact_speed.py --json bench/out/compact_speed.json > bench/out/compact_speed.txt 2>&1
-$PY bench/ddp_scaling.py --json bench/out/ddp_scaling.json > bench/out/ddp_scaling.txt 2>&1
-$PY bench/run_inference.py bench/out/sdsnn_mnist_full --json bench/out/sdsnn_inference.json > bench/out/sdsnn_inference.txt 2>&1
-$PY bench/method_table.py --table mnist-sdsnn --epochs 5 --json bench/out/mnist_sdsnn.json > bench/out/mnist_sdsnn.txt 2>&1
+once() {  # once OUTPUT LOG COMMAND...: run COMMAND (stdout and stderr to LOG) unless OUTPUT exists
+    local out=$1 log=$2; shift 2
+    [ -e "$out" ] || "$@" > "$log" 2>&1
+}
+table() {  # table NAME EPOCHS: bench/out/NAME.json and NAME.txt, dashes as underscores
+    local stem=bench/out/${1//-/_}
+    $PY bench/method_table.py --table "$1" --epochs "$2" --json "$stem.json" > "$stem.txt" 2>&1
+}
+table mnist-esl 5
+table mnist-baselines 5
+table mnist-pqi 5
+once bench/out/sdsnn_mnist_full/summary.json bench/out/sdsnn_mnist_full.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --run-dir bench/out/sdsnn_mnist_full
+table nmnist-esl 15
+for b in rewiring_overhead compact_speed ddp_scaling; do
+    once bench/out/$b.json bench/out/$b.txt $PY bench/$b.py --json bench/out/$b.json
+done
+once bench/out/sdsnn_inference.json bench/out/sdsnn_inference.txt \
+    $PY bench/run_inference.py bench/out/sdsnn_mnist_full --json bench/out/sdsnn_inference.json
+once bench/out/pqi_mnist_full/summary.json bench/out/pqi_mnist_full.txt \
+    $PY -m sparsesnn train --quiet --config configs/pqi_mnist.toml --run-dir bench/out/pqi_mnist_full
+# N-MNIST with 3 seeds for RESULTS.md
+$SW --config configs/nmnist_convnet.toml --grid sparse.method=dense,static,set,rigl,gmp,lth,esl --set sparse.density=0.1 --out bench/out/nmnist_sweep/methods > bench/out/nmnist_sweep_methods.txt 2>&1
+$SW --config configs/pqi_nmnist.toml --out bench/out/nmnist_sweep/pqi > bench/out/nmnist_sweep_pqi.txt 2>&1
+$SW --config configs/sdsnn_nmnist.toml --out bench/out/nmnist_sweep/sdsnn > bench/out/nmnist_sweep_sdsnn.txt 2>&1
+$SW --config configs/evokd_nmnist.toml --set distill.teacher_run=bench/out/nmnist_sweep/methods/method-dense__density-1.0__seed-0 --out bench/out/nmnist_sweep/evokd > bench/out/nmnist_sweep_evokd.txt 2>&1
+table mnist-sdsnn 5

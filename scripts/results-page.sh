@@ -17,6 +17,6 @@ report() {  # report NAME RUN_DIR...
 report mnist bench/out/mnist_dense-5ep                         # the 5-epoch method tables
 report mnist_15ep runs/mnist_dense bench/out/pqi_mnist_full       # the 15-epoch recipes
 report mnist_sdsnn bench/out/sdsnn_mnist-5ep bench/out/sdsnn_mnist_full
-# N-MNIST: the 3-seed sweeps (bench/run_queue2.sh), and the ESL densities of the seed-0 table beside them
+# N-MNIST: the 3-seed sweeps (bench/run_queue.sh), and the ESL densities of the seed-0 table beside them
 report nmnist bench/out/nmnist_sweep/methods bench/out/nmnist_sweep/pqi bench/out/nmnist_sweep/sdsnn \
     bench/out/nmnist_sweep/evokd bench/out/nmnist_convnet-15ep/esl_{50,20,5}pct
