@@ -60,8 +60,15 @@ Where we differ from the released code (BrainCog ``examples/Structural_Developme
 * The rate of the **last neuron-pruned layer** (the code's FC before the readout, where ``alive_l / alive_{l+1}`` is
   about 51) follows the code's FC schedule by default (``last_rate_rule = "code"``): ``rho`` starts at 2 %
   (``last_rho_init``), ``rho += 0.5 exp(-(e - 2N - 1)) * alive_l / alive_{l+1}`` percentage points up to epoch
-  ``last_tail_epoch`` (the code's 60, here ``round(60 N / 18)`` unless given) and ``0.0005 * alive_l / alive_{l+1}``
-  after it. ``"formula"`` applies the general formula to it too, which with a 10-class readout reaches 100 % in a few
+  ``last_tail_epoch`` (the code's 60, here ``round(60 N / 18)`` unless given) and ``t * alive_l / alive_{l+1}``
+  after it. The code's tail ``t = 0.0005`` runs for its epochs 61-599, and the 538 increments of epochs 61-598
+  reach a pruning step (the rate grows after each pruning; the last increment is never used): ``0.269 * 51`` = 13.7
+  points, which take the FC from the ~36 % where the exponential part saturates to the ~50 % of the paper's headline.
+  A shorter run gets the same total over its own tail (``last_tail_increment = None``:
+  ``t = 0.0005 * 538 / (E - 2 - last_tail_epoch)`` for a run of ``E`` epochs, the code's 0.0005 at ``E = 600,
+  N = 18``), so that its last pruning uses the code's final rate; giving ``last_tail_increment = 0.0005`` keeps the
+  code's per-epoch value at any length. A run too short to have a tail (``E - 2 <= last_tail_epoch``) has none.
+  ``"formula"`` applies the general formula to it too, which with a 10-class readout reaches 100 % in a few
   epochs. At most ``n_l - 1`` neurons of a layer are ever pruned.
 * A pruned neuron here has zero bias and zero BatchNorm ``gamma``/``beta`` (the core's neuron mask), so that its
   input is exactly 0 and :func:`~sparsesnn.sparse.shrink.compact` can remove it; the code zeroes only the weights,
@@ -110,6 +117,9 @@ DEAD_FC_RATIO = 50 / 32768
 CODE_LAST_SCALE = 0.5
 CODE_LAST_TAIL = 0.0005
 CODE_TAIL_EPOCH_AT_N18 = 60
+#: the code runs 600 epochs (0-based 0-599); the tail increments of epochs 61-598 (538) reach a pruning step
+CODE_EPOCHS = 600
+CODE_TAIL_TOTAL = CODE_LAST_TAIL * (CODE_EPOCHS - 2 - CODE_TAIL_EPOCH_AT_N18)
 
 _COUNT = torch.int16  # counters never exceed N + 1
 
@@ -154,8 +164,10 @@ class SDSNN(StructureLearner):
         rho_init: initial pruning rate, a fraction of the layer's neurons (the code's 0.5 %).
         last_rate_rule: "code" (the code's FC schedule for the last neuron-pruned layer) or "formula".
         last_rho_init: initial rate of the last neuron-pruned layer under the "code" rule (the code's 2 %).
-        last_tail_epoch: epoch after which the "code" rule adds ``0.0005`` instead of the exponential
+        last_tail_epoch: epoch after which the "code" rule adds ``last_tail_increment`` instead of the exponential
             (None: ``round(60 N / 18)``, the code's 60 at ``N = 18``).
+        last_tail_increment: the per-epoch factor after ``last_tail_epoch`` (None: the code's total
+            ``0.0005 * 538`` spread over this run's tail epochs, ``0.0005`` when the run's length is unknown).
         rate_decay: the 5 in ``exp(-(e - 2N - 1) / 5)``.
         dead_conv_ratio, dead_fc_ratio: dead-neuron thresholds as fractions of the fan-in (see the docstring).
         prune_dead: also prune neurons that count as dead (our option; the code only counts them).
@@ -181,6 +193,7 @@ class SDSNN(StructureLearner):
         last_rate_rule: str = "code",
         last_rho_init: float = 0.02,
         last_tail_epoch: int | None = None,
+        last_tail_increment: float | None = None,
         rate_decay: float = 5.0,
         dead_conv_ratio: float = DEAD_CONV_RATIO,
         dead_fc_ratio: float = DEAD_FC_RATIO,
@@ -216,6 +229,8 @@ class SDSNN(StructureLearner):
             raise ValueError(f"shrink must be in (0, 1], got {shrink}")
         if last_tail_epoch is not None and last_tail_epoch < 0:
             raise ValueError(f"last_tail_epoch must be >= 0, got {last_tail_epoch}")
+        if last_tail_increment is not None and not 0.0 <= last_tail_increment <= 1.0:
+            raise ValueError(f"last_tail_increment must be in [0, 1], got {last_tail_increment}")
         self.N = int(N)
         self.constraint = bool(constraint)
         self.neuron_pruning = bool(neuron_pruning)
@@ -226,6 +241,7 @@ class SDSNN(StructureLearner):
         self.last_rho_init = float(last_rho_init)
         tail = round(CODE_TAIL_EPOCH_AT_N18 * self.N / 18) if last_tail_epoch is None else last_tail_epoch
         self.last_tail_epoch = int(tail)
+        self._tail_increment = None if last_tail_increment is None else float(last_tail_increment)
         self.rate_decay = float(rate_decay)
         self.dead_conv_ratio = float(dead_conv_ratio)
         self.dead_fc_ratio = float(dead_fc_ratio)
@@ -268,6 +284,20 @@ class SDSNN(StructureLearner):
             )
 
     # -- helpers ----------------------------------------------------------------------------------------------------
+    @property
+    def last_tail_increment(self) -> float:
+        """The "code" rule's factor after ``last_tail_epoch``: ``0.0005 * 538 / (E - 2 - last_tail_epoch)``.
+
+        The increments of epochs ``last_tail_epoch + 1 .. E - 2`` reach a pruning step (that of ``E - 1`` does not),
+        so the run's last pruning uses the rate the code's uses at its epoch 599. ``0.0005`` when ``E`` is unknown.
+        """
+        if self._tail_increment is not None:
+            return self._tail_increment
+        if not self.total_epochs:
+            return CODE_LAST_TAIL
+        tail_epochs = self.total_epochs - 2 - self.last_tail_epoch
+        return CODE_TAIL_TOTAL / tail_epochs if tail_epochs > 0 else 0.0
+
     def _rho_start(self, name: str) -> float:
         if name == self.last_layer and self.last_rate_rule == "code":
             return self.last_rho_init
@@ -307,7 +337,7 @@ class SDSNN(StructureLearner):
         k = epoch - 2 * self.N - 1
         ratio = alive / max(alive_next, 1)
         if name == self.last_layer and self.last_rate_rule == "code":
-            factor = CODE_LAST_SCALE * math.exp(-k) if epoch <= self.last_tail_epoch else CODE_LAST_TAIL
+            factor = CODE_LAST_SCALE * math.exp(-k) if epoch <= self.last_tail_epoch else self.last_tail_increment
         else:
             factor = math.exp(-k / self.rate_decay)
         return factor * ratio / 100.0
