@@ -45,6 +45,8 @@ TABLES: dict[str, tuple[str, dict[str, list[str]]]] = {
             "SET 10%": ['sparse.method="set"', "sparse.density=0.1"],
             "RigL 10%": ['sparse.method="rigl"', "sparse.density=0.1"],
             "GMP 10%": ['sparse.method="gmp"', "sparse.density=0.1"],
+            # 5 rounds of one epoch each (the budget is the table's), 37 % pruned per round, rewound to init
+            "LTH 10%": ['sparse.method="lth"', "sparse.density=0.1"],
         },
     ),
     "mnist-esl": (

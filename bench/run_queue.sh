@@ -33,3 +33,10 @@ $SW --config configs/pqi_nmnist.toml --out bench/out/nmnist_sweep/pqi > bench/ou
 $SW --config configs/sdsnn_nmnist.toml --out bench/out/nmnist_sweep/sdsnn > bench/out/nmnist_sweep_sdsnn.txt 2>&1
 $SW --config configs/evokd_nmnist.toml --set distill.teacher_run=bench/out/nmnist_sweep/methods/method-dense__density-1.0__seed-0 --out bench/out/nmnist_sweep/evokd > bench/out/nmnist_sweep_evokd.txt 2>&1
 table mnist-sdsnn 5
+# N-MNIST, every row with ESL's layer selection (first conv and readout dense), so "10 %" is the same network size
+$SW --config configs/nmnist_convnet.toml --grid sparse.method=static,set,rigl,gmp,lth --set sparse.density=0.1 \
+    --set sparse.dense_first=true --set sparse.dense_last=true \
+    --out bench/out/nmnist_sweep/baselines_same_layers > bench/out/nmnist_sweep_baselines_same_layers.txt 2>&1
+# the dense reference of SD-SNN's N-MNIST recipe (its 512-unit hidden layer)
+$SW --config configs/sdsnn_nmnist.toml --set 'sparse.method="dense"' --set 'sparse.params={}' \
+    --out bench/out/nmnist_sweep/sdsnn_dense > bench/out/nmnist_sweep_sdsnn_dense.txt 2>&1
