@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchutil import loadavg, machine, summary
+from benchutil import emit, loadavg, machine, summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,11 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     result = run(args)
-    print(json.dumps(result, indent=2))
-    print(markdown(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, markdown(result), args.json)
     return 0
 
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchutil import emit
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: ESL at four densities and EvoKD at 10 % (issue 6), beside the dense row that is also EvoKD's teacher
@@ -165,11 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "rows": results,
     }
-    print(json.dumps(report, indent=2))
-    print(markdown(results, f"{args.table}, {args.epochs} epochs ({base})"))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, markdown(results, f"{args.table}, {args.epochs} epochs ({base})"), args.json)
     return report
 
 

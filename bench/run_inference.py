@@ -9,15 +9,13 @@ cost); the "compacted" model is what ``sparsesnn export`` writes. Both run the s
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from benchutil import loadavg, machine, summary
+from benchutil import emit, loadavg, machine, summary
 
 from sparsesnn.engine import Trainer
 from sparsesnn.export import prepare_export
@@ -96,11 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_allocator()
     torch.set_num_threads(args.threads)
     result = run(args)
-    print(json.dumps(result, indent=2))
-    print(markdown(result), file=sys.stdout)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, markdown(result), args.json)
     return 0
 
 
