@@ -15,8 +15,13 @@ report() {  # report NAME RUN_DIR...
     "$PY" -m sparsesnn report "${dirs[@]}" --out "docs/results/$name" --reference "$REF"
 }
 report mnist bench/out/mnist_dense-5ep                         # the 5-epoch method tables
-report mnist_15ep runs/mnist_dense bench/out/pqi_mnist_full       # the 15-epoch recipes
-report mnist_sdsnn bench/out/sdsnn_mnist-5ep bench/out/sdsnn_mnist_full
-# N-MNIST: the 3-seed sweeps (bench/run_queue.sh), and the ESL densities of the seed-0 table beside them
+report mnist_15ep runs/mnist_dense bench/out/pqi_mnist_full bench/out/sdsnn_mnist_full   # the 15-epoch recipes
+report mnist_sdsnn bench/out/mnist_dense-5ep/{dense,sd-snn,sd-snn_without_constraint,sd-snn_without_regeneration}
+# N-MNIST: the 3-seed sweeps (bench/run_queue.sh), and the ESL densities of the seed-0 table beside them; the
+# baselines with their own layer selection (nmnist) and with ESL's (nmnist_same_layers); SD-SNN's recipe has a
+# 512-unit hidden layer and its own dense reference (nmnist_sdsnn)
 report nmnist bench/out/nmnist_sweep/methods bench/out/nmnist_sweep/pqi bench/out/nmnist_sweep/sdsnn \
     bench/out/nmnist_sweep/evokd bench/out/nmnist_convnet-15ep/esl_{50,20,5}pct
+report nmnist_same_layers bench/out/nmnist_sweep/methods/method-{dense,esl}__* bench/out/nmnist_sweep/pqi \
+    bench/out/nmnist_sweep/evokd bench/out/nmnist_sweep/baselines_same_layers
+report nmnist_sdsnn bench/out/nmnist_sweep/sdsnn_dense bench/out/nmnist_sweep/sdsnn
