@@ -238,6 +238,20 @@ def test_late_rate_of_the_last_layer_spreads_the_codes_total_over_the_run():
     assert learner.rate_increment("1", 7, 6, 3) == pytest.approx(0.5 * math.exp(-2) * 2 / 100)
 
 
+def test_regeneration_percentile_reaches_its_cap_in_the_same_n_units_as_the_code():
+    code = make(fc_net(), N=18)
+    assert code.percentile_growth == pytest.approx(1.1)
+    short = make(fc_net(), N=2)
+    assert short.percentile_growth == pytest.approx(1.1**9)
+    # epoch 2N + 1 + k * N / 18 of the short run has the percentile of epoch 2N + 1 + k of the code's
+    for k in (0, 9, 18, 36):
+        expected = code.regeneration_percentile("0", 37 + k)
+        assert short.regeneration_percentile("0", 5 + k // 9) == pytest.approx(expected)
+    schedule = [round(short.regeneration_percentile("0", e), 1) for e in range(5, 11)]
+    assert schedule == [61.0, 62.4, 65.6, 73.1, 90.9, 99.0]
+    assert make(fc_net(), N=2, percentile_growth=1.1).regeneration_percentile("0", 14) == pytest.approx(60 + 1.1**9)
+
+
 def test_dead_neuron_thresholds_scale_with_fan_in():
     learner = make(fc_net())
     meta = torch.device("meta")
@@ -263,7 +277,9 @@ def test_neurons_with_too_few_inputs_count_as_dead(prune_dead):
 
 # -- 3. regeneration ---------------------------------------------------------------------------------------------------
 def test_pruned_synapse_regrows_after_n_epochs_above_the_percentile():
-    learner = make(fc_net(), neuron_pruning=True, regeneration=True, rho_init=0.1, last_rho_init=0.0)
+    learner = make(
+        fc_net(), neuron_pruning=True, regeneration=True, rho_init=0.1, last_rho_init=0.0, percentile_growth=1.1
+    )
     layer = learner.layers[0]
     epochs(learner, 0, 4)  # epoch 3: neuron 0 pruned (all scores equal: the lowest index)
     assert torch.nonzero(~learner.alive["0"]).flatten().tolist() == [0]
@@ -288,7 +304,7 @@ def test_pruned_kernel_regrows_whole_and_revives_its_neuron_with_its_norm():
         model[1].weight.uniform_(0.5, 1.5)
         model[1].bias.uniform_(-1, 1)
     gamma0 = float(model[1].weight.detach()[0])
-    learner = make(model, neuron_pruning=True, regeneration=True, rho_init=0.25)
+    learner = make(model, neuron_pruning=True, regeneration=True, rho_init=0.25, percentile_growth=1.1)
     layer = learner.layers[0]  # conv 2 -> 4, followed by the BatchNorm
     epochs(learner, 0, 4)
     assert torch.nonzero(~learner.alive[layer.name]).flatten().tolist() == [0]
