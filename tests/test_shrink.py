@@ -93,3 +93,26 @@ def test_mlp_compaction_shapes():
     assert small.features[1][0][0].weight.shape == (64, 64) and small.classifier[0].weight.shape == (10, 64)
     with torch.no_grad():
         torch.testing.assert_close(small(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_analog_readout_with_large_logits_still_compacts():
+    # the SD-SNN MNIST run: 226 of 512 hidden neurons dead, logits near 15 from a non-spiking readout; the readout's
+    # product over 286 instead of 512 (the same nonzero) terms rounds differently by ~1e-6, which an absolute-only
+    # check took for a changed network
+    torch.manual_seed(0)
+    model = build_model("mlp", in_channels=1, num_classes=10, input_size=28, hidden=(512,), neuron=EAGER).eval()
+    with torch.no_grad():
+        hidden = model.features[0][0][0]
+        hidden.weight.mul_(8.0)
+        hidden.weight[286:] = 0
+        hidden.bias[286:] = 0
+        model.classifier[0].weight.mul_(400.0)
+    x = torch.rand(4, 64, 1, 28, 28)
+    with torch.no_grad():
+        reference = model(x)
+    assert float(reference.abs().max()) > 10
+    small, report = compact(model, x)
+    assert report.removed == {"features.0.0.0": (512, 286)} and not report.kept
+    with torch.no_grad():
+        got = small(x)
+    assert float((got - reference).abs().max()) <= 1e-5 * float(reference.abs().max()) + 1e-6

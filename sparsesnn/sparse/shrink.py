@@ -106,12 +106,20 @@ def _outputs(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
         return model(example)
 
 
+def _close(out: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float) -> bool:
+    scale = float(reference.abs().max()) if reference.numel() else 0.0
+    return bool((out - reference).abs().max() <= atol + rtol * scale) if reference.numel() else True
+
+
 def compact(
-    model: nn.Module, example_input: torch.Tensor, atol: float = 1e-6
+    model: nn.Module, example_input: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5
 ) -> tuple[nn.Module, CompactionReport]:
     """Return a copy of ``model`` (in eval mode) with dead units removed, and a report.
 
-    Every removal is verified on ``example_input``: outputs must stay within ``atol`` of the original model's.
+    Every removal is verified on ``example_input``: ``max |out - ref| <= atol + rtol * max |ref|``. The relative
+    part is for analog outputs (logits of a non-spiking readout): a matrix product over fewer, but the same nonzero,
+    terms rounds differently, by a few float32 ulps of the output's scale (about 1e-6 on logits near 15); a removal
+    that changes the network (a residual connection) moves outputs by far more.
     Masks and hooks of a structure learner should be baked in first (``learner.finalize()``); mask buffers that are
     still present are sliced along.
     """
@@ -144,7 +152,7 @@ def compact(
         except (ValueError, RuntimeError, IndexError) as exc:
             report.kept[name] = f"not compactable: {exc}"
             continue
-        if out.shape != reference.shape or not torch.allclose(out, reference, atol=atol, rtol=0):
+        if out.shape != reference.shape or not _close(out, reference, atol, rtol):
             report.kept[name] = "removing its dead units changed the output (e.g. a residual connection)"
             continue
         base = trial
