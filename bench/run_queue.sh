@@ -40,6 +40,11 @@ $SW --config configs/nmnist_convnet.toml --grid sparse.method=static,set,rigl,gm
 # the dense reference of SD-SNN's N-MNIST recipe (its 512-unit hidden layer)
 $SW --config configs/sdsnn_nmnist.toml --set 'sparse.method="dense"' --set 'sparse.params={}' \
     --out bench/out/nmnist_sweep/sdsnn_dense > bench/out/nmnist_sweep_sdsnn_dense.txt 2>&1
+# SD-SNN ablations on N-MNIST, the recipe's 15 epochs and 3 seeds
+$SW --config configs/sdsnn_nmnist.toml --set sparse.params.constraint=false \
+    --out bench/out/nmnist_sweep/sdsnn_no_constraint > bench/out/nmnist_sweep_sdsnn_no_constraint.txt 2>&1
+$SW --config configs/sdsnn_nmnist.toml --set sparse.params.regeneration=false \
+    --out bench/out/nmnist_sweep/sdsnn_no_regeneration > bench/out/nmnist_sweep_sdsnn_no_regeneration.txt 2>&1
 # MNIST seeds 1 and 2 of the dense and ESL 10 % rows (the seed spread behind the one-seed MNIST table)
 $PY -m sparsesnn sweep --jobs 1 --threads 2 --config configs/mnist_dense.toml --grid sparse.method=dense,esl \
     --set sparse.density=0.1 --set run.epochs=5 --seed-list 1,2 \
