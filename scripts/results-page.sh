@@ -24,4 +24,7 @@ report nmnist bench/out/nmnist_sweep/methods bench/out/nmnist_sweep/pqi bench/ou
     bench/out/nmnist_sweep/evokd bench/out/nmnist_convnet-15ep/esl_{50,20,5}pct
 report nmnist_same_layers bench/out/nmnist_sweep/methods/method-{dense,esl}__* bench/out/nmnist_sweep/pqi \
     bench/out/nmnist_sweep/evokd bench/out/nmnist_sweep/baselines_same_layers
-report nmnist_sdsnn bench/out/nmnist_sweep/sdsnn_dense bench/out/nmnist_sweep/sdsnn
+report nmnist_sdsnn bench/out/nmnist_sweep/sdsnn_dense bench/out/nmnist_sweep/sdsnn \
+    bench/out/nmnist_sweep/sdsnn_no_constraint bench/out/nmnist_sweep/sdsnn_no_regeneration
+# MNIST seeds 0-2 of the dense and ESL 10 % rows (seed 0 is the 5-epoch table's run)
+report mnist_seeds bench/out/mnist_dense-5ep/{dense,esl_10pct} bench/out/mnist_seeds
