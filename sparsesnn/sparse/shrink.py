@@ -106,11 +106,6 @@ def _outputs(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
         return model(example)
 
 
-def _close(out: torch.Tensor, reference: torch.Tensor, atol: float, rtol: float) -> bool:
-    scale = float(reference.abs().max()) if reference.numel() else 0.0
-    return bool((out - reference).abs().max() <= atol + rtol * scale) if reference.numel() else True
-
-
 def compact(
     model: nn.Module, example_input: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5
 ) -> tuple[nn.Module, CompactionReport]:
@@ -125,6 +120,7 @@ def compact(
     """
     base = copy.deepcopy(model).eval()
     reference = _outputs(base, example_input)
+    tolerance = atol + rtol * (float(reference.abs().max()) if reference.numel() else 0.0)
     report = CompactionReport(params_before=sum(p.numel() for p in base.parameters()))
     names = [n for n, _ in prunable_layers(base)]
     for i, name in enumerate(names[:-1]):  # the last layer's outputs are the model's outputs: never removed
@@ -152,7 +148,8 @@ def compact(
         except (ValueError, RuntimeError, IndexError) as exc:
             report.kept[name] = f"not compactable: {exc}"
             continue
-        if out.shape != reference.shape or not _close(out, reference, atol, rtol):
+        # written as "not <=" so that a NaN difference counts as changed
+        if out.shape != reference.shape or (out.numel() and not float((out - reference).abs().max()) <= tolerance):
             report.kept[name] = "removing its dead units changed the output (e.g. a residual connection)"
             continue
         base = trial

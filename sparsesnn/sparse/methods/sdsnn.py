@@ -253,7 +253,7 @@ class SDSNN(StructureLearner):
         self.rho_init = float(rho_init)
         self.last_rate_rule = last_rate_rule
         self.last_rho_init = float(last_rho_init)
-        tail = round(CODE_TAIL_EPOCH_AT_N18 * self.N / 18) if last_tail_epoch is None else last_tail_epoch
+        tail = round(CODE_TAIL_EPOCH_AT_N18 * self.N / CODE_N) if last_tail_epoch is None else last_tail_epoch
         self.last_tail_epoch = int(tail)
         self._tail_increment = None if last_tail_increment is None else float(last_tail_increment)
         self.rate_decay = float(rate_decay)
