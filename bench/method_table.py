@@ -8,6 +8,7 @@ row comes first: it is the reference for "loss vs dense" and the teacher of the 
     python bench/method_table.py --table mnist-baselines --epochs 5 --json bench/out/mnist_baselines.json
     python bench/method_table.py --table mnist-esl --epochs 5
     python bench/method_table.py --table nmnist-esl --epochs 15
+    python bench/method_table.py --table mnist-baselines --epochs 5 --seed 1   # bench/out/mnist_dense-5ep-seed1
 
 Columns: test accuracy of the last epoch (best in brackets), loss vs dense in points, connection density over the
 masked layers and over every Conv/Linear, effective SOPs per sample (spikes x live fan-out; the analog first layer
@@ -88,12 +89,16 @@ def _slug(label: str) -> str:
     return label.lower().replace(" ", "_").replace("%", "pct")
 
 
-def run_row(base: str, label: str, overrides: list[str], out: Path, epochs: int, dense_dir: Path) -> dict[str, Any]:
+def run_row(
+    base: str, label: str, overrides: list[str], out: Path, epochs: int, dense_dir: Path, seed: int | None = None
+) -> dict[str, Any]:
     run_dir = out / _slug(label)
     sets = [o for o in overrides if o != "+distill"]
     if "+distill" in overrides:
         sets += ['distill.source="run"', f'distill.teacher_run="{dense_dir}"', 'distill.divergence="reverse"']
     sets += [f"run.epochs={epochs}", f'run.name="{_slug(label)}"']
+    if seed is not None:
+        sets.append(f"run.seed={seed}")
     summary_file = run_dir / "summary.json"
     wall = None
     if not summary_file.exists():
@@ -151,11 +156,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, required=True, help="the budget every row trains for")
     p.add_argument("--out", type=Path, default=None, help="directory of the run dirs (default bench/out/<table>)")
     p.add_argument("--rows", nargs="*", help="only these row labels")
+    p.add_argument("--seed", type=int, default=None,
+                   help="train every row with this seed (default: the recipe's); its own directory, *-seed<N>")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     base, rows = TABLES[args.table]
     # tables on the same recipe and budget share one directory, so they share the dense row (and its teacher role)
-    out = (args.out or REPO / "bench" / "out" / f"{Path(base).stem}-{args.epochs}ep").resolve()
+    seed_part = "" if args.seed is None else f"-seed{args.seed}"
+    out = (args.out or REPO / "bench" / "out" / f"{Path(base).stem}-{args.epochs}ep{seed_part}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     dense_dir = out / _slug("dense")
     results = []
@@ -163,15 +171,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.rows and label not in args.rows:
             continue
         print(f"[{args.table}] {label} ...", file=sys.stderr, flush=True)
-        results.append(run_row(base, label, overrides, out, args.epochs, dense_dir))
+        results.append(run_row(base, label, overrides, out, args.epochs, dense_dir, args.seed))
     report = {
         "table": args.table,
+        "seed": args.seed,
         "base_config": base,
         "epochs": args.epochs,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "rows": results,
     }
-    emit(report, markdown(results, f"{args.table}, {args.epochs} epochs ({base})"), args.json)
+    seed_note = "" if args.seed is None else f", seed {args.seed}"
+    emit(report, markdown(results, f"{args.table}, {args.epochs} epochs{seed_note} ({base})"), args.json)
     return report
 
 

@@ -49,3 +49,5 @@ $SW --config configs/sdsnn_nmnist.toml --set sparse.params.regeneration=false \
 $PY -m sparsesnn sweep --jobs 1 --threads 2 --config configs/mnist_dense.toml --grid sparse.method=dense,esl \
     --set sparse.density=0.1 --set run.epochs=5 --seed-list 1,2 \
     --out bench/out/mnist_seeds > bench/out/mnist_seeds.txt 2>&1
+# seeds 1 and 2 of every MNIST method-table row (RESULTS.md's 3-seed MNIST table)
+bench/run_queue_seeds.sh

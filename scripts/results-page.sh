@@ -28,3 +28,5 @@ report nmnist_sdsnn bench/out/nmnist_sweep/sdsnn_dense bench/out/nmnist_sweep/sd
     bench/out/nmnist_sweep/sdsnn_no_constraint bench/out/nmnist_sweep/sdsnn_no_regeneration
 # MNIST seeds 0-2 of the dense and ESL 10 % rows (seed 0 is the 5-epoch table's run)
 report mnist_seeds bench/out/mnist_dense-5ep/{dense,esl_10pct} bench/out/mnist_seeds
+# every MNIST method-table row over seeds 0-2 (bench/run_queue_seeds.sh); a row shows how many seeds have finished
+report mnist_3seeds bench/out/mnist_dense-5ep bench/out/mnist_dense-5ep-seed1 bench/out/mnist_dense-5ep-seed2
