@@ -101,3 +101,38 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     printed = capsys.readouterr().out
     assert _printed_json(printed) == result
     assert "| compact-10 |" in printed and "compact / dense" in printed
+
+
+@pytest.mark.parametrize(("epochs", "n"), [(15, 2), (12, 1)])
+def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int) -> None:
+    """The replay's pruned count equals what the SDSNN learner itself prunes, epoch by epoch, on a tiny FC net."""
+    import torch
+    from torch import nn
+
+    from sparsesnn.sparse.methods.sdsnn import SDSNN
+
+    bench = load_bench("sdsnn_rate_replay")
+    hidden, classes = 64, 10
+    replayed = bench.replay(hidden, classes, epochs, n)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
+    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False)
+    name = learner.last_layer
+    by_epoch = {}
+    for epoch in range(epochs):
+        learner.on_epoch_end(epoch)
+        by_epoch[epoch + 1] = int((~learner.alive[name]).sum())
+    assert [t["pruned"] for t in replayed["trace"]] == [by_epoch[t["epoch"]] for t in replayed["trace"]]
+    assert replayed["pruned"] == by_epoch[epochs] > 0
+    assert replayed["pruning_epochs"] == epochs - 2 * n - 1
+
+
+def test_sdsnn_rate_replay_code_row_is_the_codes_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = load_bench("sdsnn_rate_replay")
+    result = bench.main(["--hidden", "512", "--classes", "10", "--run", "15:2"])
+    code = result["rows"]["code (600 epochs, N = 18)"]
+    assert code["N"] == 18 and code["epochs"] == 600 and code["last_tail_increment"] == pytest.approx(0.0005)
+    assert code["pruning_epochs"] == 600 - 37
+    pruned = [t["pruned"] for t in code["trace"]]
+    assert pruned == sorted(pruned) and 0 < pruned[-1] < 512
+    assert "| 15 epochs, N = 2 |" in capsys.readouterr().out

@@ -1,0 +1,92 @@
+"""How many hidden neurons SD-SNN's rate schedule alone prunes: the released code's schedule beside the run's.
+
+SD-SNN prunes ``floor(n * rho)`` of a layer's ``n`` neurons at each pruning epoch ``e > 2N`` (the lowest-scoring;
+already-pruned neurons score lowest, so the count is cumulative), then raises ``rho`` by
+:meth:`sparsesnn.sparse.methods.sdsnn.SDSNN.rate_increment` with ``alive_l / alive_{l+1}``. This script replays
+that loop for the last neuron-pruned layer (the code's hidden FC before the readout) with the library's own
+``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs) and once per
+run length asked for, so the pruned fraction a faithful port can reach on a net is known before a run is spent on it.
+
+    python bench/sdsnn_rate_replay.py --hidden 512 --classes 10 --run 15:2 --run 30:3 --json bench/out/sdsnn_rate_replay.json
+
+``--run E:N`` is a run of ``E`` epochs with the epoch constant ``N`` (the recipe's defaults for everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchutil import emit
+from torch import nn
+
+from sparsesnn.sparse.methods.sdsnn import CODE_EPOCHS, CODE_N, SDSNN
+
+
+def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dict[str, Any]:
+    """The pruned count of the hidden layer after each pruning epoch of an ``epochs``-epoch run with ``N = n``."""
+    model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
+    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, **params)
+    name = learner.last_layer
+    rho = learner.rho[name]
+    pruned = 0
+    trace = []
+    for epoch in range(2 * n + 1, epochs):  # 0-based, as on_epoch_end: pruning for e > 2N
+        count = min(math.floor(hidden * rho + 1e-9), hidden - 1)
+        pruned = max(pruned, count)
+        rho += learner.rate_increment(name, epoch, hidden - pruned, classes)
+        trace.append({"epoch": epoch + 1, "pruned": pruned, "rho_after": rho})
+    return {
+        "epochs": epochs,
+        "N": n,
+        "pruning_epochs": len(trace),
+        "last_tail_increment": learner.last_tail_increment,
+        "pruned": pruned,
+        "pruned_fraction": pruned / hidden,
+        "trace": trace,
+    }
+
+
+def _run_spec(text: str) -> tuple[int, int]:
+    try:
+        epochs, n = (int(x) for x in text.split(":"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--run takes EPOCHS:N, got {text!r}") from err
+    if epochs <= 2 * n + 1:
+        raise argparse.ArgumentTypeError(f"--run {text}: no pruning epoch (pruning starts after epoch 2N + 1)")
+    return epochs, n
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--hidden", type=int, default=512, help="neurons of the last neuron-pruned layer")
+    p.add_argument("--classes", type=int, default=10, help="neurons of the readout after it")
+    p.add_argument("--run", type=_run_spec, action="append", default=[], metavar="E:N",
+                   help="a run of E epochs with N (repeatable; default 15:2 and 30:3)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    runs = args.run or [(15, 2), (30, 3)]
+    rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N)}
+    for epochs, n in runs:
+        rows[f"{epochs} epochs, N = {n}"] = replay(args.hidden, args.classes, epochs, n)
+    result = {"hidden": args.hidden, "classes": args.classes, "rows": rows}
+    lines = [
+        f"## SD-SNN rate schedule alone: hidden layer of {args.hidden} before a {args.classes}-neuron readout",
+        "",
+        "| schedule | pruning epochs | tail increment | neurons pruned | pruned % |",
+        "|---|---|---|---|---|",
+    ]
+    for label, r in rows.items():
+        lines.append(
+            f"| {label} | {r['pruning_epochs']} | {r['last_tail_increment']:.4g} | {r['pruned']} |"
+            f" {r['pruned_fraction'] * 100:.1f} |"
+        )
+    emit(result, "\n".join(lines), args.json)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
