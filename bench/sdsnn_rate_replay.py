@@ -7,7 +7,7 @@ that loop for the last neuron-pruned layer (the code's hidden FC before the read
 ``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs) and once per
 run length asked for, so the pruned fraction a faithful port can reach on a net is known before a run is spent on it.
 
-    python bench/sdsnn_rate_replay.py --hidden 512 --classes 10 --run 15:2 --run 30:3 --json bench/out/sdsnn_rate_replay.json
+    python bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --json bench/out/sdsnn_rate_replay.json
 
 ``--run E:N`` is a run of ``E`` epochs with the epoch constant ``N`` (the recipe's defaults for everything else).
 """
