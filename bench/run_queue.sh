@@ -20,6 +20,12 @@ table mnist-pqi 5
 once bench/out/sdsnn_mnist_full/summary.json bench/out/sdsnn_mnist_full.txt \
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --run-dir bench/out/sdsnn_mnist_full
 table nmnist-esl 15
+$PY bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --json bench/out/sdsnn_rate_replay.json \
+    > bench/out/sdsnn_rate_replay.txt 2>&1
+# SD-SNN's recipe for 30 epochs with N = 3 (the budget ../shared/METHODS.md names for MNIST)
+once bench/out/sdsnn_mnist_30ep/summary.json bench/out/sdsnn_mnist_30ep.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+    --set 'run.name="sdsnn_mnist_30ep"' --run-dir bench/out/sdsnn_mnist_30ep
 for b in rewiring_overhead compact_speed ddp_scaling; do
     once bench/out/$b.json bench/out/$b.txt $PY bench/$b.py --json bench/out/$b.json
 done
