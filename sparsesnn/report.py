@@ -31,6 +31,7 @@ dataset name of sparsesnn, e.g. ``cifar10``), ``accuracy`` (%), ``density`` (con
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import math
@@ -71,6 +72,8 @@ class RunData:
     config: dict[str, Any]  # flattened: dotted key -> value
     metrics: list[dict[str, Any]]
     summary: dict[str, Any] | None
+    #: the teacher run's recipe, seed aside (``distill.teacher_run`` names a run directory that can be read)
+    teacher_recipe: str | None = None
 
     @property
     def name(self) -> str:
@@ -106,7 +109,15 @@ class RunData:
         return sum(int(r["active"]) for r in layers) if layers else None
 
     def group_key(self) -> str:
-        return json.dumps({k: v for k, v in self.config.items() if k not in IGNORED_KEYS}, sort_keys=True)
+        """The settings that make this run what it is, seed aside, as canonical JSON.
+
+        A teacher given as a run directory counts by its recipe, not its path: distillation runs whose teachers
+        are the same recipe with different seeds (each seed distilled from its own dense run) form one group.
+        """
+        settings = {k: v for k, v in self.config.items() if k not in IGNORED_KEYS}
+        if self.teacher_recipe is not None:
+            settings["distill.teacher_run"] = self.teacher_recipe
+        return json.dumps(settings, sort_keys=True)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -165,7 +176,23 @@ def read_run(run_dir: Path) -> RunData:
                 raise SparseSNNError(f"{run_dir / 'metrics.jsonl'}: line {i + 1} is not JSON") from None
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else None
-    return RunData(run_dir, flatten(config), metrics, summary)
+    flat = flatten(config)
+    return RunData(run_dir, flat, metrics, summary, _teacher_recipe(flat.get("distill.teacher_run"), run_dir))
+
+
+def _teacher_recipe(teacher_run: Any, run_dir: Path) -> str | None:
+    """``"<method> run, recipe <hash>"`` for a teacher run directory whose config reads (seed and name aside)."""
+    if not isinstance(teacher_run, str) or not teacher_run:
+        return None
+    for candidate in (Path(teacher_run), run_dir / teacher_run):
+        try:
+            config = flatten(tomllib.loads((candidate / "config.toml").read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        recipe = json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS}, sort_keys=True)
+        digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
+        return f"{config.get('sparse.method', 'dense')} run, recipe {digest}"
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

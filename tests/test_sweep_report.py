@@ -342,6 +342,38 @@ def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
             assert g.stats["acc_loss_vs_dense_pt"] == pytest.approx(0.9)
 
 
+def test_distillation_runs_group_by_their_teachers_recipe_not_its_path(tmp_path):
+    """Each seed distilled from its own dense run (same recipe, other seed) is one group; a teacher of another recipe
+    is another group; a teacher path that cannot be read keeps the path as the setting."""
+    from sparsesnn.report import group_runs, read_run
+
+    def write(name: str, seed: int, method: str, acc: float, teacher: str | None = None, hidden: int = 32) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        distill = f'\n[distill]\nsource = "run"\nteacher_run = "{teacher}"\n' if teacher else ""
+        d.joinpath("config.toml").write_text(
+            f'[run]\nname = "{name}"\nseed = {seed}\n[data]\nname = "mnist"\n[model]\nname = "mlp"\n'
+            f"params = {{ hidden = [{hidden}] }}\n[sparse]\nmethod = \"{method}\"\ndensity = 0.1\n{distill}"
+        )
+        d.joinpath("metrics.jsonl").write_text(json.dumps({"test_acc": acc, "density": 0.1}) + "\n")
+        d.joinpath("summary.json").write_text(json.dumps({"best_test_acc": acc}))
+        return d
+
+    teachers = [write(f"dense{s}", s, "dense", 0.99) for s in (0, 1)]
+    wide = write("dense_wide", 0, "dense", 0.995, hidden=64)
+    runs = [write(f"kd{s}", s, "evokd", 0.98 + 0.002 * s, str(teachers[s])) for s in (0, 1)]
+    runs.append(write("kd_wide", 0, "evokd", 0.97, str(wide)))
+    runs.append(write("kd_missing", 0, "evokd", 0.96, str(tmp_path / "gone")))
+    groups = group_runs([read_run(d) for d in runs])
+    sizes = sorted((g.stats["n"], round(g.stats["test_acc_mean"], 4)) for g in groups)
+    assert sizes == [(1, 0.96), (1, 0.97), (2, 0.981)]
+    paired = next(g for g in groups if g.stats["n"] == 2)
+    assert {r.name for r in paired.runs} == {"kd0", "kd1"}
+    assert json.loads(paired.key)["distill.teacher_run"].startswith("dense run, recipe ")
+    missing = next(g for g in groups if g.first.name == "kd_missing")
+    assert json.loads(missing.key)["distill.teacher_run"] == str(tmp_path / "gone")
+
+
 def test_a_second_sweep_in_the_same_directory_is_refused(tmp_path):
     import fcntl
 
