@@ -4,7 +4,8 @@
 
 Each run directory is read as the engine wrote it (``config.toml``, ``metrics.jsonl``, ``summary.json``); runs
 without ``summary.json`` (failed or unfinished) are listed but not counted. Runs whose configs agree on everything
-but the seed (``run.seed``, ``run.name`` and where/how they ran are ignored) form a **group**; a group's numbers
+but the seed (``run.seed``, ``run.name`` and where/how they ran are ignored; a distillation teacher given as a run
+directory counts by its recipe, not its path) form a **group**; a group's numbers
 are the mean and the spread (sample standard deviation, n - 1) over its seeds, taken at the **last epoch** of each
 run. Groups whose settings differ only in ``sparse.density`` form a **series** (one curve per method).
 
