@@ -1,7 +1,8 @@
 """How many hidden neurons SD-SNN's rate schedule alone prunes: the released code's schedule beside the run's.
 
-SD-SNN prunes ``floor(n * rho)`` of a layer's ``n`` neurons at each pruning epoch ``e > 2N`` (the lowest-scoring;
-already-pruned neurons score lowest, so the count is cumulative), then raises ``rho`` by
+SD-SNN prunes ``floor(n * rho)`` of a layer's ``n`` neurons (:meth:`~sparsesnn.sparse.methods.sdsnn.SDSNN.prune_count`)
+at each pruning epoch ``e > 2N`` (the lowest-scoring; already-pruned neurons score lowest, so the count is
+cumulative), then raises ``rho`` by
 :meth:`sparsesnn.sparse.methods.sdsnn.SDSNN.rate_increment` with ``alive_l / alive_{l+1}``. This script replays
 that loop for the last neuron-pruned layer (the code's hidden FC before the readout) with the library's own
 ``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs) and once per
@@ -15,8 +16,6 @@ run length asked for, so the pruned fraction a faithful port can reach on a net 
 from __future__ import annotations
 
 import argparse
-import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,7 @@ def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dic
     pruned = 0
     trace = []
     for epoch in range(2 * n + 1, epochs):  # 0-based, as on_epoch_end: pruning for e > 2N
-        count = min(math.floor(hidden * rho + 1e-9), hidden - 1)
-        pruned = max(pruned, count)
+        pruned = max(pruned, learner.prune_count(hidden, rho))
         rho += learner.rate_increment(name, epoch, hidden - pruned, classes)
         trace.append({"epoch": epoch + 1, "pruned": pruned, "rho_after": rho})
     return {
@@ -89,4 +87,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    main()

@@ -115,10 +115,15 @@ class RunData:
         A teacher given as a run directory counts by its recipe, not its path: distillation runs whose teachers
         are the same recipe with different seeds (each seed distilled from its own dense run) form one group.
         """
-        settings = {k: v for k, v in self.config.items() if k not in IGNORED_KEYS}
+        settings = recipe_settings(self.config)
         if self.teacher_recipe is not None:
             settings["distill.teacher_run"] = self.teacher_recipe
         return json.dumps(settings, sort_keys=True)
+
+
+def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A flattened config without the keys that tell seeds apart or do not change the computation."""
+    return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -190,7 +195,7 @@ def _teacher_recipe(teacher_run: Any, run_dir: Path) -> str | None:
             config = flatten(tomllib.loads((candidate / "config.toml").read_text(encoding="utf-8")))
         except (OSError, tomllib.TOMLDecodeError):
             continue
-        recipe = json.dumps({k: v for k, v in config.items() if k not in IGNORED_KEYS}, sort_keys=True)
+        recipe = json.dumps(recipe_settings(config), sort_keys=True)
         digest = hashlib.sha1(recipe.encode()).hexdigest()[:8]
         return f"{config.get('sparse.method', 'dense')} run, recipe {digest}"
     return None

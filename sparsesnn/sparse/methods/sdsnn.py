@@ -346,6 +346,11 @@ class SDSNN(StructureLearner):
         base = self.conv_percentile if _is_conv(self._layer(name).weight) else self.fc_percentile
         return min(base + self.percentile_growth ** (epoch - 2 * self.N - 1), self.percentile_cap)
 
+    @staticmethod
+    def prune_count(n_out: int, rho: float) -> int:
+        """How many of a layer's ``n_out`` neurons the rate ``rho`` prunes: ``floor(n_out * rho)``, never all."""
+        return min(math.floor(n_out * rho + 1e-9), n_out - 1)
+
     def rate_increment(self, name: str, epoch: int, alive: int, alive_next: int) -> float:
         """How much ``rho`` of layer ``name`` grows after its pruning at ``epoch`` (a fraction, not percent)."""
         k = epoch - 2 * self.N - 1
@@ -554,7 +559,7 @@ class SDSNN(StructureLearner):
         for name in self.neuron_layers:  # in model order; each layer's rate is updated right after its pruning
             s = self.structure[name]
             n_out = s.shape[0]
-            count = min(math.floor(n_out * self.rho[name] + 1e-9), n_out - 1)
+            count = self.prune_count(n_out, self.rho[name])
             kill = torch.zeros_like(self.alive[name])
             if count > 0:
                 lowest = torch.argsort(self.neuron_scores(name), stable=True)[:count]
