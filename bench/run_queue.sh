@@ -20,17 +20,23 @@ table mnist-pqi 5
 once bench/out/sdsnn_mnist_full/summary.json bench/out/sdsnn_mnist_full.txt \
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --run-dir bench/out/sdsnn_mnist_full
 table nmnist-esl 15
-$PY bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --json bench/out/sdsnn_rate_replay.json \
+$PY bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --run 30:3:0.03 --json bench/out/sdsnn_rate_replay.json \
     > bench/out/sdsnn_rate_replay.txt 2>&1
 # SD-SNN's recipe for 30 epochs with N = 3 (the budget ../shared/METHODS.md names for MNIST)
 once bench/out/sdsnn_mnist_30ep/summary.json bench/out/sdsnn_mnist_30ep.txt \
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
     --set 'run.name="sdsnn_mnist_30ep"' --run-dir bench/out/sdsnn_mnist_30ep
+# the same with a late rate of our own (last_tail_increment 0.03, picked with the replay above to pass 50 % pruned)
+once bench/out/sdsnn_mnist_30ep_tail03/summary.json bench/out/sdsnn_mnist_30ep_tail03.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+    --set sparse.params.last_tail_increment=0.03 --run-dir bench/out/sdsnn_mnist_30ep_tail03
 for b in rewiring_overhead compact_speed ddp_scaling; do
     once bench/out/$b.json bench/out/$b.txt $PY bench/$b.py --json bench/out/$b.json
 done
 once bench/out/sdsnn_inference.json bench/out/sdsnn_inference.txt \
     $PY bench/run_inference.py bench/out/sdsnn_mnist_full --json bench/out/sdsnn_inference.json
+once bench/out/sdsnn_30ep_tail03_inference.json bench/out/sdsnn_30ep_tail03_inference.txt \
+    $PY bench/run_inference.py bench/out/sdsnn_mnist_30ep_tail03 --json bench/out/sdsnn_30ep_tail03_inference.json
 once bench/out/pqi_mnist_full/summary.json bench/out/pqi_mnist_full.txt \
     $PY -m sparsesnn train --quiet --config configs/pqi_mnist.toml --run-dir bench/out/pqi_mnist_full
 # N-MNIST with 3 seeds for RESULTS.md

@@ -8,9 +8,12 @@ that loop for the last neuron-pruned layer (the code's hidden FC before the read
 ``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs) and once per
 run length asked for, so the pruned fraction a faithful port can reach on a net is known before a run is spent on it.
 
-    python bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --json bench/out/sdsnn_rate_replay.json
+    python bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --run 30:3:0.03 \\
+        --json bench/out/sdsnn_rate_replay.json
 
-``--run E:N`` is a run of ``E`` epochs with the epoch constant ``N`` (the recipe's defaults for everything else).
+``--run E:N`` is a run of ``E`` epochs with the epoch constant ``N`` (the recipe's defaults for everything else);
+``--run E:N:T`` also sets ``last_tail_increment = T`` (a late rate of one's own instead of the code's total), e.g.
+``--run 30:3:0.03``.
 """
 
 from __future__ import annotations
@@ -48,28 +51,38 @@ def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dic
     }
 
 
-def _run_spec(text: str) -> tuple[int, int]:
+def _run_spec(text: str) -> tuple[int, int, float | None]:
+    parts = text.split(":")
     try:
-        epochs, n = (int(x) for x in text.split(":"))
+        if len(parts) not in (2, 3):
+            raise ValueError(text)
+        epochs, n = int(parts[0]), int(parts[1])
+        tail = float(parts[2]) if len(parts) == 3 else None
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--run takes EPOCHS:N, got {text!r}") from err
+        raise argparse.ArgumentTypeError(f"--run takes EPOCHS:N or EPOCHS:N:TAIL_INCREMENT, got {text!r}") from err
     if epochs <= 2 * n + 1:
         raise argparse.ArgumentTypeError(f"--run {text}: no pruning epoch (pruning starts after epoch 2N + 1)")
-    return epochs, n
+    if tail is not None and not 0.0 <= tail <= 1.0:
+        raise argparse.ArgumentTypeError(f"--run {text}: the tail increment must be in [0, 1]")
+    return epochs, n, tail
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=512, help="neurons of the last neuron-pruned layer")
     p.add_argument("--classes", type=int, default=10, help="neurons of the readout after it")
-    p.add_argument("--run", type=_run_spec, action="append", default=[], metavar="E:N",
-                   help="a run of E epochs with N (repeatable; default 15:2 and 30:3)")
+    p.add_argument("--run", type=_run_spec, action="append", default=[], metavar="E:N[:T]",
+                   help="a run of E epochs with N, optionally last_tail_increment T (repeatable; default 15:2, 30:3)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    runs = args.run or [(15, 2), (30, 3)]
+    runs = args.run or [(15, 2, None), (30, 3, None)]
     rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N)}
-    for epochs, n in runs:
-        rows[f"{epochs} epochs, N = {n}"] = replay(args.hidden, args.classes, epochs, n)
+    for epochs, n, tail in runs:
+        if tail is None:
+            rows[f"{epochs} epochs, N = {n}"] = replay(args.hidden, args.classes, epochs, n)
+        else:
+            label = f"{epochs} epochs, N = {n}, tail {tail:g} (ours)"
+            rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail)
     result = {"hidden": args.hidden, "classes": args.classes, "rows": rows}
     lines = [
         f"## SD-SNN rate schedule alone: hidden layer of {args.hidden} before a {args.classes}-neuron readout",

@@ -103,8 +103,8 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "| compact-10 |" in printed and "compact / dense" in printed
 
 
-@pytest.mark.parametrize(("epochs", "n"), [(15, 2), (12, 1)])
-def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int) -> None:
+@pytest.mark.parametrize(("epochs", "n", "tail"), [(15, 2, None), (12, 1, None), (15, 2, 0.03)])
+def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float | None) -> None:
     """The replay's pruned count equals what the SDSNN learner itself prunes, epoch by epoch, on a tiny FC net."""
     import torch
     from torch import nn
@@ -113,10 +113,11 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int) -> None:
 
     bench = load_bench("sdsnn_rate_replay")
     hidden, classes = 64, 10
-    replayed = bench.replay(hidden, classes, epochs, n)
+    replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
-    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False)
+    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False,
+                    last_tail_increment=tail)
     name = learner.last_layer
     by_epoch = {}
     for epoch in range(epochs):
@@ -136,3 +137,16 @@ def test_sdsnn_rate_replay_code_row_is_the_codes_schedule(capsys: pytest.Capture
     pruned = [t["pruned"] for t in code["trace"]]
     assert pruned == sorted(pruned) and 0 < pruned[-1] < 512
     assert "| 15 epochs, N = 2 |" in capsys.readouterr().out
+
+
+def test_sdsnn_rate_replay_takes_a_tail_increment_of_ones_own(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--run E:N:T`` replays with ``last_tail_increment = T``; a larger late rate prunes more than the code's."""
+    bench = load_bench("sdsnn_rate_replay")
+    result = bench.main(["--run", "30:3", "--run", "30:3:0.03"])
+    faithful, ours = result["rows"]["30 epochs, N = 3"], result["rows"]["30 epochs, N = 3, tail 0.03 (ours)"]
+    assert ours["last_tail_increment"] == pytest.approx(0.03) and faithful["last_tail_increment"] < 0.03
+    assert ours["pruned"] > faithful["pruned"]
+    assert "| 30 epochs, N = 3, tail 0.03 (ours) |" in capsys.readouterr().out
+    for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2"):
+        with pytest.raises(SystemExit):
+            bench.main(["--run", bad])
