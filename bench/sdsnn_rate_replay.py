@@ -77,12 +77,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     runs = args.run or [(15, 2, None), (30, 3, None)]
     rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N)}
-    for epochs, n, tail in runs:
-        if tail is None:
-            rows[f"{epochs} epochs, N = {n}"] = replay(args.hidden, args.classes, epochs, n)
-        else:
-            label = f"{epochs} epochs, N = {n}, tail {tail:g} (ours)"
-            rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail)
+    for epochs, n, tail in runs:  # tail None: the learner's default, the code's total over the run's tail
+        label = f"{epochs} epochs, N = {n}" + ("" if tail is None else f", tail {tail:g} (ours)")
+        rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail)
     result = {"hidden": args.hidden, "classes": args.classes, "rows": rows}
     lines = [
         f"## SD-SNN rate schedule alone: hidden layer of {args.hidden} before a {args.classes}-neuron readout",
