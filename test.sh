@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup-env.sh dev
 .venv/bin/ruff check sparsesnn tests bench
+.venv/bin/ruff format --check sparsesnn tests bench
 exec .venv/bin/python -m pytest -q "$@"

@@ -285,9 +285,7 @@ def run(args: argparse.Namespace, malloc_tuned: bool = False) -> dict[str, Any]:
                 if not diff <= MAX_ABS_DIFF:
                     raise AssertionError(f"keep={keep}: compacted output differs by {diff:.3g} on the {where} batch")
             variants.append(Variant(f"masked-{tag}", masked, _parameters(masked)))
-            variants.append(
-                Variant(f"compact-{tag}", small, {**_parameters(small), "layers": _layer_shapes(small)})
-            )
+            variants.append(Variant(f"compact-{tag}", small, {**_parameters(small), "layers": _layer_shapes(small)}))
         dense_rates = firing_rates(dense, x)
 
         graphs_before_warmup = _unique_graphs()

@@ -102,8 +102,17 @@ def run_row(
     summary_file = run_dir / "summary.json"
     wall = None
     if not summary_file.exists():
-        cmd = [sys.executable, "-m", "sparsesnn", "train", "--quiet", "--config", str(REPO / base),
-               "--run-dir", str(run_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sparsesnn",
+            "train",
+            "--quiet",
+            "--config",
+            str(REPO / base),
+            "--run-dir",
+            str(run_dir),
+        ]
         if (run_dir / "checkpoint.pt").exists():
             cmd = [sys.executable, "-m", "sparsesnn", "train", "--quiet", "--resume", str(run_dir)]
         else:
@@ -156,8 +165,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, required=True, help="the budget every row trains for")
     p.add_argument("--out", type=Path, default=None, help="directory of the run dirs (default bench/out/<table>)")
     p.add_argument("--rows", nargs="*", help="only these row labels")
-    p.add_argument("--seed", type=int, default=None,
-                   help="train every row with this seed (default: the recipe's); its own directory, *-seed<N>")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="train every row with this seed (default: the recipe's); its own directory, *-seed<N>",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     base, rows = TABLES[args.table]

@@ -69,8 +69,11 @@ def markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         layers = sorted({name for r in run["rounds"] for name in r["layers"]})
         out.append(f"### {run['run']} ({run['scope']}-wise)\n")
-        out.append("| round | epoch | density % (masked) | test acc. % | " + " | ".join(
-            f"{name}: density % (PQ, c)" for name in layers) + " |")
+        out.append(
+            "| round | epoch | density % (masked) | test acc. % | "
+            + " | ".join(f"{name}: density % (PQ, c)" for name in layers)
+            + " |"
+        )
         out.append("|" + "---|" * (4 + len(layers)))
         for r in run["rounds"]:
             cells = []

@@ -71,8 +71,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=512, help="neurons of the last neuron-pruned layer")
     p.add_argument("--classes", type=int, default=10, help="neurons of the readout after it")
-    p.add_argument("--run", type=_run_spec, action="append", default=[], metavar="E:N[:T]",
-                   help="a run of E epochs with N, optionally last_tail_increment T (repeatable; default 15:2, 30:3)")
+    p.add_argument(
+        "--run",
+        type=_run_spec,
+        action="append",
+        default=[],
+        metavar="E:N[:T]",
+        help="a run of E epochs with N, optionally last_tail_increment T (repeatable; default 15:2, 30:3)",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     runs = args.run or [(15, 2, None), (30, 3, None)]

@@ -112,9 +112,9 @@ CHANNELS = (32, 64)
 INPUT_SIZE = 28
 
 
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # the networks
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 def _replace_neurons_with_relu(module: nn.Module) -> int:
     """Swap every spiking neuron under ``module`` for ``nn.ReLU`` in place; returns how many were swapped."""
     swapped = 0
@@ -250,9 +250,9 @@ def train_step(v: Variant, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return loss.detach()
 
 
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # the neuron alone
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 NEURON_IMPLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "fused-compiled": lambda x: lif_multistep(x, 0.5, backend="compiled"),
     "fused-eager": lambda x: lif_multistep(x, 0.5, backend="eager"),
@@ -324,9 +324,9 @@ def measure_neuron(shape: Sequence[int], repeats: int, seed: int, compiled_ok: b
     }
 
 
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 # running and reporting
-#----------------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------------------
 def _require_peers() -> None:
     missing = [m for m in ("spikingjelly", "snntorch") if _version(m) is None]
     if missing:
@@ -423,9 +423,7 @@ def run(args: argparse.Namespace, malloc_tuned: bool = False) -> dict[str, Any]:
         "sparsesnn_over_snntorch_samples_per_s": _summary(
             [ours.samples_per_s[i] / by["snntorch"].samples_per_s[i] for i in rounds]
         ),
-        "sparsesnn_over_relu_floor_step_time": _summary(
-            [ours.step_s[i] / by["relu-floor"].step_s[i] for i in rounds]
-        ),
+        "sparsesnn_over_relu_floor_step_time": _summary([ours.step_s[i] / by["relu-floor"].step_s[i] for i in rounds]),
         "sparsesnn_over_sparsesnn_eager_samples_per_s": _summary(
             [ours.samples_per_s[i] / by["sparsesnn-eager"].samples_per_s[i] for i in rounds]
         ),
@@ -436,9 +434,7 @@ def run(args: argparse.Namespace, malloc_tuned: bool = False) -> dict[str, Any]:
         variant_json[v.name] = {
             "samples_per_s": _summary(v.samples_per_s),
             "step_ms": _summary([s * 1e3 for s in v.step_s]),
-            "sparsesnn_over_this_samples_per_s": _summary(
-                [ours.samples_per_s[i] / v.samples_per_s[i] for i in rounds]
-            ),
+            "sparsesnn_over_this_samples_per_s": _summary([ours.samples_per_s[i] / v.samples_per_s[i] for i in rounds]),
             "first_step_s": v.first_step_s,
             "compile_s_estimate": v.first_step_s - median_step if args.warmup else None,
             "warmup_s": v.warmup_s,

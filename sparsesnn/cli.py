@@ -32,8 +32,14 @@ def _parser() -> argparse.ArgumentParser:
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", type=Path, help="TOML recipe (see configs/)")
     src.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR exactly")
-    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set sparse.density=0.05 (repeatable)")
+    t.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set sparse.density=0.05 (repeatable)",
+    )
     t.add_argument("--run-dir", type=Path, help="run directory (default: run.out_dir/run.name)")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
@@ -43,16 +49,31 @@ def _parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write the finalized, compacted model of a run (pt, safetensors or NIR)")
     x.add_argument("run_dir", type=Path)
-    x.add_argument("--format", required=True, choices=("pt", "safetensors", "nir"),
-                   help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)")
+    x.add_argument(
+        "--format",
+        required=True,
+        choices=("pt", "safetensors", "nir"),
+        help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)",
+    )
     x.add_argument("--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>)")
 
     s = sub.add_parser("sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.sweep)")
     s.add_argument("--config", type=Path, required=True, help="the base TOML recipe")
-    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
-                   help="values of one config key, parsed like --set values (repeatable: the cartesian product)")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value in every run (repeatable)")
+    s.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="values of one config key, parsed like --set values (repeatable: the cartesian product)",
+    )
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value in every run (repeatable)",
+    )
     seeds = s.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, default=1, metavar="S", help="run.seed = 0..S-1 (default 1)")
     seeds.add_argument("--seed-list", metavar="A,B,...", help="these seeds instead of 0..S-1")
@@ -65,8 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="HTML report (plots, tables, results.json) of runs or sweeps (sparsesnn.report)")
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories or sweep directories")
     r.add_argument("--out", type=Path, help="output directory (default: the runs' common parent/report)")
-    r.add_argument("--reference", type=Path, metavar="FILE",
-                   help="the papers' reported points to draw (e.g. configs/reference/reported_points.toml)")
+    r.add_argument(
+        "--reference",
+        type=Path,
+        metavar="FILE",
+        help="the papers' reported points to draw (e.g. configs/reference/reported_points.toml)",
+    )
 
     i = sub.add_parser("info", help="list models, datasets and methods")
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
@@ -129,11 +154,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not report.removed and not report.kept:
         print("  no dead units")
     if result.nir_max_diff is not None:
-        print(f"NIR file re-simulated on {result.samples} test samples: max |output difference| "
-              f"{result.nir_max_diff:.3g}")
+        print(
+            f"NIR file re-simulated on {result.samples} test samples: max |output difference| {result.nir_max_diff:.3g}"
+        )
         if result.nir_max_diff > 1e-5:
-            print("  (BatchNorm folded into the convs rounds differently; a neuron within ~1e-7 of its threshold "
-                  "can fire differently: see sparsesnn.nir_io)")
+            print(
+                "  (BatchNorm folded into the convs rounds differently; a neuron within ~1e-7 of its threshold "
+                "can fire differently: see sparsesnn.nir_io)"
+            )
     return 0
 
 
@@ -148,13 +176,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"--seed-list expects integers like 0,1,2, got {args.seed_list!r}") from None
     else:
         seeds = list(range(args.seeds))
-    result = run_sweep(args.config, args.grid, seeds=seeds, sets=args.overrides, out_dir=args.out, jobs=args.jobs,
-                       threads=args.threads, dry_run=args.dry_run, log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = run_sweep(
+        args.config,
+        args.grid,
+        seeds=seeds,
+        sets=args.overrides,
+        out_dir=args.out,
+        jobs=args.jobs,
+        threads=args.threads,
+        dry_run=args.dry_run,
+        log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     if args.dry_run:
         return 0
     counts = {st: sum(r.status == st for r in result.runs) for st in ("finished", "failed")}
-    print(f"sweep: {counts['finished']} of {len(result.runs)} runs finished, {counts['failed']} failed: "
-          f"{result.manifest}")
+    print(
+        f"sweep: {counts['finished']} of {len(result.runs)} runs finished, {counts['failed']} failed: {result.manifest}"
+    )
     if args.report:
         from sparsesnn.report import build_report
 
@@ -193,8 +231,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "export": _cmd_export, "sweep": _cmd_sweep,
-                "report": _cmd_report, "info": _cmd_info}
+    handlers = {
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "export": _cmd_export,
+        "sweep": _cmd_sweep,
+        "report": _cmd_report,
+        "info": _cmd_info,
+    }
     try:
         return handlers[args.command](args)
     except TrainingDivergedError as exc:

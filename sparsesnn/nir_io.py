@@ -320,8 +320,12 @@ class _NIRBuilder:
                 raise NIRUnsupportedError(f"MaxPool2d {name!r}: dilation, ceil_mode and return_indices are not mapped")
             k = _pair(m.kernel_size)
             s = _pair(m.stride if m.stride is not None else m.kernel_size)
-            pool = nir.SumPool2d(kernel_size=np.array(k), stride=np.array(s), padding=np.array(_pair(m.padding)),
-                                 metadata={**meta, "sparsesnn_maxpool": "sum then threshold 0.5 (= OR of spikes)"})
+            pool = nir.SumPool2d(
+                kernel_size=np.array(k),
+                stride=np.array(s),
+                padding=np.array(_pair(m.padding)),
+                metadata={**meta, "sparsesnn_maxpool": "sum then threshold 0.5 (= OR of spikes)"},
+            )
             out = self._probe(m, shape)
             summed = self.add(f"{name}.sum", pool, value, out, False)
             thr = nir.Threshold(threshold=np.full(out, 0.5, dtype=np.float32), metadata=meta)

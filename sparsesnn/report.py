@@ -50,8 +50,17 @@ from sparsesnn.errors import ConfigError, SparseSNNError
 
 #: config keys that do not change what a run computes (or that tell seeds apart): ignored when grouping
 IGNORED_KEYS = frozenset(
-    {"run.seed", "run.name", "run.out_dir", "run.threads", "run.device", "run.checkpoint_every_steps",
-     "run.tensorboard", "data.num_workers", "data.root"}
+    {
+        "run.seed",
+        "run.name",
+        "run.out_dir",
+        "run.threads",
+        "run.device",
+        "run.checkpoint_every_steps",
+        "run.tensorboard",
+        "data.num_workers",
+        "data.root",
+    }
 )
 PLOTS = {
     "acc_vs_density": "acc_vs_density.png",
@@ -297,9 +306,7 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     return glist
 
 
-def _dense_reference(
-    g: Group, s: dict[str, Any], groups: list[Group], settings: list[dict[str, Any]]
-) -> Group | None:
+def _dense_reference(g: Group, s: dict[str, Any], groups: list[Group], settings: list[dict[str, Any]]) -> Group | None:
     """The dense group whose settings outside ``[sparse]`` and ``[distill]`` (the method's own) equal ``g``'s."""
 
     def outside(settings_of: dict[str, Any]) -> dict[str, Any]:
@@ -358,8 +365,18 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _colors(series: Sequence[str]) -> dict[str, str]:
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-               "#17becf"]
+    palette = [
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    ]
     return {s: palette[i % len(palette)] for i, s in enumerate(dict.fromkeys(series))}
 
 
@@ -381,8 +398,14 @@ def _scale(v: float | None, by: float) -> float:
 
 
 def plot_accuracy(
-    groups: Sequence[Group], x_field: str, x_scale: float, xlabel: str, path: Path,
-    reference: Sequence[dict[str, Any]] = (), ref_field: str | None = None, title: str = "",
+    groups: Sequence[Group],
+    x_field: str,
+    x_scale: float,
+    xlabel: str,
+    path: Path,
+    reference: Sequence[dict[str, Any]] = (),
+    ref_field: str | None = None,
+    title: str = "",
 ) -> None:
     """Accuracy (mean ± std) against ``x_field`` (mean ± std), one curve per series; dense as a dashed level."""
     fig = _figure(7.5, 4.8)
@@ -403,8 +426,16 @@ def plot_accuracy(
         for i, pt in enumerate(p for p in reference if p.get(ref_field) is not None):
             x, y = float(pt[ref_field]), float(pt["accuracy"])
             xs_all.append(x)
-            ax.scatter([x], [y], marker="*", s=180, color="black", edgecolor="gold", zorder=5,
-                       label="reported (papers)" if i == 0 else None)
+            ax.scatter(
+                [x],
+                [y],
+                marker="*",
+                s=180,
+                color="black",
+                edgecolor="gold",
+                zorder=5,
+                label="reported (papers)" if i == 0 else None,
+            )
             ax.annotate(f"{pt['label']} (reported)", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     positive = [x for x in xs_all if x > 0]
     if positive and max(positive) / min(positive) > 4:
@@ -452,8 +483,7 @@ def plot_layer_density(groups: Sequence[Group], path: Path) -> None:
         layers = list(dict.fromkeys(k for m in run.metrics for k in m.get("layer_density", {})))
         epochs = [m.get("epoch", j + 1) for j, m in enumerate(run.metrics)]
         for layer in layers:
-            ax.plot(epochs, [_pct(m.get("layer_density", {}).get(layer)) for m in run.metrics], marker=".",
-                    label=layer)
+            ax.plot(epochs, [_pct(m.get("layer_density", {}).get(layer)) for m in run.metrics], marker=".", label=layer)
         ax.plot(epochs, [_pct(m.get("density")) for m in run.metrics], color="black", lw=2, ls="--", label="overall")
         ax.set_title(f"{name}, target {g.target_density:g}, seed {run.seed}", fontsize=9)
         ax.set_xlabel("epoch")
@@ -477,8 +507,12 @@ def plot_firing_rates(groups: Sequence[Group], path: Path) -> None:
             means = [
                 statistics.fmean(r.last.get("firing_rates", {}).get(layer, 0.0) for r in g.runs) for layer in layers
             ]
-            ax.bar([k + (j - (len(gs) - 1) / 2) * width for k in range(len(layers))], means, width=width,
-                   label="dense" if g.method == "dense" else f"target {g.target_density:g}")
+            ax.bar(
+                [k + (j - (len(gs) - 1) / 2) * width for k in range(len(layers))],
+                means,
+                width=width,
+                label="dense" if g.method == "dense" else f"target {g.target_density:g}",
+            )
         ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("spikes / neuron / step")
         ax.set_title(name, fontsize=9)
@@ -490,8 +524,17 @@ def plot_firing_rates(groups: Sequence[Group], path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # table and page
 # ----------------------------------------------------------------------------------------------------------------------
-TABLE_COLUMNS = ["Method", "Density target", "Acc. %", "Acc. loss vs dense (pt)", "Conn. %", "SOPs (M)",
-                 "Energy (uJ)", "Params", "Runs"]
+TABLE_COLUMNS = [
+    "Method",
+    "Density target",
+    "Acc. %",
+    "Acc. loss vs dense (pt)",
+    "Conn. %",
+    "SOPs (M)",
+    "Energy (uJ)",
+    "Params",
+    "Runs",
+]
 
 
 def _pm(mean: float | None, std: float | None, scale: float = 1.0, fmt: str = ".2f") -> str:
@@ -507,17 +550,19 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
     for g in groups:
         s = g.stats
         loss = s["acc_loss_vs_dense_pt"]
-        rows.append([
-            g.series,
-            f"{g.target_density:g}",
-            _pm(s["test_acc_mean"], s["test_acc_std"], 100),
-            "-" if loss is None else f"{loss:+.2f}",
-            _pm(s["density_mean"], None, 100),
-            _pm(s["sops_mean"], s["sops_std"], 1e-6, ".3g"),
-            _pm(s["energy_uJ_mean"], s["energy_uJ_std"], 1, ".3g"),
-            "-" if s["params_mean"] is None else f"{round(s['params_mean']):,}",
-            str(s["n"]),
-        ])
+        rows.append(
+            [
+                g.series,
+                f"{g.target_density:g}",
+                _pm(s["test_acc_mean"], s["test_acc_std"], 100),
+                "-" if loss is None else f"{loss:+.2f}",
+                _pm(s["density_mean"], None, 100),
+                _pm(s["sops_mean"], s["sops_std"], 1e-6, ".3g"),
+                _pm(s["energy_uJ_mean"], s["energy_uJ_std"], 1, ".3g"),
+                "-" if s["params_mean"] is None else f"{round(s['params_mean']):,}",
+                str(s["n"]),
+            ]
+        )
     return rows
 
 
@@ -573,35 +618,57 @@ def _page(
         "firing_rates": "Firing rate per layer at the last epoch (mean over seeds)",
     }
     for key, file in plots.items():
-        parts += [f"<h2>{html.escape(captions[key])}</h2>",
-                  f'<img src="{html.escape(file)}" alt="{html.escape(captions[key])}">']
+        parts += [
+            f"<h2>{html.escape(captions[key])}</h2>",
+            f'<img src="{html.escape(file)}" alt="{html.escape(captions[key])}">',
+        ]
     if drawn:
-        parts += ["<h2>Reported points (the papers' claims)</h2>",
-                  _html_table(["Label", "Dataset", "Acc. %", "Conn. %", "SOPs (M)", "Source"],
-                              [[str(p["label"]), str(p["dataset"]), f"{p['accuracy']:g}", f"{p['density']:g}",
-                                f"{p['sops']:g}" if p.get("sops") is not None else "-", str(p.get("source", ""))]
-                               for p in drawn])]
+        parts += [
+            "<h2>Reported points (the papers' claims)</h2>",
+            _html_table(
+                ["Label", "Dataset", "Acc. %", "Conn. %", "SOPs (M)", "Source"],
+                [
+                    [
+                        str(p["label"]),
+                        str(p["dataset"]),
+                        f"{p['accuracy']:g}",
+                        f"{p['density']:g}",
+                        f"{p['sops']:g}" if p.get("sops") is not None else "-",
+                        str(p.get("source", "")),
+                    ]
+                    for p in drawn
+                ],
+            ),
+        ]
     run_rows = []
     for r in runs:
         last = r.last
-        run_rows.append([
-            r.name, r.method, f"{r.target_density:g}", str(r.seed), str(len(r.metrics)),
-            f"{last['test_acc'] * 100:.2f}" if "test_acc" in last else "-",
-            f"{last['density'] * 100:.2f}" if "density" in last else "-",
-            f"{(r.summary or {}).get('train_time_s', 0.0):.1f}" if r.finished else "-",
-            "finished" if r.finished else "not finished: not counted",
-            str(r.run_dir),
-        ])
-    parts += ["<h2>Runs</h2>",
-              _html_table(["Run", "Method", "Target", "Seed", "Epochs", "Acc. %", "Conn. %", "Train s", "Status",
-                           "Directory"], run_rows),
-              "</body></html>"]
+        run_rows.append(
+            [
+                r.name,
+                r.method,
+                f"{r.target_density:g}",
+                str(r.seed),
+                str(len(r.metrics)),
+                f"{last['test_acc'] * 100:.2f}" if "test_acc" in last else "-",
+                f"{last['density'] * 100:.2f}" if "density" in last else "-",
+                f"{(r.summary or {}).get('train_time_s', 0.0):.1f}" if r.finished else "-",
+                "finished" if r.finished else "not finished: not counted",
+                str(r.run_dir),
+            ]
+        )
+    parts += [
+        "<h2>Runs</h2>",
+        _html_table(
+            ["Run", "Method", "Target", "Seed", "Epochs", "Acc. %", "Conn. %", "Train s", "Status", "Directory"],
+            run_rows,
+        ),
+        "</body></html>",
+    ]
     return "\n".join(parts) + "\n"
 
 
-def build_report(
-    run_dirs: Sequence[str | Path], out_dir: str | Path, reference: str | Path | None = None
-) -> Path:
+def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, reference: str | Path | None = None) -> Path:
     """Write ``index.html``, the PNG plots, ``results.json`` and ``table.md`` into ``out_dir``; returns index.html.
 
     ``run_dirs`` may hold run directories, sweep directories or directories of runs.
@@ -610,8 +677,9 @@ def build_report(
     runs = [read_run(d) for d in expand_run_dirs(run_dirs)]
     for r in runs:
         if not r.finished:
-            print(f"sparsesnn report: {r.run_dir} is not finished (no summary.json): listed, not counted",
-                  file=sys.stderr)
+            print(
+                f"sparsesnn report: {r.run_dir} is not finished (no summary.json): listed, not counted", file=sys.stderr
+            )
     groups = group_runs(runs)
     if not groups:
         raise SparseSNNError("no finished run to report (every run lacks summary.json)")
@@ -621,27 +689,63 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     ref_density = [{**p, "x": p["density"]} for p in drawn]
     ref_sops = [{**p, "x": p["sops"]} for p in drawn if p.get("sops") is not None]
-    plot_accuracy(groups, "density", 0.01, "connection density (%, masked layers)", out / PLOTS["acc_vs_density"],
-                  ref_density, "x", "Accuracy vs density")
-    plot_accuracy(groups, "sops", 1e6, "effective SOPs per sample (M)", out / PLOTS["acc_vs_sops"], ref_sops, "x",
-                  "Accuracy vs synaptic operations")
-    plot_accuracy(groups, "energy_uJ", 1.0, "energy per sample (uJ, 0.9 pJ/SOP + 4.6 pJ/MAC)",
-                  out / PLOTS["acc_vs_energy"], title="Accuracy vs energy")
+    plot_accuracy(
+        groups,
+        "density",
+        0.01,
+        "connection density (%, masked layers)",
+        out / PLOTS["acc_vs_density"],
+        ref_density,
+        "x",
+        "Accuracy vs density",
+    )
+    plot_accuracy(
+        groups,
+        "sops",
+        1e6,
+        "effective SOPs per sample (M)",
+        out / PLOTS["acc_vs_sops"],
+        ref_sops,
+        "x",
+        "Accuracy vs synaptic operations",
+    )
+    plot_accuracy(
+        groups,
+        "energy_uJ",
+        1.0,
+        "energy per sample (uJ, 0.9 pJ/SOP + 4.6 pJ/MAC)",
+        out / PLOTS["acc_vs_energy"],
+        title="Accuracy vs energy",
+    )
     plot_layer_density(groups, out / PLOTS["layer_density"])
     plot_firing_rates(groups, out / PLOTS["firing_rates"])
     results = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "columns": TABLE_COLUMNS,
         "groups": [
-            {"series": g.series, "label": g.label, "method": g.method, "dataset": g.dataset,
-             "target_density": g.target_density, **g.stats, "runs": [str(r.run_dir) for r in g.runs]}
+            {
+                "series": g.series,
+                "label": g.label,
+                "method": g.method,
+                "dataset": g.dataset,
+                "target_density": g.target_density,
+                **g.stats,
+                "runs": [str(r.run_dir) for r in g.runs],
+            }
             for g in groups
         ],
         "reference_drawn": drawn,
         "runs": [
-            {"run_dir": str(r.run_dir), "name": r.name, "method": r.method, "target_density": r.target_density,
-             "seed": r.seed, "dataset": r.dataset, "finished": r.finished,
-             **{k: get(r) for k, get in _STAT_FIELDS.items()}}
+            {
+                "run_dir": str(r.run_dir),
+                "name": r.name,
+                "method": r.method,
+                "target_density": r.target_density,
+                "seed": r.seed,
+                "dataset": r.dataset,
+                "finished": r.finished,
+                **{k: get(r) for k, get in _STAT_FIELDS.items()},
+            }
             for r in runs
         ],
     }

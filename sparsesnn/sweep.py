@@ -398,8 +398,12 @@ def write_manifest(path: Path, header: dict[str, Any], runs: Sequence[PlannedRun
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.status] = counts.get(r.status, 0) + 1
-    body = {**header, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "counts": counts,
-            "runs": [r.manifest_entry(path.parent) for r in runs]}
+    body = {
+        **header,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "counts": counts,
+        "runs": [r.manifest_entry(path.parent) for r in runs],
+    }
     atomic_write_text(path, json.dumps(body, indent=2) + "\n")
 
 
@@ -530,8 +534,10 @@ def _run_planned(
                     tail = _tail(run.run_dir / STDERR_FILE)
                     atomic_write_text(run.run_dir / ERROR_FILE, tail + "\n")
                     run.error = tail.splitlines()[-1] if tail else f"exit status {rc}"
-                    say(f"[{done}/{len(runs)}] {name}: FAILED (exit {rc}): {run.error}  "
-                        f"(see {run.run_dir / ERROR_FILE})")
+                    say(
+                        f"[{done}/{len(runs)}] {name}: FAILED (exit {rc}): {run.error}  "
+                        f"(see {run.run_dir / ERROR_FILE})"
+                    )
                 write_manifest(manifest, header, runs)
     except KeyboardInterrupt:
         for _run, proc, _t0 in running.values():

@@ -34,6 +34,7 @@ def load_bench(script: str) -> ModuleType:
     spec.loader.exec_module(module)
     return module
 
+
 TINY_TOML = """
 [run]
 name = "tiny"

@@ -116,8 +116,9 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
     replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
-    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False,
-                    last_tail_increment=tail)
+    learner = SDSNN(
+        model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False, last_tail_increment=tail
+    )
     name = learner.last_layer
     by_epoch = {}
     for epoch in range(epochs):

@@ -103,5 +103,6 @@ def test_metrics_see_peer_neurons_and_layers(builder):
         net(x)
     assert rates.rates(), "no spiking layer recognised"
     result = ops.result(n_samples=2)
-    assert result["Effective_ACs"] > 0 and set(result["layers"]) == {n for n, m in net.named_modules()
-                                                                   if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert result["Effective_ACs"] > 0 and set(result["layers"]) == {
+        n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    }

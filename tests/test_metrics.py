@@ -23,8 +23,9 @@ def brute_force_conv_ops(x: torch.Tensor, conv: nn.Conv2d) -> float:
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     total = 0.0
-    for o, oy, ox, ci, ky, kx in itertools.product(range(o_ch), range(oh), range(ow), range(c_per_g), range(kh),
-                                                   range(kw)):
+    for o, oy, ox, ci, ky, kx in itertools.product(
+        range(o_ch), range(oh), range(ow), range(c_per_g), range(kh), range(kw)
+    ):
         if w[o, ci, ky, kx] == 0:
             continue
         c_in = (o // (o_ch // groups)) * c_per_g + ci
@@ -36,8 +37,12 @@ def brute_force_conv_ops(x: torch.Tensor, conv: nn.Conv2d) -> float:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(kernel_size=3, padding=1), dict(kernel_size=3, stride=2, padding=0), dict(kernel_size=(3, 2), padding=(1, 2),
-     dilation=(2, 1)), dict(kernel_size=3, padding=1, groups=2)],
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, stride=2, padding=0),
+        dict(kernel_size=(3, 2), padding=(1, 2), dilation=(2, 1)),
+        dict(kernel_size=3, padding=1, groups=2),
+    ],
 )
 def test_conv_effective_ops_equal_brute_force(kw):
     torch.manual_seed(0)

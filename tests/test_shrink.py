@@ -22,8 +22,9 @@ def _prune_neurons(learner, fraction: float, seed: int = 0) -> None:
 
 def _trained_sparse_convnet(fraction: float):
     torch.manual_seed(0)
-    model = build_model("convnet", in_channels=2, num_classes=5, input_size=12, channels=(8, 12), hidden=16,
-                        neuron=EAGER)
+    model = build_model(
+        "convnet", in_channels=2, num_classes=5, input_size=12, channels=(8, 12), hidden=16, neuron=EAGER
+    )
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     learner = METHODS["static"](model, opt, density=0.6)
     _prune_neurons(learner, fraction)

@@ -81,12 +81,18 @@ def test_grid_expansion_names_and_dense_collapse(tmp_path):
     dense = [r for r in runs if r.config.sparse.method == "dense"]
     assert len(dense) == 2 and all(r.config.sparse.density == 1.0 for r in dense)
     # values are TOML, split on top-level commas only; keys are shortened to a unique suffix
-    assert split_values('[48],[64, 32]') == ["[48]", "[64, 32]"]
-    runs = plan_sweep(_config(tmp_path), ["model.params.hidden=[48],[24, 24]", "sparse.params.update_every=2,3"],
-                      seeds=[5], out_dir=tmp_path / "o")
+    assert split_values("[48],[64, 32]") == ["[48]", "[64, 32]"]
+    runs = plan_sweep(
+        _config(tmp_path),
+        ["model.params.hidden=[48],[24, 24]", "sparse.params.update_every=2,3"],
+        seeds=[5],
+        out_dir=tmp_path / "o",
+    )
     assert [r.name for r in runs] == [
-        "hidden-48__update_every-2__seed-5", "hidden-48__update_every-3__seed-5",
-        "hidden-24-24__update_every-2__seed-5", "hidden-24-24__update_every-3__seed-5",
+        "hidden-48__update_every-2__seed-5",
+        "hidden-48__update_every-3__seed-5",
+        "hidden-24-24__update_every-2__seed-5",
+        "hidden-24-24__update_every-3__seed-5",
     ]
     assert runs[2].config.model.params["hidden"] == [24, 24] and runs[3].config.sparse.params["update_every"] == 3
 
@@ -121,8 +127,9 @@ def test_bad_grid_exit_status_on_the_command_line(tmp_path, capsys):
 def test_sweep_end_to_end(sweep_dir):
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     assert {r["name"] for r in manifest["runs"]} == EXPECTED
-    assert all(r["status"] == "finished" and r["action"] == "started" and r["returncode"] == 0
-               for r in manifest["runs"])
+    assert all(
+        r["status"] == "finished" and r["action"] == "started" and r["returncode"] == 0 for r in manifest["runs"]
+    )
     assert manifest["counts"] == {"finished": 10} and manifest["jobs"] == 2
     for entry in manifest["runs"]:
         rd = sweep_dir / entry["run_dir"]
@@ -178,8 +185,17 @@ def test_resume_skips_finished_continues_interrupted_starts_fresh(tmp_path, monk
 def test_failing_run_does_not_stop_the_others(tmp_path, capsys):
     # mnist without data.root validates but fails when the data loads: a run-time failure in one run of two
     out = tmp_path / "o"
-    argv = ["sweep", "--config", str(_config(tmp_path)), "--grid", "data.name=mnist,digits", "--jobs", "2",
-            "--out", str(out)]
+    argv = [
+        "sweep",
+        "--config",
+        str(_config(tmp_path)),
+        "--grid",
+        "data.name=mnist,digits",
+        "--jobs",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "name-mnist__seed-0: FAILED" in err and "name-digits__seed-0: finished" in err
@@ -208,15 +224,17 @@ def test_report_numbers_are_the_runs_means(sweep_dir):
             values = [m[key] for m in lasts]
             assert g[f"{key}_mean"] == pytest.approx(statistics.fmean(values)), key
             assert g[f"{key}_std"] == pytest.approx(statistics.stdev(values)), key
-        assert g["params_mean"] == pytest.approx(statistics.fmean(sum(r["active"] for r in s["layers"])
-                                                                   for s in summaries))
+        assert g["params_mean"] == pytest.approx(
+            statistics.fmean(sum(r["active"] for r in s["layers"]) for s in summaries)
+        )
         dense = groups["dense"]["test_acc_mean"]
         if g["method"] == "dense":
             assert g["acc_loss_vs_dense_pt"] is None
         else:
             assert g["acc_loss_vs_dense_pt"] == pytest.approx((dense - g["test_acc_mean"]) * 100)
-            row = next(line for line in table.splitlines() if line.startswith(f"| {g['method']} | "
-                                                                             f"{g['target_density']:g} |"))
+            row = next(
+                line for line in table.splitlines() if line.startswith(f"| {g['method']} | {g['target_density']:g} |")
+            )
             assert f"{g['test_acc_mean'] * 100:.2f} ± {g['test_acc_std'] * 100:.2f}" in row
             assert f"{g['acc_loss_vs_dense_pt']:+.2f}" in row
     assert "Acc. loss vs dense (pt)" in table and "Conn. %" in table and "Params" in table
@@ -259,10 +277,22 @@ def test_reference_points_drawn_only_for_the_runs_dataset(sweep_dir, tmp_path, c
 
 def _screenshot(page: Path, shot: Path, profile: Path) -> np.ndarray:
     assert CHROMIUM is not None
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1280,4000", f"--screenshot={shot}",
-           page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--hide-scrollbars",
+        "--window-size=1280,4000",
+        f"--screenshot={shot}",
+        page.as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 0, proc.stderr[-2000:]
     return np.asarray(matplotlib_image.imread(shot))[..., :3]
@@ -274,8 +304,9 @@ def _plot_pixels(img: np.ndarray) -> int:
     return sum(int(np.all(np.abs(rgb - c) <= 10, axis=-1).sum()) for c in ([31, 119, 180], [255, 127, 14]))
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium; "
-                    ".ci/run tries it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium is not installed (Debian: apt-get install chromium; .ci/run tries it)"
+)
 def test_report_renders_in_a_real_browser(sweep_dir, tmp_path):
     img = _screenshot(sweep_dir / "report" / "index.html", tmp_path / "shot.png", tmp_path / "profile")
     assert img.shape[0] >= 1000 and img.std() > 0.05  # a page, not a blank
@@ -322,20 +353,32 @@ def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
     from sparsesnn.report import RunData, group_runs
 
     def run(name: str, method: str, density: float, **extra: object) -> RunData:
-        config = {"run.name": name, "run.seed": 0, "data.name": "mnist", "sparse.method": method,
-                  "sparse.density": density, **extra}
+        config = {
+            "run.name": name,
+            "run.seed": 0,
+            "data.name": "mnist",
+            "sparse.method": method,
+            "sparse.density": density,
+            **extra,
+        }
         last = {"test_acc": 0.99 - 0.01 * (1 - density), "density": density}
         return RunData(tmp_path / name, config, [last], {"best_test_acc": last["test_acc"]})
 
-    groups = group_runs([
-        run("dense", "dense", 1.0),
-        run("esl", "esl", 0.1),
-        run("kd4", "evokd", 0.1, **{"distill.temperature": 4.0, "distill.weight": 0.5}),
-        run("kd2", "evokd", 0.1, **{"distill.temperature": 2.0, "distill.weight": 0.5}),
-    ])
+    groups = group_runs(
+        [
+            run("dense", "dense", 1.0),
+            run("esl", "esl", 0.1),
+            run("kd4", "evokd", 0.1, **{"distill.temperature": 4.0, "distill.weight": 0.5}),
+            run("kd2", "evokd", 0.1, **{"distill.temperature": 2.0, "distill.weight": 0.5}),
+        ]
+    )
     labels = {g.first.name: g.label for g in groups}
-    assert labels == {"dense": "dense", "esl": "esl @ 0.1", "kd4": "evokd (distill.temperature=4.0) @ 0.1",
-                      "kd2": "evokd (distill.temperature=2.0) @ 0.1"}
+    assert labels == {
+        "dense": "dense",
+        "esl": "esl @ 0.1",
+        "kd4": "evokd (distill.temperature=4.0) @ 0.1",
+        "kd2": "evokd (distill.temperature=2.0) @ 0.1",
+    }
     for g in groups:
         if g.method != "dense":
             assert g.stats["dense_reference"] == "dense"
@@ -353,7 +396,7 @@ def test_distillation_runs_group_by_their_teachers_recipe_not_its_path(tmp_path)
         distill = f'\n[distill]\nsource = "run"\nteacher_run = "{teacher}"\n' if teacher else ""
         d.joinpath("config.toml").write_text(
             f'[run]\nname = "{name}"\nseed = {seed}\n[data]\nname = "mnist"\n[model]\nname = "mlp"\n'
-            f"params = {{ hidden = [{hidden}] }}\n[sparse]\nmethod = \"{method}\"\ndensity = 0.1\n{distill}"
+            f'params = {{ hidden = [{hidden}] }}\n[sparse]\nmethod = "{method}"\ndensity = 0.1\n{distill}'
         )
         d.joinpath("metrics.jsonl").write_text(json.dumps({"test_acc": acc, "density": 0.1}) + "\n")
         d.joinpath("summary.json").write_text(json.dumps({"best_test_acc": acc}))
