@@ -38,6 +38,7 @@ import json
 import math
 import statistics
 import sys
+import textwrap
 import time
 import tomllib
 from collections.abc import Sequence
@@ -364,20 +365,28 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def _colors(series: Sequence[str]) -> dict[str, str]:
-    palette = [
-        "#1f77b4",
-        "#ff7f0e",
-        "#2ca02c",
-        "#d62728",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#7f7f7f",
-        "#bcbd22",
-        "#17becf",
-    ]
-    return {s: palette[i % len(palette)] for i, s in enumerate(dict.fromkeys(series))}
+_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers, coprime with the 10 colours
+
+
+def series_styles(series: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """A (colour, marker) per series, in first-seen order; no two of the first 70 series share both.
+
+    Series ``i`` gets colour ``i mod 10`` and marker ``i mod 7``; as 10 and 7 are coprime the pair repeats only
+    after ``lcm(10, 7) = 70`` series, so a report with more methods than colours stays readable.
+    """
+    return {s: (_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]) for i, s in enumerate(dict.fromkeys(series))}
 
 
 def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:
@@ -406,12 +415,15 @@ def plot_accuracy(
     reference: Sequence[dict[str, Any]] = (),
     ref_field: str | None = None,
     title: str = "",
-) -> None:
-    """Accuracy (mean ± std) against ``x_field`` (mean ± std), one curve per series; dense as a dashed level."""
+) -> Any:
+    """Accuracy (mean ± std) against ``x_field`` (mean ± std), one curve per series; dense as a dashed level.
+
+    Returns the matplotlib ``Figure`` (already written to ``path``).
+    """
     fig = _figure(7.5, 4.8)
     ax = fig.add_subplot()
     series = _series(groups)
-    colors = _colors(list(series))
+    styles = series_styles(list(series))
     xs_all: list[float] = []
     for name, gs in series.items():
         xs = [_scale(g.stats[f"{x_field}_mean"], x_scale) for g in gs]
@@ -419,9 +431,10 @@ def plot_accuracy(
         ys = [_pct(g.stats["test_acc_mean"]) for g in gs]
         ye = [_pct(g.stats["test_acc_std"]) for g in gs]
         xs_all += [x for x in xs if math.isfinite(x)]
-        ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", ms=6, capsize=3, lw=1.5, color=colors[name], label=name)
+        color, marker = styles[name]
+        ax.errorbar(xs, ys, xerr=xe, yerr=ye, marker=marker, ms=6, capsize=3, lw=1.5, color=color, label=name)
         if gs[0].method == "dense" and len(gs) == 1 and math.isfinite(ys[0]):
-            ax.axhline(ys[0], color=colors[name], ls="--", lw=1, alpha=0.6)
+            ax.axhline(ys[0], color=color, ls="--", lw=1, alpha=0.6)
     if ref_field is not None:
         for i, pt in enumerate(p for p in reference if p.get(ref_field) is not None):
             x, y = float(pt[ref_field]), float(pt["accuracy"])
@@ -449,8 +462,30 @@ def plot_accuracy(
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    legend_below(fig, ax)
     fig.savefig(path)
+    return fig
+
+
+#: a legend label longer than this is wrapped (about the width of the 7.5-inch figure at 8 pt)
+LEGEND_WRAP = 100
+
+
+def legend_below(fig: Any, ax: Any) -> None:
+    """The legend under the axes, where it can hide no point and no label is cut off.
+
+    Labels that name a series' settings run to 200 characters; they are wrapped at ``LEGEND_WRAP`` characters and
+    the figure grows by one text line per legend row, so that the axes keep their height. Short labels share two
+    columns.
+    """
+    handles, labels = ax.get_legend_handles_labels()
+    if not labels:
+        return
+    wrapped = [textwrap.fill(label, LEGEND_WRAP, subsequent_indent="    ") for label in labels]
+    ncols = 2 if len(labels) > 4 and max(map(len, labels)) <= LEGEND_WRAP // 2 - 4 else 1
+    lines = sum(w.count("\n") + 1 for w in wrapped)
+    fig.set_figheight(fig.get_figheight() + 0.17 * math.ceil(lines / ncols) + 0.2)
+    fig.legend(handles, wrapped, loc="outside lower center", ncols=ncols, fontsize=8)
 
 
 def _representatives(groups: Sequence[Group]) -> list[tuple[str, Group, RunData]]:

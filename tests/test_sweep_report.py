@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from sparsesnn.cli import main
 from sparsesnn.config import load_config
 from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, Trainer
 from sparsesnn.errors import ConfigError
-from sparsesnn.report import PLOTS, build_report, load_reference
+from sparsesnn.report import PLOTS, Group, RunData, build_report, load_reference, plot_accuracy, series_styles
 from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
 from tests.conftest import tiny_toml
 
@@ -245,6 +246,41 @@ def test_report_pngs_are_real_images(sweep_dir):
         img = matplotlib_image.imread(sweep_dir / "report" / name)
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300, name
         assert len(np.unique(img[..., :3].reshape(-1, 3), axis=0)) > 20, name  # drawn, not blank
+
+
+def test_series_styles_tell_more_series_than_colours_apart():
+    names = [f"method{i}" for i in range(75)]
+    styles = series_styles([*names, "method0"])  # a repeated name keeps its first style
+    assert len(styles) == 75
+    assert len(set(styles[n] for n in names[:70])) == 70  # 10 colours x 7 markers, no pair twice
+    assert len({c for c, _ in styles.values()}) == 10 and len({m for _, m in styles.values()}) == 7
+    assert styles["method70"] == styles["method0"]  # lcm(10, 7) = 70: the first repeat
+
+
+@pytest.mark.parametrize("n_series", [3, 13])
+def test_the_accuracy_legend_sits_below_the_axes_uncut(tmp_path, n_series):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    groups = []
+    settings = "sparse.params={" + ", ".join(f"setting_{k}={k}" for k in range(12)) + "}"  # a 190-character label
+    for i in range(n_series):
+        run = RunData(tmp_path / f"r{i}", {"sparse.method": f"m{i}", "sparse.density": 0.1}, [{}], {})
+        stats = {"test_acc_mean": 0.9 + i / 1000, "test_acc_std": 0.001, "density_mean": 0.1, "density_std": 0.0}
+        name = f"m{i} ({settings})"
+        groups.append(Group(key=name, runs=[run], series=name, label=name, stats=stats))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "constrained_layout not applied because axes sizes collapsed"
+        fig = plot_accuracy(groups, "density", 0.01, "density (%)", tmp_path / "acc.png")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (legend,) = fig.legends
+    assert [t.get_text().replace("\n    ", " ") for t in legend.get_texts()] == [g.series for g in groups]
+    box, axes, figure = legend.get_window_extent(renderer), fig.axes[0].get_window_extent(renderer), fig.bbox
+    assert box.y1 <= axes.y0  # below the axes: hides no point
+    assert figure.x0 <= box.x0 and box.x1 <= figure.x1 and figure.y0 <= box.y0  # inside the figure: no label cut
+    assert axes.height > 250  # the axes keep their height however long the legend
+    img = matplotlib_image.imread(tmp_path / "acc.png")
+    assert img.shape[0] == round(fig.get_figheight() * 100) and img.shape[0] > 480
 
 
 def test_reference_points_drawn_only_for_the_runs_dataset(sweep_dir, tmp_path, capsys):
