@@ -502,39 +502,59 @@ def _panels(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def plot_layer_density(groups: Sequence[Group], path: Path) -> None:
-    """Density of each masked layer over the epochs, one panel per series (its sparsest group, lowest seed)."""
+def panel_title(text: str, panel_width_in: float) -> str:
+    """``text`` wrapped to the width of a panel ``panel_width_in`` inches wide at 9 pt (12 characters per inch),
+    so that the titles of neighbouring panels, which name a series' settings, do not run into each other."""
+    return textwrap.fill(text, max(20, int(panel_width_in * 12)))
+
+
+def _panel_height(base_in: float, titles: Sequence[str]) -> float:
+    """A panel's height: ``base_in`` for a one-line title, 0.16 inch more for each further line of the longest."""
+    return base_in + 0.16 * max((t.count("\n") for t in titles), default=0)
+
+
+def plot_layer_density(groups: Sequence[Group], path: Path) -> Any:
+    """Density of each masked layer over the epochs, one panel per series (its sparsest group, lowest seed).
+
+    Returns the matplotlib ``Figure`` (already written to ``path``).
+    """
     from matplotlib.ticker import MaxNLocator
 
     reps = [(n, g, r) for n, g, r in _representatives(groups) if any(m.get("layer_density") for m in r.metrics)]
+    titles = [panel_title(f"{name}, target {g.target_density:g}, seed {run.seed}", 4.2) for name, g, run in reps]
     rows, cols = _panels(max(1, len(reps)))
-    fig = _figure(4.2 * cols, 3.2 * rows)
+    fig = _figure(4.2 * cols, _panel_height(3.2, titles) * rows)
     if not reps:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no masked layers in these runs (dense only)", ha="center", va="center")
         ax.set_axis_off()
-    for i, (name, g, run) in enumerate(reps):
+    for i, (_name, _group, run) in enumerate(reps):
         ax = fig.add_subplot(rows, cols, i + 1)
         layers = list(dict.fromkeys(k for m in run.metrics for k in m.get("layer_density", {})))
         epochs = [m.get("epoch", j + 1) for j, m in enumerate(run.metrics)]
         for layer in layers:
             ax.plot(epochs, [_pct(m.get("layer_density", {}).get(layer)) for m in run.metrics], marker=".", label=layer)
         ax.plot(epochs, [_pct(m.get("density")) for m in run.metrics], color="black", lw=2, ls="--", label="overall")
-        ax.set_title(f"{name}, target {g.target_density:g}, seed {run.seed}", fontsize=9)
+        ax.set_title(titles[i], fontsize=9)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("connection density (%)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.savefig(path)
+    return fig
 
 
-def plot_firing_rates(groups: Sequence[Group], path: Path) -> None:
-    """Firing rate per spiking layer at the last epoch (mean over seeds), one panel per series, a bar per group."""
+def plot_firing_rates(groups: Sequence[Group], path: Path) -> Any:
+    """Firing rate per spiking layer at the last epoch (mean over seeds), one panel per series, a bar per group.
+
+    Returns the matplotlib ``Figure`` (already written to ``path``).
+    """
     series = _series(groups)
+    titles = [panel_title(name, 4.6) for name in series]
     rows, cols = _panels(len(series))
-    fig = _figure(4.6 * cols, 3.4 * rows)
-    for i, (name, gs) in enumerate(series.items()):
+    fig = _figure(4.6 * cols, _panel_height(3.4, titles) * rows)
+    for i, gs in enumerate(series.values()):
         ax = fig.add_subplot(rows, cols, i + 1)
         layers = list(dict.fromkeys(k for g in gs for r in g.runs for k in r.last.get("firing_rates", {})))
         width = 0.8 / len(gs)
@@ -550,10 +570,11 @@ def plot_firing_rates(groups: Sequence[Group], path: Path) -> None:
             )
         ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("spikes / neuron / step")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(titles[i], fontsize=9)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7)
     fig.savefig(path)
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------------------

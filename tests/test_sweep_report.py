@@ -3,6 +3,7 @@ a real browser), end to end on the embedded digits with a tiny budget."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import statistics
@@ -18,7 +19,17 @@ from sparsesnn.cli import main
 from sparsesnn.config import load_config
 from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, Trainer
 from sparsesnn.errors import ConfigError
-from sparsesnn.report import PLOTS, Group, RunData, build_report, load_reference, plot_accuracy, series_styles
+from sparsesnn.report import (
+    PLOTS,
+    Group,
+    RunData,
+    build_report,
+    load_reference,
+    plot_accuracy,
+    plot_firing_rates,
+    plot_layer_density,
+    series_styles,
+)
 from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
 from tests.conftest import tiny_toml
 
@@ -281,6 +292,33 @@ def test_the_accuracy_legend_sits_below_the_axes_uncut(tmp_path, n_series):
     assert axes.height > 250  # the axes keep their height however long the legend
     img = matplotlib_image.imread(tmp_path / "acc.png")
     assert img.shape[0] == round(fig.get_figheight() * 100) and img.shape[0] > 480
+
+
+@pytest.mark.parametrize("plot", [plot_layer_density, plot_firing_rates])
+def test_panel_titles_naming_long_settings_do_not_run_into_each_other(tmp_path, plot):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    settings = "sparse.params={" + ", ".join(f"setting_{k}={k}" for k in range(12)) + "}"
+    metrics = [
+        {"epoch": e, "density": 1 - e / 10, "layer_density": {"fc1": 1 - e / 10}, "firing_rates": {"fc1": 0.1}}
+        for e in (1, 2)
+    ]
+    groups = []
+    for i in range(3):
+        run = RunData(tmp_path / f"r{i}", {"sparse.method": f"m{i}", "sparse.density": 0.1}, metrics, {})
+        name = f"m{i} ({settings})"
+        groups.append(Group(key=name, runs=[run], series=name, label=name, stats={"density_mean": 0.1}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot(groups, tmp_path / "panels.png")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    boxes = sorted((ax.title.get_window_extent(renderer) for ax in fig.axes), key=lambda b: b.x0)
+    assert len(boxes) == 3
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 < right.x0  # side by side, not overlapping
+    assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 for b in boxes)
+    assert all(g.series.split()[0] in ax.get_title() for g, ax in zip(groups, fig.axes, strict=True))
 
 
 def test_reference_points_drawn_only_for_the_runs_dataset(sweep_dir, tmp_path, capsys):
