@@ -34,6 +34,10 @@ once bench/out/sdsnn_mnist_30ep_tail03/summary.json bench/out/sdsnn_mnist_30ep_t
 once bench/out/sdsnn_mnist_30ep_tail03_seed1/summary.json bench/out/sdsnn_mnist_30ep_tail03_seed1.txt \
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
     --set sparse.params.last_tail_increment=0.03 --set run.seed=1 --run-dir bench/out/sdsnn_mnist_30ep_tail03_seed1
+# the dense reference at the same 30-epoch budget
+once bench/out/mnist_dense_30ep/summary.json bench/out/mnist_dense_30ep.txt \
+    $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \
+    --set 'run.name="mnist_dense_30ep"' --run-dir bench/out/mnist_dense_30ep
 for b in rewiring_overhead compact_speed ddp_scaling; do
     once bench/out/$b.json bench/out/$b.txt $PY bench/$b.py --json bench/out/$b.json
 done
