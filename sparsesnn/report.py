@@ -521,9 +521,12 @@ def plot_layer_density(groups: Sequence[Group], path: Path) -> Any:
     from matplotlib.ticker import MaxNLocator
 
     reps = [(n, g, r) for n, g, r in _representatives(groups) if any(m.get("layer_density") for m in r.metrics)]
-    titles = [panel_title(f"{name}, target {g.target_density:g}, seed {run.seed}", 4.2) for name, g, run in reps]
+    panel_width = 4.2
+    titles = [
+        panel_title(f"{name}, target {g.target_density:g}, seed {run.seed}", panel_width) for name, g, run in reps
+    ]
     rows, cols = _panels(max(1, len(reps)))
-    fig = _figure(4.2 * cols, _panel_height(3.2, titles) * rows)
+    fig = _figure(panel_width * cols, _panel_height(3.2, titles) * rows)
     if not reps:
         ax = fig.add_subplot()
         ax.text(0.5, 0.5, "no masked layers in these runs (dense only)", ha="center", va="center")
@@ -551,9 +554,10 @@ def plot_firing_rates(groups: Sequence[Group], path: Path) -> Any:
     Returns the matplotlib ``Figure`` (already written to ``path``).
     """
     series = _series(groups)
-    titles = [panel_title(name, 4.6) for name in series]
+    panel_width = 4.6
+    titles = [panel_title(name, panel_width) for name in series]
     rows, cols = _panels(len(series))
-    fig = _figure(4.6 * cols, _panel_height(3.4, titles) * rows)
+    fig = _figure(panel_width * cols, _panel_height(3.4, titles) * rows)
     for i, gs in enumerate(series.values()):
         ax = fig.add_subplot(rows, cols, i + 1)
         layers = list(dict.fromkeys(k for g in gs for r in g.runs for k in r.last.get("firing_rates", {})))

@@ -268,17 +268,28 @@ def test_series_styles_tell_more_series_than_colours_apart():
     assert styles["method70"] == styles["method0"]  # lcm(10, 7) = 70: the first repeat
 
 
+def _long_label_groups(tmp_path, n_series, metrics, stats_of):
+    """``n_series`` one-run groups whose series names carry a 190-character settings label, as a sweep over
+    ``sparse.params`` gives; ``stats_of(i)`` is the i-th group's stats."""
+    settings = "sparse.params={" + ", ".join(f"setting_{k}={k}" for k in range(12)) + "}"
+    groups = []
+    for i in range(n_series):
+        run = RunData(tmp_path / f"r{i}", {"sparse.method": f"m{i}", "sparse.density": 0.1}, metrics, {})
+        name = f"m{i} ({settings})"
+        groups.append(Group(key=name, runs=[run], series=name, label=name, stats=stats_of(i)))
+    return groups
+
+
 @pytest.mark.parametrize("n_series", [3, 13])
 def test_the_accuracy_legend_sits_below_the_axes_uncut(tmp_path, n_series):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    groups = []
-    settings = "sparse.params={" + ", ".join(f"setting_{k}={k}" for k in range(12)) + "}"  # a 190-character label
-    for i in range(n_series):
-        run = RunData(tmp_path / f"r{i}", {"sparse.method": f"m{i}", "sparse.density": 0.1}, [{}], {})
-        stats = {"test_acc_mean": 0.9 + i / 1000, "test_acc_std": 0.001, "density_mean": 0.1, "density_std": 0.0}
-        name = f"m{i} ({settings})"
-        groups.append(Group(key=name, runs=[run], series=name, label=name, stats=stats))
+    groups = _long_label_groups(
+        tmp_path,
+        n_series,
+        [{}],
+        lambda i: {"test_acc_mean": 0.9 + i / 1000, "test_acc_std": 0.001, "density_mean": 0.1, "density_std": 0.0},
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. "constrained_layout not applied because axes sizes collapsed"
         fig = plot_accuracy(groups, "density", 0.01, "density (%)", tmp_path / "acc.png")
@@ -298,16 +309,11 @@ def test_the_accuracy_legend_sits_below_the_axes_uncut(tmp_path, n_series):
 def test_panel_titles_naming_long_settings_do_not_run_into_each_other(tmp_path, plot):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    settings = "sparse.params={" + ", ".join(f"setting_{k}={k}" for k in range(12)) + "}"
     metrics = [
         {"epoch": e, "density": 1 - e / 10, "layer_density": {"fc1": 1 - e / 10}, "firing_rates": {"fc1": 0.1}}
         for e in (1, 2)
     ]
-    groups = []
-    for i in range(3):
-        run = RunData(tmp_path / f"r{i}", {"sparse.method": f"m{i}", "sparse.density": 0.1}, metrics, {})
-        name = f"m{i} ({settings})"
-        groups.append(Group(key=name, runs=[run], series=name, label=name, stats={"density_mean": 0.1}))
+    groups = _long_label_groups(tmp_path, 3, metrics, lambda i: {"density_mean": 0.1})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = plot(groups, tmp_path / "panels.png")
