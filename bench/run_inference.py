@@ -32,8 +32,8 @@ def _time(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_start = loadavg()
-    bundle = prepare_export(args.run_dir, samples=args.batch)
-    masked = Trainer.resume(args.run_dir, quiet=True).learner.finalize().cpu().eval()
+    bundle = prepare_export(args.run_dir, samples=args.batch, checkpoint=args.checkpoint)
+    masked = Trainer.resume(args.run_dir, quiet=True, checkpoint=args.checkpoint).learner.finalize().cpu().eval()
     small, x = bundle.model, bundle.example
     with torch.no_grad():
         diff = float((masked(x) - small(x)).abs().max())
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "inference of a trained run, masked (dense shapes) vs compacted",
         "run_dir": str(args.run_dir),
+        "checkpoint": args.checkpoint,
         "batch": int(x.shape[1]),
         "time_steps": int(x.shape[0]),
         "machine": machine(load_start, malloc_tuned=True),
@@ -85,6 +86,7 @@ def markdown(r: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("run_dir", type=Path)
+    p.add_argument("--checkpoint", choices=("last", "selected"), default="last", help="which state of the run")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)

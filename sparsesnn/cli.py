@@ -23,6 +23,13 @@ from pathlib import Path
 from sparsesnn.errors import SparseSNNError, TrainingDivergedError
 from sparsesnn.runtime import tune_allocator
 
+_CHECKPOINT_ARG: dict[str, object] = {
+    "choices": ("last", "selected"),
+    "default": "last",
+    "help": "last: the run's latest checkpoint (default); selected: the epoch of best validation accuracy "
+    "(runs with data.validation_samples > 0)",
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsesnn", description="Sparse structure learning for spiking neural networks")
@@ -45,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate the checkpoint of a run on its test split")
     e.add_argument("run_dir", type=Path)
+    e.add_argument("--checkpoint", **_CHECKPOINT_ARG)
     e.add_argument("--quiet", action="store_true")
 
     x = sub.add_parser("export", help="write the finalized, compacted model of a run (pt, safetensors or NIR)")
@@ -55,7 +63,10 @@ def _parser() -> argparse.ArgumentParser:
         choices=("pt", "safetensors", "nir"),
         help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)",
     )
-    x.add_argument("--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>)")
+    x.add_argument("--checkpoint", **_CHECKPOINT_ARG)
+    x.add_argument(
+        "--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>, model_selected.<ext>)"
+    )
 
     s = sub.add_parser("sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.sweep)")
     s.add_argument("--config", type=Path, required=True, help="the base TOML recipe")
@@ -125,12 +136,17 @@ def _print_result(table: str, summary: dict[str, object]) -> None:
         if acc is not None
         else "no epoch completed"
     )
+    if summary.get("selected_epoch") is not None:
+        print(
+            f"selected by validation accuracy ({float(summary['selected_val_acc']) * 100:.2f} %): epoch "  # type: ignore[arg-type]
+            f"{summary['selected_epoch']}, test accuracy {float(summary['selected_test_acc']) * 100:.2f} %"  # type: ignore[arg-type]
+        )
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from sparsesnn.engine import Trainer
 
-    trainer = Trainer.resume(args.run_dir, quiet=True)
+    trainer = Trainer.resume(args.run_dir, quiet=True, checkpoint=args.checkpoint)
     result = trainer.evaluate()
     result["density"] = trainer.learner.density()
     result["epoch"] = trainer.state.epoch
@@ -143,7 +159,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.export import export_run
 
-    result = export_run(args.run_dir, args.format, args.out)
+    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint)
     report = result.report
     print(result.path)
     print(f"parameters: {report.params_before:,} before compaction, {report.params_after:,} after")

@@ -78,6 +78,12 @@ class DataConfig(_Section):
     num_workers: int = Field(0, ge=0)
     max_train_samples: int = Field(0, ge=0, description="use only the first N training samples; 0 = all")
     max_test_samples: int = Field(0, ge=0, description="use only the first N test samples; 0 = all")
+    validation_samples: int = Field(
+        0,
+        ge=0,
+        description="hold out N training samples (a fixed random subset, not augmented, never trained on) to "
+        "validate on every epoch and select the checkpoint by; 0 = none",
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the dataset")
 
     @field_validator("name")

@@ -52,6 +52,8 @@ CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+SELECTED_FILE = "selected.pt"  # the state at the epoch of best validation accuracy (data.validation_samples > 0)
+CHECKPOINTS = {"last": CHECKPOINT_FILE, "selected": SELECTED_FILE}
 #: fields of a metrics line that measure wall time and so differ between otherwise identical runs
 TIMING_KEYS = frozenset({"time_s", "samples_per_s"})
 
@@ -235,16 +237,30 @@ class Trainer:
         self.state = TrainState()
         self._interrupt = threading.Event()
         self._saved_at = "none written yet"
+        self.restored_from = CHECKPOINT_FILE
 
     # -- construction from a run directory --------------------------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False) -> Trainer:
-        """Rebuild the trainer from ``run_dir/config.toml`` and restore ``run_dir/checkpoint.pt``."""
+    def resume(cls, run_dir: str | Path, *, quiet: bool = False, checkpoint: str = "last") -> Trainer:
+        """Rebuild the trainer from ``run_dir/config.toml`` and restore a checkpoint of the run.
+
+        ``checkpoint="last"`` (``checkpoint.pt``) continues training exactly; ``"selected"`` (``selected.pt``, the
+        epoch of best validation accuracy) is for evaluation and export only: :meth:`fit` refuses it.
+        """
         rd = Path(run_dir)
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {checkpoint!r}")
         if not (rd / CONFIG_FILE).is_file():
             raise CheckpointError(f"{rd} is not a run directory: {CONFIG_FILE} is missing")
         trainer = cls(load_config(rd / CONFIG_FILE), rd, quiet=quiet)
-        trainer.load_state(load_checkpoint(rd / CHECKPOINT_FILE, map_location=trainer.device))
+        path = rd / CHECKPOINTS[checkpoint]
+        if checkpoint == "selected" and not path.is_file():
+            raise CheckpointError(
+                f"{rd} has no {SELECTED_FILE}: a run selects a checkpoint only when it holds out a validation split "
+                "(data.validation_samples > 0) and has finished an epoch"
+            )
+        trainer.load_state(load_checkpoint(path, map_location=trainer.device))
+        trainer.restored_from = path.name
         return trainer
 
     # -- state ------------------------------------------------------------------------------------------------------
@@ -287,10 +303,11 @@ class Trainer:
         e, b = self.state.epoch, self.state.batch
         return f"after epoch {e}" if b == 0 else f"in epoch {e + 1} after batch {b}"
 
-    def save(self) -> None:
+    def save(self, name: str = CHECKPOINT_FILE) -> None:
         if self.dist.is_main:  # every rank holds the same state; one writes it
-            save_checkpoint(self.run_dir / CHECKPOINT_FILE, self.state_dict())
-        self._saved_at = self._position()
+            save_checkpoint(self.run_dir / name, self.state_dict())
+        if name == CHECKPOINT_FILE:
+            self._saved_at = self._position()
 
     # -- run files --------------------------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
@@ -311,6 +328,11 @@ class Trainer:
     # -- loop -------------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train the remaining epochs; returns the run summary (also written to ``summary.json``)."""
+        if self.restored_from != CHECKPOINT_FILE:
+            raise CheckpointError(
+                f"this trainer was restored from {self.restored_from}, an earlier state kept for evaluation and "
+                f"export; continue training from {CHECKPOINT_FILE} (sparsesnn train --resume {self.run_dir})"
+            )
         self._write_run_files()
         tb = open_tensorboard(self.config.run.tensorboard, self.run_dir) if self.dist.is_main else None
         previous = self._install_sigint()
@@ -324,6 +346,8 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batch = 0
                 self.state.progress = EpochProgress()
+                if selected_record(self.state.history) is record:  # written first: a kill between the two
+                    self.save(SELECTED_FILE)  # re-runs the epoch and rewrites both
                 self.save()
                 self._append_metrics(record)
                 if tb is not None:
@@ -436,6 +460,9 @@ class Trainer:
     def _epoch_record(self) -> dict[str, Any]:
         prog = self.state.progress
         evaluation = self.evaluate() if self.dist.is_main else {}
+        if self.data.validation is not None and self.dist.is_main:
+            held_out = self.evaluate(self.data.validation)
+            evaluation["val_loss"], evaluation["val_acc"] = held_out["test_loss"], held_out["test_acc"]
         barrier()
         elapsed = getattr(self, "_epoch_time", 0.0)
         record: dict[str, Any] = {
@@ -453,7 +480,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset: Dataset[Any] | None = None) -> dict[str, Any]:
-        """Test loss, accuracy, firing rates and per-sample synaptic operations on ``dataset`` (default: test split).
+        """Test loss, accuracy, firing rates and per-sample synaptic operations on ``dataset`` (default: test split;
+        the keys say ``test_`` whichever split is passed).
 
         ``sops`` are effective accumulates (spikes x live fan-out), ``macs`` the analog first layer's
         multiply-accumulates, ``dense_ops`` every synapse at every step; ``energy_uJ`` = 0.9 pJ x sops + 4.6 pJ x macs.
@@ -494,6 +522,16 @@ class Trainer:
         hist = self.state.history
         last = hist[-1] if hist else {}
         best = max(hist, key=lambda r: r.get("test_acc", 0.0)) if hist else {}
+        selected = selected_record(hist)
+        chosen = (
+            {
+                "selected_epoch": selected["epoch"],
+                "selected_val_acc": selected["val_acc"],
+                "selected_test_acc": selected["test_acc"],
+            }
+            if selected is not None
+            else {}
+        )
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.state.epoch,
@@ -506,14 +544,16 @@ class Trainer:
             "processes": self.dist.world_size,
             "topology_checks": self.topology_checks,
             "layers": self.learner.layer_table(),
+            **chosen,
         }
 
     def _log_epoch(self, r: dict[str, Any]) -> None:
         if self.quiet or not self.dist.is_main:
             return
+        val = f"  val {r['val_acc']:.4f}" if "val_acc" in r else ""
         print(
             f"epoch {r['epoch']:>3}/{self.config.run.epochs}  loss {r['train_loss']:.4f}  train {r['train_acc']:.4f}"
-            f"  test {r['test_acc']:.4f}  density {self.learner.density():.4f}  rate {r['firing_rate']:.3f}"
+            f"{val}  test {r['test_acc']:.4f}  density {self.learner.density():.4f}  rate {r['firing_rate']:.3f}"
             f"  {r['samples_per_s']:.0f} samples/s",
             file=sys.stderr,
             flush=True,
@@ -539,6 +579,15 @@ class Trainer:
     def _restore_sigint(previous: Any) -> None:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+
+
+def selected_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch record of best validation accuracy (the latest on a tie: the structure has developed furthest), or
+    None when the run holds out no validation split. Model selection never looks at the test accuracy."""
+    candidates = [r for r in history if "val_acc" in r]
+    if not candidates:
+        return None
+    return max(reversed(candidates), key=lambda r: r["val_acc"])
 
 
 def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:

@@ -81,11 +81,12 @@ class ExportResult:
     nir_max_diff: float | None = None  # NIR only: largest output difference of the re-simulated file
 
 
-def prepare_export(run_dir: str | Path, *, samples: int = 32) -> ExportBundle:
-    """Resume ``run_dir``, finalize its learner, compact the model on ``samples`` test samples; model on CPU, eval."""
+def prepare_export(run_dir: str | Path, *, samples: int = 32, checkpoint: str = "last") -> ExportBundle:
+    """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected"), finalize its learner, compact the model on
+    ``samples`` test samples; model on CPU, eval."""
     from sparsesnn.engine import Trainer, derive_seed, epoch_order, iterate_batches, to_time_major
 
-    trainer = Trainer.resume(run_dir, quiet=True)
+    trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint)
     cfg = trainer.config
     model = trainer.learner.finalize()
     model.eval()
@@ -255,17 +256,21 @@ def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor) -> flo
     return max_output_difference(model, simulator, example)
 
 
-def default_path(run_dir: str | Path, fmt: str) -> Path:
-    """``RUN_DIR/model.<ext>``."""
-    return Path(run_dir) / f"model.{EXTENSIONS[fmt]}"
+def default_path(run_dir: str | Path, fmt: str, checkpoint: str = "last") -> Path:
+    """``RUN_DIR/model.<ext>`` (``model_selected.<ext>`` for the selected checkpoint)."""
+    stem = "model" if checkpoint == "last" else f"model_{checkpoint}"
+    return Path(run_dir) / f"{stem}.{EXTENSIONS[fmt]}"
 
 
-def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None, *, samples: int = 32) -> ExportResult:
-    """Export the finalized, compacted model of ``run_dir`` as ``fmt`` to ``out`` (default ``RUN_DIR/model.<ext>``)."""
+def export_run(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, samples: int = 32, checkpoint: str = "last"
+) -> ExportResult:
+    """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected") as ``fmt``
+    to ``out`` (default :func:`default_path`)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    bundle = prepare_export(run_dir, samples=samples)
-    path = Path(out) if out is not None else default_path(run_dir, fmt)
+    bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint)
+    path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
     if fmt == "pt":
         export_pt(bundle.model, path, bundle.meta())

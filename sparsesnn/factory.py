@@ -81,6 +81,11 @@ class DataBundle:
     train: Dataset[Any]
     test: Dataset[Any]
     info: DatasetInfo
+    validation: Dataset[Any] | None = None  # held out of the training split (``data.validation_samples``)
+
+
+# The validation split does not depend on run.seed: every run, seed and method validates on the same samples.
+VALIDATION_SPLIT_SEED = 0x5A11D
 
 
 def build_data(cfg: Config) -> DataBundle:
@@ -102,18 +107,50 @@ def build_data(cfg: Config) -> DataBundle:
         factory, kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "test", **k)
     )
     if d.max_train_samples and d.max_train_samples < len(train):  # type: ignore[arg-type]
-        train = _take_first(train, d.max_train_samples)
+        train = _take(train, range(d.max_train_samples))
     if d.max_test_samples and d.max_test_samples < len(test):  # type: ignore[arg-type]
-        test = _take_first(test, d.max_test_samples)
-    return DataBundle(train, test, info)
+        test = _take(test, range(d.max_test_samples))
+    validation = None
+    if d.validation_samples:
+        n_train = len(train)  # type: ignore[arg-type]
+        if d.validation_samples >= n_train:
+            raise ConfigError(
+                f"data.validation_samples = {d.validation_samples}: the training split of {d.name!r} has only "
+                f"{n_train} samples; hold out fewer so that some are left to train on"
+            )
+        # the held-out samples are read without augmentation: a second, plain view of the same training split
+        plain = train
+        if train_kw.get("augment"):
+            plain, _ = _call_with_config_kwargs(
+                factory, kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "train", **k)
+            )
+            if d.max_train_samples and d.max_train_samples < len(plain):  # type: ignore[arg-type]
+                plain = _take(plain, range(d.max_train_samples))
+        held_out, kept = validation_indices(n_train, d.validation_samples)
+        validation = _take(plain, held_out.tolist())
+        train = _take(train, kept.tolist())
+    return DataBundle(train, test, info, validation)
 
 
-def _take_first(ds: Dataset[Any], n: int) -> Dataset[Any]:
+def validation_indices(n_train: int, n_validation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split ``range(n_train)`` into ``n_validation`` held-out indices and the rest, both sorted.
+
+    A fixed permutation (seed :data:`VALIDATION_SPLIT_SEED`), so the split is the same for every run of a dataset.
+    """
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+    return perm[:n_validation].sort().values, perm[n_validation:].sort().values
+
+
+def _take(ds: Dataset[Any], indices: range | list[int]) -> Dataset[Any]:
+    """The samples ``indices`` of ``ds``; an in-memory dataset stays one (fast batch indexing), others a Subset."""
     from sparsesnn.data import ArrayDataset
 
-    if isinstance(ds, ArrayDataset):
-        return ArrayDataset(ds.inputs[:n], ds.targets[:n], ds.transform)
-    return Subset(ds, range(n))
+    if not isinstance(ds, ArrayDataset):
+        return Subset(ds, indices)
+    if isinstance(indices, range) and indices.start == 0 and indices.step == 1:  # a prefix: a view, no copy
+        return ArrayDataset(ds.inputs[: indices.stop], ds.targets[: indices.stop], ds.transform)
+    index = torch.as_tensor(list(indices), dtype=torch.long)
+    return ArrayDataset(ds.inputs[index], ds.targets[index], ds.transform)
 
 
 def build_model_from_config(cfg: Config, info: DatasetInfo) -> nn.Module:

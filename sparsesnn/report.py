@@ -251,6 +251,7 @@ class Group:
 _STAT_FIELDS = {  # results.json name -> value of one run
     "test_acc": lambda r: r.last.get("test_acc"),
     "best_test_acc": lambda r: (r.summary or {}).get("best_test_acc"),
+    "selected_test_acc": lambda r: (r.summary or {}).get("selected_test_acc"),  # runs holding out a validation split
     "density": lambda r: r.last.get("density"),
     "density_all": lambda r: r.last.get("density_all"),
     "sops": lambda r: r.last.get("sops"),

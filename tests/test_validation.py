@@ -1,0 +1,131 @@
+"""The held-out validation split (``data.validation_samples``) and the checkpoint it selects (``selected.pt``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sparsesnn.cli import main
+from sparsesnn.config import load_config_text
+from sparsesnn.engine import CHECKPOINT_FILE, METRICS_FILE, SELECTED_FILE, TIMING_KEYS, Trainer, selected_record
+from sparsesnn.errors import CheckpointError, ConfigError
+from sparsesnn.factory import build_data, validation_indices
+from tests.conftest import tiny_toml
+
+
+def _with_validation(toml: str, n: int) -> str:
+    return toml.replace("max_test_samples = 128", f"max_test_samples = 128\nvalidation_samples = {n}")
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def test_validation_indices_are_a_fixed_disjoint_cover():
+    held, kept = validation_indices(50, 12)
+    assert len(held) == 12 and len(kept) == 38
+    assert sorted(torch.cat([held, kept]).tolist()) == list(range(50))
+    again, _ = validation_indices(50, 12)
+    assert torch.equal(held, again)  # the same split on every call, whatever the run's seed
+    assert held.tolist() != list(range(12))  # a random subset, not the first samples
+
+
+def test_mnist_validation_is_held_out_of_training_and_not_augmented(shared_data):
+    toml = f"""
+[data]
+name = "mnist"
+root = "{shared_data / "mnist"}"
+augment = true
+max_train_samples = 600
+max_test_samples = 10
+validation_samples = 100
+"""
+    data = build_data(load_config_text(toml))
+    plain = build_data(load_config_text(toml.replace("validation_samples = 100", "").replace("true", "false")))
+    held, kept = validation_indices(600, 100)
+    assert len(data.train) == 500 and len(data.validation) == 100
+    # the held-out samples are exactly the plain (unaugmented) training samples at the held-out indices
+    assert data.validation.transform is None
+    assert torch.equal(data.validation.inputs, plain.train.inputs[held])
+    assert torch.equal(data.validation.targets, plain.train.targets[held])
+    # the rest is what is trained on, still augmented; the test split is untouched
+    assert data.train.transform is not None
+    assert torch.equal(data.train.inputs, plain.train.inputs[kept])
+    assert torch.equal(data.test.inputs, plain.test.inputs)
+
+
+def test_holding_out_the_whole_training_split_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"data.validation_samples = 5000.*only \d+ samples"):
+        build_data(load_config_text(_with_validation(tiny_toml(), 5000)))
+    with pytest.raises(ConfigError, match="validation_samples"):
+        load_config_text(_with_validation(tiny_toml(), -1))
+
+
+def test_selected_checkpoint_is_the_epoch_of_best_validation_accuracy(tmp_path):
+    trainer = Trainer(load_config_text(_with_validation(tiny_toml(), 200)), tmp_path / "run", quiet=True)
+    summary = trainer.fit()
+    history = trainer.state.history
+    assert all(0.0 <= r["val_acc"] <= 1.0 and r["val_loss"] > 0 for r in history)
+    val = [r["val_acc"] for r in history]
+    expected = max(i for i, v in enumerate(val) if v == max(val)) + 1  # latest epoch of the best val accuracy
+    assert summary["selected_epoch"] == expected
+    assert summary["selected_val_acc"] == max(val)
+    assert summary["selected_test_acc"] == history[expected - 1]["test_acc"]
+    # selected.pt holds that epoch's state: evaluating it reproduces that epoch's numbers
+    chosen = Trainer.resume(tmp_path / "run", quiet=True, checkpoint="selected")
+    assert chosen.state.epoch == expected
+    assert chosen.evaluate()["test_acc"] == history[expected - 1]["test_acc"]
+    assert chosen.evaluate(chosen.data.validation)["test_acc"] == max(val)
+    with pytest.raises(CheckpointError, match=r"restored from selected\.pt"):
+        chosen.fit()  # it would overwrite the run's last checkpoint with an earlier state
+
+
+def test_selection_survives_a_kill_between_epochs(tmp_path, monkeypatch):
+    toml = _with_validation(tiny_toml(), 200)
+    Trainer(load_config_text(toml), tmp_path / "full", quiet=True).fit()
+    original = Trainer._append_metrics
+
+    def die_after_second(self, record):
+        original(self, record)
+        if record["epoch"] == 2:
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(Trainer, "_append_metrics", die_after_second)
+    with pytest.raises(SystemExit):
+        Trainer(load_config_text(toml), tmp_path / "cut", quiet=True).fit()
+    monkeypatch.setattr(Trainer, "_append_metrics", original)
+    Trainer.resume(tmp_path / "cut", quiet=True).fit()
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    a = torch.load(tmp_path / "full" / SELECTED_FILE, weights_only=True)
+    b = torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)
+    assert a["epoch"] == b["epoch"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_selected_record_prefers_the_later_epoch_on_a_tie_and_needs_validation():
+    history = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}, {"epoch": 3, "val_acc": 0.7}]
+    assert selected_record(history)["epoch"] == 3
+    assert selected_record([{"epoch": 1, "test_acc": 0.9}]) is None
+
+
+def test_cli_eval_and_export_of_the_selected_checkpoint(tmp_path, capsys):
+    plain = tmp_path / "plain"
+    Trainer(load_config_text(tiny_toml()), plain, quiet=True).fit()
+    assert not (plain / SELECTED_FILE).exists()
+    assert main(["eval", str(plain), "--checkpoint", "selected"]) != 0
+    assert "has no selected.pt" in capsys.readouterr().err  # a clear error, no traceback
+    rd = tmp_path / "run"
+    summary = Trainer(load_config_text(_with_validation(tiny_toml(), 200)), rd, quiet=True).fit()
+    capsys.readouterr()
+    assert main(["eval", str(rd), "--checkpoint", "selected", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["epoch"] == summary["selected_epoch"]
+    assert result["test_acc"] == summary["selected_test_acc"]
+    assert main(["export", str(rd), "--format", "pt", "--checkpoint", "selected"]) == 0
+    assert (rd / "model_selected.pt").is_file() and not (rd / "model.pt").exists()
+    assert (rd / CHECKPOINT_FILE).is_file()
