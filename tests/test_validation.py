@@ -13,6 +13,7 @@ from sparsesnn.config import load_config_text
 from sparsesnn.engine import CHECKPOINT_FILE, METRICS_FILE, SELECTED_FILE, TIMING_KEYS, Trainer, selected_record
 from sparsesnn.errors import CheckpointError, ConfigError
 from sparsesnn.factory import build_data, validation_indices
+from sparsesnn.report import build_report
 from tests.conftest import tiny_toml
 
 
@@ -82,6 +83,10 @@ def test_selected_checkpoint_is_the_epoch_of_best_validation_accuracy(tmp_path):
     assert chosen.evaluate(chosen.data.validation)["test_acc"] == max(val)
     with pytest.raises(CheckpointError, match=r"restored from selected\.pt"):
         chosen.fit()  # it would overwrite the run's last checkpoint with an earlier state
+    # the report carries the selected accuracy of each run
+    results = json.loads((build_report([tmp_path / "run"], tmp_path / "report").parent / "results.json").read_text())
+    assert [r["selected_test_acc"] for r in results["runs"]] == [summary["selected_test_acc"]]
+    assert results["groups"][0]["selected_test_acc_mean"] == summary["selected_test_acc"]
 
 
 def test_selection_survives_a_kill_between_epochs(tmp_path, monkeypatch):
