@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from benchutil import emit, loadavg, machine, summary
 
-from sparsesnn.engine import Trainer
+from sparsesnn.engine import CHECKPOINTS, Trainer
 from sparsesnn.export import prepare_export
 from sparsesnn.runtime import tune_allocator
 
@@ -86,7 +86,7 @@ def markdown(r: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--checkpoint", choices=("last", "selected"), default="last", help="which state of the run")
+    p.add_argument("--checkpoint", choices=tuple(CHECKPOINTS), default="last", help="which state of the run")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
