@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,33 @@ def tiny_toml(method: str = "rigl", density: float = 0.3, params: str = "{ updat
     if method == "dense":
         density, params = 1.0, "{}"
     return TINY_TOML.format(method=method, density=density, params=params)
+
+
+def run_metrics(run_dir: Path) -> list[dict]:
+    """The lines of a run's ``metrics.jsonl`` without their wall-time fields (equal for equal runs)."""
+    import json
+
+    from sparsesnn.engine import METRICS_FILE, TIMING_KEYS
+
+    lines = (run_dir / METRICS_FILE).read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+
+
+def fit_killed_after_epoch(trainer: Any, epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``trainer.fit()`` as a process that dies right after epoch ``epoch``'s checkpoint and metrics line."""
+    from sparsesnn.engine import Trainer
+
+    original = Trainer._append_metrics
+
+    def die_after(self: Trainer, record: dict) -> None:
+        original(self, record)
+        if record["epoch"] == epoch:
+            raise SystemExit("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "_append_metrics", die_after)
+        with pytest.raises(SystemExit):
+            trainer.fit()
 
 
 @pytest.fixture

@@ -17,17 +17,11 @@ from sparsesnn.config import load_config_text
 from sparsesnn.engine import (
     CHECKPOINT_FILE,
     METRICS_FILE,
-    TIMING_KEYS,
     RunInterrupted,
     Trainer,
 )
 from sparsesnn.errors import CheckpointError, TrainingDivergedError
-from tests.conftest import tiny_toml
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
+from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 
 def _train(tmp: Path, name: str, toml: str) -> Trainer:
@@ -41,7 +35,7 @@ def test_run_directory_files(tmp_path):
     rd = tmp_path / "a"
     for f in ("config.toml", "metrics.jsonl", "summary.json", "checkpoint.pt"):
         assert (rd / f).is_file(), f
-    records = _metrics(rd)
+    records = run_metrics(rd)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert all(r["density"] == pytest.approx(0.3, abs=2e-3) for r in records)
     summary = json.loads((rd / "summary.json").read_text())
@@ -53,7 +47,7 @@ def test_run_directory_files(tmp_path):
 def test_same_seed_same_run(tmp_path):
     a = _train(tmp_path, "a", tiny_toml())
     b = _train(tmp_path, "b", tiny_toml())
-    assert _metrics(tmp_path / "a") == _metrics(tmp_path / "b")
+    assert run_metrics(tmp_path / "a") == run_metrics(tmp_path / "b")
     for (k1, v1), (k2, v2) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
 
@@ -62,22 +56,11 @@ def test_resume_after_epoch_boundary_kill(tmp_path, monkeypatch):
     toml = tiny_toml()
     _train(tmp_path, "full", toml)
     # a process that dies right after epoch 1's checkpoint, before anything else
-    trainer = Trainer(load_config_text(toml), tmp_path / "cut", quiet=True)
-    original = Trainer._append_metrics
-
-    def die_after_first(self, record):
-        original(self, record)
-        if record["epoch"] == 1:
-            raise SystemExit("killed")
-
-    monkeypatch.setattr(Trainer, "_append_metrics", die_after_first)
-    with pytest.raises(SystemExit):
-        trainer.fit()
-    monkeypatch.setattr(Trainer, "_append_metrics", original)
+    fit_killed_after_epoch(Trainer(load_config_text(toml), tmp_path / "cut", quiet=True), 1, monkeypatch)
     resumed = Trainer.resume(tmp_path / "cut", quiet=True)
     assert resumed.state.epoch == 1
     resumed.fit()
-    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
 
 
 @pytest.mark.parametrize("method", ["rigl", "set", "dense", "lth"])
@@ -102,7 +85,7 @@ def test_resume_after_ctrl_c_mid_epoch(tmp_path, method):
     resumed = Trainer.resume(tmp_path / "cut", quiet=True)
     assert (resumed.state.epoch, resumed.state.batch) == (1, 2)
     resumed.fit()
-    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
     for (k, v1), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(v1, v2), k
 
@@ -134,7 +117,7 @@ def test_resume_after_sigkill_subprocess(tmp_path):
         env=env,
         capture_output=True,
     )
-    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
@@ -152,7 +135,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
         trainer.fit()
     resumed = Trainer.resume(tmp_path / "nan", quiet=True)
     assert resumed.state.epoch == 1 and resumed.state.batch == 0
-    assert len(_metrics(tmp_path / "nan")) == 1
+    assert len(run_metrics(tmp_path / "nan")) == 1
 
 
 def test_fresh_run_refuses_to_overwrite(tmp_path):
@@ -183,7 +166,7 @@ def test_mse_loss_on_firing_rates(tmp_path):
     trainer = _train(tmp_path, "mse", toml)
     out = trainer.model(torch.zeros(2, 4, 1, 8, 8))
     assert set(out.unique().tolist()) <= {0.0, 1.0}  # spiking readout
-    assert _metrics(tmp_path / "mse")[-1]["train_loss"] < 0.2
+    assert run_metrics(tmp_path / "mse")[-1]["train_loss"] < 0.2
 
 
 @pytest.mark.parametrize("optim", ["sgd", "adamw"])
@@ -194,7 +177,7 @@ def test_optimizers_and_warmup(tmp_path, optim):
         .replace("[sparse]", '[schedule]\nname = "cosine"\nwarmup_epochs = 1\n\n[sparse]')
     )
     trainer = _train(tmp_path, optim, toml)
-    lrs = [r["lr"] for r in _metrics(tmp_path / optim)]
+    lrs = [r["lr"] for r in run_metrics(tmp_path / optim)]
     assert lrs[0] == pytest.approx(0.003)  # end of warm-up: the peak
     assert lrs[-1] == pytest.approx(0.0, abs=1e-12)  # cosine down to min_lr = 0
     assert trainer.state.global_step == 18
@@ -202,7 +185,7 @@ def test_optimizers_and_warmup(tmp_path, optim):
 
 def test_lth_restarts_learning_rate_every_round(tmp_path):
     _train(tmp_path, "lth", tiny_toml(method="lth", density=0.25, params="{ rounds = 3 }"))
-    records = _metrics(tmp_path / "lth")
+    records = run_metrics(tmp_path / "lth")
     assert [r["lr"] for r in records] == pytest.approx([0.003] * 3)  # each round's cosine ends where the next starts
     assert [round(r["density"], 2) for r in records] == [0.5, 0.25, 0.25]
 
@@ -212,7 +195,7 @@ def test_conv_model_run_reports_sops(tmp_path):
         'name = "mlp"\nparams = { hidden = [32] }', 'name = "convnet"\nparams = { channels = [4, 8] }'
     )
     _train(tmp_path, "conv", toml)
-    rec = _metrics(tmp_path / "conv")[-1]
+    rec = run_metrics(tmp_path / "conv")[-1]
     assert rec["macs"] > 0 and rec["dense_ops"] > rec["sops"] >= 0  # analog first layer counted as MACs
     assert rec["energy_uJ"] > 0
 

@@ -31,7 +31,7 @@ from sparsesnn.report import (
     series_styles,
 )
 from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
-from tests.conftest import tiny_toml
+from tests.conftest import fit_killed_after_epoch, tiny_toml
 
 matplotlib_image = pytest.importorskip("matplotlib.image", reason="the report needs matplotlib (the plot extra)")
 
@@ -171,17 +171,7 @@ def test_resume_skips_finished_continues_interrupted_starts_fresh(tmp_path, monk
     runs = {r.seed: r for r in plan_sweep(config, grid, seeds=[0, 1, 2], out_dir=out, threads=1)}
     Trainer(runs[0].config, runs[0].run_dir, quiet=True).fit()  # finished before the sweep
     Trainer(runs[1].config, tmp_path / "reference", quiet=True).fit()  # what seed 1 gives uninterrupted
-    original = Trainer._append_metrics
-
-    def die_after_first_epoch(self, record):
-        original(self, record)
-        if record["epoch"] == 1:
-            raise SystemExit("killed")
-
-    monkeypatch.setattr(Trainer, "_append_metrics", die_after_first_epoch)
-    with pytest.raises(SystemExit):
-        Trainer(runs[1].config, runs[1].run_dir, quiet=True).fit()
-    monkeypatch.setattr(Trainer, "_append_metrics", original)
+    fit_killed_after_epoch(Trainer(runs[1].config, runs[1].run_dir, quiet=True), 1, monkeypatch)
     assert not (runs[1].run_dir / "summary.json").exists() and (runs[1].run_dir / "checkpoint.pt").exists()
     summary0 = (runs[0].run_dir / "summary.json").read_text()
 

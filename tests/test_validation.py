@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
-from sparsesnn.engine import CHECKPOINT_FILE, METRICS_FILE, SELECTED_FILE, TIMING_KEYS, Trainer, selected_record
+from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record
 from sparsesnn.errors import CheckpointError, ConfigError
 from sparsesnn.factory import build_data, validation_indices
 from sparsesnn.report import build_report
-from tests.conftest import tiny_toml
+from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 
 def _with_validation(toml: str, n: int) -> str:
     return toml.replace("max_test_samples = 128", f"max_test_samples = 128\nvalidation_samples = {n}")
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 def test_validation_indices_are_a_fixed_disjoint_cover():
@@ -92,19 +86,9 @@ def test_selected_checkpoint_is_the_epoch_of_best_validation_accuracy(tmp_path):
 def test_selection_survives_a_kill_between_epochs(tmp_path, monkeypatch):
     toml = _with_validation(tiny_toml(), 200)
     Trainer(load_config_text(toml), tmp_path / "full", quiet=True).fit()
-    original = Trainer._append_metrics
-
-    def die_after_second(self, record):
-        original(self, record)
-        if record["epoch"] == 2:
-            raise SystemExit("killed")
-
-    monkeypatch.setattr(Trainer, "_append_metrics", die_after_second)
-    with pytest.raises(SystemExit):
-        Trainer(load_config_text(toml), tmp_path / "cut", quiet=True).fit()
-    monkeypatch.setattr(Trainer, "_append_metrics", original)
+    fit_killed_after_epoch(Trainer(load_config_text(toml), tmp_path / "cut", quiet=True), 2, monkeypatch)
     Trainer.resume(tmp_path / "cut", quiet=True).fit()
-    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+    assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
     a = torch.load(tmp_path / "full" / SELECTED_FILE, weights_only=True)
     b = torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)
     assert a["epoch"] == b["epoch"]
