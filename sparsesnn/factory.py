@@ -100,16 +100,18 @@ def build_data(cfg: Config) -> DataBundle:
     train_kw = dict(kw)
     if "augment" in sig:
         train_kw.setdefault("augment", d.augment)
-    train, info = _call_with_config_kwargs(
-        factory, train_kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "train", **k)
-    )
-    test, _ = _call_with_config_kwargs(
-        factory, kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "test", **k)
-    )
-    if d.max_train_samples and d.max_train_samples < len(train):  # type: ignore[arg-type]
-        train = _take(train, range(d.max_train_samples))
-    if d.max_test_samples and d.max_test_samples < len(test):  # type: ignore[arg-type]
-        test = _take(test, range(d.max_test_samples))
+
+    def load(split: str, kwargs: dict[str, Any], cap: int) -> tuple[Dataset[Any], DatasetInfo]:
+        """One split of the dataset, cut to its first ``cap`` samples when ``cap`` is set."""
+        ds, split_info = _call_with_config_kwargs(
+            factory, kwargs, "data", d.name, lambda **k: build_dataset(d.name, d.root, split, **k)
+        )
+        if cap and cap < len(ds):  # type: ignore[arg-type]
+            ds = _take(ds, range(cap))
+        return ds, split_info
+
+    train, info = load("train", train_kw, d.max_train_samples)
+    test, _ = load("test", kw, d.max_test_samples)
     validation = None
     if d.validation_samples:
         n_train = len(train)  # type: ignore[arg-type]
@@ -119,13 +121,7 @@ def build_data(cfg: Config) -> DataBundle:
                 f"{n_train} samples; hold out fewer so that some are left to train on"
             )
         # the held-out samples are read without augmentation: a second, plain view of the same training split
-        plain = train
-        if train_kw.get("augment"):
-            plain, _ = _call_with_config_kwargs(
-                factory, kw, "data", d.name, lambda **k: build_dataset(d.name, d.root, "train", **k)
-            )
-            if d.max_train_samples and d.max_train_samples < len(plain):  # type: ignore[arg-type]
-                plain = _take(plain, range(d.max_train_samples))
+        plain = load("train", kw, d.max_train_samples)[0] if train_kw.get("augment") else train
         held_out, kept = validation_indices(n_train, d.validation_samples)
         validation = _take(plain, held_out.tolist())
         train = _take(train, kept.tolist())
