@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -461,8 +462,7 @@ class Trainer:
         prog = self.state.progress
         evaluation = self.evaluate() if self.dist.is_main else {}
         if self.data.validation is not None and self.dist.is_main:
-            held_out = self.evaluate(self.data.validation)
-            evaluation["val_loss"], evaluation["val_acc"] = held_out["test_loss"], held_out["test_acc"]
+            evaluation.update(self.evaluate(self.data.validation, split="val", monitors=False))
         barrier()
         elapsed = getattr(self, "_epoch_time", 0.0)
         record: dict[str, Any] = {
@@ -479,12 +479,15 @@ class Trainer:
         return record
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset[Any] | None = None) -> dict[str, Any]:
-        """Test loss, accuracy, firing rates and per-sample synaptic operations on ``dataset`` (default: test split;
-        the keys say ``test_`` whichever split is passed).
+    def evaluate(
+        self, dataset: Dataset[Any] | None = None, *, split: str = "test", monitors: bool = True
+    ) -> dict[str, Any]:
+        """Loss and accuracy on ``dataset`` (default: the test split) as ``{split}_loss`` / ``{split}_acc``; with
+        ``monitors`` also the firing rates and per-sample synaptic operations of that pass.
 
         ``sops`` are effective accumulates (spikes x live fan-out), ``macs`` the analog first layer's
         multiply-accumulates, ``dense_ops`` every synapse at every step; ``energy_uJ`` = 0.9 pJ x sops + 4.6 pJ x macs.
+        ``monitors=False`` (the engine's validation pass) skips the hooks that count them.
         """
         cfg = self.config
         ds = dataset if dataset is not None else self.data.test
@@ -496,7 +499,10 @@ class Trainer:
         batches = iterate_batches(
             ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, BatchSeed((cfg.run.seed,), (3,))
         )
-        with monitor.active(), ops.active():
+        with ExitStack() as hooks:
+            if monitors:
+                hooks.enter_context(monitor.active())
+                hooks.enter_context(ops.active())
             for b, _idx, x, y in batches:
                 torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
                 x = x.to(self.device)
@@ -506,17 +512,18 @@ class Trainer:
                 loss_sum += float(self.loss_fn(out, y)) * n
                 correct += correct_count(out, y)
                 seen += n
-        counted = ops.result(max(seen, 1))
-        return {
-            "test_loss": loss_sum / max(seen, 1),
-            "test_acc": correct / max(seen, 1),
-            "firing_rate": monitor.mean_rate(),
-            "firing_rates": monitor.rates(),
-            "sops": counted["Effective_ACs"],
-            "macs": counted["Effective_MACs"],
-            "dense_ops": counted["Dense"],
-            "energy_uJ": counted["energy_uJ"],
-        }
+        result: dict[str, Any] = {f"{split}_loss": loss_sum / max(seen, 1), f"{split}_acc": correct / max(seen, 1)}
+        if monitors:
+            counted = ops.result(max(seen, 1))
+            result |= {
+                "firing_rate": monitor.mean_rate(),
+                "firing_rates": monitor.rates(),
+                "sops": counted["Effective_ACs"],
+                "macs": counted["Effective_MACs"],
+                "dense_ops": counted["Dense"],
+                "energy_uJ": counted["energy_uJ"],
+            }
+        return result
 
     def summary(self) -> dict[str, Any]:
         hist = self.state.history

@@ -12,7 +12,7 @@ from sparsesnn.config import load_config_text
 from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record
 from sparsesnn.errors import CheckpointError, ConfigError
 from sparsesnn.factory import build_data, validation_indices
-from sparsesnn.report import build_report
+from sparsesnn.report import SELECTED_COLUMN, build_report
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 
@@ -74,13 +74,29 @@ def test_selected_checkpoint_is_the_epoch_of_best_validation_accuracy(tmp_path):
     chosen = Trainer.resume(tmp_path / "run", quiet=True, checkpoint="selected")
     assert chosen.state.epoch == expected
     assert chosen.evaluate()["test_acc"] == history[expected - 1]["test_acc"]
-    assert chosen.evaluate(chosen.data.validation)["test_acc"] == max(val)
+    assert chosen.evaluate(chosen.data.validation, split="val")["val_acc"] == max(val)
     with pytest.raises(CheckpointError, match=r"restored from selected\.pt"):
         chosen.fit()  # it would overwrite the run's last checkpoint with an earlier state
     # the report carries the selected accuracy of each run
-    results = json.loads((build_report([tmp_path / "run"], tmp_path / "report").parent / "results.json").read_text())
+    report = build_report([tmp_path / "run"], tmp_path / "report").parent
+    results = json.loads((report / "results.json").read_text())
     assert [r["selected_test_acc"] for r in results["runs"]] == [summary["selected_test_acc"]]
     assert results["groups"][0]["selected_test_acc_mean"] == summary["selected_test_acc"]
+    header, _, row = (report / "table.md").read_text().splitlines()
+    cells = dict(zip(header.strip("|").split(" | "), row.strip("|").split(" | "), strict=True))
+    assert cells[SELECTED_COLUMN.strip()] == f"{summary['selected_test_acc'] * 100:.2f}"
+    assert results["columns"].index(SELECTED_COLUMN) == results["columns"].index("Acc. %") + 1
+
+
+def test_validation_pass_counts_no_monitors_and_names_its_split(tmp_path):
+    trainer = Trainer(load_config_text(_with_validation(tiny_toml(), 200)), tmp_path / "run", quiet=True)
+    plain = trainer.evaluate(trainer.data.validation, split="val", monitors=False)
+    full = trainer.evaluate(trainer.data.validation, split="val")
+    assert set(plain) == {"val_loss", "val_acc"}
+    assert (plain["val_loss"], plain["val_acc"]) == (full["val_loss"], full["val_acc"])  # hooks change no number
+    assert full["sops"] > 0 and "test_acc" not in full
+    record = trainer._epoch_record()
+    assert record["val_acc"] == plain["val_acc"] and record["sops"] == trainer.evaluate()["sops"]  # test split's
 
 
 def test_selection_survives_a_kill_between_epochs(tmp_path, monkeypatch):
