@@ -12,6 +12,8 @@ run. Groups whose settings differ only in ``sparse.density`` form a **series** (
 Table columns (``table.md`` holds the same table in Markdown):
 
 * *Acc. %*: final test accuracy, mean ± std over seeds.
+* *Val-selected acc. %* (only when some run holds out ``data.validation_samples``): test accuracy of the checkpoint
+  chosen on the validation split (``selected_test_acc`` of ``summary.json``), mean ± std; ``-`` for groups without.
 * *Acc. loss vs dense (pt)*: accuracy of the dense group with the same non-``[sparse]`` settings minus this
   group's, in percentage points (positive = the sparse network is worse); ``-`` where the runs hold no such group.
 * *Conn. %*: measured connection density over the masked layers (``density`` of ``metrics.jsonl``).
@@ -596,6 +598,20 @@ TABLE_COLUMNS = [
     "Params",
     "Runs",
 ]
+#: inserted after "Acc. %" when some group holds out a validation split (``data.validation_samples``)
+SELECTED_COLUMN = "Val-selected acc. %"
+
+
+def _has_selection(groups: Sequence[Group]) -> bool:
+    return any(g.stats.get("selected_test_acc_mean") is not None for g in groups)
+
+
+def table_columns(groups: Sequence[Group]) -> list[str]:
+    """:data:`TABLE_COLUMNS`, with :data:`SELECTED_COLUMN` after "Acc. %" when some group selects a checkpoint."""
+    columns = list(TABLE_COLUMNS)
+    if _has_selection(groups):
+        columns.insert(columns.index("Acc. %") + 1, SELECTED_COLUMN)
+    return columns
 
 
 def _pm(mean: float | None, std: float | None, scale: float = 1.0, fmt: str = ".2f") -> str:
@@ -606,16 +622,19 @@ def _pm(mean: float | None, std: float | None, scale: float = 1.0, fmt: str = ".
 
 
 def table_rows(groups: Sequence[Group]) -> list[list[str]]:
-    """The papers' table, one row per group, as text cells (see :data:`TABLE_COLUMNS`)."""
+    """The papers' table, one row per group, as text cells (see :func:`table_columns`)."""
+    selection = _has_selection(groups)
     rows = []
     for g in groups:
         s = g.stats
         loss = s["acc_loss_vs_dense_pt"]
+        selected = [_pm(s["selected_test_acc_mean"], s["selected_test_acc_std"], 100)] if selection else []
         rows.append(
             [
                 g.series,
                 f"{g.target_density:g}",
                 _pm(s["test_acc_mean"], s["test_acc_std"], 100),
+                *selected,
                 "-" if loss is None else f"{loss:+.2f}",
                 _pm(s["density_mean"], None, 100),
                 _pm(s["sops_mean"], s["sops_std"], 1e-6, ".3g"),
@@ -628,7 +647,8 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
 
 
 def markdown_table(groups: Sequence[Group]) -> str:
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    columns = table_columns(groups)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(groups)]
     return "\n".join(lines) + "\n"
 
@@ -664,11 +684,18 @@ def _page(
         f"{html.escape(', '.join(datasets))}; model {html.escape(', '.join(models))}; "
         f"{html.escape(', '.join(map(str, epochs)))} epochs. Generated {time.strftime('%Y-%m-%d %H:%M')}.</p>",
         "<h2>Results</h2>",
-        _html_table(TABLE_COLUMNS, table_rows(groups)),
+        _html_table(table_columns(groups), table_rows(groups)),
         '<p class="note">Last-epoch numbers, mean ± sample std over seeds. Acc. loss: the dense group of the same '
         "settings minus this group, in points (positive = worse than dense). Conn.: measured density over the masked "
         "layers. SOPs: effective synaptic operations per sample (spikes x live fan-out; the analog first layer "
-        "excluded). Energy: 0.9 pJ x SOPs + 4.6 pJ x MACs. Params: live Conv/Linear weights.</p>",
+        "excluded). Energy: 0.9 pJ x SOPs + 4.6 pJ x MACs. Params: live Conv/Linear weights."
+        + (
+            f" {SELECTED_COLUMN}: test accuracy at each run's epoch of best validation accuracy (held-out training "
+            "samples), the other columns stay last-epoch."
+            if _has_selection(groups)
+            else ""
+        )
+        + "</p>",
     ]
     captions = {
         "acc_vs_density": "Accuracy vs connection density (error bars: std over seeds; stars: the papers' reported "
@@ -782,7 +809,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, reference:
     plot_firing_rates(groups, out / PLOTS["firing_rates"])
     results = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "columns": TABLE_COLUMNS,
+        "columns": table_columns(groups),
         "groups": [
             {
                 "series": g.series,

@@ -21,6 +21,8 @@ from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, Trainer
 from sparsesnn.errors import ConfigError
 from sparsesnn.report import (
     PLOTS,
+    SELECTED_COLUMN,
+    TABLE_COLUMNS,
     Group,
     RunData,
     build_report,
@@ -240,6 +242,7 @@ def test_report_numbers_are_the_runs_means(sweep_dir):
             assert f"{g['test_acc_mean'] * 100:.2f} ± {g['test_acc_std'] * 100:.2f}" in row
             assert f"{g['acc_loss_vs_dense_pt']:+.2f}" in row
     assert "Acc. loss vs dense (pt)" in table and "Conn. %" in table and "Params" in table
+    assert SELECTED_COLUMN not in table and results["columns"] == TABLE_COLUMNS  # no run holds out a validation split
 
 
 def test_report_pngs_are_real_images(sweep_dir):
