@@ -123,8 +123,8 @@ def build_data(cfg: Config) -> DataBundle:
         # the held-out samples are read without augmentation: a second, plain view of the same training split
         plain = load("train", kw, d.max_train_samples)[0] if train_kw.get("augment") else train
         held_out, kept = validation_indices(n_train, d.validation_samples)
-        validation = _take(plain, held_out.tolist())
-        train = _take(train, kept.tolist())
+        validation = _take(plain, held_out)
+        train = _take(train, kept)
     return DataBundle(train, test, info, validation)
 
 
@@ -137,16 +137,17 @@ def validation_indices(n_train: int, n_validation: int) -> tuple[torch.Tensor, t
     return perm[:n_validation].sort().values, perm[n_validation:].sort().values
 
 
-def _take(ds: Dataset[Any], indices: range | list[int]) -> Dataset[Any]:
+def _take(ds: Dataset[Any], indices: range | torch.Tensor) -> Dataset[Any]:
     """The samples ``indices`` of ``ds``; an in-memory dataset stays one (fast batch indexing), others a Subset."""
     from sparsesnn.data import ArrayDataset
 
     if not isinstance(ds, ArrayDataset):
-        return Subset(ds, indices)
-    if isinstance(indices, range) and indices.start == 0 and indices.step == 1:  # a prefix: a view, no copy
-        return ArrayDataset(ds.inputs[: indices.stop], ds.targets[: indices.stop], ds.transform)
-    index = torch.as_tensor(list(indices), dtype=torch.long)
-    return ArrayDataset(ds.inputs[index], ds.targets[index], ds.transform)
+        return Subset(ds, indices.tolist() if isinstance(indices, torch.Tensor) else indices)
+    if isinstance(indices, range):
+        if indices.start == 0 and indices.step == 1:  # a prefix: a view, no copy
+            return ArrayDataset(ds.inputs[: indices.stop], ds.targets[: indices.stop], ds.transform)
+        indices = torch.arange(indices.start, indices.stop, indices.step)
+    return ArrayDataset(ds.inputs[indices], ds.targets[indices], ds.transform)
 
 
 def build_model_from_config(cfg: Config, info: DatasetInfo) -> nn.Module:

@@ -53,6 +53,28 @@ validation_samples = 100
     assert torch.equal(data.test.inputs, plain.test.inputs)
 
 
+def test_event_dataset_validation_is_a_subset_of_unaugmented_frames(shared_data):
+    toml = f"""
+[data]
+name = "nmnist"
+root = "{shared_data / "nmnist"}"
+augment = true
+params = {{ n_frames = 4, split_by = "time" }}
+max_train_samples = 60
+max_test_samples = 5
+validation_samples = 20
+"""
+    data = build_data(load_config_text(toml))
+    plain = build_data(load_config_text(toml.replace("validation_samples = 20", "").replace("true", "false")))
+    held, kept = validation_indices(60, 20)
+    assert len(data.train) == 40 and len(data.validation) == 20
+    for i in (0, 7, 19):  # frames read lazily from the event files, through a Subset of the plain view
+        x, y = data.validation[i]
+        px, py = plain.train[int(held[i])]
+        assert torch.equal(x, px) and y == py
+    assert data.train.indices == kept.tolist()
+
+
 def test_holding_out_the_whole_training_split_is_a_config_error():
     with pytest.raises(ConfigError, match=r"data.validation_samples = 5000.*only \d+ samples"):
         build_data(load_config_text(_with_validation(tiny_toml(), 5000)))
