@@ -84,6 +84,12 @@ class DataConfig(_Section):
         description="hold out N training samples (a fixed random subset, not augmented, never trained on) to "
         "validate on every epoch and select the checkpoint by; 0 = none",
     )
+    validation_seed: int | None = Field(
+        None,
+        ge=0,
+        description="seed of the validation split's permutation, independent of run.seed so that every run, seed "
+        "and method of a dataset validates on the same samples; None = the library's fixed split",
+    )  # None, not the number, by default: configs without the key keep their resolved dict, so old checkpoints resume
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the dataset")
 
     @field_validator("name")
@@ -92,6 +98,12 @@ class DataConfig(_Section):
         from sparsesnn.data import DATASETS
 
         return _registered(v, DATASETS)
+
+    @model_validator(mode="after")
+    def _seed_needs_split(self) -> DataConfig:
+        if self.validation_seed is not None and not self.validation_samples:
+            raise ValueError("validation_seed is set but validation_samples = 0 holds no samples out")
+        return self
 
 
 class ModelConfig(_Section):

@@ -85,7 +85,7 @@ class DataBundle:
 
 
 # The validation split does not depend on run.seed: every run, seed and method validates on the same samples.
-VALIDATION_SPLIT_SEED = 0x5A11D
+VALIDATION_SPLIT_SEED = 0x5A11D  # data.validation_seed = None
 
 
 def build_data(cfg: Config) -> DataBundle:
@@ -122,18 +122,22 @@ def build_data(cfg: Config) -> DataBundle:
             )
         # the held-out samples are read without augmentation: a second, plain view of the same training split
         plain = load("train", kw, d.max_train_samples)[0] if train_kw.get("augment") else train
-        held_out, kept = validation_indices(n_train, d.validation_samples)
+        seed = VALIDATION_SPLIT_SEED if d.validation_seed is None else d.validation_seed
+        held_out, kept = validation_indices(n_train, d.validation_samples, seed)
         validation = _take(plain, held_out)
         train = _take(train, kept)
     return DataBundle(train, test, info, validation)
 
 
-def validation_indices(n_train: int, n_validation: int) -> tuple[torch.Tensor, torch.Tensor]:
+def validation_indices(
+    n_train: int, n_validation: int, seed: int = VALIDATION_SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split ``range(n_train)`` into ``n_validation`` held-out indices and the rest, both sorted.
 
-    A fixed permutation (seed :data:`VALIDATION_SPLIT_SEED`), so the split is the same for every run of a dataset.
+    A permutation drawn from ``seed`` alone (``data.validation_seed``, default :data:`VALIDATION_SPLIT_SEED`), so the
+    split is the same for every run of a dataset whatever its ``run.seed``.
     """
-    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(VALIDATION_SPLIT_SEED))
+    perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     return perm[:n_validation].sort().values, perm[n_validation:].sort().values
 
 

@@ -11,7 +11,7 @@ from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
 from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record
 from sparsesnn.errors import CheckpointError, ConfigError
-from sparsesnn.factory import build_data, validation_indices
+from sparsesnn.factory import VALIDATION_SPLIT_SEED, build_data, validation_indices
 from sparsesnn.report import SELECTED_COLUMN, build_report
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
@@ -27,6 +27,28 @@ def test_validation_indices_are_a_fixed_disjoint_cover():
     again, _ = validation_indices(50, 12)
     assert torch.equal(held, again)  # the same split on every call, whatever the run's seed
     assert held.tolist() != list(range(12))  # a random subset, not the first samples
+
+
+def test_validation_seed_draws_another_split_and_leaves_old_configs_unchanged():
+    toml = _with_validation(tiny_toml(), 40)
+
+    def seeded(seed: int) -> str:
+        return toml.replace("validation_samples = 40", f"validation_samples = 40\nvalidation_seed = {seed}")
+
+    default = build_data(load_config_text(toml))
+    assert torch.equal(
+        default.validation.inputs, build_data(load_config_text(seeded(VALIDATION_SPLIT_SEED))).validation.inputs
+    )
+    other = build_data(load_config_text(seeded(7)))
+    assert not torch.equal(default.validation.inputs, other.validation.inputs)
+    plain = build_data(load_config_text(tiny_toml())).train  # no split, not augmented
+    held, kept = validation_indices(len(plain), 40, 7)
+    assert torch.equal(other.validation.inputs, plain.inputs[held])
+    assert torch.equal(other.train.inputs, plain.inputs[kept])
+    # a config without the key resolves as before (old run directories resume against their checkpoints)
+    assert "validation_seed" not in load_config_text(toml).to_dict()["data"]
+    with pytest.raises(ConfigError, match="validation_seed is set but validation_samples = 0"):
+        load_config_text(tiny_toml().replace("max_test_samples = 128", "max_test_samples = 128\nvalidation_seed = 3"))
 
 
 def test_mnist_validation_is_held_out_of_training_and_not_augmented(shared_data):
