@@ -54,7 +54,7 @@ class RunConfig(_Section):
     max_steps_per_epoch: int = Field(0, ge=0, description="cap on training batches per epoch; 0 = no cap")
     tensorboard: bool | None = Field(
         None, description="also log the epoch scalars to RUN_DIR/tb (needs the tb extra); None/false = off"
-    )  # None, not False, by default: configs without the key keep their resolved dict, so old checkpoints resume
+    )
 
     @field_validator("device")
     @classmethod
@@ -89,7 +89,7 @@ class DataConfig(_Section):
         ge=0,
         description="seed of the validation split's permutation, independent of run.seed so that every run, seed "
         "and method of a dataset validates on the same samples; None = the library's fixed split",
-    )  # None, not the number, by default: configs without the key keep their resolved dict, so old checkpoints resume
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the dataset")
 
     @field_validator("name")
@@ -287,6 +287,24 @@ def _toml_repr(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return str(value)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and k != "params":
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(a: Config, b: Config, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Dotted keys whose resolved values differ between two configs (``ignore`` left out), as ``key: a != b``."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    keys = sorted((set(fa) | set(fb)) - ignore)
+    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]
 
 
 def validate_config(data: dict[str, Any]) -> Config:

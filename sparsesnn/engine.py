@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from sparsesnn.config import Config, load_config
+from sparsesnn.config import Config, config_differences, load_config, validate_config
 from sparsesnn.data import ArrayDataset, DatasetInfo
 from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
-from sparsesnn.errors import CheckpointError, TrainingDivergedError
+from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sparsesnn.factory import (
     build_data,
     build_distiller,
@@ -280,11 +280,24 @@ class Trainer:
             "distiller": self.distiller.state_dict() if self.distiller is not None else {},
         }
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
-        if ckpt.get("config") != self.config.to_dict():
+    def _check_checkpoint_config(self, stored: Any) -> None:
+        """The checkpoint's config must resolve to this trainer's. It is read through today's schema, so a key added
+        since the checkpoint was written counts at its default (its absence is not a difference)."""
+        where = f"checkpoint in {self.run_dir}"
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{where} holds no config to check against {CONFIG_FILE}")
+        try:
+            then = validate_config(stored)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where} holds a config this version cannot read: {exc}") from None
+        diffs = config_differences(then, self.config)
+        if diffs:
             raise CheckpointError(
-                f"checkpoint in {self.run_dir} was written with a different config than {CONFIG_FILE}"
+                f"{where} was written with a different config than {CONFIG_FILE} ({'; '.join(diffs)})"
             )
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self._check_checkpoint_config(ckpt.get("config"))
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sparsesnn.checkpoint import atomic_write_text
-from sparsesnn.config import Config, load_config, parse_override_value
+from sparsesnn.config import Config, config_differences, load_config, parse_override_value
 from sparsesnn.errors import ConfigError
 
 MANIFEST_FILE = "sweep.json"
@@ -185,24 +185,6 @@ def sanitize(text: str) -> str:
     """
     text = re.sub(r"[\"'\s\[\]{}()]", "", text)
     return _NAME_OK.sub("-", text).strip("-") or "x"
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k != "params":
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_differences(a: Config, b: Config, ignore: frozenset[str] = _NEUTRAL_KEYS) -> list[str]:
-    """Dotted keys whose values differ between two configs (``ignore`` left out), as ``key: a != b`` lines."""
-    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
-    keys = sorted((set(fa) | set(fb)) - ignore)
-    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]
 
 
 def _check_method_params(config: Config, where: str) -> None:
@@ -361,7 +343,7 @@ def _existing_state(run: PlannedRun) -> tuple[str, str | None]:
         existing = load_config(rd / "config.toml")
     except ConfigError as exc:
         return "conflict", f"{rd / 'config.toml'} is not readable: {exc}"
-    diffs = config_differences(existing, run.config)
+    diffs = config_differences(existing, run.config, _NEUTRAL_KEYS)
     if diffs:
         return "conflict", (
             f"{rd} holds a run with another config than this sweep's ({'; '.join(diffs)}); "

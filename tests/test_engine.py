@@ -150,7 +150,23 @@ def test_fresh_run_refuses_to_overwrite(tmp_path):
 def test_resume_rejects_mismatched_checkpoint(tmp_path):
     _train(tmp_path, "a", tiny_toml())
     (tmp_path / "a" / "config.toml").write_text(tiny_toml(density=0.5))
-    with pytest.raises(CheckpointError, match="different config"):
+    with pytest.raises(CheckpointError, match=r"different config.*sparse\.density: 0\.3 != 0\.5"):
+        Trainer.resume(tmp_path / "a", quiet=True)
+
+
+def test_checkpoint_from_before_a_new_config_key_still_resumes(tmp_path):
+    """A checkpoint whose stored config lacks a key added since counts that key at its default."""
+    _train(tmp_path, "a", tiny_toml())
+    path = tmp_path / "a" / CHECKPOINT_FILE
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["data"]["validation_samples"]  # as written before the key existed
+    del ckpt["config"]["run"]["checkpoint_every_steps"]
+    torch.save(ckpt, path)
+    resumed = Trainer.resume(tmp_path / "a", quiet=True)
+    assert resumed.state.epoch == ckpt["epoch"]
+    ckpt["config"]["data"]["no_such_key"] = 1  # a key this version does not know: refused, with the reason
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match=r"(?s)config this version cannot read.*data\.no_such_key"):
         Trainer.resume(tmp_path / "a", quiet=True)
 
 
