@@ -46,6 +46,11 @@ once bench/out/mnist_dense_30ep_val5k/summary.json bench/out/mnist_dense_30ep_va
     $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \
     --set data.validation_samples=5000 --set 'run.name="mnist_dense_30ep_val5k"' \
     --run-dir bench/out/mnist_dense_30ep_val5k
+# twice the budget: 60 epochs, N = 6, the late increment that gives the 30-epoch run's neuron count (replay)
+once bench/out/sdsnn_mnist_60ep_N6_seed0/summary.json bench/out/sdsnn_mnist_60ep_N6_seed0.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=60 --set sparse.params.N=6 \
+    --set sparse.params.last_tail_increment=0.015 --set 'run.name="sdsnn_mnist_60ep_N6_seed0"' \
+    --run-dir bench/out/sdsnn_mnist_60ep_N6_seed0
 # the dense reference at the same 30-epoch budget
 once bench/out/mnist_dense_30ep/summary.json bench/out/mnist_dense_30ep.txt \
     $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \
