@@ -388,6 +388,27 @@ def test_switching_neuron_pruning_off_leaves_the_other_mechanisms():
     assert "clipped" in learner.history[-1] and learner.history[-1]["ranges_shrunk"] >= 0
 
 
+def test_stop_at_freezes_the_structure_for_the_last_epochs():
+    data = _batches(16)  # 8 epochs of 2 steps
+    model, opt, learner = _spiking_learner(stop_at=0.75, total_epochs=8)
+    _, _, free = _spiking_learner(total_epochs=8)  # the paper: every epoch end from 2N + 1 on
+    assert [e for e in range(8) if learner.develops(e)] == [3, 4]  # e > 2N and e + 1 < floor(0.75 * 8) = 6
+    assert [e for e in range(8) if free.develops(e)] == [3, 4, 5, 6, 7]
+    densities, ghosts = [], []
+    for e in range(8):
+        _train(model, opt, learner, data[2 * e : 2 * e + 2], first_epoch=e, stop=1)
+        ghosts.append(learner.ghost)
+        _train(model, opt, learner, data[2 * e + 1 : 2 * e + 2], first_epoch=e, steps_per_epoch=1)
+        densities.append(learner.density())
+    assert ghosts == [False, False, False, True, True, False, False, False]  # no ghost learns in the frozen epochs
+    assert densities[4] < 1.0 and densities[4:] == [densities[4]] * 4
+    structural = [r for r in learner.history if "pruned" in r or "regrown" in r]
+    assert [r["epoch"] for r in structural] == [4, 5]
+    assert all("clipped" in r for r in learner.history[2:])  # the constraint goes on after the stop
+    with pytest.raises(ValueError, match="stop_at"):
+        make(fc_net(), stop_at=1.5)
+
+
 # -- state -------------------------------------------------------------------------------------------------------------
 def test_state_round_trip_mid_ghost_epoch_continues_identically():
     model, opt, learner = _spiking_learner()

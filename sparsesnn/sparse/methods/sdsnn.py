@@ -90,6 +90,10 @@ Where we differ from the released code (BrainCog ``examples/Structural_Developme
   Ghost optimiser moments are zeroed at the epoch end (the code keeps AdamW's).
 * The model's last Conv/Linear (the readout) is never neuron-pruned and is left dense by default
   (``dense_last = True``), as in the code, whose pruned layers are the six convs and the hidden FC.
+* Neuron pruning and regeneration run at every epoch end from ``2N + 1`` on, the last included, as in the code (its
+  final test follows a pruning step taken at a learning rate near 0). ``stop_at = f`` (our option, the rule of the
+  rewiring methods' ``stop_at``) stops both from epoch ``floor(f E)`` on, so that the last epochs train a fixed
+  structure; the ranges and the constraint go on.
 * The training starts dense (``density = 1``, the paper); ``density < 1`` starts from a random sparse topology drawn
   by the core (``distribution``), which regeneration can then grow into.
 * Ranges and percentiles are kept in the weights' dtype (the code's numpy ranges are float64; percentiles use numpy's
@@ -189,6 +193,10 @@ class SDSNN(StructureLearner):
             1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1).
         percentile_cap: the cap 99 of the regeneration percentile.
         shrink: the factor 0.75 of a range shrink.
+        stop_at: None (the paper and the code: neuron pruning and regeneration at every epoch end from ``2N + 1``
+            on, the last included) or a fraction of the training epochs from which neither runs, by the rule of the
+            rewiring methods (none at the end of epoch ``e`` once ``e + 1 >= floor(stop_at * E)``): the last
+            epochs then train a fixed structure. Ranges and the constraint go on. Our option, not the paper's.
     """
 
     name = "sdsnn"
@@ -217,6 +225,7 @@ class SDSNN(StructureLearner):
         percentile_growth: float | None = None,
         percentile_cap: float = 99.0,
         shrink: float = 0.75,
+        stop_at: float | None = None,
         **kwargs: Any,
     ) -> None:
         if isinstance(N, bool) or not isinstance(N, int) or not 1 <= N < 32_000:
@@ -247,7 +256,10 @@ class SDSNN(StructureLearner):
             raise ValueError(f"last_tail_epoch must be >= 0, got {last_tail_epoch}")
         if last_tail_increment is not None and not 0.0 <= last_tail_increment <= 1.0:
             raise ValueError(f"last_tail_increment must be in [0, 1], got {last_tail_increment}")
+        if stop_at is not None and not 0.0 <= stop_at <= 1.0:
+            raise ValueError(f"stop_at must be None or in [0, 1], got {stop_at}")
         self.N = int(N)
+        self.stop_at = None if stop_at is None else float(stop_at)
         self.constraint = bool(constraint)
         self.neuron_pruning = bool(neuron_pruning)
         self.regeneration = bool(regeneration)
@@ -313,6 +325,15 @@ class SDSNN(StructureLearner):
             return CODE_LAST_TAIL
         tail_epochs = self.total_epochs - 2 - self.last_tail_epoch
         return CODE_TAIL_TOTAL / tail_epochs if tail_epochs > 0 else 0.0
+
+    def develops(self, epoch: int) -> bool:
+        """Whether neuron pruning and regeneration run at the end of (0-based) ``epoch``: ``e > 2N`` and, with
+        ``stop_at``, ``e + 1 < floor(stop_at * E)`` (no stop when the run's length ``E`` is unknown)."""
+        if epoch <= 2 * self.N:
+            return False
+        if self.stop_at is None or not self.total_epochs:
+            return True
+        return epoch + 1 < math.floor(self.stop_at * self.total_epochs)
 
     def _rho_start(self, name: str) -> float:
         if name == self.last_layer and self.last_rate_rule == "code":
@@ -389,7 +410,7 @@ class SDSNN(StructureLearner):
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def step(self) -> bool:
-        if self.regeneration and not self.ghost and self.ranges and self.epochs_seen > 2 * self.N:
+        if self.regeneration and not self.ghost and self.ranges and self.develops(self.epochs_seen):
             self._arm_ghosts()
         return super().step()
 
@@ -443,7 +464,7 @@ class SDSNN(StructureLearner):
         if self.constraint and epoch > self.N:
             record["clipped"] = self._constrain()
         changed = False
-        if epoch > 2 * self.N:
+        if self.develops(epoch):
             if self.regeneration:
                 record["regrown"] = self._regenerate(epoch)
                 changed = changed or any(record["regrown"].values())
