@@ -236,6 +236,11 @@ def test_late_rate_of_the_last_layer_spreads_the_codes_total_over_the_run():
     used = sum(learner.rate_increment("1", e, 6, 3) for e in range(8, 14))
     assert used == pytest.approx(0.0005 * 538 * 2 / 100)
     assert learner.rate_increment("1", 7, 6, 3) == pytest.approx(0.5 * math.exp(-2) * 2 / 100)
+    # with stop_at = 0.8 the last pruning is at epoch 10 (11 < floor(12)): the total is spread over epochs 8-9
+    stopped = make(fc_net(), N=2, total_epochs=15, neuron_pruning=True, last_rho_init=0.0, stop_at=0.8)
+    assert stopped.develops(10) and not stopped.develops(11)
+    used = sum(stopped.rate_increment("1", e, 6, 3) for e in range(8, 10))
+    assert used == pytest.approx(0.0005 * 538 * 2 / 100)
 
 
 def test_regeneration_percentile_reaches_its_cap_in_the_same_n_units_as_the_code():

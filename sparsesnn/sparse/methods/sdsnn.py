@@ -92,8 +92,9 @@ Where we differ from the released code (BrainCog ``examples/Structural_Developme
   (``dense_last = True``), as in the code, whose pruned layers are the six convs and the hidden FC.
 * Neuron pruning and regeneration run at every epoch end from ``2N + 1`` on, the last included, as in the code (its
   final test follows a pruning step taken at a learning rate near 0). ``stop_at = f`` (our option, the rule of the
-  rewiring methods' ``stop_at``) stops both from epoch ``floor(f E)`` on, so that the last epochs train a fixed
-  structure; the ranges and the constraint go on.
+  rewiring methods' ``stop_at``) stops both from epoch ``floor(f E)`` (1-based) on, so that the last epochs train
+  a fixed structure, and spreads the default late rate of the last layer over the epochs that still prune; the
+  ranges and the constraint go on.
 * The training starts dense (``density = 1``, the paper); ``density < 1`` starts from a random sparse topology drawn
   by the core (``distribution``), which regeneration can then grow into.
 * Ranges and percentiles are kept in the weights' dtype (the code's numpy ranges are float64; percentiles use numpy's
@@ -314,16 +315,20 @@ class SDSNN(StructureLearner):
     # -- helpers ----------------------------------------------------------------------------------------------------
     @property
     def last_tail_increment(self) -> float:
-        """The "code" rule's factor after ``last_tail_epoch``: ``0.0005 * 538 / (E - 2 - last_tail_epoch)``.
+        """The "code" rule's factor after ``last_tail_epoch``: ``0.0005 * 538 / (L - 1 - last_tail_epoch)``.
 
-        The increments of epochs ``last_tail_epoch + 1 .. E - 2`` reach a pruning step (that of ``E - 1`` does not),
-        so the run's last pruning uses the rate the code's uses at its epoch 599. ``0.0005`` when ``E`` is unknown.
+        ``L`` is the last epoch that prunes (``E - 1``; with ``stop_at``, ``floor(stop_at * E) - 2``). The
+        increments of epochs ``last_tail_epoch + 1 .. L - 1`` reach a pruning step (that of ``L`` does not), so the
+        run's last pruning uses the rate the code's uses at its epoch 599. ``0.0005`` when ``E`` is unknown.
         """
         if self._tail_increment is not None:
             return self._tail_increment
         if not self.total_epochs:
             return CODE_LAST_TAIL
-        tail_epochs = self.total_epochs - 2 - self.last_tail_epoch
+        last = self.total_epochs - 1
+        if self.stop_at is not None:
+            last = min(last, math.floor(self.stop_at * self.total_epochs) - 2)
+        tail_epochs = last - 1 - self.last_tail_epoch
         return CODE_TAIL_TOTAL / tail_epochs if tail_epochs > 0 else 0.0
 
     def develops(self, epoch: int) -> bool:
