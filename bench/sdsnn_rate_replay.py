@@ -13,7 +13,8 @@ run length asked for, so the pruned fraction a faithful port can reach on a net 
 
 ``--run E:N`` is a run of ``E`` epochs with the epoch constant ``N`` (the recipe's defaults for everything else);
 ``--run E:N:T`` also sets ``last_tail_increment = T`` (a late rate of one's own instead of the code's total), e.g.
-``--run 30:3:0.03``.
+``--run 30:3:0.03``; ``--run E:N:T:S`` also sets ``stop_at = S`` (no pruning in the last epochs), e.g.
+``--run 30:3:0.045:0.85``, and ``--run 30:3::0.85`` keeps the default late rate.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dic
     rho = learner.rho[name]
     pruned = 0
     trace = []
-    for epoch in range(2 * n + 1, epochs):  # 0-based, as on_epoch_end: pruning for e > 2N
+    for epoch in range(epochs):  # 0-based, as on_epoch_end: pruning for e > 2N (and before stop_at)
+        if not learner.develops(epoch):
+            continue
         pruned = max(pruned, learner.prune_count(hidden, rho))
         rho += learner.rate_increment(name, epoch, hidden - pruned, classes)
         trace.append({"epoch": epoch + 1, "pruned": pruned, "rho_after": rho})
@@ -51,20 +54,25 @@ def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dic
     }
 
 
-def _run_spec(text: str) -> tuple[int, int, float | None]:
+def _run_spec(text: str) -> tuple[int, int, float | None, float | None]:
     parts = text.split(":")
     try:
-        if len(parts) not in (2, 3):
+        if len(parts) not in (2, 3, 4):
             raise ValueError(text)
         epochs, n = int(parts[0]), int(parts[1])
-        tail = float(parts[2]) if len(parts) == 3 else None
+        tail = float(parts[2]) if len(parts) >= 3 and parts[2] else None
+        stop = float(parts[3]) if len(parts) == 4 else None
     except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--run takes EPOCHS:N or EPOCHS:N:TAIL_INCREMENT, got {text!r}") from err
+        raise argparse.ArgumentTypeError(
+            f"--run takes EPOCHS:N, EPOCHS:N:TAIL_INCREMENT or EPOCHS:N:[TAIL_INCREMENT]:STOP_AT, got {text!r}"
+        ) from err
     if epochs <= 2 * n + 1:
         raise argparse.ArgumentTypeError(f"--run {text}: no pruning epoch (pruning starts after epoch 2N + 1)")
     if tail is not None and not 0.0 <= tail <= 1.0:
         raise argparse.ArgumentTypeError(f"--run {text}: the tail increment must be in [0, 1]")
-    return epochs, n, tail
+    if stop is not None and not 0.0 <= stop <= 1.0:
+        raise argparse.ArgumentTypeError(f"--run {text}: stop_at must be in [0, 1]")
+    return epochs, n, tail, stop
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -76,16 +84,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         type=_run_spec,
         action="append",
         default=[],
-        metavar="E:N[:T]",
-        help="a run of E epochs with N, optionally last_tail_increment T (repeatable; default 15:2, 30:3)",
+        metavar="E:N[:T[:S]]",
+        help="a run of E epochs with N, optionally last_tail_increment T and stop_at S "
+        "(repeatable; default 15:2, 30:3)",
     )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    runs = args.run or [(15, 2, None), (30, 3, None)]
+    runs = args.run or [(15, 2, None, None), (30, 3, None, None)]
     rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N)}
-    for epochs, n, tail in runs:  # tail None: the learner's default, the code's total over the run's tail
+    for epochs, n, tail, stop in runs:  # tail None: the learner's default, the code's total over the run's tail
         label = f"{epochs} epochs, N = {n}" + ("" if tail is None else f", tail {tail:g} (ours)")
-        rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail)
+        label += "" if stop is None else f", stop_at {stop:g} (ours)"
+        rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail, stop_at=stop)
     result = {"hidden": args.hidden, "classes": args.classes, "rows": rows}
     lines = [
         f"## SD-SNN rate schedule alone: hidden layer of {args.hidden} before a {args.classes}-neuron readout",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,10 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "| compact-10 |" in printed and "compact / dense" in printed
 
 
-@pytest.mark.parametrize(("epochs", "n", "tail"), [(15, 2, None), (12, 1, None), (15, 2, 0.03)])
-def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float | None) -> None:
+@pytest.mark.parametrize(
+    ("epochs", "n", "tail", "stop"), [(15, 2, None, None), (12, 1, None, None), (15, 2, 0.03, None), (15, 2, None, 0.8)]
+)
+def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float | None, stop: float | None) -> None:
     """The replay's pruned count equals what the SDSNN learner itself prunes, epoch by epoch, on a tiny FC net."""
     import torch
     from torch import nn
@@ -113,11 +116,18 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
 
     bench = load_bench("sdsnn_rate_replay")
     hidden, classes = 64, 10
-    replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail)
+    replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail, stop_at=stop)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
     learner = SDSNN(
-        model, density=1.0, N=n, total_epochs=epochs, regeneration=False, constraint=False, last_tail_increment=tail
+        model,
+        density=1.0,
+        N=n,
+        total_epochs=epochs,
+        regeneration=False,
+        constraint=False,
+        last_tail_increment=tail,
+        stop_at=stop,
     )
     name = learner.last_layer
     by_epoch = {}
@@ -126,7 +136,9 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
         by_epoch[epoch + 1] = int((~learner.alive[name]).sum())
     assert [t["pruned"] for t in replayed["trace"]] == [by_epoch[t["epoch"]] for t in replayed["trace"]]
     assert replayed["pruned"] == by_epoch[epochs] > 0
-    assert replayed["pruning_epochs"] == epochs - 2 * n - 1
+    last = epochs if stop is None else math.floor(stop * epochs) - 1  # 1-based epoch of the last pruning
+    assert replayed["pruning_epochs"] == last - 2 * n - 1
+    assert replayed["trace"][-1]["epoch"] == last
 
 
 def test_sdsnn_rate_replay_code_row_is_the_codes_schedule(capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,6 +160,8 @@ def test_sdsnn_rate_replay_takes_a_tail_increment_of_ones_own(capsys: pytest.Cap
     assert ours["last_tail_increment"] == pytest.approx(0.03) and faithful["last_tail_increment"] < 0.03
     assert ours["pruned"] > faithful["pruned"]
     assert "| 30 epochs, N = 3, tail 0.03 (ours) |" in capsys.readouterr().out
-    for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2"):
+    stopped = bench.main(["--run", "30:3::0.85"])["rows"]["30 epochs, N = 3, stop_at 0.85 (ours)"]
+    assert stopped["pruning_epochs"] == 24 - 7 and stopped["last_tail_increment"] > faithful["last_tail_increment"]
+    for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2", "30:3:0.1:0.5:1"):
         with pytest.raises(SystemExit):
             bench.main(["--run", bad])
