@@ -51,6 +51,11 @@ once bench/out/sdsnn_mnist_60ep_N6_seed0/summary.json bench/out/sdsnn_mnist_60ep
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=60 --set sparse.params.N=6 \
     --set sparse.params.last_tail_increment=0.015 --set 'run.name="sdsnn_mnist_60ep_N6_seed0"' \
     --run-dir bench/out/sdsnn_mnist_60ep_N6_seed0
+# no pruning or regeneration in the last 6 of 30 epochs (stop_at, ours), judged on the validation split
+once bench/out/sdsnn_mnist_30ep_stop85_val5k/summary.json bench/out/sdsnn_mnist_30ep_stop85_val5k.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+    --set sparse.params.last_tail_increment=0.045 --set sparse.params.stop_at=0.85 --set data.validation_samples=5000 \
+    --set 'run.name="sdsnn_mnist_30ep_stop85_val5k"' --run-dir bench/out/sdsnn_mnist_30ep_stop85_val5k
 # the dense reference at the same 30-epoch budget
 once bench/out/mnist_dense_30ep/summary.json bench/out/mnist_dense_30ep.txt \
     $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \
