@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from sparsesnn.config import load_config_text
-from sparsesnn.engine import TIMING_KEYS, RunInterrupted, Trainer
+from sparsesnn.engine import RunInterrupted, Trainer
 from sparsesnn.sparse.methods.pqi import pick_per_row
 from sparsesnn.sparse.pqindex import pq_bound, pq_index, prune_counts, rewire_ratio, unit_rows, unit_stats
-from tests.conftest import tiny_toml
+from tests.conftest import run_metrics, tiny_toml
 from tests.test_sparse_learners import batches, check_invariants, make, tiny_net, train_step
 
 
@@ -316,12 +316,8 @@ def test_engine_resume_gives_identical_metrics(tmp_path):
     resumed = Trainer.resume(tmp_path / "cut", quiet=True)
     resumed.fit()
 
-    def metrics(rd):
-        lines = (rd / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(x).items() if k not in TIMING_KEYS} for x in lines]
-
-    records = metrics(tmp_path / "full")
-    assert records == metrics(tmp_path / "cut")
+    records = run_metrics(tmp_path / "full")
+    assert records == run_metrics(tmp_path / "cut")
     assert [r["pqi_rounds"] for r in records] == [1, 2, 2]
     assert records[0]["density"] > records[1]["density"]
     assert all(v["ratio"] > 0 for v in records[0]["pqi"]["layers"].values())

@@ -4,7 +4,6 @@ epoch and vanish at its end; the state survives checkpoints; pruned neurons comp
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import signal
@@ -16,12 +15,12 @@ import torch
 from torch import nn
 
 from sparsesnn.config import load_config, load_config_text
-from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, RunInterrupted, Trainer
+from sparsesnn.engine import RunInterrupted, Trainer
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.sparse import METHODS, accepted_keys
 from sparsesnn.sparse.methods.sdsnn import SDSNN, percentile
 from sparsesnn.sparse.shrink import compact
-from tests.conftest import tiny_toml
+from tests.conftest import run_metrics, tiny_toml
 
 EAGER = NeuronSpec(backend="eager")
 REPO = Path(__file__).resolve().parents[1]
@@ -447,11 +446,6 @@ def test_state_round_trip_mid_ghost_epoch_continues_identically():
             assert all(torch.equal(s1[key][n][k], s2[key][n][k]) for k in s1[key][n]), (key, n)
 
 
-def _metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
-
-
 def test_engine_run_resumed_mid_ghost_epoch_writes_the_same_metrics(tmp_path):
     toml = tiny_toml("sdsnn", 1.0, "{ N = 1, last_rho_init = 0.1 }").replace("epochs = 3", "epochs = 6")
     full = Trainer(load_config_text(toml), tmp_path / "full", quiet=True)
@@ -472,8 +466,8 @@ def test_engine_run_resumed_mid_ghost_epoch_writes_the_same_metrics(tmp_path):
     resumed = Trainer.resume(tmp_path / "cut", quiet=True)
     assert (resumed.state.epoch, resumed.state.batch) == (4, 2) and resumed.learner.ghost
     resumed.fit()
-    records = _metrics(tmp_path / "full")
-    assert _metrics(tmp_path / "cut") == records
+    records = run_metrics(tmp_path / "full")
+    assert run_metrics(tmp_path / "cut") == records
     assert [sum(r["neurons_pruned"].values()) for r in records] == [0, 0, 0, 3, 3, 3]  # floor(32 * 0.1) at epoch 4
     assert records[-1]["density"] < 1.0
     for (k, v1), v2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):

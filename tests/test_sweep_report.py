@@ -17,7 +17,7 @@ import pytest
 
 from sparsesnn.cli import main
 from sparsesnn.config import load_config
-from sparsesnn.engine import METRICS_FILE, TIMING_KEYS, Trainer
+from sparsesnn.engine import METRICS_FILE, Trainer
 from sparsesnn.errors import ConfigError
 from sparsesnn.report import (
     PLOTS,
@@ -33,7 +33,7 @@ from sparsesnn.report import (
     series_styles,
 )
 from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
-from tests.conftest import fit_killed_after_epoch, tiny_toml
+from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 matplotlib_image = pytest.importorskip("matplotlib.image", reason="the report needs matplotlib (the plot extra)")
 
@@ -60,11 +60,6 @@ def _config(tmp: Path, text: str = BASE) -> Path:
     path = tmp / "base.toml"
     path.write_text(text)
     return path
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / METRICS_FILE).read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +145,7 @@ def test_sweep_end_to_end(sweep_dir):
         cfg = load_config(rd / "config.toml")
         assert cfg.run.seed == entry["seed"] and cfg.sparse.method == entry["settings"]["sparse.method"]
         assert cfg.run.threads == manifest["threads_per_run"] == max(1, cpu_cores() // 2)  # 2 jobs share the cores
-        assert [m["epoch"] for m in _metrics(rd)] == [1, 2]
+        assert [m["epoch"] for m in run_metrics(rd)] == [1, 2]
         assert json.loads((rd / "summary.json").read_text())["epochs"] == 2
     assert (sweep_dir / "report" / "index.html").is_file()
 
@@ -181,7 +176,7 @@ def test_resume_skips_finished_continues_interrupted_starts_fresh(tmp_path, monk
     assert result.ok
     assert {r.seed: r.action for r in result.runs} == {0: "skipped", 1: "resumed", 2: "started"}
     assert (runs[0].run_dir / "summary.json").read_text() == summary0  # untouched
-    assert _metrics(runs[1].run_dir) == _metrics(tmp_path / "reference")  # the exact continuation
+    assert run_metrics(runs[1].run_dir) == run_metrics(tmp_path / "reference")  # the exact continuation
     manifest = json.loads((out / "sweep.json").read_text())
     assert [r["action"] for r in manifest["runs"]] == ["skipped", "resumed", "started"]
 
@@ -416,7 +411,7 @@ def test_tensorboard_logs_the_epoch_scalars(tmp_path):
     tags = acc.Tags()["scalars"]
     assert {"test_acc", "density", "sops", "energy_uJ"} <= set(tags)
     assert any(t.startswith("layer_density/") for t in tags) and any(t.startswith("firing_rates/") for t in tags)
-    records = _metrics(tmp_path / "run")
+    records = run_metrics(tmp_path / "run")
     assert [e.value for e in acc.Scalars("test_acc")] == pytest.approx([r["test_acc"] for r in records])
 
 
