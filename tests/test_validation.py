@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -51,20 +52,27 @@ def test_validation_seed_draws_another_split_and_leaves_old_configs_unchanged():
         load_config_text(tiny_toml().replace("max_test_samples = 128", "max_test_samples = 128\nvalidation_seed = 3"))
 
 
-def test_mnist_validation_is_held_out_of_training_and_not_augmented(shared_data):
+def _held_out_and_plain(root: Path, name: str, params: str, n_train: int, n_test: int, n_val: int):
+    """A real dataset read twice: augmented with ``n_val`` of its first ``n_train`` training samples held out, and
+    plain (no split, no augmentation); with the split's indices. Both bundles' sizes are checked."""
     toml = f"""
 [data]
-name = "mnist"
-root = "{shared_data / "mnist"}"
+name = "{name}"
+root = "{root / name}"
 augment = true
-max_train_samples = 600
-max_test_samples = 10
-validation_samples = 100
+{params}
+max_train_samples = {n_train}
+max_test_samples = {n_test}
+validation_samples = {n_val}
 """
     data = build_data(load_config_text(toml))
-    plain = build_data(load_config_text(toml.replace("validation_samples = 100", "").replace("true", "false")))
-    held, kept = validation_indices(600, 100)
-    assert len(data.train) == 500 and len(data.validation) == 100
+    plain = build_data(load_config_text(toml.replace(f"validation_samples = {n_val}", "").replace("true", "false")))
+    assert len(data.train) == n_train - n_val and len(data.validation) == n_val
+    return data, plain, *validation_indices(n_train, n_val)
+
+
+def test_mnist_validation_is_held_out_of_training_and_not_augmented(shared_data):
+    data, plain, held, kept = _held_out_and_plain(shared_data, "mnist", "", 600, 10, 100)
     # the held-out samples are exactly the plain (unaugmented) training samples at the held-out indices
     assert data.validation.transform is None
     assert torch.equal(data.validation.inputs, plain.train.inputs[held])
@@ -76,20 +84,8 @@ validation_samples = 100
 
 
 def test_event_dataset_validation_is_a_subset_of_unaugmented_frames(shared_data):
-    toml = f"""
-[data]
-name = "nmnist"
-root = "{shared_data / "nmnist"}"
-augment = true
-params = {{ n_frames = 4, split_by = "time" }}
-max_train_samples = 60
-max_test_samples = 5
-validation_samples = 20
-"""
-    data = build_data(load_config_text(toml))
-    plain = build_data(load_config_text(toml.replace("validation_samples = 20", "").replace("true", "false")))
-    held, kept = validation_indices(60, 20)
-    assert len(data.train) == 40 and len(data.validation) == 20
+    params = 'params = { n_frames = 4, split_by = "time" }'
+    data, plain, held, kept = _held_out_and_plain(shared_data, "nmnist", params, 60, 5, 20)
     for i in (0, 7, 19):  # frames read lazily from the event files, through a Subset of the plain view
         x, y = data.validation[i]
         px, py = plain.train[int(held[i])]
