@@ -325,20 +325,20 @@ class SDSNN(StructureLearner):
             return self._tail_increment
         if not self.total_epochs:
             return CODE_LAST_TAIL
-        last = self.total_epochs - 1
-        if self.stop_at is not None:
-            last = min(last, math.floor(self.stop_at * self.total_epochs) - 2)
-        tail_epochs = last - 1 - self.last_tail_epoch
+        tail_epochs = self._develop_end() - 3 - self.last_tail_epoch  # L = end - 2
         return CODE_TAIL_TOTAL / tail_epochs if tail_epochs > 0 else 0.0
+
+    def _develop_end(self) -> int:
+        """Epoch ends ``e`` with ``e + 1 < end`` may prune: ``floor(stop_at * E)`` (the rewiring methods' rule),
+        ``E + 1`` without ``stop_at`` (every epoch end, the last included). Needs ``E`` (``total_epochs``)."""
+        everything = self.total_epochs + 1
+        return everything if self.stop_at is None else math.floor(self.stop_at * self.total_epochs)
 
     def develops(self, epoch: int) -> bool:
         """Whether neuron pruning and regeneration run at the end of (0-based) ``epoch``: ``e > 2N`` and, with
         ``stop_at``, ``e + 1 < floor(stop_at * E)`` (no stop when the run's length ``E`` is unknown)."""
-        if epoch <= 2 * self.N:
-            return False
-        if self.stop_at is None or not self.total_epochs:
-            return True
-        return epoch + 1 < math.floor(self.stop_at * self.total_epochs)
+        stops = self.stop_at is not None and self.total_epochs > 0
+        return epoch > 2 * self.N and (not stops or epoch + 1 < self._develop_end())
 
     def _rho_start(self, name: str) -> float:
         if name == self.last_layer and self.last_rate_rule == "code":
