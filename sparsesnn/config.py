@@ -36,6 +36,10 @@ def _registered(value: str, registry: Registry[Any]) -> str:
     return value
 
 
+#: which epochs model selection chooses among (``data.select_among``, ``engine.selection_candidates``)
+SelectAmong = Literal["final_density", "all_epochs"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -89,6 +93,12 @@ class DataConfig(_Section):
         ge=0,
         description="seed of the validation split's permutation, independent of run.seed so that every run, seed "
         "and method of a dataset validates on the same samples; None = the library's fixed split",
+    )
+    select_among: SelectAmong = Field(
+        "final_density",
+        description="the epochs model selection chooses among: 'final_density' = the last epochs at the run's final "
+        "connection density (a method whose density changes is never scored at a denser structure than it ends "
+        "with); 'all_epochs' = every epoch",
     )
     params: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments of the dataset")
 

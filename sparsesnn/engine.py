@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from sparsesnn.config import Config, config_differences, load_config, validate_config
+from sparsesnn.config import Config, SelectAmong, config_differences, load_config, validate_config
 from sparsesnn.data import ArrayDataset, DatasetInfo
 from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
 from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -360,8 +360,8 @@ class Trainer:
                 self.state.epoch += 1
                 self.state.batch = 0
                 self.state.progress = EpochProgress()
-                if selected_record(self.state.history) is record:  # written first: a kill between the two
-                    self.save(SELECTED_FILE)  # re-runs the epoch and rewrites both
+                if selected_record(self.state.history, self.config.data.select_among) is record:
+                    self.save(SELECTED_FILE)  # written first: a kill between the two re-runs the epoch, rewrites both
                 self.save()
                 self._append_metrics(record)
                 if tb is not None:
@@ -542,7 +542,7 @@ class Trainer:
         hist = self.state.history
         last = hist[-1] if hist else {}
         best = max(hist, key=lambda r: r.get("test_acc", 0.0)) if hist else {}
-        selected = selected_record(hist)
+        selected = selected_record(hist, self.config.data.select_among)
         chosen = (
             {
                 "selected_epoch": selected["epoch"],
@@ -601,10 +601,31 @@ class Trainer:
             signal.signal(signal.SIGINT, previous)
 
 
-def selected_record(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch record of best validation accuracy (the latest on a tie: the structure has developed furthest), or
-    None when the run holds out no validation split. Model selection never looks at the test accuracy."""
-    candidates = [r for r in history if "val_acc" in r]
+def selection_candidates(history: list[dict[str, Any]], among: SelectAmong = "final_density") -> list[dict[str, Any]]:
+    """The epoch records model selection may choose from: with ``"final_density"`` the trailing records whose
+    ``density`` equals the last record's (the epochs since the connection count last changed), with
+    ``"all_epochs"`` every record. Records without ``val_acc`` (no validation split) are never candidates.
+
+    ``"final_density"`` keeps a method that prunes while it learns (SD-SNN, GMP, LTH) from being scored at an earlier,
+    denser epoch than the structure it ends with; for a method at a fixed density (dense, static, SET, RigL, ESL)
+    every epoch qualifies. It is computable as the run goes: when the density changes, the current epoch is the only
+    candidate, so ``selected.pt`` is always the best candidate so far (the engine writes it whenever the current epoch
+    is the one selected). Densities are compared exactly: they are ratios of the same integer counts."""
+    records = [r for r in history if "val_acc" in r]
+    if among == "all_epochs" or not records:
+        return records
+    final = records[-1].get("density")
+    start = len(records)
+    while start > 0 and records[start - 1].get("density") == final:
+        start -= 1
+    return records[start:]
+
+
+def selected_record(history: list[dict[str, Any]], among: SelectAmong = "final_density") -> dict[str, Any] | None:
+    """The candidate epoch record (:func:`selection_candidates`) of best validation accuracy (the latest on a tie:
+    the structure has developed furthest), or None when the run holds out no validation split. Model selection never
+    looks at the test accuracy."""
+    candidates = selection_candidates(history, among)
     if not candidates:
         return None
     return max(reversed(candidates), key=lambda r: r["val_acc"])

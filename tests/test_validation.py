@@ -10,7 +10,7 @@ import torch
 
 from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
-from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record
+from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record, selection_candidates
 from sparsesnn.errors import CheckpointError, ConfigError
 from sparsesnn.factory import VALIDATION_SPLIT_SEED, build_data, validation_indices
 from sparsesnn.report import SELECTED_COLUMN, build_report
@@ -156,6 +156,64 @@ def test_selected_record_prefers_the_later_epoch_on_a_tie_and_needs_validation()
     history = [{"epoch": 1, "val_acc": 0.5}, {"epoch": 2, "val_acc": 0.7}, {"epoch": 3, "val_acc": 0.7}]
     assert selected_record(history)["epoch"] == 3
     assert selected_record([{"epoch": 1, "test_acc": 0.9}]) is None
+
+
+def test_selection_among_the_final_density_skips_denser_epochs():
+    def history(densities: list[float], vals: list[float]) -> list[dict]:
+        pairs = enumerate(zip(densities, vals, strict=True))
+        return [{"epoch": i + 1, "density": d, "val_acc": v} for i, (d, v) in pairs]
+
+    pruning = history([1.0, 0.8, 0.6, 0.6, 0.6], [0.99, 0.98, 0.95, 0.97, 0.96])
+    assert [r["epoch"] for r in selection_candidates(pruning)] == [3, 4, 5]
+    assert selected_record(pruning)["epoch"] == 4  # not epoch 1, the best but densest
+    assert selected_record(pruning, "all_epochs")["epoch"] == 1
+    # only the trailing stretch counts: an earlier epoch at the final density, before a regrowth, is not a candidate
+    regrown = history([0.6, 0.7, 0.6], [0.99, 0.98, 0.9])
+    assert selected_record(regrown)["epoch"] == 3
+    # a fixed density (dense, SET, RigL, ESL) leaves every epoch a candidate; records of old runs without a density
+    fixed = history([0.3, 0.3, 0.3], [0.9, 0.95, 0.94])
+    assert selected_record(fixed)["epoch"] == 2
+    assert selected_record([{k: v for k, v in r.items() if k != "density"} for r in pruning])["epoch"] == 1
+    assert selection_candidates([{"epoch": 1, "density": 0.5}]) == []  # no validation split
+
+
+def _gmp_with_validation(among: str | None = None) -> str:
+    """GMP over 4 tiny epochs, pruning in the first half: two epochs of changing density, two at the final one."""
+    toml = _with_validation(tiny_toml("gmp", 0.3, "{ update_every = 2, end_at = 0.5 }"), 200)
+    toml = toml.replace("epochs = 3", "epochs = 4")
+    return (
+        toml.replace("validation_samples = 200", f'validation_samples = 200\nselect_among = "{among}"')
+        if among
+        else toml
+    )
+
+
+def test_a_pruning_run_selects_and_saves_an_epoch_at_its_final_density(tmp_path, monkeypatch):
+    full = Trainer(load_config_text(_gmp_with_validation()), tmp_path / "full", quiet=True)
+    summary = full.fit()
+    history = full.state.history
+    densities = [r["density"] for r in history]
+    assert densities[0] > densities[1] == densities[2] == densities[3]  # pruning ends with epoch 2
+    val = {r["epoch"]: r["val_acc"] for r in history[1:]}
+    assert summary["selected_epoch"] == max(e for e in val if val[e] == max(val.values()))
+    kept = torch.load(tmp_path / "full" / SELECTED_FILE, weights_only=True)
+    assert kept["epoch"] == summary["selected_epoch"]
+    chosen = Trainer.resume(tmp_path / "full", quiet=True, checkpoint="selected")
+    assert chosen.learner.density() == densities[-1]
+    # a kill after epoch 1 (selected.pt then holds the densest epoch) and a resume end with the same selection
+    cut = Trainer(load_config_text(_gmp_with_validation()), tmp_path / "cut", quiet=True)
+    fit_killed_after_epoch(cut, 1, monkeypatch)
+    assert torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)["epoch"] == 1
+    assert Trainer.resume(tmp_path / "cut", quiet=True).fit()["selected_epoch"] == summary["selected_epoch"]
+    again = torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)
+    for key, value in kept["model"].items():
+        assert torch.equal(value, again["model"][key]), key
+    # all_epochs is the old rule: the best validation epoch whatever its density (the same training otherwise)
+    every = Trainer(load_config_text(_gmp_with_validation("all_epochs")), tmp_path / "every", quiet=True).fit()
+    val_all = [r["val_acc"] for r in history]
+    assert every["selected_epoch"] == max(i for i, v in enumerate(val_all) if v == max(val_all)) + 1
+    with pytest.raises(ConfigError, match="select_among"):
+        load_config_text(_gmp_with_validation("best"))
 
 
 def test_cli_eval_and_export_of_the_selected_checkpoint(tmp_path, capsys):
