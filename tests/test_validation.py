@@ -139,17 +139,25 @@ def test_validation_pass_counts_no_monitors_and_names_its_split(tmp_path):
     assert record["val_acc"] == plain["val_acc"] and record["sops"] == trainer.evaluate()["sops"]  # test split's
 
 
+def _selected(run_dir: Path) -> dict:
+    return torch.load(run_dir / SELECTED_FILE, weights_only=True)
+
+
+def _assert_same_selected(run_a: Path, run_b: Path) -> None:
+    """Both runs' ``selected.pt`` hold the same epoch and the same model tensors."""
+    a, b = _selected(run_a), _selected(run_b)
+    assert a["epoch"] == b["epoch"]
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
 def test_selection_survives_a_kill_between_epochs(tmp_path, monkeypatch):
     toml = _with_validation(tiny_toml(), 200)
     Trainer(load_config_text(toml), tmp_path / "full", quiet=True).fit()
     fit_killed_after_epoch(Trainer(load_config_text(toml), tmp_path / "cut", quiet=True), 2, monkeypatch)
     Trainer.resume(tmp_path / "cut", quiet=True).fit()
     assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
-    a = torch.load(tmp_path / "full" / SELECTED_FILE, weights_only=True)
-    b = torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)
-    assert a["epoch"] == b["epoch"]
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    _assert_same_selected(tmp_path / "full", tmp_path / "cut")
 
 
 def test_selected_record_prefers_the_later_epoch_on_a_tie_and_needs_validation():
@@ -196,18 +204,15 @@ def test_a_pruning_run_selects_and_saves_an_epoch_at_its_final_density(tmp_path,
     assert densities[0] > densities[1] == densities[2] == densities[3]  # pruning ends with epoch 2
     val = {r["epoch"]: r["val_acc"] for r in history[1:]}
     assert summary["selected_epoch"] == max(e for e in val if val[e] == max(val.values()))
-    kept = torch.load(tmp_path / "full" / SELECTED_FILE, weights_only=True)
-    assert kept["epoch"] == summary["selected_epoch"]
+    assert _selected(tmp_path / "full")["epoch"] == summary["selected_epoch"]
     chosen = Trainer.resume(tmp_path / "full", quiet=True, checkpoint="selected")
     assert chosen.learner.density() == densities[-1]
     # a kill after epoch 1 (selected.pt then holds the densest epoch) and a resume end with the same selection
     cut = Trainer(load_config_text(_gmp_with_validation()), tmp_path / "cut", quiet=True)
     fit_killed_after_epoch(cut, 1, monkeypatch)
-    assert torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)["epoch"] == 1
+    assert _selected(tmp_path / "cut")["epoch"] == 1
     assert Trainer.resume(tmp_path / "cut", quiet=True).fit()["selected_epoch"] == summary["selected_epoch"]
-    again = torch.load(tmp_path / "cut" / SELECTED_FILE, weights_only=True)
-    for key, value in kept["model"].items():
-        assert torch.equal(value, again["model"][key]), key
+    _assert_same_selected(tmp_path / "full", tmp_path / "cut")
     # all_epochs is the old rule: the best validation epoch whatever its density (the same training otherwise)
     every = Trainer(load_config_text(_gmp_with_validation("all_epochs")), tmp_path / "every", quiet=True).fit()
     val_all = [r["val_acc"] for r in history]
