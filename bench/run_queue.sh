@@ -56,6 +56,20 @@ once bench/out/sdsnn_mnist_30ep_stop85_val5k/summary.json bench/out/sdsnn_mnist_
     $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
     --set sparse.params.last_tail_increment=0.045 --set sparse.params.stop_at=0.85 --set data.validation_samples=5000 \
     --set 'run.name="sdsnn_mnist_30ep_stop85_val5k"' --run-dir bench/out/sdsnn_mnist_30ep_stop85_val5k
+# the recipe's ablations at the same 30-epoch budget, seed 0 (stop 20)
+for abl in constraint regeneration; do
+    once bench/out/sdsnn_mnist_30ep_tail03_no_$abl/summary.json bench/out/sdsnn_mnist_30ep_tail03_no_$abl.txt \
+        $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+        --set sparse.params.last_tail_increment=0.03 --set sparse.params.$abl=false \
+        --set "run.name=\"sdsnn_mnist_30ep_tail03_no_$abl\"" --run-dir bench/out/sdsnn_mnist_30ep_tail03_no_$abl
+done
+# ... and the ablation without regeneration at seed 1 (its seed 0 stayed above the recipe's seed 0 from epoch 12 on)
+once bench/out/sdsnn_mnist_30ep_tail03_no_regeneration_seed1/summary.json \
+    bench/out/sdsnn_mnist_30ep_tail03_no_regeneration_seed1.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+    --set sparse.params.last_tail_increment=0.03 --set sparse.params.regeneration=false --set run.seed=1 \
+    --set 'run.name="sdsnn_mnist_30ep_tail03_no_regeneration_seed1"' \
+    --run-dir bench/out/sdsnn_mnist_30ep_tail03_no_regeneration_seed1
 # the dense reference at the same 30-epoch budget
 once bench/out/mnist_dense_30ep/summary.json bench/out/mnist_dense_30ep.txt \
     $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \

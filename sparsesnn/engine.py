@@ -505,15 +505,15 @@ class Trainer:
         cfg = self.config
         ds = dataset if dataset is not None else self.data.test
         self.model.eval()
-        monitor = FiringRateMonitor(self.model)
-        ops = SynapticOpsMonitor(self.model)
+        monitor = FiringRateMonitor(self.model) if monitors else None
+        ops = SynapticOpsMonitor(self.model) if monitors else None
         loss_sum, correct, seen = 0.0, 0, 0
         order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
         batches = iterate_batches(
             ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, BatchSeed((cfg.run.seed,), (3,))
         )
         with ExitStack() as hooks:
-            if monitors:
+            if monitor is not None and ops is not None:
                 hooks.enter_context(monitor.active())
                 hooks.enter_context(ops.active())
             for b, _idx, x, y in batches:
@@ -526,7 +526,7 @@ class Trainer:
                 correct += correct_count(out, y)
                 seen += n
         result: dict[str, Any] = {f"{split}_loss": loss_sum / max(seen, 1), f"{split}_acc": correct / max(seen, 1)}
-        if monitors:
+        if monitor is not None and ops is not None:
             counted = ops.result(max(seen, 1))
             result |= {
                 "firing_rate": monitor.mean_rate(),
