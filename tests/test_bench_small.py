@@ -165,3 +165,39 @@ def test_sdsnn_rate_replay_takes_a_tail_increment_of_ones_own(capsys: pytest.Cap
     for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2", "30:3:0.1:0.5:1"):
         with pytest.raises(SystemExit):
             bench.main(["--run", bad])
+
+
+def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sparsesnn.config import load_config_text
+    from sparsesnn.engine import Trainer
+    from tests.conftest import tiny_toml
+
+    toml = tiny_toml("sdsnn", 1.0, "{ N = 1, last_rho_init = 0.1 }").replace("epochs = 3", "epochs = 6")
+    run = tmp_path / "run"
+    Trainer(load_config_text(toml), run, quiet=True).fit()
+    before = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.iterdir()}
+    bench = load_bench("sdsnn_ghost_probe")
+    out = tmp_path / "probe.json"
+    bench.main([str(run), "--steps", "3", "--threads", "1", "--json", str(out)])
+    result = json.loads(out.read_text())
+    with_ghosts, without = result["variants"]
+    assert with_ghosts["ghosts"] and with_ghosts["armed"]  # the run prunes, so its ghosts arm on the first step
+    assert not without["ghosts"] and not without["armed"]
+    assert without["working_test_acc"] == without["structure_test_acc"]  # nothing to remove
+    for r in (with_ghosts, without):
+        assert 0.0 <= r["working_test_acc"] <= 1.0 and 0.0 <= r["structure_test_acc"] <= 1.0
+    assert "| with ghosts | True |" in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.iterdir()} == before
+
+
+def test_sdsnn_ghost_probe_refuses_a_run_of_another_method(tmp_path: Path) -> None:
+    from sparsesnn.config import load_config_text
+    from sparsesnn.engine import Trainer
+    from tests.conftest import tiny_toml
+
+    run = tmp_path / "run"
+    Trainer(load_config_text(tiny_toml("rigl").replace("epochs = 3", "epochs = 1")), run, quiet=True).fit()
+    with pytest.raises(SystemExit, match="not an SD-SNN run"):
+        load_bench("sdsnn_ghost_probe").main([str(run), "--steps", "1"])
