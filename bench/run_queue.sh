@@ -70,6 +70,10 @@ once bench/out/sdsnn_mnist_30ep_tail03_no_regeneration_seed1/summary.json \
     --set sparse.params.last_tail_increment=0.03 --set sparse.params.regeneration=false --set run.seed=1 \
     --set 'run.name="sdsnn_mnist_30ep_tail03_no_regeneration_seed1"' \
     --run-dir bench/out/sdsnn_mnist_30ep_tail03_no_regeneration_seed1
+# does the ghost phase cost accuracy? (stop 20; on seed 3's final state)
+once bench/out/sdsnn_ghost_probe.json bench/out/sdsnn_ghost_probe.txt \
+    $PY bench/sdsnn_ghost_probe.py bench/out/sdsnn_mnist_30ep_tail03_seed3 --steps 200 --lr 1e-3 --threads 1 \
+    --json bench/out/sdsnn_ghost_probe.json
 # the dense reference at the same 30-epoch budget
 once bench/out/mnist_dense_30ep/summary.json bench/out/mnist_dense_30ep.txt \
     $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set run.epochs=30 \
