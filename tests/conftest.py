@@ -74,6 +74,12 @@ def tiny_toml(method: str = "rigl", density: float = 0.3, params: str = "{ updat
     return TINY_TOML.format(method=method, density=density, params=params)
 
 
+def tiny_sdsnn_toml() -> str:
+    """A tiny SD-SNN run (``N = 1``, 6 epochs) that develops: ``floor(32 * 0.1) = 3`` hidden neurons go at epoch 4,
+    and ghosts arm from the first step of epoch 5 on (1-based)."""
+    return tiny_toml("sdsnn", 1.0, "{ N = 1, last_rho_init = 0.1 }").replace("epochs = 3", "epochs = 6")
+
+
 def run_metrics(run_dir: Path) -> list[dict]:
     """The lines of a run's ``metrics.jsonl`` without their wall-time fields (equal for equal runs)."""
     import json

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_bench
+from tests.conftest import load_bench, tiny_sdsnn_toml, tiny_toml
 
 
 def _check_summary(s: dict[str, object], rounds: int) -> None:
@@ -172,9 +172,8 @@ def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(
 ) -> None:
     from sparsesnn.config import load_config_text
     from sparsesnn.engine import Trainer
-    from tests.conftest import tiny_toml
 
-    toml = tiny_toml("sdsnn", 1.0, "{ N = 1, last_rho_init = 0.1 }").replace("epochs = 3", "epochs = 6")
+    toml = tiny_sdsnn_toml()
     run = tmp_path / "run"
     Trainer(load_config_text(toml), run, quiet=True).fit()
     before = {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in run.iterdir()}
@@ -195,7 +194,6 @@ def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(
 def test_sdsnn_ghost_probe_refuses_a_run_of_another_method(tmp_path: Path) -> None:
     from sparsesnn.config import load_config_text
     from sparsesnn.engine import Trainer
-    from tests.conftest import tiny_toml
 
     run = tmp_path / "run"
     Trainer(load_config_text(tiny_toml("rigl").replace("epochs = 3", "epochs = 1")), run, quiet=True).fit()

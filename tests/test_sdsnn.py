@@ -20,7 +20,7 @@ from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.sparse import METHODS, accepted_keys
 from sparsesnn.sparse.methods.sdsnn import SDSNN, percentile
 from sparsesnn.sparse.shrink import compact
-from tests.conftest import run_metrics, tiny_toml
+from tests.conftest import run_metrics, tiny_sdsnn_toml
 
 EAGER = NeuronSpec(backend="eager")
 REPO = Path(__file__).resolve().parents[1]
@@ -447,7 +447,7 @@ def test_state_round_trip_mid_ghost_epoch_continues_identically():
 
 
 def test_engine_run_resumed_mid_ghost_epoch_writes_the_same_metrics(tmp_path):
-    toml = tiny_toml("sdsnn", 1.0, "{ N = 1, last_rho_init = 0.1 }").replace("epochs = 3", "epochs = 6")
+    toml = tiny_sdsnn_toml()
     full = Trainer(load_config_text(toml), tmp_path / "full", quiet=True)
     full.fit()
     trainer = Trainer(load_config_text(toml), tmp_path / "cut", quiet=True)
