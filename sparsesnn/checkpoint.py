@@ -1,7 +1,15 @@
-"""Atomic checkpoint files: write to a temporary file in the same directory, flush to disk, then rename.
+"""Atomic checkpoint files, always read to the CPU, and the helpers that put each restored state where it lives.
 
-A reader therefore sees either the previous complete checkpoint or the new complete one, never a torn file, even
-if the process is killed mid-write.
+Writing: to a temporary file in the same directory, flushed to disk, then renamed. A reader therefore sees either the
+previous complete checkpoint or the new complete one, never a torn file, even if the process is killed mid-write.
+
+Reading: :func:`load_checkpoint` maps every tensor to the CPU, whatever device wrote it. Each owner then moves its
+own state to where that state lives: a module's ``load_state_dict`` copies into its parameters, an optimiser casts
+its moments to its parameters' device, :func:`restore_like` puts a tensor on the device and dtype of the live tensor
+it replaces, and :func:`generator_state` turns a saved generator state back into the CPU byte tensor that
+``torch.Generator.set_state`` takes. A checkpoint written on CUDA therefore resumes on the CPU and the other way
+round; reading it with ``map_location=<cuda device>`` instead would move a CPU generator's state to the GPU, where
+``set_state`` refuses it.
 """
 
 from __future__ import annotations
@@ -46,18 +54,35 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; raise :class:`CheckpointError` if it is unusable.
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` to the CPU; raise :class:`CheckpointError` if it is
+    unusable.
 
-    Loads with ``weights_only=True``: tensors and plain containers only, no arbitrary pickled code.
+    Loads with ``weights_only=True``: tensors and plain containers only, no arbitrary pickled code. Every tensor
+    comes back on the CPU; the caller restores each state to its device (see the module docstring).
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"no checkpoint at {p}")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a damaged file
         raise CheckpointError(f"cannot read checkpoint {p}: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p} is not a sparsesnn checkpoint of format {CHECKPOINT_FORMAT}")
     return state
+
+
+def restore_like(saved: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
+    """``saved`` as a new tensor on ``live``'s device with ``live``'s dtype: a checkpoint tensor put back where the
+    state it restores lives (``live`` is the tensor it replaces)."""
+    return saved.detach().to(device=live.device, dtype=live.dtype, copy=True)
+
+
+def generator_state(saved: torch.Tensor) -> torch.Tensor:
+    """A saved ``torch.Generator`` state as ``set_state`` takes it: a CPU byte tensor, wherever it was read to.
+
+    >>> g = torch.Generator().manual_seed(1)
+    >>> _ = g.set_state(generator_state(g.get_state().double()))  # any device or dtype the state came back with
+    """
+    return saved.detach().to(device="cpu", dtype=torch.uint8)

@@ -30,6 +30,8 @@ _CHECKPOINT_ARG: dict[str, object] = {
     "(runs with data.validation_samples > 0)",
 }
 
+_DEVICE_HELP = "device to rebuild the run on (default: the run's own, or cpu where this machine lacks it)"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparsesnn", description="Sparse structure learning for spiking neural networks")
@@ -48,11 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set sparse.density=0.05 (repeatable)",
     )
     t.add_argument("--run-dir", type=Path, help="run directory (default: run.out_dir/run.name)")
+    t.add_argument("--device", help="with --resume: continue on this device (cpu, cuda, cuda:N, auto)")
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
     e = sub.add_parser("eval", help="evaluate the checkpoint of a run on its test split")
     e.add_argument("run_dir", type=Path)
     e.add_argument("--checkpoint", **_CHECKPOINT_ARG)
+    e.add_argument("--device", help=_DEVICE_HELP)
     e.add_argument("--quiet", action="store_true")
 
     x = sub.add_parser("export", help="write the finalized, compacted model of a run (pt, safetensors or NIR)")
@@ -64,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)",
     )
     x.add_argument("--checkpoint", **_CHECKPOINT_ARG)
+    x.add_argument("--device", help=_DEVICE_HELP)
     x.add_argument(
         "--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>, model_selected.<ext>)"
     )
@@ -116,8 +121,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.overrides or args.run_dir:
             raise SystemExit("sparsesnn train: --resume takes the run's own config; --set and --run-dir do not apply")
-        trainer = Trainer.resume(args.resume, quiet=args.quiet)
+        trainer = Trainer.resume(args.resume, quiet=args.quiet, device=args.device)
     else:
+        if args.device:
+            raise SystemExit(
+                "sparsesnn train: --device moves a run given with --resume; for a new run use --set run.device=..."
+            )
         config = load_config(args.config, args.overrides)
         trainer = Trainer(config, new_run_dir(config, args.run_dir), quiet=args.quiet)
     summary = trainer.fit()
@@ -144,9 +153,10 @@ def _print_result(table: str, summary: dict[str, object]) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from sparsesnn.engine import Trainer
+    from sparsesnn.engine import Trainer, inference_device
 
-    trainer = Trainer.resume(args.run_dir, quiet=True, checkpoint=args.checkpoint)
+    device = inference_device(args.run_dir, args.device)
+    trainer = Trainer.resume(args.run_dir, quiet=True, checkpoint=args.checkpoint, device=device)
     result = trainer.evaluate()
     result["density"] = trainer.learner.density()
     result["epoch"] = trainer.state.epoch
@@ -159,7 +169,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.export import export_run
 
-    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint)
+    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device)
     report = result.report
     print(result.path)
     print(f"parameters: {report.params_before:,} before compaction, {report.params_after:,} after")

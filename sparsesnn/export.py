@@ -81,12 +81,15 @@ class ExportResult:
     nir_max_diff: float | None = None  # NIR only: largest output difference of the re-simulated file
 
 
-def prepare_export(run_dir: str | Path, *, samples: int = 32, checkpoint: str = "last") -> ExportBundle:
-    """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected"), finalize its learner, compact the model on
-    ``samples`` test samples; model on CPU, eval."""
-    from sparsesnn.engine import Trainer, derive_seed, epoch_order, iterate_batches, to_time_major
+def prepare_export(
+    run_dir: str | Path, *, samples: int = 32, checkpoint: str = "last", device: str | None = None
+) -> ExportBundle:
+    """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected") on ``device`` (default: the run's own, or the
+    CPU where this machine lacks it), finalize its learner, compact the model on ``samples`` test samples; model on
+    CPU, eval."""
+    from sparsesnn.engine import Trainer, derive_seed, epoch_order, inference_device, iterate_batches, to_time_major
 
-    trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint)
+    trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint, device=inference_device(run_dir, device))
     cfg = trainer.config
     model = trainer.learner.finalize()
     model.eval()
@@ -263,13 +266,19 @@ def default_path(run_dir: str | Path, fmt: str, checkpoint: str = "last") -> Pat
 
 
 def export_run(
-    run_dir: str | Path, fmt: str, out: str | Path | None = None, *, samples: int = 32, checkpoint: str = "last"
+    run_dir: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    *,
+    samples: int = 32,
+    checkpoint: str = "last",
+    device: str | None = None,
 ) -> ExportResult:
-    """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected") as ``fmt``
-    to ``out`` (default :func:`default_path`)."""
+    """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected", rebuilt on
+    ``device``: see :func:`prepare_export`) as ``fmt`` to ``out`` (default :func:`default_path`)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint)
+    bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
     path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
     if fmt == "pt":

@@ -27,10 +27,24 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"run.device = {name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
+        raise ConfigError(
+            f"run.device = {name!r}: CUDA is not available on this machine; use 'cpu' or 'auto' "
+            "(a run directory moves with --device cpu)"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"run.device = {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"run.device = {name!r}: MPS is not available on this machine")
     return dev
+
+
+def device_available(name: str) -> bool:
+    """Whether :func:`resolve_device` accepts ``name`` on this machine."""
+    try:
+        resolve_device(name)
+    except ConfigError:
+        return False
+    return True
 
 
 def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:

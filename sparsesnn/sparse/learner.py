@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsesnn.checkpoint import generator_state
 from sparsesnn.distributed import all_reduce_mean_, masks_digest
 from sparsesnn.sparse.masks import (
     MaskedLayer,
@@ -156,11 +157,13 @@ class StructureLearner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output, wherever its tensors were read to: the generator state becomes a CPU
+        byte tensor again, masks and per-synapse state go to their layers' devices."""
         if state.get("name") != self.name:
             raise ValueError(f"learner state is for method {state.get('name')!r}, not {self.name!r}")
         self.steps = int(state["steps"])
         self.epochs_seen = int(state["epochs_seen"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(generator_state(state["generator"]))
         saved = state["masks"]
         if self.masks is not None:
             names = {layer.name for layer in self.layers}

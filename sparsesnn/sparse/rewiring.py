@@ -163,5 +163,6 @@ class RewiringLearner(StructureLearner):
         return {"momentum": {k: v.clone() for k, v in self.momentum.items()}, "history": list(self.history)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.momentum = {k: v.clone() for k, v in state["momentum"].items()}
+        devices = {layer.name: layer.weight.device for layer in self.layers}
+        self.momentum = {k: v.to(devices[k], copy=True) for k, v in state["momentum"].items()}
         self.history = list(state["history"])

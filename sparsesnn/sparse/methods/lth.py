@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsesnn.checkpoint import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
 from sparsesnn.sparse.learner import StructureLearner
 from sparsesnn.sparse.methods.registry import METHODS
@@ -117,5 +118,6 @@ class LotteryTicket(StructureLearner):
         return {"rewind_state": self.rewind_state, "rounds_done": self.rounds_done}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.rewind_state = {k: v.clone() for k, v in state["rewind_state"].items()}
+        live = self.model.state_dict()
+        self.rewind_state = {k: restore_like(v, live[k]) for k, v in state["rewind_state"].items()}
         self.rounds_done = int(state["rounds_done"])
