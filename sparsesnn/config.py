@@ -59,6 +59,27 @@ class RunConfig(_Section):
     tensorboard: bool | None = Field(
         None, description="also log the epoch scalars to RUN_DIR/tb (needs the tb extra); None/false = off"
     )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="autocast dtype of the forward pass and loss: fp32 = none; bf16; fp16 (with a gradient scaler, "
+        "checkpointed); parameters and optimiser state stay float32",
+    )
+    compile: bool = Field(False, description="train the whole model under torch.compile (see run.compile_mode)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode when run.compile = true (reduce-overhead: CUDA graphs)"
+    )
+    channels_last: bool = Field(
+        False, description="keep conv weights and activations channels-last (faster convs on tensor-core GPUs)"
+    )
+
+    @model_validator(mode="after")
+    def _compile_mode_needs_compile(self) -> RunConfig:
+        if self.compile_mode != "default" and not self.compile:
+            raise ValueError(
+                f"compile_mode = {self.compile_mode!r} is set but compile = false: set run.compile = true to compile "
+                "the model"
+            )
+        return self
 
     @field_validator("device")
     @classmethod

@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -41,13 +42,15 @@ from sparsesnn.factory import (
     build_model_from_config,
     build_optimizer,
     build_scheduler,
+    device_available,
     resolve_device,
 )
 from sparsesnn.layers import make_encoder
 from sparsesnn.losses import LossFn, build_loss
-from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count
+from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
 from sparsesnn.sparse import StructureLearner, build_learner
 from sparsesnn.tb import open_tensorboard
+from sparsesnn.train_step import TrainStep
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -55,8 +58,10 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 SELECTED_FILE = "selected.pt"  # the state at the epoch of best validation accuracy (data.validation_samples > 0)
 CHECKPOINTS = {"last": CHECKPOINT_FILE, "selected": SELECTED_FILE}
+#: config keys a resumed run may change (``Trainer.resume(device=...)``): where it runs, not what it computes
+RELOCATABLE_KEYS = frozenset({"run.device"})
 #: fields of a metrics line that measure wall time and so differ between otherwise identical runs
-TIMING_KEYS = frozenset({"time_s", "samples_per_s"})
+TIMING_KEYS = frozenset({"time_s", "samples_per_s", "compile_s"})
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -208,6 +213,8 @@ class Trainer:
         self.data = build_data(cfg)
         self.info = self.data.info
         self.model = build_model_from_config(cfg, self.info).to(self.device)
+        if cfg.run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.encoder = make_encoder(cfg.data.encoder, cfg.data.time_steps)
         self.optimizer = build_optimizer(cfg, self.model)
         n_train = len(self.data.train)  # type: ignore[arg-type]
@@ -234,33 +241,58 @@ class Trainer:
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        try:
+            self.step = TrainStep(
+                self.train_model,
+                self.optimizer,
+                device=self.device,
+                precision=cfg.run.precision,
+                compile=cfg.run.compile,
+                compile_mode=cfg.run.compile_mode,
+                grad_clip=cfg.optim.grad_clip,
+                clip_parameters=self.model.parameters(),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.topology_checks = 0
         self.state = TrainState()
         self._interrupt = threading.Event()
         self._saved_at = "none written yet"
         self.restored_from = CHECKPOINT_FILE
+        self._compile_reported = False  # compile_s written to an epoch record
+        self._compile_logged = False
 
     # -- construction from a run directory --------------------------------------------------------------------------
     @classmethod
-    def resume(cls, run_dir: str | Path, *, quiet: bool = False, checkpoint: str = "last") -> Trainer:
+    def resume(
+        cls, run_dir: str | Path, *, quiet: bool = False, checkpoint: str = "last", device: str | None = None
+    ) -> Trainer:
         """Rebuild the trainer from ``run_dir/config.toml`` and restore a checkpoint of the run.
 
         ``checkpoint="last"`` (``checkpoint.pt``) continues training exactly; ``"selected"`` (``selected.pt``, the
         epoch of best validation accuracy) is for evaluation and export only: :meth:`fit` refuses it.
+
+        ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``) replaces the run's ``run.device``: a run written
+        on CUDA continues, evaluates or exports on the CPU and the other way round. The checkpoint is read to the CPU
+        and every state is restored where it lives (:mod:`sparsesnn.checkpoint`); a resumed run that goes on training
+        records the new device in its ``config.toml``.
         """
         rd = Path(run_dir)
         if checkpoint not in CHECKPOINTS:
             raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {checkpoint!r}")
         if not (rd / CONFIG_FILE).is_file():
             raise CheckpointError(f"{rd} is not a run directory: {CONFIG_FILE} is missing")
-        trainer = cls(load_config(rd / CONFIG_FILE), rd, quiet=quiet)
+        overrides = [f'run.device="{device}"'] if device is not None else []
+        config = load_config(rd / CONFIG_FILE, overrides)
         path = rd / CHECKPOINTS[checkpoint]
         if checkpoint == "selected" and not path.is_file():
             raise CheckpointError(
                 f"{rd} has no {SELECTED_FILE}: a run selects a checkpoint only when it holds out a validation split "
                 "(data.validation_samples > 0) and has finished an epoch"
             )
-        trainer.load_state(load_checkpoint(path, map_location=trainer.device))
+        state = load_checkpoint(path)
+        trainer = cls(config, rd, quiet=quiet)
+        trainer.load_state(state)
         trainer.restored_from = path.name
         return trainer
 
@@ -278,6 +310,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "learner": self.learner.state_dict(),
             "distiller": self.distiller.state_dict() if self.distiller is not None else {},
+            "train_step": self.step.state_dict(),
         }
 
     def _check_checkpoint_config(self, stored: Any) -> None:
@@ -290,7 +323,7 @@ class Trainer:
             then = validate_config(stored)
         except ConfigError as exc:
             raise CheckpointError(f"{where} holds a config this version cannot read: {exc}") from None
-        diffs = config_differences(then, self.config)
+        diffs = config_differences(then, self.config, ignore=RELOCATABLE_KEYS)
         if diffs:
             raise CheckpointError(
                 f"{where} was written with a different config than {CONFIG_FILE} ({'; '.join(diffs)})"
@@ -304,6 +337,7 @@ class Trainer:
         self.learner.load_state_dict(ckpt["learner"])
         if self.distiller is not None:
             self.distiller.load_state_dict(ckpt["distiller"])
+        self.step.load_state_dict(ckpt.get("train_step", {}))  # absent in checkpoints from before run.precision
         self.state = TrainState(
             epoch=int(ckpt["epoch"]),
             batch=int(ckpt["batch"]),
@@ -410,19 +444,23 @@ class Trainer:
                 idx, x, y = (t.tensor_split(self.dist.world_size)[self.dist.rank] for t in (idx, x, y))
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            model_in = to_time_major(x, self.info, self.encoder)
-            out = self.train_model(model_in)
-            if self.distiller is not None:
-                loss = self.distiller.loss(out, y, x, model_in, idx)
-            else:
-                loss = self.loss_fn(out, y)
+            with self.step.autocast():
+                model_in = to_time_major(x, self.info, self.encoder)
+                out = self.step.forward(model_in)
+                if self.distiller is not None:
+                    loss = self.distiller.loss(out, y, x, model_in, idx)
+                else:
+                    loss = self.loss_fn(out, y)
             n = int(y.shape[0])
-            loss_value = loss.item()
+            self.step.backward(loss)
+            # the step's one host synchronisation, while the device runs the backward pass: loss and accuracy, read
+            # before the optimiser changes anything
+            loss_value, correct_value = torch.stack([loss.detach().float(), correct_tensor(out.detach(), y)]).tolist()
             # one small all-reduce per step (several processes only): global loss, accuracy, NaN and Ctrl-C flags
             loss_sum, correct, seen, bad, stop = all_reduce_sum(
                 [
                     loss_value * n,
-                    float(correct_count(out.detach(), y)),
+                    correct_value,
                     float(n),
                     float(not math.isfinite(loss_value)),
                     float(self._interrupt.is_set()),
@@ -435,11 +473,13 @@ class Trainer:
                     f"checkpoint is kept at {self.run_dir / CHECKPOINT_FILE} ({self._saved_at}). Try a lower "
                     "optim.lr or optim.grad_clip."
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            self.optimizer.step()
+            self.step.apply()
+            if self.step.first_step_s is not None and not self._compile_logged:
+                self._compile_logged = True
+                if not self.quiet and self.dist.is_main:
+                    print(
+                        f"torch.compile: first step {self.step.first_step_s:.1f} s, compiling included", file=sys.stderr
+                    )
             self.scheduler.step()
             if self.learner.step():
                 self._check_topology()
@@ -489,6 +529,9 @@ class Trainer:
             "time_s": elapsed,
             "samples_per_s": prog.seen / elapsed if elapsed > 0 else 0.0,
         }
+        if self.step.first_step_s is not None and not self._compile_reported:  # the epoch that compiled the model
+            record["compile_s"] = self.step.first_step_s
+            self._compile_reported = True
         return record
 
     @torch.no_grad()
@@ -520,9 +563,11 @@ class Trainer:
                 torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
                 x = x.to(self.device)
                 y = y.to(self.device)
-                out = self.model(to_time_major(x, self.info, self.encoder))
+                with self.step.autocast():
+                    out = self.model(to_time_major(x, self.info, self.encoder))
+                    loss = self.loss_fn(out, y)
                 n = int(y.shape[0])
-                loss_sum += float(self.loss_fn(out, y)) * n
+                loss_sum += float(loss) * n
                 correct += correct_count(out, y)
                 seen += n
         result: dict[str, Any] = {f"{split}_loss": loss_sum / max(seen, 1), f"{split}_acc": correct / max(seen, 1)}
@@ -629,6 +674,21 @@ def selected_record(history: list[dict[str, Any]], among: SelectAmong = "final_d
     if not candidates:
         return None
     return max(reversed(candidates), key=lambda r: r["val_acc"])
+
+
+def inference_device(run_dir: str | Path, device: str | None = None) -> str | None:
+    """The device to evaluate or export ``run_dir`` on: ``device`` if given; else the run's own when this machine has
+    it (None: keep it); else the CPU, with a warning (a run trained on CUDA is evaluated on a machine without one)."""
+    if device is not None or not (Path(run_dir) / CONFIG_FILE).is_file():
+        return device  # Trainer.resume names what is missing
+    recorded = load_config(Path(run_dir) / CONFIG_FILE).run.device
+    if device_available(recorded):
+        return None
+    warnings.warn(
+        f"{run_dir} ran on run.device = {recorded!r}, which this machine lacks: using the CPU (--device picks one)",
+        stacklevel=2,
+    )
+    return "cpu"
 
 
 def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:

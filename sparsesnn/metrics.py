@@ -12,10 +12,16 @@ from torch import nn
 from sparsesnn.neurons import is_spiking
 
 
+def correct_tensor(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Number of samples whose time-averaged output has its maximum at the target class, as a float32 0-d tensor on
+    the output's device (read it without a host synchronisation of its own)."""
+    scores = output.mean(0) if output.dim() == 3 else output
+    return (scores.argmax(-1) == target).sum().to(torch.float32)
+
+
 def correct_count(output: torch.Tensor, target: torch.Tensor) -> int:
     """Number of samples whose time-averaged output has its maximum at the target class."""
-    scores = output.mean(0) if output.dim() == 3 else output
-    return int((scores.argmax(-1) == target).sum())
+    return int(correct_tensor(output, target))
 
 
 class FiringRateMonitor:

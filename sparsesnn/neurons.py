@@ -1,4 +1,4 @@
-"""Leaky integrate-and-fire neurons on time-major input, with the time loop fused into one autograd op.
+"""Leaky integrate-and-fire neurons on time-major input, with the time loop fused into one operator.
 
 Dynamics (SpikingJelly's convention, Fang et al. ICCV 2021, eq. 1-4), for ``t = 0 .. T-1`` with ``V[-1] = v_reset``
 and ``k = 1/tau``::
@@ -18,11 +18,14 @@ The backward pass replaces ``dS/dH`` by a surrogate ``sigma'(H - v_threshold)`` 
     dL/dX[t]    = dL/dH[t] * k   (decay_input)   or   dL/dH[t]
     dL/dk       = sum_t dL/dH[t] * (X[t] - V[t-1] + v_reset)   or   - sum_t dL/dH[t] * (V[t-1] - v_reset)
 
-Only ``H`` is saved for backward (one tensor the size of the input): ``S`` and ``V[t-1]`` are recomputed from it and
-``X[t] - V[t-1] + v_reset = (H[t] - V[t-1]) / k``. The forward and backward loops are plain tensor functions; when a
-compiler is available they run under ``torch.compile`` (one vectorised kernel over all neurons that keeps ``V`` in
-registers across time steps), otherwise eagerly. Both give the same numbers; the tests check them against a
-reference that lets autograd run through a Python loop (:func:`lif_reference`).
+Only ``U = H - v_threshold`` is saved for backward (one tensor the size of the input, in its dtype): ``S`` and
+``V[t-1]`` are recomputed from it and ``X[t] - V[t-1] + v_reset = (H[t] - V[t-1]) / k``. The loops live in
+:mod:`sparsesnn.lif_kernels` (plain tensor code: eager, or under ``torch.compile`` on the CPU) and
+:mod:`sparsesnn.lif_triton` (Triton kernels for CUDA), behind the operators of :mod:`sparsesnn.lif_op`, which a
+whole-model ``torch.compile`` inlines. Every kernel keeps the membrane in float32 and stores spikes and ``U`` in the
+input's dtype and layout (bf16 / fp16 under autocast, channels-last activations). They give the same numbers up to
+float rounding; the tests check them against a reference that lets autograd run through a Python loop
+(:func:`lif_reference`).
 
 A neuron holds no state between calls: each call starts from ``V[-1] = v_reset``, so nothing needs resetting between
 batches.
@@ -39,6 +42,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from sparsesnn import lif_triton
+from sparsesnn.lif_kernels import lif_backward_loop, lif_forward_loop, like_input, match_layout, storage_view
+from sparsesnn.lif_op import lif_fused, surrogate_code
 from sparsesnn.surrogates import ATan, Surrogate
 
 Backend = Literal["auto", "compiled", "eager"]
@@ -46,94 +52,29 @@ BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# pure kernels on [T, N] tensors
+# dispatch: the operators of sparsesnn.lif_op, or an autograd.Function for a surrogate of the user's own
 # ----------------------------------------------------------------------------------------------------------------------
-def _lif_forward_kernel(
-    x: torch.Tensor, k: torch.Tensor, v_threshold: float, v_reset: float, decay_input: bool, hard_reset: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward loop: returns ``(spikes, H)``, both ``[T, N]``."""
-    v = torch.full_like(x[0], v_reset)
-    spikes = []
-    charges = []
-    for t in range(x.shape[0]):
-        if decay_input:
-            h = v + k * (x[t] - (v - v_reset))
-        else:
-            h = v - k * (v - v_reset) + x[t]
-        s = (h >= v_threshold).to(x.dtype)
-        if hard_reset:
-            v = h * (1.0 - s) + v_reset * s
-        else:
-            v = h - v_threshold * s
-        spikes.append(s)
-        charges.append(h)
-    return torch.stack(spikes), torch.stack(charges)
-
-
-def _lif_backward_kernel(
-    grad_spikes: torch.Tensor,
-    h_seq: torch.Tensor,
-    k: torch.Tensor,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: Surrogate,
-    need_k_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Backward loop: returns ``(dL/dX, dL/dk or None)`` given ``dL/dS`` and the saved charges ``H``."""
-    n_steps = h_seq.shape[0]
-    grad_v = torch.zeros_like(h_seq[0])
-    grad_x = []
-    grad_k_terms = torch.zeros_like(h_seq[0]) if need_k_grad else None
-    for t in range(n_steps - 1, -1, -1):
-        h = h_seq[t]
-        u = h - v_threshold
-        s = (u >= 0).to(h.dtype)
-        sg = surrogate.grad(u)
-        if hard_reset:
-            dv_dh = (1.0 - s) if detach_reset else (1.0 - s) + (v_reset - h) * sg
-        else:
-            dv_dh = torch.ones_like(h) if detach_reset else 1.0 - v_threshold * sg
-        grad_h = grad_spikes[t] * sg + grad_v * dv_dh
-        grad_x.append(grad_h * k if decay_input else grad_h)
-        if grad_k_terms is not None:
-            if t > 0:
-                hp = h_seq[t - 1]
-                sp = (hp >= v_threshold).to(h.dtype)
-                v_prev = hp * (1.0 - sp) + v_reset * sp if hard_reset else hp - v_threshold * sp
-            else:
-                v_prev = torch.full_like(h, v_reset)
-            if decay_input:
-                grad_k_terms = grad_k_terms + grad_h * (h - v_prev) / k
-            else:
-                grad_k_terms = grad_k_terms - grad_h * (v_prev - v_reset)
-        grad_v = grad_h * (1.0 - k)
-    grad_x.reverse()
-    grad_k = grad_k_terms.sum() if grad_k_terms is not None else None
-    return torch.stack(grad_x), grad_k
-
-
 def _compiler_available(device: torch.device) -> bool:
-    """Whether ``torch.compile`` can build kernels for ``device`` here (a C++ compiler on CPU, Triton on CUDA)."""
+    """Whether a fused kernel can be built for ``device`` here: a C++ compiler for ``torch.compile`` on the CPU,
+    Triton on CUDA. ``SPARSESNN_NO_COMPILE=1`` forces the plain loops everywhere."""
     if os.environ.get("SPARSESNN_NO_COMPILE", "") not in ("", "0"):
         return False
     if device.type == "cpu":
         return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
     if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return lif_triton.AVAILABLE
     return False
 
 
 # torch.compile keeps its own code cache keyed on these function objects; wrapping them once here (rather than per
 # neuron instance) lets every layer with the same (dtype, T, flags) share one compiled kernel.
-_compiled_forward: Callable[..., Any] = torch.compile(_lif_forward_kernel, dynamic=None, fullgraph=True)
-_compiled_backward: Callable[..., Any] = torch.compile(_lif_backward_kernel, dynamic=None, fullgraph=True)
+_compiled_forward: Callable[..., Any] = torch.compile(lif_forward_loop, dynamic=None, fullgraph=True)
+_compiled_backward: Callable[..., Any] = torch.compile(lif_backward_loop, dynamic=None, fullgraph=True)
+
+
+def compiled_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The ``torch.compile``'d forward and backward loops of :mod:`sparsesnn.lif_kernels` (CPU, eager calls)."""
+    return _compiled_forward, _compiled_backward
 
 
 def _use_compiled(backend: str, device: torch.device) -> bool:
@@ -145,7 +86,8 @@ def _use_compiled(backend: str, device: torch.device) -> bool:
 
 
 class _LIFFunction(torch.autograd.Function):
-    """The fused LIF time loop: forward saves only ``H``; backward is the hand-written recursion above."""
+    """The fused time loop for a surrogate the operators do not know (any object with ``grad``): forward saves only
+    ``U``; backward is the hand-written recursion above. Same kernels as the operators' CPU path."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -160,29 +102,37 @@ class _LIFFunction(torch.autograd.Function):
         surrogate: Surrogate,
         compiled: bool,
     ) -> torch.Tensor:
-        flat = x.reshape(x.shape[0], -1).detach()
-        k_val = k.detach().to(dtype=x.dtype)
-        fwd = _compiled_forward if compiled else _lif_forward_kernel
-        spikes, h_seq = fwd(flat, k_val, v_threshold, v_reset, decay_input, hard_reset)
-        ctx.save_for_backward(h_seq, k_val)
+        flat = storage_view(x.detach())
+        k_val = k.detach()
+        fwd = _compiled_forward if compiled and not torch.compiler.is_compiling() else lif_forward_loop
+        spikes, charge = fwd(flat, k_val, v_threshold, v_reset, decay_input, hard_reset)
+        charge = like_input(charge, x)
+        ctx.save_for_backward(charge, k_val)
         ctx.config = (v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, compiled)
-        ctx.in_shape = x.shape
         ctx.k_dtype = k.dtype
-        return spikes.reshape(x.shape)
+        return like_input(spikes, x)
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        h_seq, k_val = ctx.saved_tensors
+        charge, k_val = ctx.saved_tensors
         v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, compiled = ctx.config
         need_k = bool(ctx.needs_input_grad[1])
-        bwd = _compiled_backward if compiled else _lif_backward_kernel
-        # detach() drops the view relation, so the compiled kernel does not guard on the layout of its base
-        grad_flat = grad_out.contiguous().reshape(h_seq.shape).detach()
+        bwd = _compiled_backward if compiled and not torch.compiler.is_compiling() else lif_backward_loop
+        grad = storage_view(match_layout(grad_out, charge).detach())
         grad_x, grad_k = bwd(
-            grad_flat, h_seq, k_val, v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, need_k
+            grad,
+            storage_view(charge),
+            k_val,
+            v_threshold,
+            v_reset,
+            decay_input,
+            hard_reset,
+            detach_reset,
+            surrogate,
+            need_k,
         )
         grad_k_out = grad_k.to(ctx.k_dtype) if grad_k is not None else None
-        return grad_x.reshape(ctx.in_shape), grad_k_out, None, None, None, None, None, None, None
+        return like_input(grad_x, charge), grad_k_out, None, None, None, None, None, None, None
 
 
 def lif_multistep(
@@ -197,20 +147,28 @@ def lif_multistep(
     surrogate: Surrogate | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    """Run LIF dynamics over ``x`` of shape ``[T, ...]`` and return spikes of the same shape and dtype.
+    """Run LIF dynamics over ``x`` of shape ``[T, ...]`` and return spikes of the same shape, dtype and layout.
 
     ``inv_tau`` is ``1/tau``; pass a tensor that requires grad to learn it (PLIF). See the module docstring for the
-    equations. ``backend`` picks the compiled or the eager kernel ("auto": compiled when a compiler is available).
+    equations. ``backend`` picks the kernel: "compiled" (Triton on CUDA, ``torch.compile`` on the CPU), "eager" (the
+    plain tensor loop, on any device) or "auto" (compiled when the compiler is available). Any float dtype works:
+    the membrane is kept in float32 and the spikes are returned in ``x``'s dtype (bf16 / fp16 under autocast).
     """
     if x.dim() < 2:
         raise ValueError(f"LIF input must be time-major [T, B, ...] with at least 2 dims, got shape {tuple(x.shape)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if not x.is_floating_point():
+        raise TypeError(f"LIF input must be a floating-point tensor, got {x.dtype}")
     sg = surrogate if surrogate is not None else ATan()
+    # inside a compiled region the availability checks are not traced: the operators choose per device themselves
+    fused = backend != "eager" if torch.compiler.is_compiling() else _use_compiled(backend, x.device)
+    code = surrogate_code(sg)
+    if code is not None:
+        return lif_fused(x, inv_tau, v_threshold, v_reset, decay_input, hard_reset, detach_reset, code, fused)
     k = inv_tau if isinstance(inv_tau, torch.Tensor) else torch.tensor(float(inv_tau), device=x.device)
-    compiled = _use_compiled(backend, x.device) and not torch.compiler.is_compiling()
     return _LIFFunction.apply(
-        x.contiguous(), k, float(v_threshold), float(v_reset), decay_input, hard_reset, detach_reset, sg, compiled
+        x, k, float(v_threshold), float(v_reset), decay_input, hard_reset, detach_reset, sg, fused
     )
 
 

@@ -45,7 +45,7 @@ def pick_highest(scores: torch.Tensor, candidates: torch.Tensor, n: int) -> torc
     available = int(candidates.sum())
     if n > available:
         raise ValueError(f"asked to pick {n} synapses but only {available} are candidates")
-    out = torch.zeros_like(candidates)
+    out = torch.zeros(candidates.shape, dtype=candidates.dtype, device=candidates.device)  # contiguous, any layout in
     if n <= 0:
         return out
     masked = torch.where(candidates, scores, torch.full_like(scores, float("-inf"))).flatten()

@@ -1,0 +1,229 @@
+"""The fused LIF as PyTorch operators: ``torch.ops.sparsesnn.lif_forward`` and ``lif_backward``, with autograd.
+
+Why operators and not an ``autograd.Function`` around a compiled function: each call of a ``torch.compile``'d
+function from Python pays for its guards and wrapper (~0.2 ms forward and ~0.8 ms backward of CPU time per layer on
+the H200 host of ../shared/PERF-NOTES.md), so a 19-neuron ResNet19 step was bound by the host. An operator has a
+schema, so
+
+- in eager mode a call is one dispatch to the kernel of the tensor's device: on CUDA the Triton kernels of
+  :mod:`sparsesnn.lif_triton`, launched directly; elsewhere the loops of :mod:`sparsesnn.lif_kernels`, under
+  ``torch.compile`` on the CPU when a C++ compiler is present (``fused``) or plain;
+- under a whole-model ``torch.compile`` the operators are defined with ``torch.library.triton_op`` when Triton is
+  installed, so the compiler decomposes them into their implementation: on CUDA it calls the Triton kernels from its
+  generated code (no Python in between, and CUDA graphs can capture them), on the CPU it fuses the plain loop with the
+  surrounding graph. Without Triton they are ordinary custom operators with a fake (shape) implementation.
+
+Forward returns ``(S, U)``: the spikes and the charge relative to threshold that backward needs, both in the input's
+dtype and layout (see :mod:`sparsesnn.lif_kernels`). The surrogate travels as a small integer code and its one
+parameter (:data:`SURROGATE_CODES`); a surrogate of the user's own goes through :class:`sparsesnn.neurons` 's
+``autograd.Function`` path instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from sparsesnn import lif_triton
+from sparsesnn.lif_kernels import (
+    accumulator_dtype,
+    lif_backward_loop,
+    lif_forward_loop,
+    like_input,
+    match_layout,
+    storage_view,
+)
+from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Surrogate, Triangle
+
+#: surrogate class -> (code in the kernels, name of its one parameter)
+SURROGATE_CODES: dict[type, tuple[int, str]] = {
+    ATan: (0, "alpha"),
+    Sigmoid: (1, "alpha"),
+    Rectangular: (2, "width"),
+    SuperSpike: (3, "beta"),
+    Triangle: (4, "gamma"),
+}
+_BY_CODE: dict[int, tuple[type, str]] = {code: (cls, param) for cls, (code, param) in SURROGATE_CODES.items()}
+
+
+def surrogate_code(surrogate: Surrogate) -> tuple[int, float] | None:
+    """``(code, parameter)`` of one of the library's surrogates; None for any other object."""
+    entry = SURROGATE_CODES.get(type(surrogate))
+    if entry is None:
+        return None
+    code, param = entry
+    return code, float(getattr(surrogate, param))
+
+
+@functools.lru_cache(maxsize=64)
+def surrogate_from_code(code: int, param: float) -> Surrogate:
+    """The surrogate object of ``(code, param)``; the same object for the same pair, so that the CPU kernels compiled
+    with ``torch.compile`` (which guard on it) are reused."""
+    cls, name = _BY_CODE[code]
+    return cls(**{name: param})  # type: ignore[no-any-return]
+
+
+def _is_traced(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a tracing stand-in (fake or functional tensor), i.e. a compiler is recording this call."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch._subclasses.functional_tensor import FunctionalTensor
+
+    return isinstance(x, FakeTensor | FunctionalTensor) or torch.compiler.is_compiling()
+
+
+def _cpu_kernels(fused: bool, x: torch.Tensor) -> tuple[Any, Any]:
+    """The forward and backward loops to run: ``torch.compile``'d ones in eager mode when ``fused``, else the plain
+    loops (also what a compiler tracing this call records, to fuse them with the rest of its graph)."""
+    if fused and not _is_traced(x):
+        from sparsesnn.neurons import compiled_kernels
+
+        return compiled_kernels()
+    return lif_forward_loop, lif_backward_loop
+
+
+def _use_triton(x: torch.Tensor, fused: bool) -> bool:
+    return fused and lif_triton.AVAILABLE and x.device.type == "cuda"
+
+
+def _k_tensor(k: torch.Tensor | None, k_value: float, like: torch.Tensor) -> torch.Tensor:
+    """``1/tau`` as a 0-d tensor in the membrane's dtype: a tensor argument keeps the compiled CPU kernels from
+    specialising (and recompiling) on every value of tau."""
+    return k if k is not None else torch.tensor(k_value, dtype=accumulator_dtype(like.dtype), device=like.device)
+
+
+def _forward_impl(
+    x: torch.Tensor,
+    k: torch.Tensor | None,
+    k_value: float,
+    v_threshold: float,
+    v_reset: float,
+    decay_input: bool,
+    hard_reset: bool,
+    detach_reset: bool,
+    surrogate: int,
+    surrogate_param: float,
+    fused: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = storage_view(x)
+    if _use_triton(x, fused):
+        spikes, charge = lif_triton.lif_forward(flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset)
+    else:
+        forward, _ = _cpu_kernels(fused, x)
+        spikes, charge = forward(flat, _k_tensor(k, k_value, x), v_threshold, v_reset, decay_input, hard_reset)
+    return like_input(spikes, x), like_input(charge, x)
+
+
+def _backward_impl(
+    grad_spikes: torch.Tensor,
+    charge: torch.Tensor,
+    k: torch.Tensor | None,
+    k_value: float,
+    v_threshold: float,
+    v_reset: float,
+    decay_input: bool,
+    hard_reset: bool,
+    detach_reset: bool,
+    surrogate: int,
+    surrogate_param: float,
+    need_k_grad: bool,
+    fused: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    grad = storage_view(match_layout(grad_spikes, charge))
+    flat = storage_view(charge)
+    if _use_triton(charge, fused):
+        grad_x, grad_k = lif_triton.lif_backward(
+            grad,
+            flat,
+            k,
+            k_value,
+            v_threshold,
+            v_reset,
+            decay_input,
+            hard_reset,
+            detach_reset,
+            surrogate,
+            surrogate_param,
+            need_k_grad,
+        )
+    else:
+        _, backward = _cpu_kernels(fused, charge)
+        grad_x, maybe_k = backward(
+            grad,
+            flat,
+            _k_tensor(k, k_value, charge),
+            v_threshold,
+            v_reset,
+            decay_input,
+            hard_reset,
+            detach_reset,
+            surrogate_from_code(surrogate, surrogate_param),
+            need_k_grad,
+        )
+        grad_k = maybe_k if maybe_k is not None else charge.new_zeros((), dtype=torch.float32)
+    return like_input(grad_x, charge), grad_k
+
+
+def _define(name: str, impl: Any) -> Any:
+    """A ``sparsesnn::name`` operator running ``impl``: a ``triton_op`` (decomposed by ``torch.compile``) when Triton
+    is installed, else a ``custom_op`` whose fake implementation is ``impl`` itself (it only allocates like its
+    inputs when given fake tensors)."""
+    if lif_triton.AVAILABLE:
+        return torch.library.triton_op(f"sparsesnn::{name}", impl, mutates_args=())
+    op = torch.library.custom_op(f"sparsesnn::{name}", impl, mutates_args=())
+    op.register_fake(impl)
+    return op
+
+
+lif_forward_op = _define("lif_forward", _forward_impl)
+lif_backward_op = _define("lif_backward", _backward_impl)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+    _x, k, *config, fused = inputs
+    ctx.save_for_backward(output[1], k)
+    ctx.config = tuple(config)
+    ctx.fused = fused
+    ctx.k_dtype = k.dtype if k is not None else None
+
+
+def _backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -> tuple[Any, ...]:
+    charge, k = ctx.saved_tensors
+    need_k = k is not None and bool(ctx.needs_input_grad[1])
+    grad_x, grad_k = lif_backward_op(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
+    k_grad = grad_k.to(ctx.k_dtype) if need_k else None
+    return (grad_x, k_grad) + (None,) * (len(ctx.config) + 1)
+
+
+lif_forward_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def lif_fused(
+    x: torch.Tensor,
+    k: torch.Tensor | float,
+    v_threshold: float,
+    v_reset: float,
+    decay_input: bool,
+    hard_reset: bool,
+    detach_reset: bool,
+    surrogate: tuple[int, float],
+    fused: bool,
+) -> torch.Tensor:
+    """Spikes of the LIF over ``x`` ``[T, ...]`` through the operators (``k`` = 1/tau, a float or a 0-d tensor)."""
+    k_tensor = k if isinstance(k, torch.Tensor) else None
+    k_value = 0.0 if isinstance(k, torch.Tensor) else float(k)
+    spikes, _ = lif_forward_op(
+        x,
+        k_tensor,
+        k_value,
+        float(v_threshold),
+        float(v_reset),
+        decay_input,
+        hard_reset,
+        detach_reset,
+        surrogate[0],
+        surrogate[1],
+        fused,
+    )
+    return spikes
