@@ -33,6 +33,7 @@ batches.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -54,13 +55,20 @@ BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
 # ----------------------------------------------------------------------------------------------------------------------
 # dispatch: the operators of sparsesnn.lif_op, or an autograd.Function for a surrogate of the user's own
 # ----------------------------------------------------------------------------------------------------------------------
+@functools.cache
+def _cxx_on_path(cxx: str) -> bool:
+    """Whether a C++ compiler (``$CXX`` or a usual name) is on the PATH; looked up once per process (a stat per
+    candidate and call would cost more than a small layer's kernel)."""
+    return any(shutil.which(c) for c in (cxx, "g++", "c++", "clang++") if c)
+
+
 def _compiler_available(device: torch.device) -> bool:
     """Whether a fused kernel can be built for ``device`` here: a C++ compiler for ``torch.compile`` on the CPU,
     Triton on CUDA. ``SPARSESNN_NO_COMPILE=1`` forces the plain loops everywhere."""
     if os.environ.get("SPARSESNN_NO_COMPILE", "") not in ("", "0"):
         return False
     if device.type == "cpu":
-        return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
+        return _cxx_on_path(os.environ.get("CXX", ""))
     if device.type == "cuda":
         return lif_triton.AVAILABLE
     return False
@@ -68,8 +76,24 @@ def _compiler_available(device: torch.device) -> bool:
 
 # torch.compile keeps its own code cache keyed on these function objects; wrapping them once here (rather than per
 # neuron instance) lets every layer with the same (dtype, T, flags) share one compiled kernel.
-_compiled_forward: Callable[..., Any] = torch.compile(lif_forward_loop, dynamic=None, fullgraph=True)
-_compiled_backward: Callable[..., Any] = torch.compile(lif_backward_loop, dynamic=None, fullgraph=True)
+#: kernels compiled per function: one per (dtype, T, flags, surrogate, static or dynamic N); a process that trains
+#: several models in fp32 and bf16 (a benchmark, the tests) needs more than Dynamo's default of 8
+KERNEL_RECOMPILE_LIMIT = 64
+
+
+def _compile_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    compiled = torch.compile(fn, dynamic=None, fullgraph=True)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        with torch._dynamo.config.patch(recompile_limit=KERNEL_RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return call
+
+
+_compiled_forward: Callable[..., Any] = _compile_kernel(lif_forward_loop)
+_compiled_backward: Callable[..., Any] = _compile_kernel(lif_backward_loop)
 
 
 def compiled_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
