@@ -36,7 +36,8 @@ memory is the peak of one extra step after a reset of CUDA's peak counter, and t
 ``graphs_during_timing`` counts graphs torch.compile built in the timed rounds (0 unless something recompiled).
 
 The neuron alone (``--lif``): fused LIF forward + backward on ``[4, 64, 128, 32, 32]`` (ResNet19's first stage)
-timed with CUDA events for our operators, the implementation before them (an ``autograd.Function`` calling
+timed with CUDA events (``ms``, launch gaps included) and as the sum of its kernels' device time from
+``torch.profiler`` (``kernel_ms``) for our operators, the implementation before them (an ``autograd.Function`` calling
 ``torch.compile``'d loops), SpikingJelly's LIFNode and an ``x * 1`` copy floor; and the host time per call, from
 ``torch.profiler`` and from the wall time of many calls on a tiny tensor (where the GPU work is negligible).
 
@@ -364,7 +365,14 @@ def _time_fwd_bwd(
             once()
         end.record()
         torch.cuda.synchronize(device)
-        return {"ms": start.elapsed_time(end) / reps}
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:  # the kernels' own time, launch gaps excluded
+            for _ in range(reps):
+                once()
+            torch.cuda.synchronize(device)
+        kernel_us = sum(e.self_device_time_total for e in prof.key_averages())
+        return {"ms": start.elapsed_time(end) / reps, "kernel_ms": kernel_us / reps / 1e3}
     t0 = time.perf_counter()
     for _ in range(reps):
         once()
@@ -541,10 +549,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"LIF fwd+bwd on {lif['shape']}:")
         for dtype in ("float32", "bfloat16"):
             row = lif.get(dtype, {})
-            lines.append(
-                f"- {dtype}: "
-                + ", ".join(f"{k} {v['ms']:.3f} ms" for k, v in row.items() if isinstance(v, dict) and "ms" in v)
-            )
+            timed = [
+                f"{k} {v['ms']:.3f} ms" + (f" ({v['kernel_ms']:.3f} ms in kernels)" if "kernel_ms" in v else "")
+                for k, v in row.items()
+                if isinstance(v, dict) and "ms" in v
+            ]
+            lines.append(f"- {dtype}: " + ", ".join(timed))
         for name, h in lif["host_us_per_call"].items():
             lines.append(f"- host time per fwd+bwd call, {name}: {h['wall_us_fwd_bwd']:.0f} us")
     return "\n".join(lines)

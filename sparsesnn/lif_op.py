@@ -161,7 +161,7 @@ def _backward_impl(
             surrogate_from_code(surrogate, surrogate_param),
             need_k_grad,
         )
-        grad_k = maybe_k if maybe_k is not None else charge.new_zeros((), dtype=torch.float32)
+        grad_k = maybe_k if maybe_k is not None else charge.new_empty((), dtype=torch.float32)  # unread
     return like_input(grad_x, charge), grad_k
 
 

@@ -66,10 +66,13 @@ if AVAILABLE:
     ):
         offs = tl.program_id(0).to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
         keep = offs < n_neurons
+        # float scalars arrive as fp32 from an eager launch and as fp64 from torch.compile's generated code
+        v_threshold = tl.cast(v_threshold, tl.float32)
+        v_reset = tl.cast(v_reset, tl.float32)
         if K_FROM_PTR:
             k = tl.load(k_ptr).to(tl.float32)
         else:
-            k = k_value
+            k = tl.cast(k_value, tl.float32)
         v = tl.zeros([BLOCK_SIZE], dtype=tl.float32) + v_reset
         idx = offs  # int64: (t * n_neurons + neuron), advanced by n_neurons per step
         for _t in range(n_steps):
@@ -113,10 +116,13 @@ if AVAILABLE:
         pid = tl.program_id(0)
         offs = pid.to(tl.int64) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
         keep = offs < n_neurons
+        v_threshold = tl.cast(v_threshold, tl.float32)
+        v_reset = tl.cast(v_reset, tl.float32)
+        surrogate_param = tl.cast(surrogate_param, tl.float32)
         if K_FROM_PTR:
             k = tl.load(k_ptr).to(tl.float32)
         else:
-            k = k_value
+            k = tl.cast(k_value, tl.float32)
         grad_v = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
         grad_k = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
         idx = offs + last_step_offset  # int64: (t * n_neurons + neuron), from t = T - 1 down
@@ -213,11 +219,13 @@ def lif_backward(
     surrogate_param: float,
     need_k_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dX [T, N] in U's dtype, dL/dk as a 0-d float32 tensor, 0 unless need_k_grad)``; inputs contiguous."""
+    """``(dL/dX [T, N] in U's dtype, dL/dk as a 0-d float32 tensor)``; inputs contiguous. Without ``need_k_grad`` the
+    second tensor is unset memory that the caller does not read (no extra kernel for a constant tau)."""
     steps, neurons = charge.shape
     grad_x = torch.empty_like(charge)
     grid = _grid(neurons)
-    partial_k = torch.zeros(grid[0] if need_k_grad else 1, device=charge.device, dtype=torch.float32)
+    # per-program partial sums of dL/dk (every program writes its entry); a placeholder when dL/dk is not needed
+    partial_k = torch.empty(grid[0] if need_k_grad else 1, device=charge.device, dtype=torch.float32)
     torch.library.wrap_triton(_lif_backward_kernel)[grid](
         grad_spikes,
         charge,
@@ -240,4 +248,4 @@ def lif_backward(
         BLOCK_SIZE=BLOCK,
         num_warps=NUM_WARPS,
     )
-    return grad_x, partial_k.sum()
+    return grad_x, partial_k.sum() if need_k_grad else partial_k[0]

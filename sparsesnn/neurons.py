@@ -64,8 +64,10 @@ def _cxx_on_path(cxx: str) -> bool:
 
 def _compiler_available(device: torch.device) -> bool:
     """Whether a fused kernel can be built for ``device`` here: a C++ compiler for ``torch.compile`` on the CPU,
-    Triton on CUDA. ``SPARSESNN_NO_COMPILE=1`` forces the plain loops everywhere."""
-    if os.environ.get("SPARSESNN_NO_COMPILE", "") not in ("", "0"):
+    Triton on CUDA. ``SPARSESNN_NO_COMPILE=1`` forces the plain loops everywhere, ``=cpu`` (or ``=cuda``) on that
+    device type only (a GPU machine whose C++ compiler is slow)."""
+    flag = os.environ.get("SPARSESNN_NO_COMPILE", "")
+    if (flag not in ("", "0") and flag not in ("cpu", "cuda")) or flag == device.type:
         return False
     if device.type == "cpu":
         return _cxx_on_path(os.environ.get("CXX", ""))

@@ -113,7 +113,7 @@ def test_triton_lif_matches_the_cpu_kernels(dtype, hard, decay_input, detach_res
     for sg in SURROGATES:
         out = {}
         for device in ("cpu", "cuda"):
-            xr = x.to(device).requires_grad_()
+            xr = x.to(device).detach().requires_grad_()  # x.to("cpu") is x itself
             k = torch.tensor(0.4, device=device, requires_grad=True) if learn_tau else 0.4
             s = lif_multistep(
                 xr, k, detach_reset=detach_reset, surrogate=sg, backend="eager" if device == "cpu" else "auto", **kw
