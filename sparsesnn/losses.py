@@ -60,22 +60,23 @@ def tet_loss(
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """The TET objective (Deng et al., "Temporal Efficient Training of Spiking Neural Network via Gradient
-    Re-weighting", ICLR 2022, Sec. 4.1-4.2) on time-major output ``O`` of shape ``[T, B, C]``::
+    Re-weighting", ICLR 2022, arXiv 2202.11946, the method section: the TET loss and its MSE regulariser; we could not
+    read the text here to give the section number) on time-major output ``O`` of shape ``[T, B, C]``::
 
         L_TET = 1/T sum_t CE(O(t), y)                 cross-entropy at every step (mean over the batch)
         L_MSE = 1/T sum_t MSE(O(t), phi)              every output pulled towards the constant phi (mean over B, C)
         L     = (1 - lam) L_TET + lam L_MSE
 
-    As the authors' ``TET_loss`` (``functions.py`` of Gus-Lab/temporal_efficient_training, now
+    As the authors' ``TET_loss`` (``functions.py`` lines 39-51 of Gus-Lab/temporal_efficient_training, now
     brain-intelligence-lab/temporal_efficient_training): an unweighted ``nn.CrossEntropyLoss`` per step averaged over
     the steps, and one ``nn.MSELoss`` over all of ``O`` against a tensor filled with ``phi`` (the code's ``means``),
     which is the mean of the per-step MSEs. Their code steps over dim 1 of batch-major ``[B, T, C]`` output; ours is
     time-major. Defaults :data:`TET_LAMBDA` (``1e-3``) and :data:`TET_TARGET` (``1.0``) are that code's.
-    ``label_smoothing`` (not in the paper) smooths each step's cross-entropy.
+    ``label_smoothing`` (not in their code) smooths each step's cross-entropy.
 
     Low-precision output (bf16 / fp16, from autocast) is promoted to float32 before the reductions, so the loss and its
     gradient are float32 sums; float32 and float64 output are used as they are. The prediction stays the argmax of
-    the time-averaged output (the paper's inference, Sec. 4.1).
+    the time-averaged output, as in the authors' code (``outputs.mean(1)`` there).
 
     Raises:
         ValueError: ``output`` is not 3-d (TET needs one output per time step), or ``target`` is not ``[B]``.
