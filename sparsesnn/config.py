@@ -23,9 +23,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sparsesnn.errors import ConfigError
+from sparsesnn.losses import TET_LAMBDA, TET_TARGET
 from sparsesnn.registry import Registry
 
 
@@ -196,11 +205,52 @@ class ScheduleConfig(_Section):
     min_lr: float = Field(0.0, ge=0.0)
 
 
-class LossConfig(_Section):
-    """``ce``: cross-entropy on the time-averaged output; ``mse``: MSE between firing rates and one-hot targets."""
+#: the keys of ``[loss]`` that only the TET loss reads
+TET_KEYS = ("tet_lambda", "tet_target")
 
-    name: Literal["ce", "mse"] = "ce"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+class LossConfig(_Section):
+    """``ce``: cross-entropy on the time-averaged output; ``mse``: MSE between firing rates and one-hot targets;
+    ``tet``: cross-entropy at every time step plus ``tet_lambda`` x an MSE pull towards ``tet_target`` (TET, Deng et
+    al. ICLR 2022; :func:`sparsesnn.losses.tet_loss`).
+
+    The TET keys are unset (None) unless ``name = "tet"``, where an unset key takes the default of the TET authors'
+    code, so a resolved ``config.toml`` records the values a TET run used and a config written before these keys
+    existed resolves as it did then. Setting one with another loss is an error (it would be silently ignored).
+    """
+
+    name: Literal["ce", "mse", "tet"] = "ce"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of the cross-entropy (ce, tet)")
+    tet_lambda: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description=f"TET only: weight lambda of the MSE term, L = (1 - lambda) L_TET + lambda L_MSE; unset = "
+        f"{TET_LAMBDA} (the TET authors' code) when name = 'tet'",
+    )
+    tet_target: float | None = Field(
+        None,
+        allow_inf_nan=False,
+        description=f"TET only: the constant phi that L_MSE pulls every per-step output towards; unset = {TET_TARGET} "
+        "(V_th, the TET authors' code) when name = 'tet'",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tet_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") == "tet":
+            data = dict(data)
+            data.setdefault("tet_lambda", TET_LAMBDA)
+            data.setdefault("tet_target", TET_TARGET)
+        return data
+
+    @field_validator(*TET_KEYS)
+    @classmethod
+    def _tet_keys_need_tet(cls, v: float | None, info: ValidationInfo) -> float | None:
+        name = info.data.get("name")  # absent when the name itself was invalid: that error is reported alone
+        if v is not None and name is not None and name != "tet":
+            raise ValueError(f"applies to loss.name = 'tet' only, and loss.name = {name!r}")
+        return v
 
 
 class SparseConfig(_Section):
@@ -270,6 +320,16 @@ class Config(_Section):
 
         if getattr(METHODS[self.sparse.method], "requires_distillation", False) and self.distill is None:
             raise ValueError(f"sparse.method = {self.sparse.method!r} learns from a teacher: add a [distill] section")
+        return self
+
+    @model_validator(mode="after")
+    def _distillation_replaces_the_loss(self) -> Config:
+        if self.distill is not None and self.loss.name == "tet":
+            raise ValueError(
+                "loss.name = 'tet' with a [distill] section: distillation trains on its own loss "
+                "((1 - weight) CE + weight KD on time-averaged logits, sparsesnn.distill), so TET would only score the "
+                "evaluation; use loss.name = 'ce' with [distill]"
+            )
         return self
 
     @model_validator(mode="after")

@@ -233,7 +233,9 @@ class Trainer:
         )
         cycle = getattr(self.learner, "cycle_epochs", None)  # LTH restarts the LR schedule every round
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
-        self.loss_fn: LossFn = build_loss(cfg.loss.name, cfg.loss.label_smoothing)
+        self.loss_fn: LossFn = build_loss(
+            cfg.loss.name, cfg.loss.label_smoothing, tet_lambda=cfg.loss.tet_lambda, tet_target=cfg.loss.tet_target
+        )
         self.distiller = build_distiller(cfg, self.info, self.device)
         # the model the training step runs: DDP's wrapper averages gradients over ranks (the masks' gradient hooks
         # run before its all-reduce, so absent synapses stay at zero gradient everywhere)
