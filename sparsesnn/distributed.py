@@ -75,11 +75,17 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     """Sum a few Python numbers over ranks (float64)."""
     if not is_active():
         return values
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t.cpu().tolist()
+
+
+def collective_device() -> torch.device:
+    """Where the process group's tensors must live: this rank's GPU for NCCL (set by :func:`init_from_env`), the CPU
+    for gloo."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def masks_digest(masks: list[torch.Tensor]) -> int:

@@ -209,6 +209,8 @@ class Trainer:
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.dist, self.device = init_from_env(resolve_device(cfg.run.device))
+        if self.device.type == "cuda":  # cuDNN times its algorithms and keeps the fastest unless runs must be exact
+            torch.backends.cudnn.benchmark = not cfg.run.deterministic
         torch.manual_seed(derive_seed(cfg.run.seed, 0xD0D0))  # model initialisation
         self.data = build_data(cfg)
         self.info = self.data.info

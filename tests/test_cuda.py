@@ -4,6 +4,13 @@ exactness; the density invariants hold. ``scripts/device-check.sh`` runs these o
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch._dynamo.utils
@@ -181,3 +188,17 @@ def test_fp16_scaler_state_survives_resume_on_cuda(tmp_path, monkeypatch):
     assert resumed.step.scaler.is_enabled() and resumed.step.scaler.get_scale() > 0
     resumed.fit()
     assert run_metrics(tmp_path / "cut") == run_metrics(tmp_path / "full")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="DDP on CUDA needs two GPUs (NCCL, one device per rank)")
+def test_two_processes_on_two_gpus_keep_identical_topologies(tmp_path):
+    """torchrun with two ranks on CUDA: NCCL, each rank on its own GPU (cuda:LOCAL_RANK, chosen by the engine), and
+    every topology change checked identical across ranks (a divergence would fail the run)."""
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+    toml = _cuda_toml("rigl").replace('method = "rigl"', 'method = "rigl"\ndense_first = false\ndense_last = false')
+    cfg = tmp_path / "rigl.toml"
+    cfg.write_text(toml)
+    cmd = [torchrun, "--standalone", "--nproc-per-node=2", "-m", "sparsesnn", "train", "--quiet", "--config", str(cfg)]
+    subprocess.run([*cmd, "--run-dir", str(tmp_path / "two")], env=dict(os.environ), check=True, timeout=600)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["topology_checks"] > 0
