@@ -95,3 +95,16 @@ def test_resume_with_another_number_of_processes(tmp_path):
     )
     assert _curve(cut) == pytest.approx(_curve(tmp_path / "full"), rel=1e-4)
     assert _curve(cut, "test_acc") == pytest.approx(_curve(tmp_path / "full", "test_acc"), abs=0.01)
+
+
+@pytest.mark.slow
+def test_two_processes_with_a_compiled_model(tmp_path):
+    """run.compile with DDP (torch.compile of the DDP wrapper, gloo): the topology checks pass on every rewiring and
+    the run follows the single-process compiled run's loss curve."""
+    cfg = _config(tmp_path, "rigl", "{ update_every = 2 }")
+    cfg.write_text(cfg.read_text().replace("[run]\n", "[run]\ncompile = true\n", 1))
+    _train(cfg, tmp_path / "one", 1)
+    _train(cfg, tmp_path / "two", 2)
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["topology_checks"] > 0
+    assert _curve(tmp_path / "two") == pytest.approx(_curve(tmp_path / "one"), rel=1e-4)
