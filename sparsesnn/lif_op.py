@@ -108,7 +108,9 @@ def _forward_impl(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     flat = storage_view(x)
     if _use_triton(x, fused):
-        spikes, charge = lif_triton.lif_forward(flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset)
+        spikes, charge = lif_triton.lif_forward(
+            flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset, traced=_is_traced(x)
+        )
     else:
         forward, _ = _cpu_kernels(fused, x)
         spikes, charge = forward(flat, _k_tensor(k, k_value, x), v_threshold, v_reset, decay_input, hard_reset)
@@ -146,6 +148,7 @@ def _backward_impl(
             surrogate,
             surrogate_param,
             need_k_grad,
+            traced=_is_traced(charge),
         )
     else:
         _, backward = _cpu_kernels(fused, charge)
@@ -199,6 +202,28 @@ def _backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -
 lif_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerLIF(torch.autograd.Function):
+    """The operators' implementations behind a plain ``autograd.Function``: what an eager call runs. It skips the
+    custom-operator dispatch (Python on every call: about 0.5 ms of host time per layer and direction on the H200 host
+    of BENCHMARKS.md), which only a compiler needs; the kernels and numbers are the same."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, k: torch.Tensor | None, *config: Any) -> torch.Tensor:  # type: ignore[override]
+        *settings, fused = config
+        spikes, charge = _forward_impl(x.detach(), k.detach() if k is not None else None, *settings, fused)
+        ctx.save_for_backward(charge, k)
+        ctx.config = tuple(settings)
+        ctx.fused = fused
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+        charge, k = ctx.saved_tensors
+        need_k = k is not None and bool(ctx.needs_input_grad[1])
+        grad_x, grad_k = _backward_impl(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
+        return (grad_x, grad_k.to(k.dtype) if need_k else None) + (None,) * (len(ctx.config) + 1)
+
+
 def lif_fused(
     x: torch.Tensor,
     k: torch.Tensor | float,
@@ -210,12 +235,11 @@ def lif_fused(
     surrogate: tuple[int, float],
     fused: bool,
 ) -> torch.Tensor:
-    """Spikes of the LIF over ``x`` ``[T, ...]`` through the operators (``k`` = 1/tau, a float or a 0-d tensor)."""
+    """Spikes of the LIF over ``x`` ``[T, ...]`` (``k`` = 1/tau, a float or a 0-d tensor): through the operators when
+    a compiler traces the call, else through :class:`_EagerLIF` (the same implementations, less host time)."""
     k_tensor = k if isinstance(k, torch.Tensor) else None
     k_value = 0.0 if isinstance(k, torch.Tensor) else float(k)
-    spikes, _ = lif_forward_op(
-        x,
-        k_tensor,
+    config = (
         k_value,
         float(v_threshold),
         float(v_reset),
@@ -226,4 +250,7 @@ def lif_fused(
         surrogate[1],
         fused,
     )
-    return spikes
+    if torch.compiler.is_compiling():
+        spikes, _ = lif_forward_op(x, k_tensor, *config)
+        return spikes  # type: ignore[no-any-return]
+    return _EagerLIF.apply(x, k_tensor, *config)  # type: ignore[no-any-return]

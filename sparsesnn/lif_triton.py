@@ -3,15 +3,18 @@ across all ``T`` steps, one read of the input and one write of each output per e
 
 The same arithmetic as :mod:`sparsesnn.lif_kernels` (see there for what is saved and why, and
 :mod:`sparsesnn.neurons` for the equations); loads and stores use the tensors' own dtype (float32, bf16, fp16), all
-arithmetic is float32. The kernels are launched through ``torch.library.wrap_triton`` from the ``sparsesnn::lif_*``
-operators (:mod:`sparsesnn.lif_op`), so ``torch.compile`` sees them and calls them from its generated code without a
-Python wrapper. Without Triton (a CPU-only install) this module defines nothing and :data:`AVAILABLE` is False.
+arithmetic is float32. Eager calls launch the kernels directly; a call a compiler traces (the ``sparsesnn::lif_*``
+operators of :mod:`sparsesnn.lif_op` under ``torch.compile``) launches them through ``torch.library.wrap_triton``, so
+the compiler sees them and calls them from its generated code without a Python wrapper. Without Triton (a CPU-only
+install) this module defines nothing and :data:`AVAILABLE` is False.
 
 Memory traffic per element and step: forward reads ``X`` and writes ``S`` and ``U`` (3 x the dtype's bytes);
 backward reads ``dL/dS`` and ``U`` (and ``U[t-1]`` for a learnable tau) and writes ``dL/dX``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -169,6 +172,12 @@ if AVAILABLE:
             tl.store(gk_ptr + pid, tl.sum(tl.where(keep, grad_k, 0.0), axis=0))
 
 
+def _launcher(kernel: Any, traced: bool) -> Any:
+    """``kernel`` itself for a direct launch, or wrapped by ``torch.library.wrap_triton`` when a compiler is tracing
+    the call (fake or functional tensors), so that the launch is recorded in its graph."""
+    return torch.library.wrap_triton(kernel) if traced else kernel
+
+
 def _grid(n_neurons: int) -> tuple[int]:
     return (max(1, triton.cdiv(n_neurons, BLOCK)),)
 
@@ -181,12 +190,13 @@ def lif_forward(
     v_reset: float,
     decay_input: bool,
     hard_reset: bool,
+    traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(S, U)`` for ``x`` ``[T, N]`` (contiguous), both in ``x``'s dtype; ``k`` (a 0-d tensor) or ``k_value``."""
     steps, neurons = x.shape
     spikes = torch.empty_like(x)
     charge = torch.empty_like(x)
-    torch.library.wrap_triton(_lif_forward_kernel)[_grid(neurons)](
+    _launcher(_lif_forward_kernel, traced)[_grid(neurons)](
         x,
         k if k is not None else x,
         spikes,
@@ -218,6 +228,7 @@ def lif_backward(
     surrogate: int,
     surrogate_param: float,
     need_k_grad: bool,
+    traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dL/dX [T, N] in U's dtype, dL/dk as a 0-d float32 tensor)``; inputs contiguous. Without ``need_k_grad`` the
     second tensor is unset memory that the caller does not read (no extra kernel for a constant tau)."""
@@ -226,7 +237,7 @@ def lif_backward(
     grid = _grid(neurons)
     # per-program partial sums of dL/dk (every program writes its entry); a placeholder when dL/dk is not needed
     partial_k = torch.empty(grid[0] if need_k_grad else 1, device=charge.device, dtype=torch.float32)
-    torch.library.wrap_triton(_lif_backward_kernel)[grid](
+    _launcher(_lif_backward_kernel, traced)[grid](
         grad_spikes,
         charge,
         k if k is not None else charge,
