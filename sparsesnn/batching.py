@@ -4,20 +4,46 @@ Every random stream of a run is derived from ``(seed, epoch, batch)`` by :func:`
 epoch (:func:`epoch_order`) and each batch's augmentation (:class:`BatchSeed`). :func:`iterate_batches` turns an
 order into ``(batch_index, sample_indices, inputs, targets)`` from any batch on, so that a run resumed mid-epoch sees
 the same batches as an uninterrupted one. The engine imports this module; nothing here knows about training.
+
+Keeping an accelerator fed: batches can be read ahead of the step that consumes them and placed in pinned (page
+locked) host memory, from which ``tensor.to(device, non_blocking=True)`` copies asynchronously. Who reads ahead:
+
+* an in-memory :class:`~sparsesnn.data.ArrayDataset` (images): with ``num_workers > 0`` the workers of a
+  ``DataLoader`` over :class:`ArrayBatches` (one item per batch); with ``num_workers = 0`` and ``prefetch > 0`` one
+  background thread (augmentation is a few large torch ops that release the GIL);
+* any other dataset (event frames read from files): the workers of a ``DataLoader`` over :class:`SeededBatches`.
+
+None of this changes a batch: the augmentation of batch ``b`` depends on ``batch_seed(b)`` alone, whoever computes it
+and whenever, so ``num_workers``, ``pin_memory`` and ``prefetch`` leave a run's batches bit-identical.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sparsesnn.data import ArrayDataset
 
-__all__ = ["BatchSeed", "SeededBatches", "derive_seed", "epoch_order", "iterate_batches"]
+__all__ = [
+    "ArrayBatches",
+    "BatchSeed",
+    "SeededBatches",
+    "default_prefetch",
+    "derive_seed",
+    "epoch_order",
+    "iterate_batches",
+    "read_ahead",
+    "resolve_pin_memory",
+]
+
+Batch = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]  # (batch_index, sample_indices, inputs, targets)
+T = TypeVar("T")
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -73,6 +99,96 @@ class SeededBatches(Dataset[Any]):
         return default_collate([self.dataset[int(i)] for i in self.chunks[k]])
 
 
+class ArrayBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Item ``k`` is the ``k``-th batch of ``chunks`` of an in-memory dataset: ``dataset.batch(chunks[k], generator)``
+    with a generator seeded by ``batch_seed(start_batch + k)``, in the main process, a thread or a loader worker."""
+
+    def __init__(
+        self, dataset: ArrayDataset, chunks: list[torch.Tensor], start_batch: int, batch_seed: Callable[[int], int]
+    ) -> None:
+        self.dataset, self.chunks, self.start_batch, self.batch_seed = dataset, chunks, start_batch, batch_seed
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(self.batch_seed(self.start_batch + k))
+        return self.dataset.batch(self.chunks[k], generator)
+
+
+def resolve_pin_memory(setting: bool | None, device: torch.device) -> bool:
+    """Whether to pin host batches for ``device``: never unless it is a CUDA device on a machine with CUDA (pinning
+    only speeds up copies to a GPU); there ``setting`` decides, None (auto) meaning yes.
+
+    >>> resolve_pin_memory(None, torch.device("cpu")), resolve_pin_memory(True, torch.device("cpu"))
+    (False, False)
+    """
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    return True if setting is None else bool(setting)
+
+
+def default_prefetch(device: torch.device) -> int:
+    """Batches an in-memory dataset reads ahead in a background thread when ``num_workers = 0``: 2 when the step runs
+    on an accelerator (the host is free to augment while it waits), 0 on the CPU (the step already uses the cores).
+
+    >>> default_prefetch(torch.device("cpu"))
+    0
+    """
+    return 0 if device.type == "cpu" else 2
+
+
+def read_ahead(items: Iterator[T], depth: int, prepare: Callable[[T], T] | None = None) -> Iterator[T]:
+    """Yield the items of ``items`` in order while a background thread computes up to ``depth`` of them ahead
+    (each passed through ``prepare`` there, e.g. pinning). An exception in the thread is raised here, at the item
+    it would have produced; closing this generator early stops the thread before the next item.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1, got {depth}")
+    done = object()
+    ready: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(entry: tuple[bool, Any]) -> bool:
+        """Put ``entry`` once there is room; False when the consumer has gone."""
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set() or not offer((True, prepare(item) if prepare is not None else item)):
+                    return
+            offer((False, done))
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer((False, exc))
+
+    worker = threading.Thread(target=produce, name="sparsesnn-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = ready.get()
+            if ok:
+                yield item
+            elif item is done:
+                return
+            else:
+                raise item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _pin(batch: Batch) -> Batch:
+    b, idx, x, y = batch
+    return b, idx, x.pin_memory(), y.pin_memory()
+
+
 def iterate_batches(
     dataset: Dataset[Any],
     order: torch.Tensor,
@@ -80,31 +196,46 @@ def iterate_batches(
     start_batch: int,
     num_workers: int,
     batch_seed: Callable[[int], int],
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    *,
+    pin_memory: bool = False,
+    prefetch: int = 0,
+) -> Iterator[Batch]:
     """Yield ``(batch_index, sample_indices, inputs, targets)`` from ``start_batch`` on, in the given sample order.
 
-    In-memory datasets are gathered by fancy indexing; others are read batch by batch through
-    :class:`SeededBatches` (in ``num_workers`` worker processes when > 0). ``batch_seed(b)`` seeds batch ``b``'s
-    augmentation: the generator handed to ``ArrayDataset.batch``, or torch's global RNG right before the batch's
-    samples are read; either way a run resumed mid-epoch draws the same augmentations, with any ``num_workers``.
+    ``batch_seed(b)`` seeds batch ``b``'s augmentation: the generator handed to ``ArrayDataset.batch`` for in-memory
+    datasets (:class:`ArrayBatches`), torch's global RNG right before the batch's samples are read for the others
+    (:class:`SeededBatches`); either way a run resumed mid-epoch draws the same augmentations.
+
+    ``num_workers > 0`` reads batches in that many ``DataLoader`` worker processes. ``prefetch > 0`` makes an
+    in-memory dataset with ``num_workers = 0`` read that many batches ahead in a background thread (other datasets
+    draw from the global RNG, which a thread would share with the caller, so they read ahead only in workers).
+    ``pin_memory`` returns inputs and targets in pinned memory, for asynchronous copies to a CUDA device (pass
+    :func:`resolve_pin_memory`'s answer: pinning needs CUDA). None of these options changes a batch.
     """
     chunks = list(order.split(batch_size))[start_batch:]
-    if isinstance(dataset, ArrayDataset):
-        for offset, idx in enumerate(chunks):
-            b = start_batch + offset
-            gen = torch.Generator().manual_seed(batch_seed(b))
-            x, y = dataset.batch(idx, gen)
-            yield b, idx, x, y
+    if isinstance(dataset, ArrayDataset) and num_workers == 0:
+        batches = ArrayBatches(dataset, chunks, start_batch, batch_seed)
+        gathered = ((start_batch + k, chunks[k], *batches[k]) for k in range(len(batches)))
+        if prefetch > 0:
+            yield from read_ahead(gathered, prefetch, _pin if pin_memory else None)
+        else:
+            yield from (_pin(batch) for batch in gathered) if pin_memory else gathered
         return
+    items: Dataset[Any]
+    if isinstance(dataset, ArrayDataset):
+        items = ArrayBatches(dataset, chunks, start_batch, batch_seed)
+    else:
+        items = SeededBatches(dataset, chunks, start_batch, batch_seed)
     # the generator only seeds the workers' base seed (unused: every batch is seeded), so that making the iterator
     # leaves the global RNG alone
     loader_gen = torch.Generator().manual_seed(batch_seed(start_batch))
     loader = DataLoader(
-        SeededBatches(dataset, chunks, start_batch, batch_seed),
+        items,
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,
         generator=loader_gen,
+        pin_memory=pin_memory,
     )
     for offset, (x, y) in enumerate(loader):
         yield start_batch + offset, chunks[offset], x, torch.as_tensor(y)

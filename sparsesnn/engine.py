@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,15 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 # the batching helpers live in sparsesnn.batching; imported here too so that `from sparsesnn.engine import ...` works
-from sparsesnn.batching import BatchSeed, derive_seed, epoch_order, iterate_batches
+from sparsesnn.batching import (
+    Batch,
+    BatchSeed,
+    default_prefetch,
+    derive_seed,
+    epoch_order,
+    iterate_batches,
+    resolve_pin_memory,
+)
 from sparsesnn.batching import SeededBatches as SeededBatches
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsesnn.config import Config, SelectAmong, config_differences, load_config, validate_config
@@ -289,6 +298,24 @@ class Trainer:
         barrier()
         return summary
 
+    def _batches(
+        self, dataset: Dataset[Any], order: torch.Tensor, batch_size: int, start_batch: int, batch_seed: BatchSeed
+    ) -> Iterator[Batch]:
+        """:func:`iterate_batches` with this run's loader settings: ``data.num_workers``, pinned memory when the
+        device is CUDA (``data.pin_memory``), and read-ahead of in-memory batches off the CPU. The batches are the
+        same whatever the settings."""
+        d = self.config.data
+        return iterate_batches(
+            dataset,
+            order,
+            batch_size,
+            start_batch,
+            d.num_workers,
+            batch_seed,
+            pin_memory=resolve_pin_memory(d.pin_memory, self.device),
+            prefetch=default_prefetch(self.device),
+        )
+
     def _train_epoch(self) -> None:
         cfg = self.config
         epoch = self.state.epoch
@@ -297,13 +324,8 @@ class Trainer:
         order = order[: self.steps_per_epoch * cfg.data.batch_size]
         prog = self.state.progress
         t0 = time.perf_counter()
-        batches = iterate_batches(
-            self.data.train,
-            order,
-            cfg.data.batch_size,
-            self.state.batch,
-            cfg.data.num_workers,
-            BatchSeed((cfg.run.seed, epoch), (1,)),
+        batches = self._batches(
+            self.data.train, order, cfg.data.batch_size, self.state.batch, BatchSeed((cfg.run.seed, epoch), (1,))
         )
         bar = tqdm(
             batches,
@@ -421,17 +443,15 @@ class Trainer:
         ops = SynapticOpsMonitor(self.model) if monitors else None
         loss_sum, correct, seen = 0.0, 0, 0
         order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
-        batches = iterate_batches(
-            ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, BatchSeed((cfg.run.seed,), (3,))
-        )
+        batches = self._batches(ds, order, cfg.data.eval_batch_size, 0, BatchSeed((cfg.run.seed,), (3,)))
         with ExitStack() as hooks:
             if monitor is not None and ops is not None:
                 hooks.enter_context(monitor.active())
                 hooks.enter_context(ops.active())
             for b, _idx, x, y in batches:
                 torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
-                x = x.to(self.device)
-                y = y.to(self.device)
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
                 out = self.model(to_time_major(x, self.info, self.encoder))
                 n = int(y.shape[0])
                 loss_sum += float(self.loss_fn(out, y)) * n
