@@ -23,6 +23,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
@@ -138,10 +139,16 @@ def default_prefetch(device: torch.device) -> int:
     return 0 if device.type == "cpu" else 2
 
 
-def read_ahead(items: Iterator[T], depth: int, prepare: Callable[[T], T] | None = None) -> Iterator[T]:
+def read_ahead(
+    items: Iterator[T],
+    depth: int,
+    prepare: Callable[[T], T] | None = None,
+    start: Callable[[], None] | None = None,
+) -> Iterator[T]:
     """Yield the items of ``items`` in order while a background thread computes up to ``depth`` of them ahead
-    (each passed through ``prepare`` there, e.g. pinning). An exception in the thread is raised here, at the item
-    it would have produced; closing this generator early stops the thread before the next item.
+    (each passed through ``prepare`` there, e.g. pinning; ``start`` runs there first, e.g. to select the CUDA device).
+    An exception in the thread is raised here, at the item it would have produced; closing this generator early
+    stops the thread before the next item.
     """
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
@@ -161,6 +168,8 @@ def read_ahead(items: Iterator[T], depth: int, prepare: Callable[[T], T] | None 
 
     def produce() -> None:
         try:
+            if start is not None:
+                start()
             for item in items:
                 if stop.is_set() or not offer((True, prepare(item) if prepare is not None else item)):
                     return
@@ -217,7 +226,9 @@ def iterate_batches(
         batches = ArrayBatches(dataset, chunks, start_batch, batch_seed)
         gathered = ((start_batch + k, chunks[k], *batches[k]) for k in range(len(batches)))
         if prefetch > 0:
-            yield from read_ahead(gathered, prefetch, _pin if pin_memory else None)
+            # pin on the caller's CUDA device, as DataLoader's pinning thread does (a thread starts on device 0)
+            on_device = partial(torch.cuda.set_device, torch.cuda.current_device()) if pin_memory else None
+            yield from read_ahead(gathered, prefetch, _pin if pin_memory else None, on_device)
         else:
             yield from (_pin(batch) for batch in gathered) if pin_memory else gathered
         return

@@ -175,6 +175,9 @@ def test_pin_memory_auto_is_off_on_the_cpu(tmp_path: Path, cifar_root: Path) -> 
 def test_read_ahead_keeps_order_raises_and_stops() -> None:
     assert list(read_ahead(iter(range(10)), 3)) == list(range(10))
     assert list(read_ahead(iter(range(4)), 1, lambda v: v * 10)) == [0, 10, 20, 30]
+    where = []
+    assert list(read_ahead(iter(range(2)), 1, start=lambda: where.append(threading.current_thread()))) == [0, 1]
+    assert len(where) == 1 and where[0] is not threading.current_thread()  # start runs once, in the thread
 
     def failing() -> Iterator[int]:
         yield 1
