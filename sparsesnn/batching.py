@@ -22,6 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ __all__ = [
     "derive_seed",
     "epoch_order",
     "iterate_batches",
+    "one_intra_op_thread",
     "read_ahead",
     "resolve_pin_memory",
 ]
@@ -97,7 +99,30 @@ class SeededBatches(Dataset[Any]):
 
     def __getitem__(self, k: int) -> Any:
         torch.manual_seed(self.batch_seed(self.start_batch + k))
-        return default_collate([self.dataset[int(i)] for i in self.chunks[k]])
+        with one_intra_op_thread():
+            return default_collate([self.dataset[int(i)] for i in self.chunks[k]])
+
+
+@contextmanager
+def one_intra_op_thread() -> Iterator[None]:
+    """Run the block with one intra-op thread (torch's setting restored after it), for work made of many small ops.
+
+    A sample's frames (tens of thousands of elements) are just big enough for torch to split each copy or flip over
+    its threads, but far too small to gain from it, and collating them copies sample by sample; on a busy machine
+    every such parallel region also waits for threads the scheduler has parked, which made reading a batch of event
+    samples in the main process 10-20x slower than on one thread (bench/loader_speed.py). Loader workers already run
+    on one thread. Results do not depend on the number of threads. Not for a block that runs beside other torch work
+    of the same process (the setting is per process): the read-ahead thread does not use it.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ArrayBatches(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -193,6 +218,15 @@ def read_ahead(
         worker.join()
 
 
+def _gathered(batches: ArrayBatches, single_thread: bool) -> Iterator[Batch]:
+    """The batches of an in-memory dataset in order, each computed on one intra-op thread when ``single_thread``
+    (the caller's thread does nothing else meanwhile; see :func:`one_intra_op_thread`)."""
+    for k in range(len(batches)):
+        with one_intra_op_thread() if single_thread else nullcontext():
+            x, y = batches[k]
+        yield batches.start_batch + k, batches.chunks[k], x, y
+
+
 def _pin(batch: Batch) -> Batch:
     b, idx, x, y = batch
     return b, idx, x.pin_memory(), y.pin_memory()
@@ -224,12 +258,12 @@ def iterate_batches(
     chunks = list(order.split(batch_size))[start_batch:]
     if isinstance(dataset, ArrayDataset) and num_workers == 0:
         batches = ArrayBatches(dataset, chunks, start_batch, batch_seed)
-        gathered = ((start_batch + k, chunks[k], *batches[k]) for k in range(len(batches)))
         if prefetch > 0:
             # pin on the caller's CUDA device, as DataLoader's pinning thread does (a thread starts on device 0)
             on_device = partial(torch.cuda.set_device, torch.cuda.current_device()) if pin_memory else None
-            yield from read_ahead(gathered, prefetch, _pin if pin_memory else None, on_device)
+            yield from read_ahead(_gathered(batches, False), prefetch, _pin if pin_memory else None, on_device)
         else:
+            gathered = _gathered(batches, True)
             yield from (_pin(batch) for batch in gathered) if pin_memory else gathered
         return
     items: Dataset[Any]

@@ -197,6 +197,44 @@ def test_read_ahead_keeps_order_raises_and_stops() -> None:
         next(read_ahead(iter(range(3)), 0))
 
 
+class _ThreadProbe(Dataset[tuple[torch.Tensor, int]]):
+    """Records torch's intra-op thread count while each sample is read."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        self.seen.append(torch.get_num_threads())
+        return torch.full((2,), float(i)), i
+
+
+def test_batches_read_in_the_main_process_use_one_intra_op_thread(cifar_root: Path) -> None:
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        probe = _ThreadProbe()
+        assert len(list(iterate_batches(probe, torch.arange(8), 4, 0, 0, SEED))) == 2
+        assert probe.seen == [1] * 8 and torch.get_num_threads() == 2  # one thread inside, restored after
+        ds, _ = build_dataset("cifar10", cifar_root, "train", augment=True)
+        seen = []
+        original = ds.batch
+
+        def batch(idx: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append(torch.get_num_threads())
+            return original(idx, generator)
+
+        ds.batch = batch  # type: ignore[method-assign]
+        assert len(list(iterate_batches(ds, torch.arange(64), 32, 0, 0, SEED))) == 2
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        list(iterate_batches(ds, torch.arange(64), 32, 0, 0, SEED, prefetch=2))  # the thread leaves the setting alone
+        assert seen[2:] == [2, 2] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
