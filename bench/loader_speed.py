@@ -30,7 +30,10 @@ Loaders
 Method
     One measurement starts a fresh iterator (as an epoch does: worker processes start, nothing is read ahead yet)
     and takes ``--batches`` batches. ``startup_ms`` is the time to the first batch; ``ms_per_batch`` the time from
-    the first to the last batch over the batches in between (the steady state a long epoch sees). Rounds are round
+    the first to the last batch over the batches in between (the steady state a long epoch sees);
+    ``cpu_ms_per_batch`` the CPU time of the whole measurement (this process's threads and the loader's worker
+    processes, user + system, startup included) per batch: the work a batch costs, which other load on the machine
+    changes far less than the wall time (with N idle cores, N workers deliver at most N / CPU time). Rounds are round
     robin: each round measures every loader of a path once, the order rotating by one per round, each round on
     another shuffle of the samples; the headline numbers are medians over rounds (min-max beside them), because a
     shared 2-core machine swings by +-30 % (../shared/PERF-NOTES.md). ``step_over_batch`` = the GPU step time
@@ -45,6 +48,7 @@ Output: a JSON object on stdout (and in ``--json PATH``), then a Markdown summar
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import sys
 import tempfile
@@ -178,8 +182,11 @@ def measure(
     ds: Dataset[Any], loader: Loader, batch: int, batches: int, epoch: int, device: torch.device | None
 ) -> dict[str, float]:
     """Take ``batches`` batches from a fresh iterator; copy each to ``device`` (asynchronously) when given."""
-    order = epoch_order(len(ds), SEED, epoch, shuffle=True)[: batches * batch]  # type: ignore[arg-type]
+    n, wanted = len(ds), batches * batch  # type: ignore[arg-type]
+    shuffles = [epoch_order(n, SEED, epoch * 1000 + k, shuffle=True) for k in range(-(-wanted // n))]
+    order = torch.cat(shuffles)[:wanted]  # a small set is gone through more than once
     seed = BatchSeed((SEED, epoch), (1,))
+    cpu_start = _cpu_seconds()
     start = time.perf_counter()
     stamps = []
     it = iterate_batches(
@@ -193,12 +200,21 @@ def measure(
     if device is not None:
         torch.cuda.synchronize(device)
         stamps[-1] = time.perf_counter()
+    del it  # the loader's workers have been joined: their CPU time is counted
     if len(stamps) != batches:
         raise RuntimeError(f"expected {batches} batches, got {len(stamps)}")
     return {
         "startup_ms": (stamps[0] - start) * 1e3,
         "ms_per_batch": (stamps[-1] - stamps[0]) * 1e3 / (batches - 1),
+        "cpu_ms_per_batch": (_cpu_seconds() - cpu_start) * 1e3 / batches,
     }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its ended children (loader workers), user + system."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def loaders_for(path: str, workers: Sequence[int], cuda: bool) -> list[Loader]:
@@ -231,6 +247,7 @@ def run_path(
             "ms_per_batch": summary(ms),
             "batches_per_s": summary([1e3 / m for m in ms]),
             "startup_ms": summary([m["startup_ms"] for m in rounds]),
+            "cpu_ms_per_batch": summary([m["cpu_ms_per_batch"] for m in rounds]),
             "step_over_batch": summary([step_ms / m for m in ms]),
         }
     return {"samples": len(ds), "batches_per_measurement": batches, "step_ms": step_ms, "variants": variants}  # type: ignore[arg-type]
@@ -296,8 +313,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"process, device {result['device']}; load average {m['loadavg_start']} -> {m['loadavg_end']}. "
         f"Pinned memory: {result['pin_memory']}.",
         "",
-        "| data | loader (workers) | ms per batch | batches/s | startup ms | GPU step ms | step / batch | >= 2x |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data | loader (workers) | ms per batch | batches/s | startup ms | CPU ms per batch | GPU step ms "
+        "| step / batch | >= 2x |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for path, r in result["paths"].items():
         shape = "x".join(str(s) for s in r["sample"]["shape"])
@@ -305,7 +323,8 @@ def markdown(result: dict[str, Any]) -> str:
             ratio = v["step_over_batch"]
             lines.append(
                 f"| {path} ({shape}) | {name} | {fmt_range(v['ms_per_batch'])} | "
-                f"{v['batches_per_s']['median']:.0f} | {v['startup_ms']['median']:.0f} | {r['step_ms']:g} | "
+                f"{v['batches_per_s']['median']:.0f} | {v['startup_ms']['median']:.0f} | "
+                f"{v['cpu_ms_per_batch']['median']:.1f} | {r['step_ms']:g} | "
                 f"{fmt_range(ratio, 1, unit='x')} | {'yes' if ratio['median'] >= 2 else 'no'} |"
             )
     return "\n".join(lines)
