@@ -33,7 +33,9 @@ Method
     the first to the last batch over the batches in between (the steady state a long epoch sees);
     ``cpu_ms_per_batch`` the CPU time of the whole measurement (this process's threads and the loader's worker
     processes, user + system, startup included) per batch: the work a batch costs, which other load on the machine
-    changes far less than the wall time (with N idle cores, N workers deliver at most N / CPU time). Rounds are round
+    changes far less than the wall time (with N idle cores, N workers deliver at most N / CPU time), from which
+    ``workers_for_2x_on_idle_cores`` estimates the workers a machine with free cores (a GPU host) needs for a batch
+    in half a step. Rounds are round
     robin: each round measures every loader of a path once, the order rotating by one per round, each round on
     another shuffle of the samples; the headline numbers are medians over rounds (min-max beside them), because a
     shared 2-core machine swings by +-30 % (../shared/PERF-NOTES.md). ``step_over_batch`` = the GPU step time
@@ -48,6 +50,7 @@ Output: a JSON object on stdout (and in ``--json PATH``), then a Markdown summar
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import shutil
 import sys
@@ -100,7 +103,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (>= 5 for medians worth quoting)")
     p.add_argument("--cifar-batches", type=int, default=60, help="batches per CIFAR measurement")
-    p.add_argument("--event-batches", type=int, default=15, help="batches per event-frame measurement")
+    p.add_argument("--event-batches", type=int, default=30, help="batches per event-frame measurement")
     p.add_argument("--cifar-train", type=int, default=50_000, help="images in the synthesised CIFAR-10 pickle")
     p.add_argument("--nmnist-samples", type=int, default=0, help="N-MNIST recordings used; 0 = all 1,000")
     p.add_argument("--dvs-windows", type=int, default=50, help="samples cut from each of the 10 DVS Gesture clips")
@@ -250,7 +253,24 @@ def run_path(
             "cpu_ms_per_batch": summary([m["cpu_ms_per_batch"] for m in rounds]),
             "step_over_batch": summary([step_ms / m for m in ms]),
         }
-    return {"samples": len(ds), "batches_per_measurement": batches, "step_ms": step_ms, "variants": variants}  # type: ignore[arg-type]
+    return {
+        "samples": len(ds),  # type: ignore[arg-type]
+        "batches_per_measurement": batches,
+        "step_ms": step_ms,
+        "variants": variants,
+        "workers_for_2x_on_idle_cores": workers_for_2x(variants, step_ms),
+    }
+
+
+def workers_for_2x(variants: dict[str, Any], step_ms: float) -> int | None:
+    """Loader workers that deliver a batch in half a step on idle cores: ``ceil(2 * CPU ms per batch / step ms)``
+    from the largest worker count measured (the CPU cost per batch barely depends on the count); None without
+    worker variants. An estimate for a machine with that many free cores, such as a GPU host."""
+    measured = [v for v in variants.values() if v["workers"] > 0 and not v["pin_memory"]]
+    if not measured:
+        return None
+    cpu_ms = max(measured, key=lambda v: v["workers"])["cpu_ms_per_batch"]["median"]
+    return max(1, math.ceil(2 * cpu_ms / step_ms))
 
 
 def run(args: argparse.Namespace, malloc_tuned: bool) -> dict[str, Any]:
@@ -327,6 +347,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{v['cpu_ms_per_batch']['median']:.1f} | {r['step_ms']:g} | "
                 f"{fmt_range(ratio, 1, unit='x')} | {'yes' if ratio['median'] >= 2 else 'no'} |"
             )
+    estimate = ", ".join(f"{path} {r['workers_for_2x_on_idle_cores']}" for path, r in result["paths"].items())
+    lines += ["", f"Loader workers for a batch in half a step on idle cores (2 x CPU ms / step ms, up): {estimate}."]
     return "\n".join(lines)
 
 

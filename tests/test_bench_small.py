@@ -226,9 +226,11 @@ def test_loader_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert list(r["variants"]) == names, path
         for name, v in r["variants"].items():
             _check_summary(v["ms_per_batch"], rounds)
+            _check_summary(v["cpu_ms_per_batch"], rounds)
             assert all(ms > 0 for ms in v["ms_per_batch"]["per_round"]), (path, name)
             ratios = [r["step_ms"] / ms for ms in v["ms_per_batch"]["per_round"]]
             assert v["step_over_batch"]["per_round"] == pytest.approx(ratios)
+        assert isinstance(r["workers_for_2x_on_idle_cores"], int) and r["workers_for_2x_on_idle_cores"] >= 1
         if path != "cifar10":
             assert r["cache"]["warm_hits"] == r["cache"]["samples"] == r["samples"]  # timed on a warm cache
     if result["device"] == "cpu":
