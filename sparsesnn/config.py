@@ -109,7 +109,17 @@ class DataConfig(_Section):
     encoder: Literal["direct", "poisson"] = "direct"
     normalize: bool = True
     augment: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(
+        0,
+        ge=0,
+        description="loader worker processes that read and augment batches ahead of the step; 0 = the main process "
+        "(in-memory datasets then read ahead in a background thread when the device is not the CPU)",
+    )
+    pin_memory: bool | None = Field(
+        None,
+        description="put batches in pinned host memory so that copies to a CUDA device run asynchronously; None = "
+        "auto: on when the run's device is CUDA; never on other devices",
+    )
     max_train_samples: int = Field(0, ge=0, description="use only the first N training samples; 0 = all")
     max_test_samples: int = Field(0, ge=0, description="use only the first N test samples; 0 = all")
     validation_samples: int = Field(

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +28,23 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
+# the batching helpers live in sparsesnn.batching; imported here too so that `from sparsesnn.engine import ...` works
+from sparsesnn.batching import (
+    Batch,
+    BatchSeed,
+    default_prefetch,
+    derive_seed,
+    epoch_order,
+    iterate_batches,
+    resolve_pin_memory,
+)
+from sparsesnn.batching import SeededBatches as SeededBatches
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsesnn.config import Config, SelectAmong, config_differences, load_config, validate_config
-from sparsesnn.data import ArrayDataset, DatasetInfo
+from sparsesnn.data import DatasetInfo
 from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
 from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sparsesnn.factory import (
@@ -63,19 +74,6 @@ RELOCATABLE_KEYS = frozenset({"run.device"})
 #: fields of a metrics line that measure wall time and so differ between otherwise identical runs
 TIMING_KEYS = frozenset({"time_s", "samples_per_s", "compile_s"})
 
-_MIX = 0x9E3779B97F4A7C15
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed mixed from integers (SplitMix64-style), so nearby (epoch, batch) pairs give unrelated streams."""
-    h = 0
-    for p in parts:
-        h = (h ^ (p + _MIX + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
-        h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
 
 class RunInterrupted(KeyboardInterrupt):
     """Raised after Ctrl-C once the checkpoint is safely written."""
@@ -84,83 +82,6 @@ class RunInterrupted(KeyboardInterrupt):
 # ----------------------------------------------------------------------------------------------------------------------
 # batching
 # ----------------------------------------------------------------------------------------------------------------------
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> torch.Tensor:
-    if not shuffle:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(derive_seed(seed, epoch))
-    return torch.randperm(n, generator=g)
-
-
-@dataclass(frozen=True)
-class BatchSeed:
-    """The seed of batch ``b``: :func:`derive_seed` of ``(*before, b, *after)``; picklable, for loader workers."""
-
-    before: tuple[int, ...]
-    after: tuple[int, ...] = ()
-
-    def __call__(self, b: int) -> int:
-        return derive_seed(*self.before, b, *self.after)
-
-
-class SeededBatches(Dataset[Any]):
-    """Item ``k`` is the ``k``-th batch of ``chunks``, collated, with torch's global RNG seeded by ``batch_seed(b)``
-    (``b = start_batch + k``) right before its samples are read.
-
-    Whether a batch is read in the main process or in a ``DataLoader`` worker, its augmentation (drawn from the
-    global RNG in ``__getitem__``) is the same, so a run resumed mid-epoch, or run with another ``num_workers``,
-    sees the same batches.
-    """
-
-    def __init__(
-        self, dataset: Dataset[Any], chunks: list[torch.Tensor], start_batch: int, batch_seed: Callable[[int], int]
-    ) -> None:
-        self.dataset, self.chunks, self.start_batch, self.batch_seed = dataset, chunks, start_batch, batch_seed
-
-    def __len__(self) -> int:
-        return len(self.chunks)
-
-    def __getitem__(self, k: int) -> Any:
-        torch.manual_seed(self.batch_seed(self.start_batch + k))
-        return default_collate([self.dataset[int(i)] for i in self.chunks[k]])
-
-
-def iterate_batches(
-    dataset: Dataset[Any],
-    order: torch.Tensor,
-    batch_size: int,
-    start_batch: int,
-    num_workers: int,
-    batch_seed: Callable[[int], int],
-) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(batch_index, sample_indices, inputs, targets)`` from ``start_batch`` on, in the given sample order.
-
-    In-memory datasets are gathered by fancy indexing; others are read batch by batch through
-    :class:`SeededBatches` (in ``num_workers`` worker processes when > 0). ``batch_seed(b)`` seeds batch ``b``'s
-    augmentation: the generator handed to ``ArrayDataset.batch``, or torch's global RNG right before the batch's
-    samples are read; either way a run resumed mid-epoch draws the same augmentations, with any ``num_workers``.
-    """
-    chunks = list(order.split(batch_size))[start_batch:]
-    if isinstance(dataset, ArrayDataset):
-        for offset, idx in enumerate(chunks):
-            b = start_batch + offset
-            gen = torch.Generator().manual_seed(batch_seed(b))
-            x, y = dataset.batch(idx, gen)
-            yield b, idx, x, y
-        return
-    # the generator only seeds the workers' base seed (unused: every batch is seeded), so that making the iterator
-    # leaves the global RNG alone
-    loader_gen = torch.Generator().manual_seed(batch_seed(start_batch))
-    loader = DataLoader(
-        SeededBatches(dataset, chunks, start_batch, batch_seed),
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        generator=loader_gen,
-    )
-    for offset, (x, y) in enumerate(loader):
-        yield start_batch + offset, chunks[offset], x, torch.as_tensor(y)
-
-
 def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
     """Event frames ``[B, T, ...]`` -> ``[T, B, ...]``; static samples ``[B, ...]`` -> encoder -> ``[T, B, ...]``."""
     if info.time_major:
@@ -415,6 +336,24 @@ class Trainer:
         barrier()
         return summary
 
+    def _batches(
+        self, dataset: Dataset[Any], order: torch.Tensor, batch_size: int, start_batch: int, batch_seed: BatchSeed
+    ) -> Iterator[Batch]:
+        """:func:`iterate_batches` with this run's loader settings: ``data.num_workers``, pinned memory when the
+        device is CUDA (``data.pin_memory``), and read-ahead of in-memory batches off the CPU. The batches are the
+        same whatever the settings."""
+        d = self.config.data
+        return iterate_batches(
+            dataset,
+            order,
+            batch_size,
+            start_batch,
+            d.num_workers,
+            batch_seed,
+            pin_memory=resolve_pin_memory(d.pin_memory, self.device),
+            prefetch=default_prefetch(self.device),
+        )
+
     def _train_epoch(self) -> None:
         cfg = self.config
         epoch = self.state.epoch
@@ -423,13 +362,8 @@ class Trainer:
         order = order[: self.steps_per_epoch * cfg.data.batch_size]
         prog = self.state.progress
         t0 = time.perf_counter()
-        batches = iterate_batches(
-            self.data.train,
-            order,
-            cfg.data.batch_size,
-            self.state.batch,
-            cfg.data.num_workers,
-            BatchSeed((cfg.run.seed, epoch), (1,)),
+        batches = self._batches(
+            self.data.train, order, cfg.data.batch_size, self.state.batch, BatchSeed((cfg.run.seed, epoch), (1,))
         )
         bar = tqdm(
             batches,
@@ -556,17 +490,15 @@ class Trainer:
         ops = SynapticOpsMonitor(self.model) if monitors else None
         loss_sum, correct, seen = 0.0, 0, 0
         order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
-        batches = iterate_batches(
-            ds, order, cfg.data.eval_batch_size, 0, cfg.data.num_workers, BatchSeed((cfg.run.seed,), (3,))
-        )
+        batches = self._batches(ds, order, cfg.data.eval_batch_size, 0, BatchSeed((cfg.run.seed,), (3,)))
         with ExitStack() as hooks:
             if monitor is not None and ops is not None:
                 hooks.enter_context(monitor.active())
                 hooks.enter_context(ops.active())
             for b, _idx, x, y in batches:
                 torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
-                x = x.to(self.device)
-                y = y.to(self.device)
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
                 with self.step.autocast():
                     out = self.model(to_time_major(x, self.info, self.encoder))
                     loss = self.loss_fn(out, y)

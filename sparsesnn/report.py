@@ -62,6 +62,7 @@ IGNORED_KEYS = frozenset(
         "run.checkpoint_every_steps",
         "run.tensorboard",
         "data.num_workers",
+        "data.pin_memory",
         "data.root",
     }
 )

@@ -199,3 +199,42 @@ def test_sdsnn_ghost_probe_refuses_a_run_of_another_method(tmp_path: Path) -> No
     Trainer(load_config_text(tiny_toml("rigl").replace("epochs = 3", "epochs = 1")), run, quiet=True).fit()
     with pytest.raises(SystemExit, match="not an SD-SNN run"):
         load_bench("sdsnn_ghost_probe").main([str(run), "--steps", "1"])
+
+
+def test_loader_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/loader_speed.py --quick: every data path and loader is measured, the ratios follow from the step times,
+    and pinning is reported as skipped without CUDA."""
+    from tests.conftest import DATA
+
+    if not (DATA / "nmnist").is_dir() or not (DATA / "dvs_gesture" / "slayer_bs2_1450ms").is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    bench = load_bench("loader_speed")
+    out = tmp_path / "l.json"
+    bench.main(["--quick", "--data", str(DATA), "--cifar-step-ms", "12", "--json", str(out)])
+    result = json.loads(out.read_text())
+    cfg = result["config"]
+    rounds = cfg["rounds"]
+    assert cfg["quick"] is True and rounds == 2 and cfg["batch"] == 16 and cfg["workers"] == [0, 1, 2]
+    shapes = {"cifar10": [3, 32, 32], "nmnist": [10, 2, 34, 34], "dvs48": [10, 2, 48, 48]}
+    assert list(result["paths"]) == list(shapes)
+    for path, r in result["paths"].items():
+        assert r["sample"] == {"shape": shapes[path], "dtype": "float32"}
+        assert r["step_ms"] == (12.0 if path == "cifar10" else 50.0)
+        names = ["0", "0+thread", "1", "2"] if path == "cifar10" else ["0", "1", "2"]
+        if result["device"] != "cpu":
+            names = [n + p for n in names for p in ("", " pinned")]
+        assert list(r["variants"]) == names, path
+        for name, v in r["variants"].items():
+            _check_summary(v["ms_per_batch"], rounds)
+            _check_summary(v["cpu_ms_per_batch"], rounds)
+            assert all(ms > 0 for ms in v["ms_per_batch"]["per_round"]), (path, name)
+            ratios = [r["step_ms"] / ms for ms in v["ms_per_batch"]["per_round"]]
+            assert v["step_over_batch"]["per_round"] == pytest.approx(ratios)
+        assert isinstance(r["workers_for_2x_on_idle_cores"], int) and r["workers_for_2x_on_idle_cores"] >= 1
+        if path != "cifar10":
+            assert r["cache"]["warm_hits"] == r["cache"]["samples"] == r["samples"]  # timed on a warm cache
+    if result["device"] == "cpu":
+        assert result["pin_memory"].startswith("skipped")
+    printed = capsys.readouterr().out
+    assert _printed_json(printed) == result
+    assert "| cifar10 (3x32x32) | 0+thread |" in printed and "| dvs48 (10x2x48x48) | 2 |" in printed

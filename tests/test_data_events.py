@@ -493,6 +493,44 @@ def test_frame_cache_hit_stale_parameter_and_corrupt_rebuild(tmp_path: Path) -> 
     assert cache_key({"a": 1}) != cache_key({"a": 2})
 
 
+def test_frame_cache_fast_reads_equal_np_load_and_keys_follow_the_file(tmp_path: Path) -> None:
+    import hashlib
+    import io
+
+    from sparsesnn.data import cache as frame_cache
+
+    root = _tiny_nmnist(tmp_path / "nmnist")
+    ds, _ = build_dataset("nmnist", root, "train", cache_dir=tmp_path / "cache")
+    key = ds._key(0)
+    first = ds.frames(0)
+    assert ds._key(0) == key and ds.frames(0).flags.writeable and ds.cache.stats["hits"] == 1
+    source = ds.samples[0].path  # the same dataset object sees its file change: a new key, new frames
+    write_atis_bin(source, random_events(50, 34, 34, 1000, seed=99))
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+    assert ds._key(0) != key and ds.frames(0).sum() == 50 != first.sum() and ds.cache.stats["misses"] == 2
+    cache = FrameCache(tmp_path / "other")
+    for name, array in {
+        "uint16": np.arange(48, dtype=np.float32).reshape(2, 2, 3, 4),
+        "float32": np.full((1, 2, 3, 3), 0.25, np.float32),
+        "empty": np.zeros((0, 2, 3, 3), np.float32),
+    }.items():
+        k = name * 4
+        cache.store(k, array)
+        out = cache.load(k)
+        assert out is not None and out.dtype == np.float32 and out.flags.writeable, name
+        assert np.array_equal(out, array) and out.shape == array.shape, name
+        body = memoryview(cache.path(k).read_bytes())[40:]
+        assert frame_cache._read_npy(body) is not None, name  # np.save's own header: the fast path
+    # any other .npy header (here version 2.0) is left to np.load and still read
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.arange(6, dtype=np.uint16).reshape(1, 2, 3), version=(2, 0))
+    body = buf.getvalue()
+    assert frame_cache._read_npy(memoryview(body)) is None
+    cache.path("v2v2").parent.mkdir(parents=True, exist_ok=True)
+    cache.path("v2v2").write_bytes(b"SSNNFRM1" + hashlib.sha256(body).digest() + body)
+    assert np.array_equal(cache.load("v2v2"), np.arange(6, dtype=np.float32).reshape(1, 2, 3))
+
+
 # -------------------------------------------------------------------------------------------------- augmentation
 
 

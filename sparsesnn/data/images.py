@@ -73,6 +73,8 @@ __all__ = [
     "load_cifar_batch",
     "mnist",
     "read_idx",
+    "write_cifar10",
+    "write_cifar_batch",
 ]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -394,6 +396,46 @@ def load_cifar_batch(path: str | Path, label_key: bytes, num_classes: int) -> tu
             f"{int(labels.min())}..{int(labels.max())}"
         )
     return np.ascontiguousarray(data), labels.astype(np.int64)
+
+
+def write_cifar_batch(
+    path: str | Path, data: np.ndarray, labels: Sequence[int], label_key: bytes = b"labels", name: bytes = b""
+) -> Path:
+    """Write a CIFAR python batch: the pickled dict (protocol 2, bytes keys) that :func:`load_cifar_batch` reads,
+    with ``data`` uint8 ``[N, 3072]`` (R, G, B planes of 32x32 per row); for tests and benchmarks without the
+    original archive. Returns ``path``."""
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"data must be a uint8 array [N, 3072], got {data.dtype} {data.shape}")
+    if len(labels) != data.shape[0]:
+        raise ValueError(f"{data.shape[0]} images but {len(labels)} labels")
+    batch = {
+        b"batch_label": name,
+        label_key: [int(v) for v in labels],
+        b"data": np.ascontiguousarray(data),
+        b"filenames": [f"image_{i}.png".encode() for i in range(data.shape[0])],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    return path
+
+
+def write_cifar10(root: str | Path, train: int, test: int, seed: int = 0) -> Path:
+    """A CIFAR-10-shaped folder ``root/cifar-10-batches-py`` of random images and labels: ``train`` images split
+    over ``data_batch_1`` .. ``data_batch_5`` (as evenly as possible) and ``test`` in ``test_batch``, readable by
+    :func:`cifar10`. Returns ``root``."""
+    if train < 5 or test < 1:
+        raise ValueError(f"need at least 5 training images (one per batch file) and 1 test image, got {train}, {test}")
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    sizes = [train // 5 + (1 if i < train % 5 else 0) for i in range(5)]
+    for i, n in enumerate(sizes, 1):
+        images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        write_cifar_batch(folder / f"data_batch_{i}", images, rng.integers(0, 10, n).tolist(), name=b"training")
+    images = rng.integers(0, 256, (test, 3072), dtype=np.uint8)
+    write_cifar_batch(folder / "test_batch", images, rng.integers(0, 10, test).tolist(), name=b"testing")
+    return Path(root)
 
 
 def _cifar_dir(dataset: str, root: str | Path | None, folder: str, probe: str) -> Path:

@@ -159,6 +159,7 @@ class EventFrameDataset(Dataset[tuple[torch.Tensor, int]]):
         self.cache = FrameCache(cache_dir) if cache_dir is not None else None
         self.key_params = dict(key_params or {})
         self._memo: tuple[Path, np.ndarray] | None = None
+        self._keys: dict[int, tuple[tuple[int, int], str]] = {}  # index -> ((size, mtime_ns) of its file, cache key)
         groups: dict[Path, list[int]] = {}
         for i, s in enumerate(self.samples):
             groups.setdefault(s.path, []).append(i)
@@ -188,16 +189,21 @@ class EventFrameDataset(Dataset[tuple[torch.Tensor, int]]):
         return events[lo:hi]
 
     def _key(self, index: int) -> str:
+        """The cache key of sample ``index``; remembered while its file keeps its size and modification time."""
         sample = self.samples[index]
         try:
             stat = sample.path.stat()
         except OSError as err:
             raise DatasetError(f"{sample.path}: cannot stat the file ({err})") from err
+        stamp = (stat.st_size, stat.st_mtime_ns)
+        known = self._keys.get(index)
+        if known is not None and known[0] == stamp:
+            return known[1]
         try:
             rel = sample.path.relative_to(self.root).as_posix()
         except ValueError:
             rel = sample.path.as_posix()
-        return cache_key(
+        key = cache_key(
             {
                 "dataset": self.name,
                 "file": rel,
@@ -209,6 +215,8 @@ class EventFrameDataset(Dataset[tuple[torch.Tensor, int]]):
                 **self.key_params,
             }
         )
+        self._keys[index] = (stamp, key)
+        return key
 
     def _shape(self) -> tuple[int, ...] | None:
         t = self.to_frames.time_steps
