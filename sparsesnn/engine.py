@@ -621,6 +621,7 @@ class Trainer:
             "steps": self.state.global_step,
             "final_test_acc": last.get("test_acc"),
             "final_structure_trained": None if changed is None else not changed,
+            "parameters": self.learner.parameter_count(),
             "best_test_acc": best.get("test_acc"),
             "best_epoch": best.get("epoch"),
             "density": self.learner.density(),

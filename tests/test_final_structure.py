@@ -1,6 +1,7 @@
 """No untrained final structure (issue 26): by default no learner changes the topology after the last optimiser step
 of a run, so the final checkpoint holds the masks the last step trained with; SD-SNN's ``final_change`` (the paper's
-code) asks for the opposite and the engine warns."""
+code) asks for the opposite and the engine warns. Also: a run is named after its directory, ``train`` prints the whole
+network's live parameter count."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
 from sparsesnn.engine import CHECKPOINT_FILE, METRICS_FILE, Trainer
 from sparsesnn.sparse import METHODS
@@ -167,3 +169,28 @@ def test_an_sdsnn_checkpoint_from_before_the_rule_warns_when_resumed_mid_run() -
         learner().load_state_dict(old.state_dict())  # a current checkpoint: no warning
         state["epochs_seen"] = 6  # a finished old run (evaluated, exported): nothing more will change
         learner().load_state_dict(state)
+
+
+def test_train_names_the_run_after_its_directory_and_counts_every_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "recipe.toml"
+    cfg.write_text(tiny_toml("rigl", 0.2, "{ update_every = 2 }").replace("epochs = 3", "epochs = 1"))
+    assert main(["train", "--quiet", "--config", str(cfg), "--run-dir", str(tmp_path / "fmnist rigl")]) == 0
+    out = capsys.readouterr().out
+    config = load_config_text((tmp_path / "fmnist rigl" / "config.toml").read_text())
+    assert config.run.name == "fmnist-rigl"  # not the recipe's "tiny"; a space is not allowed in a name
+    summary = json.loads((tmp_path / "fmnist rigl" / "summary.json").read_text())
+    params = summary["parameters"]
+    trainer = Trainer.resume(tmp_path / "fmnist rigl", quiet=True)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    absent = sum(int((~m).sum()) for k, m in _masks(trainer.model).items() if k.endswith("weight_mask"))
+    assert params == {"total": total, "live": total - absent} and 0 < absent < total
+    assert f"whole network: {params['live']:,} live parameters of {params['total']:,} (every parameter" in out
+    # a name set on the command line wins; without --run-dir the recipe's name stays (it names the directory)
+    sets = ["--set", 'run.name="mine"']
+    assert main(["train", "--quiet", "--config", str(cfg), "--run-dir", str(tmp_path / "b"), *sets]) == 0
+    assert load_config_text((tmp_path / "b" / "config.toml").read_text()).run.name == "mine"
+    sets = ["--set", f'run.out_dir="{tmp_path / "runs"}"']
+    assert main(["train", "--quiet", "--config", str(cfg), *sets]) == 0
+    assert (tmp_path / "runs" / "tiny" / "summary.json").is_file()

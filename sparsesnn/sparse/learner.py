@@ -237,8 +237,18 @@ class StructureLearner:
             "layer_density": {r["layer"]: r["density"] for r in rows if r["masked"]},
         }
 
+    def parameter_count(self) -> dict[str, int]:
+        """The whole network's parameters: ``total`` counts every element of every parameter tensor of the model
+        (weights, biases, norm and neuron parameters), ``live`` the same with each masked weight counted by its live
+        synapses (:meth:`layer_table`'s ``active``; a pruned neuron's zeroed bias / norm entries still count, as
+        they do until :func:`~sparsesnn.sparse.shrink.compact` removes them). Buffers (masks, running statistics)
+        are not parameters and are not counted."""
+        total = sum(p.numel() for p in self.model.parameters())
+        absent = sum(r["total"] - r["active"] for r in self.layer_table() if r["masked"])
+        return {"live": total - absent, "total": total}
+
     def summary(self) -> str:
-        """A per-layer table in plain text."""
+        """A per-layer table in plain text, ending with the whole network's live parameter count."""
         rows = self.layer_table()
         head = f"{'layer':<32} {'shape':<20} {'active/total':>22} {'density':>8} {'neurons':>13}"
         lines = [f"{self.name} learner, density {self.density():.4f} over masked layers", head, "-" * len(head)]
@@ -248,6 +258,12 @@ class StructureLearner:
                 f"{r['layer'] + tag:<32} {'x'.join(map(str, r['shape'])):<20} "
                 f"{r['active']:>10,}/{r['total']:<11,} {r['density']:>8.4f} {r['neurons_alive']:>6}/{r['neurons']:<6}"
             )
+        params = self.parameter_count()
+        lines.append("-" * len(head))
+        lines.append(
+            f"whole network: {params['live']:,} live parameters of {params['total']:,} (every parameter: weights, "
+            "biases, norm and neuron parameters; masked weights counted by their live synapses)"
+        )
         return "\n".join(lines)
 
     def finalize(self) -> nn.Module:
