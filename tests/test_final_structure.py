@@ -1,7 +1,7 @@
 """No untrained final structure (issue 26): by default no learner changes the topology after the last optimiser step
 of a run, so the final checkpoint holds the masks the last step trained with; SD-SNN's ``final_change`` (the paper's
 code) asks for the opposite and the engine warns. Also: a run is named after its directory, ``train`` prints the whole
-network's live parameter count."""
+network's live parameter count, and the report never gives two different runs one label."""
 
 from __future__ import annotations
 
@@ -194,3 +194,44 @@ def test_train_names_the_run_after_its_directory_and_counts_every_parameter(
     sets = ["--set", f'run.out_dir="{tmp_path / "runs"}"']
     assert main(["train", "--quiet", "--config", str(cfg), *sets]) == 0
     assert (tmp_path / "runs" / "tiny" / "summary.json").is_file()
+
+
+def test_report_labels_runs_of_one_recipe_by_what_differs(tmp_path: Path) -> None:
+    """Five runs launched from one recipe (one run.name) with different --set values, one of them twice and one at
+    two seeds: every group and every run gets its own label, named by the differing settings."""
+    from sparsesnn.report import RunData, group_runs, run_labels
+
+    def run(directory: str, seed: int = 0, **settings: Any) -> RunData:
+        config = {"run.name": "mnist_dense", "run.seed": seed, "data.name": "mnist", "sparse.method": "dense"}
+        config |= {"sparse.density": 1.0, "sparse.params": {}, **settings}
+        last = {"test_acc": 0.9, "density": config["sparse.density"]}
+        return RunData(tmp_path / directory, config, [last], {"best_test_acc": 0.9})
+
+    runs = [
+        run("dense"),
+        run("dense_fashion", **{"data.name": "fashion"}),
+        run("dense_d01", **{"sparse.density": 0.1}),  # dense ignores it, but it is another config
+        run("sdsnn", **{"sparse.method": "sdsnn"}),
+        run("sdsnn_n1", **{"sparse.method": "sdsnn", "sparse.params": {"N": 1}}),
+        run("sdsnn_n1_again", **{"sparse.method": "sdsnn", "sparse.params": {"N": 1}}),
+        run("rigl_s0", **{"sparse.method": "rigl", "sparse.density": 0.1}),
+        run("rigl_s1", seed=1, **{"sparse.method": "rigl", "sparse.density": 0.1}),
+    ]
+    groups = group_runs(runs)
+    labels = sorted(g.label for g in groups)
+    assert len(set(labels)) == len(labels) == 6
+    assert labels == [
+        "dense (data.name=fashion)",
+        "dense (data.name=mnist, sparse.density=0.1)",
+        "dense (data.name=mnist, sparse.density=1.0)",
+        "rigl (data.name=mnist) @ 0.1",
+        "sdsnn (data.name=mnist, sparse.params=unset) @ 1",
+        "sdsnn (data.name=mnist, sparse.params={N=1}) @ 1",
+    ]
+    by_dir = dict(zip((r.run_dir.name for r in runs), run_labels(runs), strict=True))
+    assert len(set(by_dir.values())) == len(runs)
+    assert by_dir["rigl_s0"] == "rigl (data.name=mnist) @ 0.1, seed 0"
+    assert by_dir["rigl_s1"] == "rigl (data.name=mnist) @ 0.1, seed 1"
+    assert by_dir["sdsnn_n1"] == "sdsnn (data.name=mnist, sparse.params={N=1}) @ 1 [sdsnn_n1]"
+    assert by_dir["sdsnn_n1_again"] == "sdsnn (data.name=mnist, sparse.params={N=1}) @ 1 [sdsnn_n1_again]"
+    assert by_dir["dense"] == "dense (data.name=mnist, sparse.density=1.0)"
