@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SW="$PY -m sparsesnn sweep --jobs 2 --threads 1 --seeds 3"
-mkdir -p bench/out
+mkdir -p bench/out/issue26
 once() {  # once OUTPUT LOG COMMAND...: run COMMAND (stdout and stderr to LOG) unless OUTPUT exists
     local out=$1 log=$2; shift 2
     [ -e "$out" ] || "$@" > "$log" 2>&1
@@ -109,6 +109,28 @@ $SW --config configs/sdsnn_nmnist.toml --set sparse.params.constraint=false \
     --out bench/out/nmnist_sweep/sdsnn_no_constraint > bench/out/nmnist_sweep_sdsnn_no_constraint.txt 2>&1
 $SW --config configs/sdsnn_nmnist.toml --set sparse.params.regeneration=false \
     --out bench/out/nmnist_sweep/sdsnn_no_regeneration > bench/out/nmnist_sweep_sdsnn_no_regeneration.txt 2>&1
+# issue 26 (no structural change after the last optimiser step): the SD-SNN rows re-measured, one thread each
+for row in "sd-snn:{ N = 1 }" "sd-snn_without_constraint:{ N = 1, constraint = false }" \
+    "sd-snn_without_regeneration:{ N = 1, regeneration = false }"; do
+    name=${row%%:*}
+    once bench/out/issue26/mnist_dense-5ep/$name/summary.json bench/out/issue26/mnist_5ep_$name.txt \
+        $PY -m sparsesnn train --quiet --config configs/mnist_dense.toml --set 'sparse.method="sdsnn"' \
+        --set sparse.density=1.0 --set sparse.dense_last=true --set "sparse.params=${row#*:}" --set run.epochs=5 \
+        --set "run.name=\"$name\"" --set run.threads=1 --run-dir bench/out/issue26/mnist_dense-5ep/$name
+done
+SW1="$PY -m sparsesnn sweep --jobs 1 --threads 1 --seeds 3"
+$SW1 --config configs/sdsnn_nmnist.toml --out bench/out/issue26/nmnist_sweep/sdsnn \
+    > bench/out/issue26/nmnist_sweep_sdsnn.txt 2>&1
+$SW1 --config configs/sdsnn_nmnist.toml --set sparse.params.constraint=false \
+    --out bench/out/issue26/nmnist_sweep/sdsnn_no_constraint > bench/out/issue26/nmnist_sweep_sdsnn_no_constraint.txt 2>&1
+$SW1 --config configs/sdsnn_nmnist.toml --set sparse.params.regeneration=false \
+    --out bench/out/issue26/nmnist_sweep/sdsnn_no_regeneration \
+    > bench/out/issue26/nmnist_sweep_sdsnn_no_regeneration.txt 2>&1
+# ... and seed 0 of the 30-epoch recipe (N = 3, late increment 0.03)
+once bench/out/sdsnn_mnist_30ep_tail03_issue26/summary.json bench/out/sdsnn_mnist_30ep_tail03_issue26.txt \
+    $PY -m sparsesnn train --quiet --config configs/sdsnn_mnist.toml --set run.epochs=30 --set sparse.params.N=3 \
+    --set sparse.params.last_tail_increment=0.03 --set run.threads=1 \
+    --set 'run.name="sdsnn_mnist_30ep_tail03_issue26"' --run-dir bench/out/sdsnn_mnist_30ep_tail03_issue26
 # MNIST seeds 1 and 2 of the dense and ESL 10 % rows (the seed spread behind the one-seed MNIST table)
 $PY -m sparsesnn sweep --jobs 1 --threads 2 --config configs/mnist_dense.toml --grid sparse.method=dense,esl \
     --set sparse.density=0.1 --set run.epochs=5 --seed-list 1,2 \

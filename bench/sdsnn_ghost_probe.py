@@ -41,6 +41,9 @@ def probe(run_dir: Path, steps: int, lr: float, ghosts: bool) -> dict[str, Any]:
     if not isinstance(learner, SDSNN):
         raise SystemExit(f"{run_dir} is not an SD-SNN run (sparse.method = {trainer.config.sparse.method!r})")
     learner.regeneration = ghosts
+    if ghosts and learner.ranges:  # the run is over, so step() arms no ghosts for an epoch after it: arm them here
+        with torch.no_grad():
+            learner._arm_ghosts()
     for group in trainer.optimizer.param_groups:
         group["lr"] = lr
     cfg = trainer.config

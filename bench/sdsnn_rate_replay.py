@@ -5,8 +5,10 @@ at each pruning epoch ``e > 2N`` (the lowest-scoring; already-pruned neurons sco
 cumulative), then raises ``rho`` by
 :meth:`sparsesnn.sparse.methods.sdsnn.SDSNN.rate_increment` with ``alive_l / alive_{l+1}``. This script replays
 that loop for the last neuron-pruned layer (the code's hidden FC before the readout) with the library's own
-``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs) and once per
-run length asked for, so the pruned fraction a faithful port can reach on a net is known before a run is spent on it.
+``SDSNN`` learner — no training, no regeneration — once for the code's setting (``N = 18``, 600 epochs, pruning at
+every epoch end, the last included: ``final_change``) and once per run length asked for, with the library's default
+(no pruning at the last epoch end; ``--final-change`` replays those runs with the code's last pruning too), so the
+pruned fraction a faithful port can reach on a net is known before a run is spent on it.
 
     python bench/sdsnn_rate_replay.py --run 15:2 --run 30:3 --run 5:1 --run 30:3:0.03 \\
         --json bench/out/sdsnn_rate_replay.json
@@ -30,14 +32,15 @@ from sparsesnn.sparse.methods.sdsnn import CODE_EPOCHS, CODE_N, SDSNN
 
 
 def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dict[str, Any]:
-    """The pruned count of the hidden layer after each pruning epoch of an ``epochs``-epoch run with ``N = n``."""
+    """The pruned count of the hidden layer after each pruning epoch of an ``epochs``-epoch run with ``N = n``
+    (``params``: the learner's settings, e.g. ``last_tail_increment``, ``stop_at``, ``final_change``)."""
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
     learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, **params)
     name = learner.last_layer
     rho = learner.rho[name]
     pruned = 0
     trace = []
-    for epoch in range(epochs):  # 0-based, as on_epoch_end: pruning for e > 2N (and before stop_at)
+    for epoch in range(epochs):  # 0-based, as on_epoch_end: pruning for e > 2N, before the last epoch or stop_at
         if not learner.develops(epoch):
             continue
         pruned = max(pruned, learner.prune_count(hidden, rho))
@@ -66,8 +69,10 @@ def _run_spec(text: str) -> tuple[int, int, float | None, float | None]:
         raise argparse.ArgumentTypeError(
             f"--run takes EPOCHS:N, EPOCHS:N:TAIL_INCREMENT or EPOCHS:N:[TAIL_INCREMENT]:STOP_AT, got {text!r}"
         ) from err
-    if epochs <= 2 * n + 1:
-        raise argparse.ArgumentTypeError(f"--run {text}: no pruning epoch (pruning starts after epoch 2N + 1)")
+    if epochs <= 2 * n + 2:
+        raise argparse.ArgumentTypeError(
+            f"--run {text}: no pruning epoch (the first ends epoch 2N + 2, 1-based, and must not be the last)"
+        )
     if tail is not None and not 0.0 <= tail <= 1.0:
         raise argparse.ArgumentTypeError(f"--run {text}: the tail increment must be in [0, 1]")
     if stop is not None and not 0.0 <= stop <= 1.0:
@@ -88,14 +93,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="a run of E epochs with N, optionally last_tail_increment T and stop_at S "
         "(repeatable; default 15:2, 30:3)",
     )
+    p.add_argument(
+        "--final-change",
+        action="store_true",
+        help="replay the --run rows with a pruning at the last epoch end too, as the code (and the library before "
+        "the rule that no structural change follows the last optimiser step); not with a stop_at",
+    )
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     runs = args.run or [(15, 2, None, None), (30, 3, None, None)]
-    rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N)}
+    if args.final_change and any(stop is not None for *_, stop in runs):
+        p.error("--final-change prunes at the last epoch end and a stop_at stops earlier: give one of them")
+    rows = {"code (600 epochs, N = 18)": replay(args.hidden, args.classes, CODE_EPOCHS, CODE_N, final_change=True)}
     for epochs, n, tail, stop in runs:  # tail None: the learner's default, the code's total over the run's tail
         label = f"{epochs} epochs, N = {n}" + ("" if tail is None else f", tail {tail:g} (ours)")
         label += "" if stop is None else f", stop_at {stop:g} (ours)"
-        rows[label] = replay(args.hidden, args.classes, epochs, n, last_tail_increment=tail, stop_at=stop)
+        label += ", last epoch pruned (final_change)" if args.final_change else ""
+        rows[label] = replay(
+            args.hidden, args.classes, epochs, n, last_tail_increment=tail, stop_at=stop, final_change=args.final_change
+        )
     result = {"hidden": args.hidden, "classes": args.classes, "rows": rows}
     lines = [
         f"## SD-SNN rate schedule alone: hidden layer of {args.hidden} before a {args.classes}-neuron readout",

@@ -127,7 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "sparsesnn train: --device moves a run given with --resume; for a new run use --set run.device=..."
             )
-        config = load_config(args.config, args.overrides)
+        config = load_config(args.config, name_from_run_dir(args.overrides, args.run_dir))
         trainer = Trainer(config, new_run_dir(config, args.run_dir), quiet=args.quiet)
     summary = trainer.fit()
     if trainer.dist.is_main:
@@ -135,8 +135,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def name_from_run_dir(overrides: list[str], run_dir: Path | None) -> list[str]:
+    """``overrides`` plus ``run.name = <the run directory's name>`` when ``--run-dir`` is given and no ``--set``
+    names the run: a run launched from a recipe is then named after its directory, not after the recipe (whose
+    ``run.name`` every run from it would share). Characters ``run.name`` does not allow become '-'.
+
+    >>> name_from_run_dir(["run.epochs=5"], Path("bench/out/fmnist sdsnn"))
+    ['run.epochs=5', 'run.name="fmnist-sdsnn"']
+    >>> name_from_run_dir(['run.name="mine"'], Path("bench/out/x"))
+    ['run.name="mine"']
+    """
+    from sparsesnn.sweep import sanitize
+
+    named = any(item.split("=", 1)[0].strip().replace(" ", "") == "run.name" for item in overrides)
+    if run_dir is None or named:
+        return list(overrides)
+    name = sanitize(run_dir.resolve().name.replace(" ", "-"))
+    return [*overrides, f"run.name={json.dumps(name)}"]
+
+
 def _print_result(table: str, summary: dict[str, object]) -> None:
+    """The learner's per-layer table (it ends with the whole network's live parameter count), then the run's result
+    line, and a reminder when the run ended right after a structural change."""
     print(table)
+    if summary.get("final_structure_trained") is False:
+        print("note: the final structure changed after the last training step (see the warning above)")
     acc = summary.get("final_test_acc")
     print(
         f"\nfinal test accuracy {float(acc) * 100:.2f} %  (best {float(summary['best_test_acc']) * 100:.2f} % at epoch "  # type: ignore[arg-type]

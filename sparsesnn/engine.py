@@ -312,9 +312,12 @@ class Trainer:
         try:
             while self.state.epoch < self.config.run.epochs:
                 self._train_epoch()
-                if self.learner.on_epoch_end(self.state.epoch):
+                changed = self.learner.on_epoch_end(self.state.epoch)
+                if changed:
                     self._check_topology()
                 record = self._epoch_record()
+                # the structure evaluated here is not the one the epoch's last optimiser step trained
+                record["changed_after_step"] = changed or 0 < self.learner.steps == self.learner.last_change_step
                 self.state.history.append(record)
                 self.state.epoch += 1
                 self.state.batch = 0
@@ -326,6 +329,8 @@ class Trainer:
                 if tb is not None:
                     tb.log(record)
                 self._log_epoch(record)
+                if record["changed_after_step"] and self.state.epoch == self.config.run.epochs:
+                    self._warn_untrained_end()
         finally:
             self._restore_sigint(previous)
             if tb is not None:
@@ -353,6 +358,18 @@ class Trainer:
             pin_memory=resolve_pin_memory(d.pin_memory, self.device),
             prefetch=default_prefetch(self.device),
         )
+
+    def _warn_untrained_end(self) -> None:
+        """The run ended right after a topology change (an option of the method asked for it): say so, as a Python
+        warning and as a line of the train log."""
+        message = (
+            f"the run ends right after a change of its structure ({self.config.sparse.method}): its final test "
+            f"accuracy, {CHECKPOINT_FILE} and an exported model are of a structure no optimiser step has trained "
+            "(a setting of the method asked for it; by default no learner changes the topology after the last step)"
+        )
+        warnings.warn(message, UserWarning, stacklevel=3)
+        if self.dist.is_main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
 
     def _train_epoch(self) -> None:
         cfg = self.config
@@ -533,11 +550,14 @@ class Trainer:
             if selected is not None
             else {}
         )
+        changed = last.get("changed_after_step")  # absent from records written before the key existed
         return {
             "run_dir": str(self.run_dir),
             "epochs": self.state.epoch,
             "steps": self.state.global_step,
             "final_test_acc": last.get("test_acc"),
+            "final_structure_trained": None if changed is None else not changed,
+            "parameters": self.learner.parameter_count(),
             "best_test_acc": best.get("test_acc"),
             "best_epoch": best.get("epoch"),
             "density": self.learner.density(),

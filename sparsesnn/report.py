@@ -9,6 +9,12 @@ directory counts by its recipe, not its path) form a **group**; a group's number
 are the mean and the spread (sample standard deviation, n - 1) over its seeds, taken at the **last epoch** of each
 run. Groups whose settings differ only in ``sparse.density`` form a **series** (one curve per method).
 
+Labels come from what differs (:func:`describe`): a group is its method, the settings in which it differs from the
+other groups (``data.name``, ``sparse.params``, ...) and its density target; a run in the *Runs* table is its group's
+description plus its seed where that is what tells runs apart, and its directory where nothing else does. No two
+different groups or runs share a label; ``run.name`` (which every run launched from one recipe may share) is not
+used for it.
+
 Table columns (``table.md`` holds the same table in Markdown):
 
 * *Acc. %*: final test accuracy, mean ± std over seeds.
@@ -277,26 +283,104 @@ def _sets(settings: dict[str, Any], key: str) -> bool:
     return settings.get(key) not in (None, {})
 
 
+def _setting_text(settings: dict[str, Any], key: str) -> str:
+    return f"{key}={_fmt_value(settings[key]) if _sets(settings, key) else 'unset'}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def describe(settings: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``(series, label)`` for each of several runs' or groups' settings (:func:`recipe_settings`), named by what
+    differs between them, with no label given to two different settings.
+
+    The series is the method plus, in brackets, every key that the settings which set it set differently (a key
+    only one kind of run has, such as the distillation runs' ``[distill]`` section, is told apart by the method
+    already; ``sparse.*`` keys are left out of the dense method's); the label adds ``@ density`` for a sparse method.
+    Where two different settings would still share a label (a key that one sets and the other leaves at its
+    default, say, or two dense runs whose ``[sparse]`` tables differ), every key in which they differ is added, shown
+    as ``unset`` where one of them does not set it; a last resort numbers what is left (values that print alike).
+
+    >>> describe([{"sparse.method": "rigl", "sparse.density": 0.1, "data.name": "mnist"},
+    ...           {"sparse.method": "rigl", "sparse.density": 0.1, "data.name": "fashion"}])[0]
+    ('rigl (data.name=mnist)', 'rigl (data.name=mnist) @ 0.1')
+    """
+    keys = sorted({k for s in settings for k in s})
+    varying = [k for k in keys if len({_dumps(s[k]) for s in settings if _sets(s, k)}) > 1]
+    methods = [str(s.get("sparse.method", "dense")) for s in settings]
+    extras: list[list[str]] = []
+    for s, method in zip(settings, methods, strict=True):
+        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and _sets(s, k)]
+        if method == "dense":  # sparse.* settings mean nothing for the dense method
+            extra = [k for k in extra if not k.startswith("sparse.")]
+        extras.append(extra)
+
+    def named(i: int) -> tuple[str, str]:
+        s, method = settings[i], methods[i]
+        series = method + (" (" + ", ".join(_setting_text(s, k) for k in extras[i]) + ")" if extras[i] else "")
+        return series, series if method == "dense" else f"{series} @ {float(s.get('sparse.density', 1.0)):g}"
+
+    out = [named(i) for i in range(len(settings))]
+    dumps = [_dumps(s) for s in settings]  # equal settings keep one label: only different ones are told apart
+    for members in _same_labels([label for _, label in out], dumps):
+        differ = [k for k in keys if len({_dumps(settings[i].get(k)) for i in members}) > 1]
+        for i in members:
+            extras[i] = sorted({*extras[i], *differ})
+            out[i] = named(i)
+    for members in _same_labels([label for _, label in out], dumps):  # values that differ but print alike
+        number = {d: n for n, d in enumerate(dict.fromkeys(dumps[i] for i in members), 1)}
+        for i in members:
+            out[i] = (f"{out[i][0]} #{number[dumps[i]]}", f"{out[i][1]} #{number[dumps[i]]}")
+    return out
+
+
+def _same_labels(labels: Sequence[str], keys: Sequence[str] | None = None) -> list[list[int]]:
+    """Indices of ``labels`` that share their label with another whose ``keys`` entry differs (all others when
+    ``keys`` is None), one list per shared label."""
+    where: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        where.setdefault(label, []).append(i)
+    kinds = keys if keys is not None else [str(i) for i in range(len(labels))]
+    return [members for members in where.values() if len({kinds[i] for i in members}) > 1]
+
+
+def run_labels(runs: Sequence[RunData]) -> list[str]:
+    """A label for each run, unique among ``runs``: :func:`describe` of the runs' settings, then the seed where
+    runs with that label differ in it, then the run directory where two runs still share a label (a recipe run
+    twice with the same seed)."""
+    settings = []
+    for r in runs:
+        s = recipe_settings(r.config)
+        if r.teacher_recipe is not None:
+            s["distill.teacher_run"] = r.teacher_recipe
+        settings.append(s)
+    labels = [label for _, label in describe(settings)]
+    for members in _same_labels(labels):
+        if len({runs[i].seed for i in members}) > 1:
+            for i in members:
+                labels[i] += f", seed {runs[i].seed}"
+    for members in _same_labels(labels):
+        for i in members:
+            labels[i] += f" [{runs[i].run_dir.name}]"
+    for members in _same_labels(labels):  # equal directory names in different places
+        for i in members:
+            labels[i] += f" [{runs[i].run_dir}]"
+    return labels
+
+
 def group_runs(runs: Sequence[RunData]) -> list[Group]:
-    """Group finished runs by their settings (seed aside), name series and labels, aggregate over seeds."""
+    """Group finished runs by their settings (seed aside), name series and labels (:func:`describe`), aggregate
+    over seeds."""
     groups: dict[str, Group] = {}
     for r in runs:
         if r.finished:
             groups.setdefault(r.group_key(), Group(r.group_key(), [])).runs.append(r)
     glist = list(groups.values())
     settings = [json.loads(g.key) for g in glist]
-    keys = sorted({k for s in settings for k in s})
-    # a key varies when the groups that set it set it differently (a key only one kind of run has, such as the
-    # [distill] section of the distillation runs, is told apart by the method name already)
-    varying = [k for k in keys if len({json.dumps(s[k], sort_keys=True) for s in settings if _sets(s, k)}) > 1]
-    for g, s in zip(glist, settings, strict=True):
+    for g, (series, label) in zip(glist, describe(settings), strict=True):
         g.runs.sort(key=lambda r: r.seed)
-        # keys this group does not set (another group's [distill] section, say) say nothing about it
-        extra = [k for k in varying if k not in ("sparse.method", "sparse.density") and _sets(s, k)]
-        if g.method == "dense":  # sparse.* settings mean nothing for the dense method
-            extra = [k for k in extra if not k.startswith("sparse.")]
-        g.series = g.method + (" (" + ", ".join(f"{k}={_fmt_value(s.get(k))}" for k in extra) + ")" if extra else "")
-        g.label = g.series if g.method == "dense" else f"{g.series} @ {g.target_density:g}"
+        g.series, g.label = series, label
         for name, get in _STAT_FIELDS.items():
             mean, std = _mean_std([get(r) for r in g.runs])
             g.stats[f"{name}_mean"], g.stats[f"{name}_std"] = mean, std
@@ -730,11 +814,11 @@ def _page(
             ),
         ]
     run_rows = []
-    for r in runs:
+    for r, label in zip(runs, run_labels(runs), strict=True):
         last = r.last
         run_rows.append(
             [
-                r.name,
+                label,
                 r.method,
                 f"{r.target_density:g}",
                 str(r.seed),
@@ -827,6 +911,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, reference:
         "runs": [
             {
                 "run_dir": str(r.run_dir),
+                "label": label,
                 "name": r.name,
                 "method": r.method,
                 "target_density": r.target_density,
@@ -835,7 +920,7 @@ def build_report(run_dirs: Sequence[str | Path], out_dir: str | Path, reference:
                 "finished": r.finished,
                 **{k: get(r) for k, get in _STAT_FIELDS.items()},
             }
-            for r in runs
+            for r, label in zip(runs, run_labels(runs), strict=True)
         ],
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")

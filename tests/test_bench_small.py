@@ -105,9 +105,18 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize(
-    ("epochs", "n", "tail", "stop"), [(15, 2, None, None), (12, 1, None, None), (15, 2, 0.03, None), (15, 2, None, 0.8)]
+    ("epochs", "n", "tail", "stop", "final"),
+    [
+        (15, 2, None, None, False),
+        (12, 1, None, None, False),
+        (15, 2, 0.03, None, False),
+        (15, 2, None, 0.8, False),
+        (15, 2, None, None, True),
+    ],
 )
-def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float | None, stop: float | None) -> None:
+def test_sdsnn_rate_replay_matches_the_learner(
+    epochs: int, n: int, tail: float | None, stop: float | None, final: bool
+) -> None:
     """The replay's pruned count equals what the SDSNN learner itself prunes, epoch by epoch, on a tiny FC net."""
     import torch
     from torch import nn
@@ -116,7 +125,7 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
 
     bench = load_bench("sdsnn_rate_replay")
     hidden, classes = 64, 10
-    replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail, stop_at=stop)
+    replayed = bench.replay(hidden, classes, epochs, n, last_tail_increment=tail, stop_at=stop, final_change=final)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
     learner = SDSNN(
@@ -128,6 +137,7 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
         constraint=False,
         last_tail_increment=tail,
         stop_at=stop,
+        final_change=final,
     )
     name = learner.last_layer
     by_epoch = {}
@@ -136,7 +146,8 @@ def test_sdsnn_rate_replay_matches_the_learner(epochs: int, n: int, tail: float 
         by_epoch[epoch + 1] = int((~learner.alive[name]).sum())
     assert [t["pruned"] for t in replayed["trace"]] == [by_epoch[t["epoch"]] for t in replayed["trace"]]
     assert replayed["pruned"] == by_epoch[epochs] > 0
-    last = epochs if stop is None else math.floor(stop * epochs) - 1  # 1-based epoch of the last pruning
+    # 1-based epoch of the last pruning: the last but one (the last with final_change), or before stop_at
+    last = (epochs if final else epochs - 1) if stop is None else math.floor(stop * epochs) - 1
     assert replayed["pruning_epochs"] == last - 2 * n - 1
     assert replayed["trace"][-1]["epoch"] == last
 
@@ -160,11 +171,18 @@ def test_sdsnn_rate_replay_takes_a_tail_increment_of_ones_own(capsys: pytest.Cap
     assert ours["last_tail_increment"] == pytest.approx(0.03) and faithful["last_tail_increment"] < 0.03
     assert ours["pruned"] > faithful["pruned"]
     assert "| 30 epochs, N = 3, tail 0.03 (ours) |" in capsys.readouterr().out
+    assert faithful["pruning_epochs"] == 30 - 8  # epochs 8-29 (1-based): none at the end of the last
     stopped = bench.main(["--run", "30:3::0.85"])["rows"]["30 epochs, N = 3, stop_at 0.85 (ours)"]
     assert stopped["pruning_epochs"] == 24 - 7 and stopped["last_tail_increment"] > faithful["last_tail_increment"]
-    for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2", "30:3:0.1:0.5:1"):
+    # the code's last pruning too: one more pruning epoch, the same code total spread one increment wider
+    old = bench.main(["--run", "30:3", "--final-change"])["rows"]["30 epochs, N = 3, last epoch pruned (final_change)"]
+    assert old["pruning_epochs"] == faithful["pruning_epochs"] + 1
+    assert old["last_tail_increment"] < faithful["last_tail_increment"]
+    for bad in ("30:3:x", "30:3:1.5", "30:3:0.1:2", "30:3:0.1:0.5:1", "4:1"):
         with pytest.raises(SystemExit):
             bench.main(["--run", bad])
+    with pytest.raises(SystemExit):
+        bench.main(["--run", "30:3::0.85", "--final-change"])
 
 
 def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(

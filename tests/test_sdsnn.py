@@ -7,6 +7,7 @@ import io
 import math
 import os
 import signal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -222,19 +223,27 @@ def test_pruning_rate_follows_the_neurotrophic_formula(rule):
 
 
 def test_late_rate_of_the_last_layer_spreads_the_codes_total_over_the_run():
-    # the code: 0.0005 per epoch after epoch 60; the increments of epochs 61-598 reach a pruning step
-    assert make(fc_net(), N=18, total_epochs=600).last_tail_increment == pytest.approx(0.0005)
+    # the code (final_change): 0.0005 per epoch after epoch 60; the increments of epochs 61-598 reach a pruning step
+    code = make(fc_net(), N=18, total_epochs=600, final_change=True)
+    assert code.last_tail_increment == pytest.approx(0.0005)
+    # by default epoch 599 does not prune, so the same total is spread over the 537 increments of epochs 61-597
+    assert make(fc_net(), N=18, total_epochs=600).last_tail_increment == pytest.approx(0.0005 * 538 / 537)
     assert make(fc_net(), N=18).last_tail_increment == pytest.approx(0.0005)  # run length unknown
     assert make(fc_net(), N=2, total_epochs=15, last_tail_increment=0.0005).last_tail_increment == 0.0005
-    assert make(fc_net(), N=1, total_epochs=5).last_tail_increment == 0.0  # epoch 4 is the last: its rate is unused
+    assert make(fc_net(), N=1, total_epochs=5).last_tail_increment == 0.0  # epoch 3 is the last pruning: no tail
     with pytest.raises(ValueError, match="last_tail_increment"):
         make(fc_net(), last_tail_increment=-0.1)
-    # a 15-epoch run with N = 2: tail after epoch 7, and the increments of epochs 8-13 add up to the code's 538
-    learner = make(fc_net(), N=2, total_epochs=15, neuron_pruning=True, last_rho_init=0.0)
-    assert learner.last_tail_epoch == 7
-    used = sum(learner.rate_increment("1", e, 6, 3) for e in range(8, 14))
-    assert used == pytest.approx(0.0005 * 538 * 2 / 100)
-    assert learner.rate_increment("1", 7, 6, 3) == pytest.approx(0.5 * math.exp(-2) * 2 / 100)
+    # a 15-epoch run with N = 2: tail after epoch 7, the last pruning at 13 (0-based), and the increments of epochs
+    # 8-12 add up to the code's 538 (with final_change, the last pruning at 14 and those of 8-13)
+    for final_change, stop in ((False, 13), (True, 14)):
+        learner = make(
+            fc_net(), N=2, total_epochs=15, neuron_pruning=True, last_rho_init=0.0, final_change=final_change
+        )
+        assert learner.last_tail_epoch == 7
+        assert learner.develops(stop - 1) and learner.develops(stop) and not learner.develops(stop + 1)
+        used = sum(learner.rate_increment("1", e, 6, 3) for e in range(8, stop))
+        assert used == pytest.approx(0.0005 * 538 * 2 / 100)
+        assert learner.rate_increment("1", 7, 6, 3) == pytest.approx(0.5 * math.exp(-2) * 2 / 100)
     # with stop_at = 0.8 the last pruning is at epoch 10 (11 < floor(12)): the total is spread over epochs 8-9
     stopped = make(fc_net(), N=2, total_epochs=15, neuron_pruning=True, last_rho_init=0.0, stop_at=0.8)
     assert stopped.develops(10) and not stopped.develops(11)
@@ -395,9 +404,11 @@ def test_switching_neuron_pruning_off_leaves_the_other_mechanisms():
 def test_stop_at_freezes_the_structure_for_the_last_epochs():
     data = _batches(16)  # 8 epochs of 2 steps
     model, opt, learner = _spiking_learner(stop_at=0.75, total_epochs=8)
-    _, _, free = _spiking_learner(total_epochs=8)  # the paper: every epoch end from 2N + 1 on
+    _, _, free = _spiking_learner(total_epochs=8)  # every epoch end from 2N + 1 on but the last
+    _, _, code = _spiking_learner(total_epochs=8, final_change=True)  # the paper's code: the last one too
     assert [e for e in range(8) if learner.develops(e)] == [3, 4]  # e > 2N and e + 1 < floor(0.75 * 8) = 6
-    assert [e for e in range(8) if free.develops(e)] == [3, 4, 5, 6, 7]
+    assert [e for e in range(8) if free.develops(e)] == [3, 4, 5, 6]
+    assert [e for e in range(8) if code.develops(e)] == [3, 4, 5, 6, 7]
     densities, ghosts = [], []
     for e in range(8):
         _train(model, opt, learner, data[2 * e : 2 * e + 2], first_epoch=e, stop=1)
@@ -411,6 +422,8 @@ def test_stop_at_freezes_the_structure_for_the_last_epochs():
     assert all("clipped" in r for r in learner.history[2:])  # the constraint goes on after the stop
     with pytest.raises(ValueError, match="stop_at"):
         make(fc_net(), stop_at=1.5)
+    with pytest.raises(ValueError, match="final_change"):
+        make(fc_net(), stop_at=0.9, final_change=True)
 
 
 # -- state -------------------------------------------------------------------------------------------------------------
@@ -506,6 +519,12 @@ def test_bad_settings_and_short_runs():
         make(fc_net(), range_layers="some")
     with pytest.warns(UserWarning, match="lower N"):
         make(fc_net(), N=18, neuron_pruning=True, total_epochs=30)
+    # the first pruning ends epoch 2N + 2 (1-based); by default an epoch must train after it
+    with pytest.warns(UserWarning, match="need a run of 5 epochs"):
+        make(fc_net(), N=1, neuron_pruning=True, total_epochs=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make(fc_net(), N=1, neuron_pruning=True, total_epochs=4, final_change=True)  # it prunes at the end of 4
 
 
 def test_recipes_name_only_settings_of_the_learner():
@@ -519,4 +538,4 @@ def test_recipes_name_only_settings_of_the_learner():
         assert cfg.loss.name == ("ce" if "mnist" in path.stem else "mse"), path
         assert set(cfg.sparse.params) <= allowed, path
         n = cfg.sparse.params["N"]
-        assert 2 * n + 2 <= cfg.run.epochs, path
+        assert 2 * n + 3 <= cfg.run.epochs, path  # a pruning at the end of epoch 2N + 2, then a trained epoch

@@ -8,6 +8,12 @@ prints a per-layer table; ``finalize`` bakes the masks in and removes every hook
 
 Subclasses override :meth:`update` (a step-level topology change), :meth:`on_epoch_end`, :meth:`wants_dense_grad`
 and :meth:`extra_state` / :meth:`load_extra_state`.
+
+The rule every method keeps by default: **no topology change after the last optimiser step of a run**. A step-level
+change never falls on the last step (``total_steps``), an epoch-level one never on the last epoch end
+(``total_epochs``), so the saved and exported model is a structure the optimiser has trained. A method whose paper
+does otherwise keeps that as an explicit option (SD-SNN's ``final_change``); the engine warns when a run ends right
+after a change (:attr:`StructureLearner.last_change_step` and ``on_epoch_end``'s return value tell it).
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ class StructureLearner:
         self.generator = torch.Generator().manual_seed(int(seed))
         self.steps = 0
         self.epochs_seen = 0
+        #: the optimiser step after which :meth:`update` last changed the topology (0: never)
+        self.last_change_step = 0
         self.masks: MaskSet | None = None
         self._dense_grads: dict[str, torch.Tensor] = {}
         if self.uses_masks:
@@ -115,6 +123,8 @@ class StructureLearner:
             all_reduce_mean_(grad)
         self.before_update()
         changed = self.update() if self.masks is not None else False
+        if changed:
+            self.last_change_step = self.steps
         self._dense_grads.clear()
         self._arm_capture()
         return changed
@@ -150,6 +160,7 @@ class StructureLearner:
             "name": self.name,
             "steps": self.steps,
             "epochs_seen": self.epochs_seen,
+            "last_change_step": self.last_change_step,
             "generator": self.generator.get_state(),
             "masks": {layer.name: layer.mask.clone() for layer in self.layers},
             "neurons": {layer.name: layer.neuron_mask.clone() for layer in self.layers},
@@ -163,6 +174,7 @@ class StructureLearner:
             raise ValueError(f"learner state is for method {state.get('name')!r}, not {self.name!r}")
         self.steps = int(state["steps"])
         self.epochs_seen = int(state["epochs_seen"])
+        self.last_change_step = int(state.get("last_change_step", 0))  # absent from checkpoints before it existed
         self.generator.set_state(generator_state(state["generator"]))
         saved = state["masks"]
         if self.masks is not None:
@@ -225,8 +237,18 @@ class StructureLearner:
             "layer_density": {r["layer"]: r["density"] for r in rows if r["masked"]},
         }
 
+    def parameter_count(self) -> dict[str, int]:
+        """The whole network's parameters: ``total`` counts every element of every parameter tensor of the model
+        (weights, biases, norm and neuron parameters), ``live`` the same with each masked weight counted by its live
+        synapses (:meth:`layer_table`'s ``active``; a pruned neuron's zeroed bias / norm entries still count, as
+        they do until :func:`~sparsesnn.sparse.shrink.compact` removes them). Buffers (masks, running statistics)
+        are not parameters and are not counted."""
+        total = sum(p.numel() for p in self.model.parameters())
+        absent = sum(r["total"] - r["active"] for r in self.layer_table() if r["masked"])
+        return {"live": total - absent, "total": total}
+
     def summary(self) -> str:
-        """A per-layer table in plain text."""
+        """A per-layer table in plain text, ending with the whole network's live parameter count."""
         rows = self.layer_table()
         head = f"{'layer':<32} {'shape':<20} {'active/total':>22} {'density':>8} {'neurons':>13}"
         lines = [f"{self.name} learner, density {self.density():.4f} over masked layers", head, "-" * len(head)]
@@ -236,6 +258,12 @@ class StructureLearner:
                 f"{r['layer'] + tag:<32} {'x'.join(map(str, r['shape'])):<20} "
                 f"{r['active']:>10,}/{r['total']:<11,} {r['density']:>8.4f} {r['neurons_alive']:>6}/{r['neurons']:<6}"
             )
+        params = self.parameter_count()
+        lines.append("-" * len(head))
+        lines.append(
+            f"whole network: {params['live']:,} live parameters of {params['total']:,} (every parameter: weights, "
+            "biases, norm and neuron parameters; masked weights counted by their live synapses)"
+        )
         return "\n".join(lines)
 
     def finalize(self) -> nn.Module:

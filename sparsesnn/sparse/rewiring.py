@@ -6,6 +6,9 @@ criterion and grows ``n`` among the synapses that were absent *before* the drop 
 disjoint), by the grow criterion. The layer's density is unchanged. Regrown synapses start at ``grow_init`` (0) with
 zero optimiser moments. ``alpha_t`` follows :func:`~sparsesnn.sparse.schedules.drop_fraction`.
 
+An update at step (or epoch) ``t`` needs ``t < floor(stop_at * T)`` with ``stop_at <= 1``, so the last step (epoch)
+of a run never rewires: no topology change follows the last optimiser step (the library's rule, docs/methods.md).
+
 SET, RigL and ESL-SNN are this learner with different defaults.
 """
 

@@ -4,6 +4,11 @@ Training starts dense. Every ``update_every`` steps between ``start_at`` and ``e
 each layer's density follows the cubic ramp :func:`~sparsesnn.sparse.schedules.cubic_density` from 1 to its target
 (the target spread over layers by ``distribution``; the paper uses uniform), and the smallest-magnitude active weights
 are removed to reach it. Pruned weights never return.
+
+The last pruning step is never the run's last optimiser step: ``end_at = 1`` (or a window that ends on the last step)
+ends the ramp one step earlier, at step ``T - 1`` of ``T``, so that the final masks are the ones the last step
+trained (the library's rule, docs/methods.md). The paper's ramp ends well before the end of training anyway
+(``end_at = 0.75`` here), where this changes nothing.
 """
 
 from __future__ import annotations
@@ -43,9 +48,20 @@ class GMP(StructureLearner):
         self.start_at, self.end_at = float(start_at), float(end_at)
         kwargs.setdefault("distribution", "uniform")
         super().__init__(model, optimizer, initial_density=1.0, **kwargs)
+        start, end = self._window()
+        if self.total_steps and end <= start:
+            raise ValueError(
+                f"gmp: the ramp from step {start} to {end} of {self.total_steps} has no step to prune at before the "
+                "last one; lower start_at or train longer"
+            )
 
     def _window(self) -> tuple[int, int]:
-        return math.floor(self.start_at * self.total_steps), max(1, math.floor(self.end_at * self.total_steps))
+        """Steps ``(t_0, t_end]`` of the ramp: ``floor(start_at T)``, ``floor(end_at T)`` but at most ``T - 1``, so
+        that the last optimiser step ``T`` trains the final masks (``T`` = ``total_steps``; unknown: ``t_end >= 1``)."""
+        end = max(1, math.floor(self.end_at * self.total_steps))
+        if self.total_steps:
+            end = min(end, self.total_steps - 1)
+        return math.floor(self.start_at * self.total_steps), end
 
     def layer_density_at(self, name: str, step: int) -> float:
         start, end = self._window()

@@ -90,11 +90,16 @@ Where we differ from the released code (BrainCog ``examples/Structural_Developme
   Ghost optimiser moments are zeroed at the epoch end (the code keeps AdamW's).
 * The model's last Conv/Linear (the readout) is never neuron-pruned and is left dense by default
   (``dense_last = True``), as in the code, whose pruned layers are the six convs and the hidden FC.
-* Neuron pruning and regeneration run at every epoch end from ``2N + 1`` on, the last included, as in the code (its
-  final test follows a pruning step taken at a learning rate near 0). ``stop_at = f`` (our option, the rule of the
-  rewiring methods' ``stop_at``) stops both from epoch ``floor(f E)`` (1-based) on, so that the last epochs train
-  a fixed structure, and spreads the default late rate of the last layer over the epochs that still prune; the
-  ranges and the constraint go on.
+* Neuron pruning and regeneration run at every epoch end from ``2N + 1`` on **but the last**: the code prunes at the
+  end of its last epoch too, so that its final test (and here the saved checkpoint and exported model) would be a
+  structure no optimiser step has trained. The library's rule is that no learner changes the topology after the last
+  optimiser step of a run (docs/methods.md); ``final_change = True`` restores the code's schedule (the engine then
+  warns that the run ends on an untrained structure). The default late rate of the last layer is spread over the
+  epochs that do prune (``last_tail_increment``), so the last pruning still uses the code's final rate; only the
+  rate increment of the dropped epoch, which the code never uses either, and that epoch's pruning are lost.
+  ``stop_at = f`` (our option, the rule of the rewiring methods' ``stop_at``) stops both from epoch ``floor(f E)``
+  (1-based) on, so that more epochs train a fixed structure; ``stop_at = 1`` is the default rule. The ranges and the
+  constraint (weights, not topology) go on to the last epoch end.
 * The training starts dense (``density = 1``, the paper); ``density < 1`` starts from a random sparse topology drawn
   by the core (``distribution``), which regeneration can then grow into.
 * Ranges and percentiles are kept in the weights' dtype (the code's numpy ranges are float64; percentiles use numpy's
@@ -194,10 +199,13 @@ class SDSNN(StructureLearner):
             1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1).
         percentile_cap: the cap 99 of the regeneration percentile.
         shrink: the factor 0.75 of a range shrink.
-        stop_at: None (the paper and the code: neuron pruning and regeneration at every epoch end from ``2N + 1``
-            on, the last included) or a fraction of the training epochs from which neither runs, by the rule of the
-            rewiring methods (none at the end of epoch ``e`` once ``e + 1 >= floor(stop_at * E)``): the last
-            epochs then train a fixed structure. Ranges and the constraint go on. Our option, not the paper's.
+        stop_at: None (neuron pruning and regeneration at every epoch end from ``2N + 1`` on but the last one) or a
+            fraction of the training epochs from which neither runs, by the rule of the rewiring methods (none at
+            the end of epoch ``e`` once ``e + 1 >= floor(stop_at * E)``): the last epochs then train a fixed
+            structure. Ranges and the constraint go on. Our option, not the paper's.
+        final_change: prune and regenerate at the end of the last epoch too, as the paper's code does (False: the
+            last pruning is followed by at least one epoch of training). The run then ends on a structure no step
+            has trained, and the engine warns. Cannot be combined with ``stop_at``.
     """
 
     name = "sdsnn"
@@ -227,6 +235,7 @@ class SDSNN(StructureLearner):
         percentile_cap: float = 99.0,
         shrink: float = 0.75,
         stop_at: float | None = None,
+        final_change: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(N, bool) or not isinstance(N, int) or not 1 <= N < 32_000:
@@ -259,8 +268,11 @@ class SDSNN(StructureLearner):
             raise ValueError(f"last_tail_increment must be in [0, 1], got {last_tail_increment}")
         if stop_at is not None and not 0.0 <= stop_at <= 1.0:
             raise ValueError(f"stop_at must be None or in [0, 1], got {stop_at}")
+        if final_change and stop_at is not None:
+            raise ValueError("final_change prunes at the last epoch end and stop_at stops earlier: give one of them")
         self.N = int(N)
         self.stop_at = None if stop_at is None else float(stop_at)
+        self.final_change = bool(final_change)
         self.constraint = bool(constraint)
         self.neuron_pruning = bool(neuron_pruning)
         self.regeneration = bool(regeneration)
@@ -304,11 +316,12 @@ class SDSNN(StructureLearner):
         self.ghost = False  # ghosts armed for the epoch in progress
         self.history: list[dict[str, Any]] = []
 
-        start = 2 * self.N + 2
-        if self.total_epochs and (self.neuron_pruning or self.regeneration) and self.total_epochs < start:
+        first = 2 * self.N + 2  # 1-based epoch whose end may first prune; without final_change one more must follow
+        needed = first if self.final_change else first + 1
+        if self.total_epochs and (self.neuron_pruning or self.regeneration) and self.total_epochs < needed:
             warnings.warn(
-                f"sdsnn: neuron pruning and regeneration start after epoch 2N + 1 = {start - 1} but the run has "
-                f"{self.total_epochs} epochs; lower N",
+                f"sdsnn: neuron pruning and regeneration start at the end of epoch 2N + 2 = {first} (1-based), so "
+                f"they need a run of {needed} epochs, but the run has {self.total_epochs}; lower N",
                 stacklevel=2,
             )
 
@@ -317,7 +330,8 @@ class SDSNN(StructureLearner):
     def last_tail_increment(self) -> float:
         """The "code" rule's factor after ``last_tail_epoch``: ``0.0005 * 538 / (L - 1 - last_tail_epoch)``.
 
-        ``L`` is the last epoch that prunes (``E - 1``; with ``stop_at``, ``floor(stop_at * E) - 2``). The
+        ``L`` is the last epoch that prunes, ``end - 2`` with ``end`` from :meth:`_develop_end` (``E - 2`` by
+        default, ``E - 1`` with ``final_change``, ``floor(stop_at * E) - 2`` with ``stop_at``; 0-based). The
         increments of epochs ``last_tail_epoch + 1 .. L - 1`` reach a pruning step (that of ``L`` does not), so the
         run's last pruning uses the rate the code's uses at its epoch 599. ``0.0005`` when ``E`` is unknown.
         """
@@ -330,15 +344,17 @@ class SDSNN(StructureLearner):
 
     def _develop_end(self) -> int:
         """Epoch ends ``e`` with ``e + 1 < end`` may prune: ``floor(stop_at * E)`` (the rewiring methods' rule),
-        ``E + 1`` without ``stop_at`` (every epoch end, the last included). Needs ``E`` (``total_epochs``)."""
-        everything = self.total_epochs + 1
-        return everything if self.stop_at is None else math.floor(self.stop_at * self.total_epochs)
+        ``E`` without it (every epoch end but the last, the rule at ``stop_at = 1``), ``E + 1`` with
+        ``final_change`` (every epoch end, the last included, as the code). Needs ``E`` (``total_epochs``)."""
+        if self.stop_at is not None:
+            return math.floor(self.stop_at * self.total_epochs)
+        return self.total_epochs + 1 if self.final_change else self.total_epochs
 
     def develops(self, epoch: int) -> bool:
-        """Whether neuron pruning and regeneration run at the end of (0-based) ``epoch``: ``e > 2N`` and, with
-        ``stop_at``, ``e + 1 < floor(stop_at * E)`` (no stop when the run's length ``E`` is unknown)."""
-        stops = self.stop_at is not None and self.total_epochs > 0
-        return epoch > 2 * self.N and (not stops or epoch + 1 < self._develop_end())
+        """Whether neuron pruning and regeneration run at the end of (0-based) ``epoch``: ``e > 2N`` and
+        ``e + 1 < end`` (:meth:`_develop_end`: not at the last epoch end unless ``final_change``; earlier with
+        ``stop_at``). When the run's length ``E`` is unknown, at every epoch end from ``2N + 1`` on."""
+        return epoch > 2 * self.N and (not self.total_epochs or epoch + 1 < self._develop_end())
 
     def _rho_start(self, name: str) -> float:
         if name == self.last_layer and self.last_rate_rule == "code":
@@ -653,6 +669,7 @@ class SDSNN(StructureLearner):
             "stash": clone2(self.stash),
             "ghost": self.ghost,
             "history": copy.deepcopy(self.history),
+            "final_change": self.final_change,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -676,3 +693,11 @@ class SDSNN(StructureLearner):
         self.stash = load2(state["stash"])
         self.ghost = bool(state["ghost"])
         self.history = copy.deepcopy(state["history"])
+        if "final_change" not in state and not self.final_change and self.epochs_seen < self.total_epochs:
+            # a run started before the rule: it pruned at every epoch end and its late rate assumed the last one
+            warnings.warn(
+                "sdsnn: this checkpoint predates the rule that no structural change follows the last optimiser step; "
+                "the rest of the run follows it (no pruning or regeneration at the end of the last epoch, the late "
+                "rate spread over the epochs that still prune), so it is neither the old schedule nor a new run's",
+                stacklevel=2,
+            )
