@@ -15,8 +15,7 @@ schema, so
 
 Forward returns ``(S, U)``: the spikes and the charge relative to threshold that backward needs, both in the input's
 dtype and layout (see :mod:`sparsesnn.lif_kernels`). The surrogate travels as a small integer code and its one
-parameter (:data:`SURROGATE_CODES`); a surrogate of the user's own goes through :class:`sparsesnn.neurons` 's
-``autograd.Function`` path instead.
+parameter (:data:`SURROGATE_CODES`); a surrogate of the user's own goes through :class:`EagerLIF` only.
 """
 
 from __future__ import annotations
@@ -93,6 +92,83 @@ def _k_tensor(k: torch.Tensor | None, k_value: float, like: torch.Tensor) -> tor
     return k if k is not None else torch.tensor(k_value, dtype=accumulator_dtype(like.dtype), device=like.device)
 
 
+def _forward(
+    x: torch.Tensor,
+    k: torch.Tensor | None,
+    k_value: float,
+    v_threshold: float,
+    v_reset: float,
+    decay_input: bool,
+    hard_reset: bool,
+    fused: bool,
+    triton: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, U)`` in ``x``'s dtype and layout: the Triton kernel when ``triton`` is allowed and applies, else the
+    torch loop (compiled or plain, see :func:`_cpu_kernels`)."""
+    flat = storage_view(x)
+    if triton and _use_triton(x, fused):
+        spikes, charge = lif_triton.lif_forward(
+            flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset, traced=_is_traced(x)
+        )
+    else:
+        forward, _ = _cpu_kernels(fused, x)
+        spikes, charge = forward(flat, _k_tensor(k, k_value, x), v_threshold, v_reset, decay_input, hard_reset)
+    return like_input(spikes, x), like_input(charge, x)
+
+
+def _backward(
+    grad_spikes: torch.Tensor,
+    charge: torch.Tensor,
+    k: torch.Tensor | None,
+    k_value: float,
+    v_threshold: float,
+    v_reset: float,
+    decay_input: bool,
+    hard_reset: bool,
+    detach_reset: bool,
+    surrogate: Surrogate,
+    code: tuple[int, float] | None,
+    need_k_grad: bool,
+    fused: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dL/dX, dL/dk)``: the Triton kernel for a surrogate with a ``code`` when it applies, else the torch loop
+    with the ``surrogate`` object (any object with ``grad``). dL/dk is unset memory unless ``need_k_grad``."""
+    grad = storage_view(match_layout(grad_spikes, charge))
+    flat = storage_view(charge)
+    if code is not None and _use_triton(charge, fused):
+        grad_x, grad_k = lif_triton.lif_backward(
+            grad,
+            flat,
+            k,
+            k_value,
+            v_threshold,
+            v_reset,
+            decay_input,
+            hard_reset,
+            detach_reset,
+            code[0],
+            code[1],
+            need_k_grad,
+            traced=_is_traced(charge),
+        )
+    else:
+        _, backward = _cpu_kernels(fused, charge)
+        grad_x, maybe_k = backward(
+            grad,
+            flat,
+            _k_tensor(k, k_value, charge),
+            v_threshold,
+            v_reset,
+            decay_input,
+            hard_reset,
+            detach_reset,
+            surrogate,
+            need_k_grad,
+        )
+        grad_k = maybe_k if maybe_k is not None else charge.new_empty((), dtype=torch.float32)  # unread
+    return like_input(grad_x, charge), grad_k
+
+
 def _forward_impl(
     x: torch.Tensor,
     k: torch.Tensor | None,
@@ -106,15 +182,8 @@ def _forward_impl(
     surrogate_param: float,
     fused: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = storage_view(x)
-    if _use_triton(x, fused):
-        spikes, charge = lif_triton.lif_forward(
-            flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset, traced=_is_traced(x)
-        )
-    else:
-        forward, _ = _cpu_kernels(fused, x)
-        spikes, charge = forward(flat, _k_tensor(k, k_value, x), v_threshold, v_reset, decay_input, hard_reset)
-    return like_input(spikes, x), like_input(charge, x)
+    """``sparsesnn::lif_forward`` (the reset and surrogate settings are for the backward pass)."""
+    return _forward(x, k, k_value, v_threshold, v_reset, decay_input, hard_reset, fused, triton=True)
 
 
 def _backward_impl(
@@ -132,40 +201,10 @@ def _backward_impl(
     need_k_grad: bool,
     fused: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    grad = storage_view(match_layout(grad_spikes, charge))
-    flat = storage_view(charge)
-    if _use_triton(charge, fused):
-        grad_x, grad_k = lif_triton.lif_backward(
-            grad,
-            flat,
-            k,
-            k_value,
-            v_threshold,
-            v_reset,
-            decay_input,
-            hard_reset,
-            detach_reset,
-            surrogate,
-            surrogate_param,
-            need_k_grad,
-            traced=_is_traced(charge),
-        )
-    else:
-        _, backward = _cpu_kernels(fused, charge)
-        grad_x, maybe_k = backward(
-            grad,
-            flat,
-            _k_tensor(k, k_value, charge),
-            v_threshold,
-            v_reset,
-            decay_input,
-            hard_reset,
-            detach_reset,
-            surrogate_from_code(surrogate, surrogate_param),
-            need_k_grad,
-        )
-        grad_k = maybe_k if maybe_k is not None else charge.new_empty((), dtype=torch.float32)  # unread
-    return like_input(grad_x, charge), grad_k
+    """``sparsesnn::lif_backward``."""
+    code = (surrogate, surrogate_param)
+    settings = (k_value, v_threshold, v_reset, decay_input, hard_reset, detach_reset)
+    return _backward(grad_spikes, charge, k, *settings, surrogate_from_code(*code), code, need_k_grad, fused)
 
 
 def _define(name: str, impl: Any) -> Any:
@@ -191,7 +230,7 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor
     ctx.k_dtype = k.dtype if k is not None else None
 
 
-def _backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -> tuple[Any, ...]:
+def _op_backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -> tuple[Any, ...]:
     charge, k = ctx.saved_tensors
     need_k = k is not None and bool(ctx.needs_input_grad[1])
     grad_x, grad_k = lif_backward_op(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
@@ -199,20 +238,39 @@ def _backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -
     return (grad_x, k_grad) + (None,) * (len(ctx.config) + 1)
 
 
-lif_forward_op.register_autograd(_backward, setup_context=_setup_context)
+lif_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 
-class _EagerLIF(torch.autograd.Function):
-    """The operators' implementations behind a plain ``autograd.Function``: what an eager call runs. It skips the
+class EagerLIF(torch.autograd.Function):
+    """The implementations behind a plain ``autograd.Function``: what an eager call runs. It skips the
     custom-operator dispatch (Python on every call: about 0.5 ms of host time per layer and direction on the H200 host
-    of BENCHMARKS.md), which only a compiler needs; the kernels and numbers are the same."""
+    of BENCHMARKS.md), which only a compiler needs; the kernels and numbers are the operators'. It also serves a
+    surrogate of the user's own (any object with ``grad``; ``code`` None), which the operators cannot carry: its
+    backward pass runs the torch loop on every device.
+
+    ``apply(x, k, k_value, v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, code, fused)``
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, k: torch.Tensor | None, *config: Any) -> torch.Tensor:  # type: ignore[override]
-        *settings, fused = config
-        spikes, charge = _forward_impl(x.detach(), k.detach() if k is not None else None, *settings, fused)
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        k: torch.Tensor | None,
+        k_value: float,
+        v_threshold: float,
+        v_reset: float,
+        decay_input: bool,
+        hard_reset: bool,
+        detach_reset: bool,
+        surrogate: Surrogate,
+        code: tuple[int, float] | None,
+        fused: bool,
+    ) -> torch.Tensor:
+        k_in = k.detach() if k is not None else None
+        settings = (k_value, v_threshold, v_reset, decay_input, hard_reset)
+        spikes, charge = _forward(x.detach(), k_in, *settings, fused, triton=code is not None)
         ctx.save_for_backward(charge, k)
-        ctx.config = tuple(settings)
+        ctx.config = (*settings, detach_reset, surrogate, code)
         ctx.fused = fused
         return spikes
 
@@ -220,8 +278,8 @@ class _EagerLIF(torch.autograd.Function):
     def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         charge, k = ctx.saved_tensors
         need_k = k is not None and bool(ctx.needs_input_grad[1])
-        grad_x, grad_k = _backward_impl(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
-        return (grad_x, grad_k.to(k.dtype) if need_k else None) + (None,) * (len(ctx.config) + 1)
+        grad_x, grad_k = _backward(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
+        return (grad_x, grad_k.to(k.dtype) if need_k else None) + (None,) * 9
 
 
 def lif_fused(
@@ -232,25 +290,17 @@ def lif_fused(
     decay_input: bool,
     hard_reset: bool,
     detach_reset: bool,
-    surrogate: tuple[int, float],
+    surrogate: Surrogate,
     fused: bool,
 ) -> torch.Tensor:
     """Spikes of the LIF over ``x`` ``[T, ...]`` (``k`` = 1/tau, a float or a 0-d tensor): through the operators when
-    a compiler traces the call, else through :class:`_EagerLIF` (the same implementations, less host time)."""
+    a compiler traces the call and the surrogate is one of the library's, else through :class:`EagerLIF` (the same
+    implementations, less host time)."""
     k_tensor = k if isinstance(k, torch.Tensor) else None
     k_value = 0.0 if isinstance(k, torch.Tensor) else float(k)
-    config = (
-        k_value,
-        float(v_threshold),
-        float(v_reset),
-        decay_input,
-        hard_reset,
-        detach_reset,
-        surrogate[0],
-        surrogate[1],
-        fused,
-    )
-    if torch.compiler.is_compiling():
-        spikes, _ = lif_forward_op(x, k_tensor, *config)
+    settings = (k_value, float(v_threshold), float(v_reset), decay_input, hard_reset, detach_reset)
+    code = surrogate_code(surrogate)
+    if code is not None and torch.compiler.is_compiling():
+        spikes, _ = lif_forward_op(x, k_tensor, *settings, *code, fused)
         return spikes  # type: ignore[no-any-return]
-    return _EagerLIF.apply(x, k_tensor, *config)  # type: ignore[no-any-return]
+    return EagerLIF.apply(x, k_tensor, *settings, surrogate, code, fused)  # type: ignore[no-any-return]

@@ -44,8 +44,8 @@ import torch
 from torch import nn
 
 from sparsesnn import lif_triton
-from sparsesnn.lif_kernels import lif_backward_loop, lif_forward_loop, like_input, match_layout, storage_view
-from sparsesnn.lif_op import lif_fused, surrogate_code
+from sparsesnn.lif_kernels import lif_backward_loop, lif_forward_loop
+from sparsesnn.lif_op import lif_fused
 from sparsesnn.surrogates import ATan, Surrogate
 
 Backend = Literal["auto", "compiled", "eager"]
@@ -111,56 +111,6 @@ def _use_compiled(backend: str, device: torch.device) -> bool:
     return _compiler_available(device)
 
 
-class _LIFFunction(torch.autograd.Function):
-    """The fused time loop for a surrogate the operators do not know (any object with ``grad``): forward saves only
-    ``U``; backward is the hand-written recursion above. Same kernels as the operators' CPU path."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        k: torch.Tensor,
-        v_threshold: float,
-        v_reset: float,
-        decay_input: bool,
-        hard_reset: bool,
-        detach_reset: bool,
-        surrogate: Surrogate,
-        compiled: bool,
-    ) -> torch.Tensor:
-        flat = storage_view(x.detach())
-        k_val = k.detach()
-        fwd = _compiled_forward if compiled and not torch.compiler.is_compiling() else lif_forward_loop
-        spikes, charge = fwd(flat, k_val, v_threshold, v_reset, decay_input, hard_reset)
-        charge = like_input(charge, x)
-        ctx.save_for_backward(charge, k_val)
-        ctx.config = (v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, compiled)
-        ctx.k_dtype = k.dtype
-        return like_input(spikes, x)
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        charge, k_val = ctx.saved_tensors
-        v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, compiled = ctx.config
-        need_k = bool(ctx.needs_input_grad[1])
-        bwd = _compiled_backward if compiled and not torch.compiler.is_compiling() else lif_backward_loop
-        grad = storage_view(match_layout(grad_out, charge).detach())
-        grad_x, grad_k = bwd(
-            grad,
-            storage_view(charge),
-            k_val,
-            v_threshold,
-            v_reset,
-            decay_input,
-            hard_reset,
-            detach_reset,
-            surrogate,
-            need_k,
-        )
-        grad_k_out = grad_k.to(ctx.k_dtype) if grad_k is not None else None
-        return like_input(grad_x, charge), grad_k_out, None, None, None, None, None, None, None
-
-
 def lif_multistep(
     x: torch.Tensor,
     inv_tau: torch.Tensor | float,
@@ -189,13 +139,7 @@ def lif_multistep(
     sg = surrogate if surrogate is not None else ATan()
     # inside a compiled region the availability checks are not traced: the operators choose per device themselves
     fused = backend != "eager" if torch.compiler.is_compiling() else _use_compiled(backend, x.device)
-    code = surrogate_code(sg)
-    if code is not None:
-        return lif_fused(x, inv_tau, v_threshold, v_reset, decay_input, hard_reset, detach_reset, code, fused)
-    k = inv_tau if isinstance(inv_tau, torch.Tensor) else torch.tensor(float(inv_tau), device=x.device)
-    return _LIFFunction.apply(
-        x, k, float(v_threshold), float(v_reset), decay_input, hard_reset, detach_reset, sg, fused
-    )
+    return lif_fused(x, inv_tau, v_threshold, v_reset, decay_input, hard_reset, detach_reset, sg, fused)
 
 
 def lif_reference(
