@@ -35,7 +35,7 @@ def replay(hidden: int, classes: int, epochs: int, n: int, **params: Any) -> dic
     """The pruned count of the hidden layer after each pruning epoch of an ``epochs``-epoch run with ``N = n``
     (``params``: the learner's settings, e.g. ``last_tail_increment``, ``stop_at``, ``final_change``)."""
     model = nn.Sequential(nn.Linear(4, hidden), nn.Linear(hidden, classes))
-    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, **params)
+    learner = SDSNN(model, density=1.0, N=n, total_epochs=epochs, steps_per_epoch=1, **params)  # no steps: a replay
     name = learner.last_layer
     rho = learner.rho[name]
     pruned = 0

@@ -82,11 +82,11 @@ def test_learner_generator_restored_from_any_tensor():
     """A generator state read back in another dtype or device (as a CUDA ``map_location`` gives it) is restored on
     the learner's own CPU generator: the next draws are the same."""
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
-    learner = METHODS["set"](model, density=0.5, seed=4, total_steps=10)
+    learner = METHODS["static"](model, density=0.5, seed=4)
     state = learner.state_dict()
     expected = torch.randperm(50, generator=learner.generator)
     moved = {**state, "generator": state["generator"].to(torch.int16)}  # no longer a CPU byte tensor
-    other = METHODS["set"](torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)), density=0.5, seed=9)
+    other = METHODS["static"](torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)), density=0.5, seed=9)
     other.load_state_dict(moved)
     assert torch.equal(torch.randperm(50, generator=other.generator), expected)
     assert generator_state(state["generator"].double()).dtype == torch.uint8

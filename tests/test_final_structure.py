@@ -156,7 +156,9 @@ def test_gmp_ends_its_ramp_before_the_last_step() -> None:
 def test_an_sdsnn_checkpoint_from_before_the_rule_warns_when_resumed_mid_run() -> None:
     def learner() -> SDSNN:
         torch.manual_seed(0)
-        return SDSNN(torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3)), N=1, total_epochs=6)
+        return SDSNN(
+            torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3)), N=1, total_epochs=6, steps_per_epoch=1
+        )
 
     old = learner()
     old.on_epoch_end(0)

@@ -25,6 +25,9 @@ from tests.conftest import run_metrics, tiny_sdsnn_toml
 
 EAGER = NeuronSpec(backend="eager")
 REPO = Path(__file__).resolve().parents[1]
+# these unit tests call epoch ends directly, without the optimiser steps of a loop
+pytestmark = pytest.mark.filterwarnings("ignore:.*no learner.step\\(\\) since the previous epoch end")
+
 # mechanisms off unless a test turns them on: each test looks at one thing
 QUIET = dict(constraint=False, neuron_pruning=False, regeneration=False, range_layers="none")
 
@@ -56,6 +59,9 @@ def spiking_net(seed: int = 0) -> nn.Module:
 def make(model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kw) -> SDSNN:
     kw = {**QUIET, **kw}
     kw.setdefault("N", 1)
+    if "total_epochs" not in kw:  # a long run: the epochs a test visits are never the last one
+        kw.setdefault("total_steps", 1000)
+    kw.setdefault("steps_per_epoch", 10)
     return METHODS["sdsnn"](model, optimizer, **kw)
 
 
@@ -210,7 +216,9 @@ def _expected_rates(n: list[int], rho: list[float], epochs_: range, rule: str, t
 
 @pytest.mark.parametrize("rule", ["code", "formula"])
 def test_pruning_rate_follows_the_neurotrophic_formula(rule):
-    learner = make(fc_net(), neuron_pruning=True, rho_init=0.25, last_rho_init=0.3, last_rate_rule=rule)
+    learner = make(
+        fc_net(), neuron_pruning=True, rho_init=0.25, last_rho_init=0.3, last_rate_rule=rule, last_tail_increment=5e-4
+    )
     assert learner.rho == {"0": 0.25, "1": 0.3 if rule == "code" else 0.25}
     assert learner.last_tail_epoch == 3  # round(60 * N / 18)
     expected = _expected_rates([10, 6], [learner.rho["0"], learner.rho["1"]], range(3, 12), rule, 3)
@@ -228,7 +236,8 @@ def test_late_rate_of_the_last_layer_spreads_the_codes_total_over_the_run():
     assert code.last_tail_increment == pytest.approx(0.0005)
     # by default epoch 599 does not prune, so the same total is spread over the 537 increments of epochs 61-597
     assert make(fc_net(), N=18, total_epochs=600).last_tail_increment == pytest.approx(0.0005 * 538 / 537)
-    assert make(fc_net(), N=18).last_tail_increment == pytest.approx(0.0005)  # run length unknown
+    with pytest.raises(ValueError, match="total_epochs and steps_per_epoch are unknown"):  # no run length: refused
+        METHODS["sdsnn"](fc_net(), N=18)
     assert make(fc_net(), N=2, total_epochs=15, last_tail_increment=0.0005).last_tail_increment == 0.0005
     assert make(fc_net(), N=1, total_epochs=5).last_tail_increment == 0.0  # epoch 3 is the last pruning: no tail
     with pytest.raises(ValueError, match="last_tail_increment"):
@@ -517,10 +526,14 @@ def test_bad_settings_and_short_runs():
         make(fc_net(), N=0)
     with pytest.raises(ValueError, match="range_layers"):
         make(fc_net(), range_layers="some")
-    with pytest.warns(UserWarning, match="lower N"):
+    with pytest.raises(ValueError, match="nothing would ever run"):
         make(fc_net(), N=18, neuron_pruning=True, total_epochs=30)
+    with pytest.warns(UserWarning, match="lower N"):  # the constraint runs (from epoch 20), pruning never does
+        make(fc_net(), N=18, neuron_pruning=True, constraint=True, total_epochs=30)
     # the first pruning ends epoch 2N + 2 (1-based); by default an epoch must train after it
     with pytest.warns(UserWarning, match="need a run of 5 epochs"):
+        make(fc_net(), N=1, neuron_pruning=True, constraint=True, total_epochs=4)
+    with pytest.raises(ValueError, match="nothing would ever run"):
         make(fc_net(), N=1, neuron_pruning=True, total_epochs=4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

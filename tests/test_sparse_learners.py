@@ -35,9 +35,9 @@ def make(method: str, model: nn.Module, opt_name: str = "adam", **kw) -> tuple[S
         if opt_name == "adam"
         else torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     )
-    kw.setdefault("total_steps", 12)
+    if not {"total_steps", "total_epochs"} & set(kw):
+        kw.update(total_steps=12, total_epochs=3)
     kw.setdefault("steps_per_epoch", 4)
-    kw.setdefault("total_epochs", 3)
     return METHODS[method](model, opt, **kw), opt
 
 
@@ -207,7 +207,7 @@ def test_gmp_reaches_target_by_end_and_never_regrows():
 
 def test_drop_fraction_follows_cosine_and_stops():
     model = tiny_net()
-    learner, _ = make("rigl", model, density=0.3, total_steps=100, stop_at=0.75)
+    learner, _ = make("rigl", model, density=0.3, total_steps=100, stop_at=0.75, update_every=10)
     assert learner.alpha(0) == pytest.approx(0.3)
     assert learner.alpha(37) == pytest.approx(0.15 * (1 + torch.cos(torch.tensor(torch.pi * 37 / 75)).item()))
     assert learner.alpha(75) == 0.0 and not learner.is_update(100)
@@ -235,7 +235,7 @@ def test_erk_solves_global_density_with_dense_saturation():
 
 def test_finalize_bakes_masks_and_removes_hooks():
     model = tiny_net()
-    learner, _opt = make("rigl", model, density=0.3)
+    learner, _opt = make("rigl", model, density=0.3, update_every=2)
     x, _ = next(batches(1))
     out_before = model(x)
     masked = [layer.weight for layer in learner.layers]

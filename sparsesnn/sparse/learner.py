@@ -1,10 +1,10 @@
 """The structure learner: the lifecycle every method shares.
 
 ``prepare`` (at construction) picks the prunable layers, attaches masks and draws the initial topology; ``step``
-(after every optimiser step) rewires when due and returns whether the topology changed; ``on_epoch_end`` serves
-epoch-level methods; ``state_dict`` / ``load_state_dict`` hold counters, the random generator and per-synapse state
-so a resumed run continues bit for bit (the masks themselves are buffers in ``model.state_dict()``); ``summary``
-prints a per-layer table; ``finalize`` bakes the masks in and removes every hook.
+(after every optimiser step) rewires when due and returns whether the topology changed; ``on_epoch_end`` (after
+every epoch) serves epoch-level methods; ``state_dict`` / ``load_state_dict`` hold counters, the random generator
+and per-synapse state so a resumed run continues bit for bit (the masks themselves are buffers in
+``model.state_dict()``); ``summary`` prints a per-layer table; ``finalize`` bakes the masks in and removes every hook.
 
 Subclasses override :meth:`update` (a step-level topology change), :meth:`on_epoch_end`, :meth:`wants_dense_grad`
 and :meth:`extra_state` / :meth:`load_extra_state`.
@@ -14,12 +14,28 @@ change never falls on the last step (``total_steps``), an epoch-level one never 
 (``total_epochs``), so the saved and exported model is a structure the optimiser has trained. A method whose paper
 does otherwise keeps that as an explicit option (SD-SNN's ``final_change``); the engine warns when a run ends right
 after a change (:attr:`StructureLearner.last_change_step` and ``on_epoch_end``'s return value tell it).
+
+**A learner cannot be misused silently.** One loop serves every method::
+
+    learner = METHODS[name](model, optimizer, density=0.1, steps_per_epoch=len(loader), total_epochs=epochs)
+    for epoch in range(epochs):
+        for x, y in loader:
+            ...; optimizer.step(); learner.step()
+        learner.on_epoch_end(epoch)
+
+The budget is any two of ``total_steps``, ``steps_per_epoch`` and ``total_epochs`` (the third is derived,
+:func:`resolve_budget`). A method whose schedule needs what was not given, or whose schedule would never change the
+topology within the budget, raises ``ValueError`` at construction, naming the argument (:meth:`schedule_problem`).
+An epoch-level method warns as soon as a step falls into an epoch whose predecessor never got its
+``on_epoch_end``, and ``on_epoch_end`` warns when no ``step()`` came since the previous one.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -36,6 +52,34 @@ from sparsesnn.sparse.masks import (
     select_layers,
 )
 
+#: when a method changes the topology: never, after optimiser steps, or at epoch ends
+ScheduleUnit = Literal["never", "steps", "epochs"]
+
+
+def resolve_budget(total_steps: int, steps_per_epoch: int, total_epochs: int) -> tuple[int, int, int]:
+    """``(total_steps, steps_per_epoch, total_epochs)`` with the one that is missing (0) derived from the other two.
+
+    ``total_steps = steps_per_epoch * total_epochs``; a derived ``steps_per_epoch`` or ``total_epochs`` is rounded
+    up (a last, shorter epoch). All three given must agree. Fewer than two given: the unknown ones stay 0.
+    """
+    values = {"total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "total_epochs": total_epochs}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be an integer >= 0 (0: unknown), got {value!r}")
+    if total_steps and steps_per_epoch and total_epochs:
+        if not (total_epochs - 1) * steps_per_epoch < total_steps <= steps_per_epoch * total_epochs:
+            raise ValueError(
+                f"total_steps = {total_steps} does not fit steps_per_epoch = {steps_per_epoch} x total_epochs = "
+                f"{total_epochs}; give two of the three and the third is derived"
+            )
+    elif steps_per_epoch and total_epochs:
+        total_steps = steps_per_epoch * total_epochs
+    elif total_steps and total_epochs:
+        steps_per_epoch = math.ceil(total_steps / total_epochs)
+    elif total_steps and steps_per_epoch:
+        total_epochs = math.ceil(total_steps / steps_per_epoch)
+    return total_steps, steps_per_epoch, total_epochs
+
 
 class StructureLearner:
     """Base learner: a fixed random sparse topology (what the ``static`` method is) unless a subclass rewires it.
@@ -47,8 +91,12 @@ class StructureLearner:
         distribution: how the density is spread over layers: "uniform", "er" or "erk".
         dense_first, dense_last, include, exclude: layer selection (see :func:`select_layers`).
         seed: seeds the learner's own generator (initial masks, random criteria).
-        total_steps, steps_per_epoch, total_epochs: the training budget, for schedules.
+        total_steps, steps_per_epoch, total_epochs: the training budget, for schedules: give two, the third is
+            derived (:func:`resolve_budget`); what a method's schedule needs is required (:meth:`schedule_problem`).
         initial_density: density of the initial topology when it differs from the target (e.g. GMP starts dense).
+
+    Raises:
+        ValueError: a bad setting, a missing budget the method needs, or a schedule that would never fire.
     """
 
     name = "static"
@@ -77,9 +125,9 @@ class StructureLearner:
         self.optimizer = optimizer
         self.density_target = float(density)
         self.distribution = distribution
-        self.total_steps = int(total_steps)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.total_epochs = int(total_epochs)
+        self.total_steps, self.steps_per_epoch, self.total_epochs = resolve_budget(
+            total_steps, steps_per_epoch, total_epochs
+        )
         self.generator = torch.Generator().manual_seed(int(seed))
         self.steps = 0
         self.epochs_seen = 0
@@ -87,6 +135,11 @@ class StructureLearner:
         self.last_change_step = 0
         self.masks: MaskSet | None = None
         self._dense_grads: dict[str, torch.Tensor] = {}
+        self._steps_at_epoch_end = 0  # ``steps`` when on_epoch_end was last called
+        self._warned: set[str] = set()  # misuse warnings already given (once each)
+        problem = self.schedule_problem()
+        if problem is not None:
+            raise ValueError(f"{self.name}: {problem}")
         if self.uses_masks:
             layers = select_layers(model, include, exclude, dense_first, dense_last)
             self.masks = MaskSet(layers, optimizer, model)
@@ -115,10 +168,43 @@ class StructureLearner:
             n = active_count(layer.numel(), d)
             self.masks.set_mask(layer, random_mask(layer.mask.shape, n, self.generator, layer.mask.device))
 
+    # -- schedule ---------------------------------------------------------------------------------------------------
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        """When this method changes the topology: "never" (dense, static), "steps" or "epochs"."""
+        return "never"
+
+    def schedule_problem(self) -> str | None:
+        """Why this learner's schedule cannot run as configured (a missing budget, or no change within it), or None.
+
+        Called at construction (subclasses set their settings before the base constructor runs); a message names
+        the argument to give or change."""
+        return None
+
+    def budget_problem(self, what: str) -> str | None:
+        """The message for a schedule that needs the budget and lacks it (:meth:`schedule_problem` helper).
+
+        A step-level schedule needs ``total_steps``; an epoch-level one needs ``total_epochs`` and
+        ``steps_per_epoch`` (to tell when an ``on_epoch_end`` call was forgotten)."""
+        if self.schedule_unit == "steps" and not self.total_steps:
+            return (
+                f"{what} is planned over the run's optimiser steps, but the budget is unknown: pass total_steps= "
+                "(or steps_per_epoch= and total_epochs=)"
+            )
+        if self.schedule_unit == "epochs" and not (self.total_epochs and self.steps_per_epoch):
+            missing = [k for k in ("total_epochs", "steps_per_epoch") if not getattr(self, k)]
+            return (
+                f"{what} runs in on_epoch_end(epoch) and is planned over the run's epochs, but "
+                f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} unknown: pass steps_per_epoch= "
+                "and total_epochs= (or total_steps= with one of them)"
+            )
+        return None
+
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def step(self) -> bool:
         """Call after every ``optimizer.step()``. Returns True when the topology changed."""
         self.steps += 1
+        self._check_epoch_hook()
         for grad in self._dense_grads.values():  # several processes: every rank decides on the same gradient
             all_reduce_mean_(grad)
         self.before_update()
@@ -139,8 +225,43 @@ class StructureLearner:
 
     def on_epoch_end(self, epoch: int) -> bool:
         """Call after each training epoch (``epoch`` counts from 0). Returns True when the topology changed."""
-        self.epochs_seen = epoch + 1
+        self._note_epoch_end(epoch)
         return False
+
+    def _note_epoch_end(self, epoch: int) -> None:
+        """Count the epoch end; warn (once) when no ``step()`` came since the previous one."""
+        if self.steps == self._steps_at_epoch_end and self.schedule_unit != "never":
+            self._warn_once(
+                "no-steps",
+                f"{self.name}: on_epoch_end({epoch}) with no learner.step() since the previous epoch end; call "
+                "learner.step() after every optimizer.step()",
+            )
+        self._steps_at_epoch_end = self.steps
+        self.epochs_seen = epoch + 1
+
+    def _check_epoch_hook(self) -> None:
+        """Warn (once) when a step falls into an epoch whose predecessor never got ``on_epoch_end``, and when the
+        steps run past ``total_steps`` (the schedules were planned for that many)."""
+        if self.schedule_unit == "epochs" and self.steps_per_epoch:
+            ended = (self.steps - 1) // self.steps_per_epoch  # epochs complete before the one this step is in
+            if self.epochs_seen < ended:
+                self._warn_once(
+                    "epoch-hook",
+                    f"{self.name} changes the topology in on_epoch_end(epoch), but step {self.steps} lies in epoch "
+                    f"{ended} (0-based; steps_per_epoch = {self.steps_per_epoch}) and on_epoch_end was called for "
+                    f"{self.epochs_seen} epoch(s): call learner.on_epoch_end(epoch) after every epoch",
+                )
+        if self.total_steps and self.steps > self.total_steps and self.schedule_unit != "never":
+            self._warn_once(
+                "over-budget",
+                f"{self.name}: learner.step() called {self.steps} times, beyond total_steps = {self.total_steps}; "
+                "its schedule was planned for that budget",
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=3)
 
     def wants_dense_grad(self, step: int) -> bool:
         """Whether the backward pass of optimiser step number ``step`` (1-based) must capture dense gradients."""
@@ -160,6 +281,7 @@ class StructureLearner:
             "name": self.name,
             "steps": self.steps,
             "epochs_seen": self.epochs_seen,
+            "steps_at_epoch_end": self._steps_at_epoch_end,
             "last_change_step": self.last_change_step,
             "generator": self.generator.get_state(),
             "masks": {layer.name: layer.mask.clone() for layer in self.layers},
@@ -174,6 +296,7 @@ class StructureLearner:
             raise ValueError(f"learner state is for method {state.get('name')!r}, not {self.name!r}")
         self.steps = int(state["steps"])
         self.epochs_seen = int(state["epochs_seen"])
+        self._steps_at_epoch_end = int(state.get("steps_at_epoch_end", self.steps))
         self.last_change_step = int(state.get("last_change_step", 0))  # absent from checkpoints before it existed
         self.generator.set_state(generator_state(state["generator"]))
         saved = state["masks"]

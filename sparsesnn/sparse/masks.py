@@ -1,8 +1,17 @@
 """Synapse masks as module buffers: selection of prunable layers, initial density distributions, optimiser hygiene.
 
 Invariant kept by this module: **an absent synapse has weight exactly 0 and optimiser moments exactly 0**. It is
-established when a mask is attached or changed, restored after every optimiser step (a step post-hook), and after
-every ``load_state_dict`` of a masked module. The forward pass therefore computes ``W * M`` without a multiply, and
+established when a mask is attached or changed, restored after every step of the optimiser the masks were given (a
+step post-hook), after every ``load_state_dict`` of a masked module, and **before every forward call** of a masked
+layer whose weight (or, with pruned neurons, bias / following BatchNorm) was written in place since the invariant
+last held: a forward pre-hook compares the tensors' version counters, so any optimiser, the one the masks were
+given, another one or none, and any in-place update, cannot bring an absent synapse back into the computation (the
+forward pass uses masked weights whatever is stepped). The step hook remains for the moments of the optimiser it
+knows: a different optimiser's moments are not masked, so its stale moments keep moving absent weights between
+forwards, and the pre-hook zeroes them again. Writes through ``.data`` bypass version counters and are not seen
+until the next optimiser step or forward after a tracked write. Under ``torch.compile`` the pre-hook multiplies by
+the masks unconditionally (version counters are not traceable): one elementwise product per layer and call. The
+forward pass therefore computes ``W * M`` without a multiply, and
 the gradient that autograd produces for ``W`` is the *dense* gradient ``dL/d(W * M)``; a tensor hook on the weight
 multiplies it by ``M`` before the optimiser sees it, after handing the dense copy to a structure learner on the steps
 that need it (RigL-style growth). Compared with a parametrization (``W_eff = W * M`` in forward) this keeps
@@ -159,6 +168,21 @@ class MaskedLayer:
     module: nn.Module
     norm: nn.Module | None = None
     handles: list[RemovableHandle] = field(default_factory=list)
+    #: the version counters of :meth:`guarded` when the invariant was last restored (``None``: never)
+    clean_versions: tuple[int, ...] | None = None
+
+    def guarded(self) -> list[torch.Tensor]:
+        """The tensors the invariant zeroes: the weight, the bias, and the entries of a following BatchNorm."""
+        tensors = [self.weight]
+        bias = getattr(self.module, "bias", None)
+        if isinstance(bias, torch.Tensor):
+            tensors.append(bias)
+        if self.norm is not None:
+            tensors.extend(p for p in (self.norm.weight, self.norm.bias) if isinstance(p, torch.Tensor))
+        return tensors
+
+    def versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self.guarded())
 
     @property
     def weight(self) -> nn.Parameter:
@@ -217,6 +241,7 @@ class MaskSet:
             module.register_buffer(NEURON_BUFFER, torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device))
             layer = MaskedLayer(name, module, following_norm(model, name) if model is not None else None)
             layer.handles.append(weight.register_hook(self._grad_hook(layer)))
+            layer.handles.append(module.register_forward_pre_hook(self._before_forward(layer)))
             layer.handles.append(module.register_load_state_dict_post_hook(self._after_load(layer)))
             self.layers.append(layer)
         if optimizer is not None:
@@ -231,6 +256,23 @@ class MaskSet:
 
         return hook
 
+    def _before_forward(self, layer: MaskedLayer) -> Callable[..., None]:
+        def hook(_module: nn.Module, _args: object) -> None:
+            if torch.compiler.is_compiling():
+                self._mask_in_graph(layer)
+            elif layer.versions() != layer.clean_versions:
+                self.apply_layer(layer)
+
+        return hook
+
+    @torch.no_grad()
+    def _mask_in_graph(self, layer: MaskedLayer) -> None:
+        """The traceable form of :meth:`apply_layer` for the weights: unconditional products with the masks."""
+        layer.weight.mul_(layer.mask)
+        alive = layer.neuron_mask
+        for t in layer.guarded()[1:]:
+            t.mul_(alive)
+
     def _after_load(self, layer: MaskedLayer) -> Callable[..., None]:
         def hook(_module: nn.Module, _incompatible: object) -> None:
             self.apply_layer(layer)
@@ -243,15 +285,10 @@ class MaskSet:
         """Zero the absent weights of ``layer``, their optimiser moments, and a pruned neuron's bias / BN entries."""
         self._zero(layer.weight, layer.mask)
         alive = layer.neuron_mask
-        if bool(alive.all()):
-            return
-        bias = getattr(layer.module, "bias", None)
-        if isinstance(bias, torch.Tensor):
-            self._zero(bias, alive)
-        if layer.norm is not None:
-            for p in (layer.norm.weight, layer.norm.bias):
-                if isinstance(p, torch.Tensor):
-                    self._zero(p, alive)
+        if not bool(alive.all()):
+            for t in layer.guarded()[1:]:
+                self._zero(t, alive)
+        layer.clean_versions = layer.versions()
 
     def _zero(self, param: torch.Tensor, keep: torch.Tensor) -> None:
         param.mul_(keep)

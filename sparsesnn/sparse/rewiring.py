@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
-from sparsesnn.sparse.learner import StructureLearner
+from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.schedules import DROP_SCHEDULES, drop_fraction
 
@@ -85,6 +85,28 @@ class RewiringLearner(StructureLearner):
         super().__init__(model, optimizer, **kwargs)
 
     # -- when -------------------------------------------------------------------------------------------------------
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        return "epochs" if self.update_unit == "epochs" else "steps"
+
+    def schedule_problem(self) -> str | None:
+        unit = self.update_unit
+        what = f"rewiring every {self.update_every} {unit} until stop_at = {self.stop_at} of the run"
+        missing = self.budget_problem(what)
+        if missing is not None:
+            return missing
+        if self.alpha0 <= 0.0:
+            return "drop_fraction = 0 never rewires: give a drop_fraction > 0 (or use the static method)"
+        end = self._end()
+        if self.update_every >= end:
+            total = self.total_epochs if unit == "epochs" else self.total_steps
+            return (
+                f"rewiring would never run: the first update is after {unit[:-1]} {self.update_every} (update_every) "
+                f"but rewiring stops at {unit[:-1]} {end} (stop_at = {self.stop_at} of {total} {unit}); lower "
+                "update_every, raise stop_at or train longer"
+            )
+        return None
+
     def _end(self) -> int:
         total = self.total_epochs if self.update_unit == "epochs" else self.total_steps
         return math.floor(self.stop_at * total) if total else 0
@@ -112,7 +134,7 @@ class RewiringLearner(StructureLearner):
         return self.rewire(self.alpha(self.steps), at=self.steps)
 
     def on_epoch_end(self, epoch: int) -> bool:
-        super().on_epoch_end(epoch)
+        self._note_epoch_end(epoch)
         if self.update_unit != "epochs" or self.masks is None or not self.is_update(epoch + 1):
             return False
         return self.rewire(self.alpha(epoch + 1), at=epoch + 1)

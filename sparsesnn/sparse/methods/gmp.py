@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sparsesnn.sparse.criteria import CriterionContext, prune_magnitude
-from sparsesnn.sparse.learner import StructureLearner
+from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import active_count
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.schedules import cubic_density
@@ -54,6 +54,13 @@ class GMP(StructureLearner):
                 f"gmp: the ramp from step {start} to {end} of {self.total_steps} has no step to prune at before the "
                 "last one; lower start_at or train longer"
             )
+
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        return "steps"
+
+    def schedule_problem(self) -> str | None:
+        return self.budget_problem(f"gradual pruning from start_at = {self.start_at} to end_at = {self.end_at}")
 
     def _window(self) -> tuple[int, int]:
         """Steps ``(t_0, t_end]`` of the ramp: ``floor(start_at T)``, ``floor(end_at T)`` but at most ``T - 1``, so

@@ -18,7 +18,7 @@ from torch import nn
 
 from sparsesnn.checkpoint import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
-from sparsesnn.sparse.learner import StructureLearner
+from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.methods.registry import METHODS
 
 
@@ -51,12 +51,19 @@ class LotteryTicket(StructureLearner):
         self.rounds_done = 0
         super().__init__(model, optimizer, initial_density=1.0, **kwargs)
         total_epochs = self.total_epochs
-        if total_epochs and total_epochs % self.rounds:
+        if total_epochs % self.rounds:
             raise ValueError(f"run.epochs ({total_epochs}) must be a multiple of rounds ({self.rounds})")
-        if not 0 <= self.rewind_epoch < max(1, total_epochs // self.rounds):
+        if not 0 <= self.rewind_epoch < total_epochs // self.rounds:
             raise ValueError(f"rewind_epoch must lie within the first round, got {rewind_epoch}")
         if self.rewind_epoch == 0:
             self._snapshot()
+
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        return "epochs"
+
+    def schedule_problem(self) -> str | None:
+        return self.budget_problem(f"pruning and rewinding at the end of each of {self.rounds} rounds")
 
     @property
     def prune_rate(self) -> float:
@@ -73,7 +80,7 @@ class LotteryTicket(StructureLearner):
         self.rewind_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def on_epoch_end(self, epoch: int) -> bool:
-        super().on_epoch_end(epoch)
+        self._note_epoch_end(epoch)
         done = epoch + 1
         if self.rounds_done == 0 and done == self.rewind_epoch and self.rewind_epoch > 0:
             self._snapshot()

@@ -151,6 +151,20 @@ class PQIndexLearner(RewiringLearner):
             **{**PQI_DEFAULTS, **kwargs},
         )
 
+    def schedule_problem(self) -> str | None:
+        what = f"a PQ-index round every {self.epoch_frequency} epoch(s) until stop_at = {self.stop_at} of the run"
+        missing = self.budget_problem(what)
+        if missing is not None:
+            return missing
+        end = self._end()
+        if self.epoch_frequency >= end:
+            return (
+                f"no round would ever run: the first is after epoch {self.epoch_frequency} (epoch_frequency) but "
+                f"rounds stop at epoch {end} (stop_at = {self.stop_at} of {self.total_epochs} epochs; the last epoch "
+                "never ends with a round); lower epoch_frequency or train longer"
+            )
+        return None
+
     @property
     def rounds_done(self) -> int:
         return len(self.history)
@@ -160,7 +174,7 @@ class PQIndexLearner(RewiringLearner):
         return self.is_update(t) and not (self.max_rounds and self.rounds_done >= self.max_rounds)
 
     def on_epoch_end(self, epoch: int) -> bool:
-        self.epochs_seen = epoch + 1
+        self._note_epoch_end(epoch)
         if self.masks is None or not self.is_round(epoch + 1):
             return False
         return self.run_round(at=epoch + 1)

@@ -122,7 +122,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.sparse.learner import StructureLearner
+from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer, prunable_layers
 from sparsesnn.sparse.methods.registry import METHODS
 
@@ -190,7 +190,7 @@ class SDSNN(StructureLearner):
         last_tail_epoch: epoch after which the "code" rule adds ``last_tail_increment`` instead of the exponential
             (None: ``round(60 N / 18)``, the code's 60 at ``N = 18``).
         last_tail_increment: the per-epoch factor after ``last_tail_epoch`` (None: the code's total
-            ``0.0005 * 538`` spread over this run's tail epochs, ``0.0005`` when the run's length is unknown).
+            ``0.0005 * 538`` spread over this run's tail epochs).
         rate_decay: the 5 in ``exp(-(e - 2N - 1) / 5)``.
         dead_conv_ratio, dead_fc_ratio: dead-neuron thresholds as fractions of the fan-in (see the docstring).
         prune_dead: also prune neurons that count as dead (our option; the code only counts them).
@@ -316,14 +316,41 @@ class SDSNN(StructureLearner):
         self.ghost = False  # ghosts armed for the epoch in progress
         self.history: list[dict[str, Any]] = []
 
-        first = 2 * self.N + 2  # 1-based epoch whose end may first prune; without final_change one more must follow
-        needed = first if self.final_change else first + 1
-        if self.total_epochs and (self.neuron_pruning or self.regeneration) and self.total_epochs < needed:
+        first, needed = self._first_development()
+        if (self.neuron_pruning or self.regeneration) and self.total_epochs < needed:
             warnings.warn(
                 f"sdsnn: neuron pruning and regeneration start at the end of epoch 2N + 2 = {first} (1-based), so "
                 f"they need a run of {needed} epochs, but the run has {self.total_epochs}; lower N",
                 stacklevel=2,
             )
+
+    # -- schedule ---------------------------------------------------------------------------------------------------
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        return "epochs"
+
+    def _first_development(self) -> tuple[int, int]:
+        """``(first, needed)``: the 1-based epoch whose end may first prune / regenerate (``2N + 2``), and the run
+        length that lets it (one more epoch must follow unless ``final_change``)."""
+        first = 2 * self.N + 2
+        return first, first if self.final_change else first + 1
+
+    def schedule_problem(self) -> str | None:
+        if not (self.neuron_pruning or self.regeneration or self.constraint or self.range_layers != "none"):
+            return None  # every mechanism off: a fixed topology, as the static method
+        missing = self.budget_problem(f"development with N = {self.N} (ranges, constraint, pruning, regeneration)")
+        if missing is not None:
+            return missing
+        first, needed = self._first_development()
+        develops = (self.neuron_pruning or self.regeneration) and self.total_epochs >= needed
+        constrains = self.constraint and self.total_epochs >= self.N + 2  # an epoch end e > N
+        if (self.neuron_pruning or self.regeneration or self.constraint) and not (develops or constrains):
+            return (
+                f"nothing would ever run: the constraint starts at the end of epoch N + 2 = {self.N + 2} and pruning "
+                f"and regeneration at the end of epoch 2N + 2 = {first} (1-based), but the run has "
+                f"{self.total_epochs} epochs; lower N or train longer"
+            )
+        return None
 
     # -- helpers ----------------------------------------------------------------------------------------------------
     @property
@@ -333,12 +360,10 @@ class SDSNN(StructureLearner):
         ``L`` is the last epoch that prunes, ``end - 2`` with ``end`` from :meth:`_develop_end` (``E - 2`` by
         default, ``E - 1`` with ``final_change``, ``floor(stop_at * E) - 2`` with ``stop_at``; 0-based). The
         increments of epochs ``last_tail_epoch + 1 .. L - 1`` reach a pruning step (that of ``L`` does not), so the
-        run's last pruning uses the rate the code's uses at its epoch 599. ``0.0005`` when ``E`` is unknown.
+        run's last pruning uses the rate the code's uses at its epoch 599.
         """
         if self._tail_increment is not None:
             return self._tail_increment
-        if not self.total_epochs:
-            return CODE_LAST_TAIL
         tail_epochs = self._develop_end() - 3 - self.last_tail_epoch  # L = end - 2
         return CODE_TAIL_TOTAL / tail_epochs if tail_epochs > 0 else 0.0
 
@@ -353,8 +378,8 @@ class SDSNN(StructureLearner):
     def develops(self, epoch: int) -> bool:
         """Whether neuron pruning and regeneration run at the end of (0-based) ``epoch``: ``e > 2N`` and
         ``e + 1 < end`` (:meth:`_develop_end`: not at the last epoch end unless ``final_change``; earlier with
-        ``stop_at``). When the run's length ``E`` is unknown, at every epoch end from ``2N + 1`` on."""
-        return epoch > 2 * self.N and (not self.total_epochs or epoch + 1 < self._develop_end())
+        ``stop_at``)."""
+        return epoch > 2 * self.N and epoch + 1 < self._develop_end()
 
     def _rho_start(self, name: str) -> float:
         if name == self.last_layer and self.last_rate_rule == "code":
