@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,14 @@ from tests.conftest import load_bench, tiny_sdsnn_toml, tiny_toml
 
 
 def _check_summary(s: dict[str, object], rounds: int) -> None:
+    """A summary holds one value per round, and its median, min and max are those of the values."""
     per_round = s["per_round"]
     assert isinstance(per_round, list) and len(per_round) == rounds
-    assert s["min"] <= s["median"] <= s["max"]  # type: ignore[operator]
+    assert (s["median"], s["min"], s["max"]) == (statistics.median(per_round), min(per_round), max(per_round))
+
+
+def _per_round(s: dict[str, object]) -> list[float]:
+    return s["per_round"]  # type: ignore[return-value]
 
 
 def _printed_json(printed: str) -> dict[str, object]:
@@ -30,24 +36,31 @@ def test_rewiring_overhead_quick(tmp_path: Path, capsys: pytest.CaptureFixture[s
     result = json.loads(out.read_text())
 
     cfg = result["config"]
-    rounds, steps, every = cfg["rounds"], cfg["steps_per_window"], cfg["update_every"]
-    assert cfg["quick"] is True and (rounds, steps, every, cfg["batch"]) == (2, 2, 1, 16)
+    rounds, steps, every, batch = cfg["rounds"], cfg["steps_per_window"], cfg["update_every"], cfg["batch"]
     assert set(result["variants"]) == set(bench.VARIANTS) == {"dense", "static", "rigl", "set"}
+    windows = {name: _per_round(v["window_s"]) for name, v in result["variants"].items()}
     for name, v in result["variants"].items():
         _check_summary(v["window_s"], rounds)
-        assert all(w > 0 for w in v["window_s"]["per_round"]), name
-        assert v["samples_per_s"]["median"] > 0, name
+        assert all(w > 0 for w in windows[name]), name
+        # the derived figures are those of the measured windows
+        assert _per_round(v["step_ms"]) == pytest.approx([w / steps * 1e3 for w in windows[name]]), name
+        assert _per_round(v["samples_per_s"]) == pytest.approx([steps * batch / w for w in windows[name]]), name
         if name == "dense":
             assert "overhead_vs_dense" not in v and "learner_step_ms" not in v
             continue
         _check_summary(v["overhead_vs_dense"], rounds)
+        expected_overhead = [(w - d) / d for w, d in zip(windows[name], windows["dense"], strict=True)]
+        assert _per_round(v["overhead_vs_dense"]) == pytest.approx(expected_overhead), name
         _check_summary(v["learner_step_fraction"], rounds)
         assert all(0 < f < 1 for f in v["learner_step_fraction"]["per_round"]), name
         assert v["density"] == pytest.approx(0.1, abs=1e-3) and v["density_end"] == pytest.approx(v["density"])
         expected = 0 if name == "static" else steps // every
         assert v["rewires_per_window"] == [expected] * rounds, name
     for name in ("rigl", "set"):
-        _check_summary(result["ratios"][f"{name}_minus_static_over_dense"], rounds)
+        ratio = result["ratios"][f"{name}_minus_static_over_dense"]
+        _check_summary(ratio, rounds)
+        expected = [(w - s) / d for w, s, d in zip(windows[name], windows["static"], windows["dense"], strict=True)]
+        assert _per_round(ratio) == pytest.approx(expected), name
         assert result["variants"][name]["learner_step_ms_when_rewiring"]["median"] > 0
         iso = result["isolated_rewire"][name]
         assert len(iso["rewire_ms"]["per_round"]) == cfg["rewire_repeats"] == 3
@@ -73,14 +86,17 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
     cfg = result["config"]
     rounds = cfg["rounds"]
-    assert cfg["quick"] is True and rounds == 2 and cfg["batch"] == 8 and cfg["keep"] == [0.5, 0.1]
     names = ["dense", "masked-50", "compact-50", "masked-10", "compact-10"]
-    assert cfg["variants"] == names and list(result["variants"]) == names
-    for name, v in result["variants"].items():
+    assert list(result["variants"]) == names
+    variants = result["variants"]
+    dense_sps = _per_round(variants["dense"]["samples_per_s"])
+    for name, v in variants.items():
         _check_summary(v["samples_per_s"], rounds)
         _check_summary(v["over_dense_samples_per_s"], rounds)
-        assert all(s > 0 for s in v["samples_per_s"]["per_round"]), name
-    variants = result["variants"]
+        sps = _per_round(v["samples_per_s"])
+        assert all(s > 0 for s in sps), name
+        expected = [a / b for a, b in zip(sps, dense_sps, strict=True)]
+        assert _per_round(v["over_dense_samples_per_s"]) == pytest.approx(expected), name
     dense_params = variants["dense"]["parameters"]
     assert variants["masked-50"]["parameters"] == variants["masked-10"]["parameters"] == dense_params
     assert dense_params > variants["compact-50"]["parameters"] > variants["compact-10"]["parameters"]
@@ -88,8 +104,10 @@ def test_compact_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert variants["compact-10"]["layers"]["classifier.0.0.0"] == [51, 294]  # 51 of 512 units, 6 of 64 channels
 
     for tag in ("50", "10"):
-        _check_summary(result["ratios"][f"compact-{tag}_over_dense_samples_per_s"], rounds)
-        _check_summary(result["ratios"][f"masked-{tag}_over_dense_samples_per_s"], rounds)
+        for kind in ("compact", "masked"):
+            ratio = result["ratios"][f"{kind}-{tag}_over_dense_samples_per_s"]
+            _check_summary(ratio, rounds)
+            assert ratio == variants[f"{kind}-{tag}"]["over_dense_samples_per_s"]
         c = result["compaction"][tag]
         assert c["report"]["kept"] == {} and len(c["report"]["removed"]) == 3
         assert c["report"]["params_after"] == variants[f"compact-{tag}"]["parameters"]
@@ -234,7 +252,6 @@ def test_loader_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     result = json.loads(out.read_text())
     cfg = result["config"]
     rounds = cfg["rounds"]
-    assert cfg["quick"] is True and rounds == 2 and cfg["batch"] == 16 and cfg["workers"] == [0, 1, 2]
     shapes = {"cifar10": [3, 32, 32], "nmnist": [10, 2, 34, 34], "dvs48": [10, 2, 48, 48]}
     assert list(result["paths"]) == list(shapes)
     for path, r in result["paths"].items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -26,18 +27,25 @@ def test_quick_run_reports_every_variant_and_the_ratios(tmp_path: Path, capsys: 
     assert bench.main(["--quick", "--json", str(out)]) == 0
 
     result = json.loads(out.read_text())
-    assert result["config"]["quick"] is True
-    assert result["config"]["batch"] == 16
     assert set(result["variants"]) == set(bench.VARIANTS)
+    rounds = result["config"]["rounds"]
+    sps = {name: v["samples_per_s"]["per_round"] for name, v in result["variants"].items()}
+    step_s = {name: [ms / 1e3 for ms in v["step_ms"]["per_round"]] for name, v in result["variants"].items()}
     for name, v in result["variants"].items():
-        sps = v["samples_per_s"]
-        assert len(sps["per_round"]) == result["config"]["rounds"] == 2, name
-        assert all(s > 0 for s in sps["per_round"]), name
-        assert sps["min"] <= sps["median"] <= sps["max"], name
+        s = v["samples_per_s"]
+        assert len(sps[name]) == rounds and all(x > 0 for x in sps[name]), name
+        assert (s["median"], s["min"], s["max"]) == (statistics.median(sps[name]), min(sps[name]), max(sps[name]))
         assert v["step_ms"]["median"] > 0, name
+    ours = "sparsesnn"
+    expected = {  # every ratio is that of the variants' own per-round figures
+        RATIOS[0]: [a / b for a, b in zip(sps[ours], sps["spikingjelly"], strict=True)],
+        RATIOS[1]: [a / b for a, b in zip(sps[ours], sps["snntorch"], strict=True)],
+        RATIOS[2]: [a / b for a, b in zip(step_s[ours], step_s["relu-floor"], strict=True)],
+    }
     for key in RATIOS:
         ratio = result["ratios"][key]
-        assert ratio["median"] > 0 and len(ratio["per_round"]) == 2, key
+        assert ratio["per_round"] == pytest.approx(expected[key], rel=1e-6), key
+        assert ratio["median"] == statistics.median(ratio["per_round"]), key
     assert result["compile"]["graphs_compiled_during_timed_rounds"] == 0
     assert result["versions"]["spikingjelly"] and result["versions"]["snntorch"]
     assert result["machine"]["threads"] == 2

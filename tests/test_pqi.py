@@ -197,8 +197,10 @@ def test_round_prunes_smallest_per_unit_and_regrows_by_momentum(scope):
         mask0, w0 = before[layer.name]
         stats = unit_stats(w0, mask0, scope)
         rows0, rows1 = unit_rows(mask0, scope), unit_rows(layer.mask, scope)
-        dropped, grown = rows0 & ~rows1, ~rows0 & rows1
-        assert not torch.any(dropped & grown)
+        report = learner.last_change[layer.name]  # what the round says it dropped and grew
+        dropped, grown = unit_rows(report.dropped, scope), unit_rows(report.grown, scope)
+        assert not torch.any(dropped & grown), "regrew synapses it had just dropped"
+        assert torch.equal(rows0 & ~rows1, dropped) and torch.equal(~rows0 & rows1, grown)  # the mask's change
         mom = unit_rows(learner.momentum[layer.name].abs(), scope)
         for i in range(rows0.shape[0]):
             n = math.floor(stats["ratio"][i].item() * stats["d"][i].item())

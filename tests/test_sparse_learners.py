@@ -96,16 +96,30 @@ def test_constant_density_learners_hold_every_invariant(method, density, distrib
     check_invariants(learner, opt)
     for x, y in batches(12, seed):
         before = {layer.name: layer.mask.clone() for layer in learner.layers}
-        train_step(model, opt, learner, x, y)
+        learner.last_change = {}
+        changed = train_step(model, opt, learner, x, y)
         check_invariants(learner, opt)
         assert expected_counts(learner) == counts  # per layer, hence global, exactly
+        if name != "static":
+            assert bool(learner.last_change) == changed  # a change is reported exactly when one happened
         for layer in learner.layers:
-            dropped = before[layer.name] & ~layer.mask
-            grown = ~before[layer.name] & layer.mask
-            assert not torch.any(dropped & grown)
-            assert torch.all(layer.weight[grown] == 0)  # regrown synapses start at 0 (grow_init default)
+            check_reported_change(learner, layer, before[layer.name])
     if name != "static":
         assert learner.history, "no rewiring happened"
+
+
+def check_reported_change(learner: StructureLearner, layer, mask_before: torch.Tensor) -> None:
+    """The sets the learner says it dropped and grew are disjoint, were active (dropped) or absent (grown) before,
+    and are exactly the mask's change; regrown synapses start at 0 (the default grow_init)."""
+    report = learner.last_change.get(layer.name)
+    if report is None:
+        assert torch.equal(layer.mask, mask_before), f"{layer.name} changed but the learner reported no change"
+        return
+    assert not torch.any(report.dropped & report.grown), f"{layer.name}: regrew synapses it had just dropped"
+    assert torch.all(mask_before[report.dropped]) and not torch.any(mask_before[report.grown])
+    assert torch.equal(mask_before & ~layer.mask, report.dropped)
+    assert torch.equal(~mask_before & layer.mask, report.grown)
+    assert torch.all(layer.weight[report.grown] == 0)
 
 
 def test_regrown_start_at_configured_value():

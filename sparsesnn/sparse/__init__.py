@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from sparsesnn.errors import ConfigError
-from sparsesnn.sparse.learner import DenseLearner, StructureLearner
+from sparsesnn.sparse.learner import DenseLearner, LayerChange, StructureLearner
 from sparsesnn.sparse.methods import METHODS
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from sparsesnn.config import SparseConfig
 
-__all__ = ["METHODS", "DenseLearner", "StructureLearner", "build_learner"]
+__all__ = ["METHODS", "DenseLearner", "LayerChange", "StructureLearner", "build_learner"]
 
 
 def build_learner(

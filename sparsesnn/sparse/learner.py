@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -79,6 +80,19 @@ def resolve_budget(total_steps: int, steps_per_epoch: int, total_epochs: int) ->
     elif total_steps and steps_per_epoch:
         total_epochs = math.ceil(total_steps / steps_per_epoch)
     return total_steps, steps_per_epoch, total_epochs
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """What one topology change did to one layer, as the method decided it (not read back from the mask).
+
+    ``dropped``: the synapses it removed (all were active before); ``grown``: those it added (all were absent before
+    the change, so a synapse dropped in this change is never among them). ``mask_after == (mask_before & ~dropped)
+    | grown``. Boolean tensors shaped like the layer's weight.
+    """
+
+    dropped: torch.Tensor
+    grown: torch.Tensor
 
 
 class StructureLearner:
@@ -133,6 +147,9 @@ class StructureLearner:
         self.epochs_seen = 0
         #: the optimiser step after which :meth:`update` last changed the topology (0: never)
         self.last_change_step = 0
+        #: per layer, the synapses the most recent topology change dropped and grew (empty: none yet, or a method
+        #: that does not report; not kept in checkpoints)
+        self.last_change: dict[str, LayerChange] = {}
         self.masks: MaskSet | None = None
         self._dense_grads: dict[str, torch.Tensor] = {}
         self._steps_at_epoch_end = 0  # ``steps`` when on_epoch_end was last called

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
-from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
+from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.schedules import DROP_SCHEDULES, drop_fraction
 
@@ -154,7 +154,11 @@ class RewiringLearner(StructureLearner):
 
     @torch.no_grad()
     def rewire_layer(self, layer: MaskedLayer, n: int) -> tuple[int, int]:
-        """Drop ``n`` active synapses of ``layer`` and grow ``n`` absent ones; returns ``(dropped, grown)``."""
+        """Drop ``n`` active synapses of ``layer`` and grow ``n`` absent ones; returns ``(dropped, grown)``.
+
+        Growth draws from the synapses absent *before* the drop, so a synapse dropped now is never regrown in the
+        same update; both sets are reported in :attr:`last_change`.
+        """
         assert self.masks is not None
         mask = layer.mask
         absent_before = ~mask & layer.alive_synapse_slots()  # never grow into a pruned neuron
@@ -164,6 +168,7 @@ class RewiringLearner(StructureLearner):
         ctx = self.context(layer)
         dropped = self.prune_fn(layer.weight, mask, n, ctx)
         grown = self.grow_fn(layer.weight, absent_before, n, ctx)
+        self.last_change[layer.name] = LayerChange(dropped.clone(), grown.clone())
         new_mask = (mask & ~dropped) | grown
         self.masks.set_mask(layer, new_mask)
         if self.grow_init != 0.0:
@@ -174,6 +179,7 @@ class RewiringLearner(StructureLearner):
         if alpha <= 0.0:
             return False
         changed = False
+        self.last_change = {}
         record: dict[str, Any] = {"at": at, "alpha": alpha, "layers": {}}
         for layer in self.layers:
             n = math.floor(alpha * layer.active())

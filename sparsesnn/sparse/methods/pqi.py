@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsesnn.sparse.learner import LayerChange
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.pqindex import SCOPES, check_pq, prune_counts, unit_rows, unit_stats
@@ -207,6 +208,7 @@ class PQIndexLearner(RewiringLearner):
             if momentum is None:
                 raise RuntimeError(f"momentum growth needs a dense-gradient momentum for {layer.name}; none is tracked")
             grown = pick_per_row(unit_rows(momentum.abs(), self.scope), absent_before, n_grow, lowest=False)
+        self.last_change[layer.name] = LayerChange(dropped.view_as(mask).clone(), grown.view_as(mask).clone())
         self.masks.set_mask(layer, ((rows & ~dropped) | grown).view_as(mask))
         if self.grow_init != 0.0:
             layer.weight[grown.view_as(mask)] = self.grow_init
@@ -216,6 +218,7 @@ class PQIndexLearner(RewiringLearner):
         """Stage I and II on every masked layer; appends the round's record to :attr:`history`."""
         record: dict[str, Any] = {"round": self.rounds_done + 1, "at": at, "layers": {}}
         changed = False
+        self.last_change = {}
         for layer in self.layers:
             stats = self.stage_one(layer)
             units = stats["d"] > 0
