@@ -6,7 +6,7 @@ Time-major SNN building blocks (:mod:`sparsesnn.neurons`, :mod:`sparsesnn.layers
 """
 
 from sparsesnn.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded
-from sparsesnn.neurons import LIF, PLIF, lif_multistep
+from sparsesnn.neurons import LIF, PLIF, is_spiking, lif_multistep, mark_spiking, spiking_neuron
 from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
 
 __version__ = "0.1.0"
@@ -24,5 +24,8 @@ __all__ = [
     "TimeFolded",
     "Triangle",
     "__version__",
+    "is_spiking",
     "lif_multistep",
+    "mark_spiking",
+    "spiking_neuron",
 ]

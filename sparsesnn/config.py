@@ -50,7 +50,10 @@ SelectAmong = Literal["final_density", "all_epochs"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    """Strict: a number must be written as a number (``density = 0.2``, not ``"0.2"``; an integer setting refuses
+    ``2.0`` and ``true``), as TOML types it; only a float setting also takes an integer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, strict=True)
 
 
 class RunConfig(_Section):
@@ -200,6 +203,11 @@ class OptimConfig(_Section):
     nesterov: bool = False
     betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = Field(0.0, ge=0.0, description="max global grad norm; 0 = off")
+
+    @field_validator("betas", mode="before")
+    @classmethod
+    def _betas_from_toml(cls, v: Any) -> Any:
+        return tuple(v) if isinstance(v, list) else v  # TOML has arrays, not tuples
 
     @field_validator("betas")
     @classmethod

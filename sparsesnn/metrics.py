@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,13 +28,17 @@ def correct_count(output: torch.Tensor, target: torch.Tensor) -> int:
 class FiringRateMonitor:
     """Accumulates the mean firing rate of every spiking module while active (forward hooks, no grad kept).
 
-    ``rates()`` maps module names to the mean of their output spikes over time, batch and neurons.
+    ``rates()`` maps module names to the mean of their output spikes over time, batch and neurons. A module counts
+    as spiking by :func:`sparsesnn.neurons.is_spiking`: ours, a peer library's, or a user's own declared with
+    :func:`sparsesnn.spiking_neuron` / :func:`sparsesnn.mark_spiking`. A model with none of them warns (once per
+    monitor) instead of reporting empty rates as if nothing fired.
     """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
+        self._warned = False
 
     @contextmanager
     def active(self) -> Iterator[FiringRateMonitor]:
@@ -41,6 +46,15 @@ class FiringRateMonitor:
         for name, module in self.model.named_modules():
             if is_spiking(module):
                 handles.append(module.register_forward_hook(self._hook(name)))
+        if not handles and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"FiringRateMonitor: no spiking module recognised in {type(self.model).__name__}, so no firing rate "
+                "is measured; declare your neuron class with @sparsesnn.spiking_neuron (or one module with "
+                "sparsesnn.mark_spiking(module))",
+                UserWarning,
+                stacklevel=3,
+            )
         try:
             yield self
         finally:

@@ -32,11 +32,24 @@ REPO = Path(__file__).resolve().parents[1]
         ('[run]\ndevice = "tpu"', r"run\.device = 'tpu': must be 'auto', 'cpu'"),
         ("[run]\nepochs = 2\n[schedule]\nwarmup_epochs = 3", r"warmup_epochs \(3\.0\) must be below run\.epochs"),
         ("[run\n", r"not valid TOML"),
+        # numbers are strict: a quoted number, a float for an integer or a boolean for a number is refused
+        ('[sparse]\ndensity = "0.2"', r"sparse\.density = '0\.2': Input should be a valid number"),
+        ("[run]\nepochs = 2.0", r"run\.epochs = 2\.0: Input should be a valid integer"),
+        ("[data]\nbatch_size = true", r"data\.batch_size = True: Input should be a valid integer"),
+        ('[optim]\nbetas = [0.9, "0.99"]', r"optim\.betas\.1 = '0\.99': Input should be a valid number"),
     ],
 )
 def test_config_errors_name_key_value_and_allowed(toml, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config_text(toml)
+
+
+def test_strict_numbers_still_take_toml_numbers_and_integers_for_floats():
+    config = load_config_text(
+        "[sparse]\ndensity = 1\n[optim]\nlr = 1\nbetas = [0.5, 0.9]", ["schedule.warmup_epochs=0"]
+    )
+    assert (config.sparse.density, config.optim.lr, config.optim.betas) == (1.0, 1.0, (0.5, 0.9))
+    assert isinstance(config.sparse.density, float) and config.schedule.warmup_epochs == 0.0
 
 
 def test_overrides_parse_toml_values():

@@ -228,8 +228,10 @@ def test_atis_truncated_and_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="directory"):
         read_nmnist(tmp_path)
     empty = tmp_path / "empty.bin"
-    empty.write_bytes(b"")
-    assert len(read_nmnist(empty)) == 0
+    empty.write_bytes(b"")  # an interrupted copy: not a blank sample
+    for reader in (read_nmnist, read_aedat2, read_aedat31, read_aedat4):
+        with pytest.raises(DatasetError, match=r"empty\.bin: byte offset 0: empty file \(0 bytes"):
+            reader(empty)
 
 
 # ----------------------------------------------------------------------------------------------------- AEDAT 3.1
@@ -450,6 +452,15 @@ def _tiny_nmnist(root: Path, n_per_digit: int = 2) -> Path:
                 index = digit * n_per_digit + k + 1
                 write_atis_bin(folder / f"{index:05d}.bin", random_events(200, 34, 34, 300_000, seed=index))
     return root
+
+
+def test_an_empty_sample_file_in_a_dataset_is_an_error_not_a_blank_sample(tmp_path: Path) -> None:
+    root = _tiny_nmnist(tmp_path / "nmnist", n_per_digit=1)
+    (root / "Train" / "3" / "00004.bin").write_bytes(b"")
+    ds, _ = build_dataset("nmnist", root, "train")
+    index = next(i for i, sample in enumerate(ds.samples) if sample.path.name == "00004.bin")
+    with pytest.raises(DatasetError, match=r"00004\.bin: byte offset 0: empty file"):
+        ds[index]
 
 
 def test_frame_cache_hit_stale_parameter_and_corrupt_rebuild(tmp_path: Path) -> None:

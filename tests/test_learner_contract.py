@@ -219,3 +219,15 @@ def test_masks_hold_under_torch_compile_with_an_unseen_optimiser() -> None:
         assert torch.equal(out, reference(x))
     for layer in learner.layers:
         assert not bool(layer.weight[~layer.mask].any())
+
+
+# -- the summary hides no dense layer -------------------------------------------------------------------------------
+def test_summary_headline_gives_the_density_over_every_conv_linear_too() -> None:
+    torch.manual_seed(0)
+    model = TinySNN()  # fc1 16x48 = 768, fc2 48x32 = 1536, out 32x4 = 128 weights
+    learner = sp.METHODS["static"](model, None, density=0.2, include=["fc2"])
+    masked = learner.layers[0].active()
+    headline = learner.summary().splitlines()[0]
+    expected_all = (768 + masked + 128) / (768 + 1536 + 128)
+    assert f"density {masked / 1536:.4f} over the 1 masked layers" in headline
+    assert f"{expected_all:.4f} over all 3 Conv/Linear layers (2 dense)" in headline

@@ -135,7 +135,10 @@ def _check_options(on_backwards: str, on_invalid: str) -> None:
 def _read_bytes(path: Path, what: str) -> bytes:
     try:
         with open(path, "rb") as fh:
-            return fh.read()
+            data = fh.read()
+        if not data:  # an interrupted copy or download; a recording, even a silent one, has more than 0 bytes
+            raise DatasetError(f"{path}: byte offset 0: empty file (0 bytes; expected {what}): an interrupted copy?")
+        return data
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found (expected {what})") from None
     except IsADirectoryError:

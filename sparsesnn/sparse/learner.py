@@ -388,10 +388,17 @@ class StructureLearner:
         return {"live": total - absent, "total": total}
 
     def summary(self) -> str:
-        """A per-layer table in plain text, ending with the whole network's live parameter count."""
+        """A per-layer table in plain text, headed by both densities (over the masked layers, and over every
+        Conv/Linear, dense ones included: a dense first and last layer can hold most of the weights), ending with
+        the whole network's live parameter count."""
         rows = self.layer_table()
         head = f"{'layer':<32} {'shape':<20} {'active/total':>22} {'density':>8} {'neurons':>13}"
-        lines = [f"{self.name} learner, density {self.density():.4f} over masked layers", head, "-" * len(head)]
+        n_dense = sum(not r["masked"] for r in rows)
+        headline = (
+            f"{self.name} learner, density {self.density():.4f} over the {len(rows) - n_dense} masked layers, "
+            f"{self.metrics()['density_all']:.4f} over all {len(rows)} Conv/Linear layers ({n_dense} dense)"
+        )
+        lines = [headline, head, "-" * len(head)]
         for r in rows:
             tag = "" if r["masked"] else " (dense)"
             lines.append(

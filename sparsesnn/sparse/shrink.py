@@ -16,6 +16,7 @@ layer is reported as kept. The result is therefore always equivalent on the exam
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,13 +102,29 @@ def _shrink_inputs(consumer: nn.Module, keep: torch.Tensor, n_units: int) -> Non
         _slice_param(consumer, name, cols, 1)
 
 
-def _outputs(model: nn.Module, example: torch.Tensor) -> torch.Tensor:
+class StatefulModelError(ValueError):
+    """The model's output on one input differs between two calls: something (usually a neuron's membrane) carries
+    state from one forward call to the next, so no removal can be verified."""
+
+
+def _outputs(model: nn.Module, example: torch.Tensor, reset: Callable[[nn.Module], Any] | None) -> torch.Tensor:
+    if reset is not None:
+        reset(model)
     with torch.no_grad():
         return model(example)
 
 
+def _close(out: torch.Tensor, reference: torch.Tensor, tolerance: float) -> bool:
+    # written as "not <=" so that a NaN difference counts as changed
+    return out.shape == reference.shape and (out.numel() == 0 or float((out - reference).abs().max()) <= tolerance)
+
+
 def compact(
-    model: nn.Module, example_input: torch.Tensor, atol: float = 1e-6, rtol: float = 1e-5
+    model: nn.Module,
+    example_input: torch.Tensor,
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    reset: Callable[[nn.Module], Any] | None = None,
 ) -> tuple[nn.Module, CompactionReport]:
     """Return a copy of ``model`` (in eval mode) with dead units removed, and a report.
 
@@ -117,10 +134,32 @@ def compact(
     that changes the network (a residual connection) moves outputs by far more.
     Masks and hooks of a structure learner should be baked in first (``learner.finalize()``); mask buffers that are
     still present are sliced along.
+
+    ``reset``: called on the model before every verifying forward call, for models whose neurons keep their state
+    between calls and are reset by the training loop instead of in ``forward`` (SpikingJelly's
+    ``functional.reset_net``; snnTorch's ``utils.reset``). Without it, a model whose output on ``example_input``
+    differs between two calls raises :class:`StatefulModelError`, because no removal could be verified against it.
     """
     base = copy.deepcopy(model).eval()
-    reference = _outputs(base, example_input)
+    reference = _outputs(base, example_input, reset)
     tolerance = atol + rtol * (float(reference.abs().max()) if reference.numel() else 0.0)
+    again = _outputs(base, example_input, reset)
+    repeatable = again.shape == reference.shape and torch.allclose(
+        again, reference, rtol=0.0, atol=tolerance, equal_nan=True
+    )
+    if not repeatable:
+        fix = (
+            "the reset callable did not clear it"
+            if reset is not None
+            else "pass reset= a callable that clears it, e.g. compact(model, x, reset=spikingjelly.activation_based."
+            "functional.reset_net), or reset the neurons inside forward"
+        )
+        raise StatefulModelError(
+            f"compact: two calls of {type(model).__name__} on the same example_input gave different outputs "
+            f"(max |difference| {float((again - reference).abs().max()) if again.shape == reference.shape else 'n/a'}"
+            f" > {tolerance:.3g}): a module carries state between forward calls (a neuron's membrane potential not "
+            f"reset in forward), so removals cannot be verified; {fix}"
+        )
     report = CompactionReport(params_before=sum(p.numel() for p in base.parameters()))
     names = [n for n, _ in prunable_layers(base)]
     for i, name in enumerate(names[:-1]):  # the last layer's outputs are the model's outputs: never removed
@@ -144,12 +183,11 @@ def compact(
             if norm_name is not None:
                 _shrink_norm(trial_modules[norm_name], keep)
             _shrink_inputs(trial_modules[names[i + 1]], keep, n_units)
-            out = _outputs(trial, example_input)
+            out = _outputs(trial, example_input, reset)
         except (ValueError, RuntimeError, IndexError) as exc:
             report.kept[name] = f"not compactable: {exc}"
             continue
-        # written as "not <=" so that a NaN difference counts as changed
-        if out.shape != reference.shape or (out.numel() and not float((out - reference).abs().max()) <= tolerance):
+        if not _close(out, reference, tolerance):
             report.kept[name] = "removing its dead units changed the output (e.g. a residual connection)"
             continue
         base = trial
