@@ -6,7 +6,7 @@
     sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
-    sparsesnn info [--config-keys]
+    sparsesnn info [METHOD] [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
 written first).
@@ -20,8 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsesnn.errors import SparseSNNError, TrainingDivergedError
+from sparsesnn.errors import ConfigError, SparseSNNError, TrainingDivergedError
 from sparsesnn.runtime import tune_allocator
+from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings, describe_settings
 
 _CHECKPOINT_ARG: dict[str, object] = {
     "choices": ("last", "selected"),
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the papers' reported points to draw (e.g. configs/reference/reported_points.toml)",
     )
 
-    i = sub.add_parser("info", help="list models, datasets and methods")
+    i = sub.add_parser("info", help="list models, datasets and methods, or one method's settings")
+    i.add_argument("name", nargs="?", help="a method: list its settings with type, default and meaning")
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
     return p
 
@@ -262,6 +264,22 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def settings_table(name: str, settings: type[LearnerSettings]) -> str:
+    """A method's settings as a Markdown table: its own (``[sparse.params]``), then the shared ones."""
+    rows = describe_settings(settings)
+    own = [r for r in rows if r["name"] not in SHARED_KEYS]
+    shared = [r for r in rows if r["name"] in SHARED_KEYS]
+    doc = " ".join((settings.__doc__ or "").strip().split("\n\n")[0].split())
+    lines = [f"method {name!r}: {doc}", ""]
+    for title, group in (("[sparse.params]", own), ("shared ([sparse] and the run)", shared)):
+        lines += [f"{title}:", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
+        lines += [f"| {r['name']} | {r['type']} | {r['default']} | {r['description']} |" for r in group]
+        if not group:
+            lines.append("| (none) | | | |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from sparsesnn.config import config_keys
     from sparsesnn.data import DATASETS
@@ -270,6 +288,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     if args.config_keys:
         print("\n".join(config_keys()))
+        return 0
+    if args.name is not None:
+        if args.name not in METHODS:
+            raise ConfigError(f"info {args.name!r}: not a method; choose one of {METHODS.names()}")
+        print(settings_table(args.name, METHODS[args.name].Settings))
         return 0
     print("models:   " + ", ".join(MODELS.names()))
     print("datasets: " + ", ".join(DATASETS.names()))

@@ -290,6 +290,21 @@ class SparseConfig(_Section):
 
         return _registered(v, METHODS)
 
+    @field_validator("params")
+    @classmethod
+    def _method_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """``[sparse.params]`` against the chosen method's settings model, when the file is read."""
+        from sparsesnn.sparse.methods import METHODS
+        from sparsesnn.sparse.settings import params_problems
+
+        method = info.data.get("method")  # absent when the method itself was invalid: that error is reported alone
+        if method is None or method == "dense":  # the dense reference of a sweep shares its base's method params
+            return v
+        problems = params_problems(METHODS[method].Settings, v)
+        if problems:
+            raise ValueError(f"method {method!r}: " + "; ".join(problems))
+        return v
+
 
 class DistillConfig(_Section):
     """Knowledge distillation from a teacher (see :mod:`sparsesnn.distill`). Present only when distilling."""
@@ -336,7 +351,7 @@ class Config(_Section):
     def _distillation_present(self) -> Config:
         from sparsesnn.sparse.methods import METHODS
 
-        if getattr(METHODS[self.sparse.method], "requires_distillation", False) and self.distill is None:
+        if METHODS[self.sparse.method].requires_distillation and self.distill is None:
             raise ValueError(f"sparse.method = {self.sparse.method!r} learns from a teacher: add a [distill] section")
         return self
 
@@ -385,8 +400,10 @@ def _format_error(err: ValidationError) -> str:
             lines.append(f"  {loc}: required key is missing")
         else:
             shown = e.get("input")
-            shown = _toml_repr(shown) if not isinstance(shown, dict) else "{...}"
-            lines.append(f"  {loc or '(top level)'} = {shown}: {msg}")
+            if isinstance(shown, dict):  # a table: the message names the key inside it
+                lines.append(f"  {loc or '(top level)'}: {msg}")
+            else:
+                lines.append(f"  {loc or '(top level)'} = {_toml_repr(shown)}: {msg}")
     return "\n".join(lines)
 
 

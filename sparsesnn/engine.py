@@ -154,7 +154,7 @@ class Trainer:
             total_epochs=cfg.run.epochs,
             seed=derive_seed(cfg.run.seed, 0x5EED),
         )
-        cycle = getattr(self.learner, "cycle_epochs", None)  # LTH restarts the LR schedule every round
+        cycle = self.learner.cycle_epochs or None  # LTH restarts the LR schedule every round
         self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
         self.loss_fn: LossFn = build_loss(
             cfg.loss.name, cfg.loss.label_smoothing, tet_lambda=cfg.loss.tet_lambda, tet_target=cfg.loss.tet_target

@@ -187,24 +187,6 @@ def sanitize(text: str) -> str:
     return _NAME_OK.sub("-", text).strip("-") or "x"
 
 
-def _check_method_params(config: Config, where: str) -> None:
-    """The check ``build_learner`` makes at run time (method parameters), made before anything runs."""
-    from sparsesnn.sparse import accepted_keys  # the same rule the learner factory applies
-    from sparsesnn.sparse.methods import METHODS
-
-    sp = config.sparse
-    if sp.method == "dense":
-        return
-    common = {"density", "include", "exclude", "seed", "total_steps", "steps_per_epoch", "total_epochs"}
-    common |= {k for k in ("distribution", "dense_first", "dense_last") if getattr(sp, k) is not None}
-    allowed = accepted_keys(METHODS[sp.method]) - common
-    for key in sp.params:
-        if key not in allowed:
-            raise ConfigError(
-                f"{where}: sparse.params.{key}: not a setting of method {sp.method!r}; allowed: {sorted(allowed)}"
-            )
-
-
 def cpu_cores() -> int:
     """The cores this process may use."""
     try:
@@ -262,7 +244,6 @@ def plan_sweep(
                 grid_sets = [f"{k}={raw}" for k, raw in items.items()]
                 if "sparse.density" not in labels:
                     labels = {**labels, "sparse.density": "density"}
-            _check_method_params(config, f"sweep combination {where}")
             name = "__".join([*(f"{labels[k]}-{sanitize(raw)}" for k, raw in items.items()), f"seed-{seed}"])
             overrides = [*sets, *grid_sets, *thread_set, f"run.seed={seed}", f"run.name={json.dumps(name)}"]
             if name in seen:

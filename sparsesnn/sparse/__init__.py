@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -10,13 +9,14 @@ from torch import nn
 from sparsesnn.errors import ConfigError
 from sparsesnn.sparse.learner import DenseLearner, LayerChange, StructureLearner
 from sparsesnn.sparse.methods import METHODS
+from sparsesnn.sparse.settings import LearnerSettings, params_problems
 
 if TYPE_CHECKING:
     import torch
 
     from sparsesnn.config import SparseConfig
 
-__all__ = ["METHODS", "DenseLearner", "LayerChange", "StructureLearner", "build_learner"]
+__all__ = ["METHODS", "DenseLearner", "LayerChange", "LearnerSettings", "StructureLearner", "build_learner"]
 
 
 def build_learner(
@@ -47,26 +47,10 @@ def build_learner(
     for key in ("distribution", "dense_first", "dense_last"):  # None: the method's own default
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
-    allowed = accepted_keys(factory)
-    for key in cfg.params:
-        if key in kwargs or key not in allowed:
-            raise ConfigError(
-                f"sparse.params.{key}: not a setting of method {cfg.method!r}; allowed: {sorted(allowed - set(kwargs))}"
-            )
+    problems = params_problems(factory.Settings, cfg.params)
+    if problems:
+        raise ConfigError("; ".join(f"sparse.params.{p}" for p in problems))
     try:
         return factory(model, optimizer, **kwargs, **cfg.params)
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"[sparse] method {cfg.method!r}: {exc}") from None
-
-
-def accepted_keys(factory: Any) -> set[str]:
-    """The keyword-only settings a method's class (and its bases) accepts: what ``[sparse.params]`` may set."""
-    keys: set[str] = set()
-    for cls in getattr(factory, "__mro__", (factory,)):
-        init = cls.__init__ if isinstance(cls, type) else cls
-        try:
-            params = inspect.signature(init).parameters
-        except (TypeError, ValueError):
-            continue
-        keys.update(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("self",))
-    return keys

@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -52,6 +51,7 @@ from sparsesnn.sparse.masks import (
     random_mask,
     select_layers,
 )
+from sparsesnn.sparse.settings import LearnerSettings, validate_settings
 
 #: when a method changes the topology: never, after optimiser steps, or at epoch ends
 ScheduleUnit = Literal["never", "steps", "epochs"]
@@ -101,13 +101,11 @@ class StructureLearner:
     Args:
         model: any ``nn.Module``; its Conv/Linear layers are candidates.
         optimizer: the optimiser whose moments are kept zero for absent synapses (optional for inference).
-        density: target fraction of active synapses over the masked layers (``1.0`` = dense).
-        distribution: how the density is spread over layers: "uniform", "er" or "erk".
-        dense_first, dense_last, include, exclude: layer selection (see :func:`select_layers`).
-        seed: seeds the learner's own generator (initial masks, random criteria).
-        total_steps, steps_per_epoch, total_epochs: the training budget, for schedules: give two, the third is
-            derived (:func:`resolve_budget`); what a method's schedule needs is required (:meth:`schedule_problem`).
-        initial_density: density of the initial topology when it differs from the target (e.g. GMP starts dense).
+        settings: a validated ``Settings`` object of this class, or instead keyword settings (validated through it):
+            ``density``, ``distribution``, ``dense_first``, ``dense_last``, ``include``, ``exclude`` (layer
+            selection, :func:`select_layers`), ``seed``, and the budget ``total_steps``, ``steps_per_epoch``,
+            ``total_epochs`` (give two, the third is derived by :func:`resolve_budget`; what a method's schedule
+            needs is required, :meth:`schedule_problem`), plus the method's own (:mod:`sparsesnn.sparse.settings`).
 
     Raises:
         ValueError: a bad setting, a missing budget the method needs, or a schedule that would never fire.
@@ -115,34 +113,39 @@ class StructureLearner:
 
     name = "static"
     uses_masks = True
+    #: the settings model: every keyword this learner takes (subclasses name their own)
+    Settings: ClassVar[type[LearnerSettings]] = LearnerSettings
+    #: training starts dense and prunes towards the target (GMP, LTH); otherwise it starts at the target density
+    starts_dense: ClassVar[bool] = False
+    #: the engine restarts the learning-rate schedule every this many epochs (LTH's rounds); 0: never
+    cycle_epochs: int = 0
+    #: the method is defined with a distillation objective (EvoKD): the engine refuses it without ``[distill]``
+    requires_distillation: ClassVar[bool] = False
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
-        *,
-        density: float = 1.0,
-        distribution: str = "erk",
-        dense_first: bool = False,
-        dense_last: bool = False,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-        seed: int = 0,
-        total_steps: int = 0,
-        steps_per_epoch: int = 0,
-        total_epochs: int = 0,
-        initial_density: float | None = None,
+        settings: LearnerSettings | None = None,
+        **kwargs: Any,
     ) -> None:
-        if not 0.0 < density <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density!r}")
+        if settings is None:
+            settings = validate_settings(type(self).Settings, self.name, kwargs)
+        elif kwargs:
+            raise TypeError(f"{self.name}: give settings= or keyword settings, not both (got {sorted(kwargs)})")
+        elif not isinstance(settings, type(self).Settings):
+            raise TypeError(
+                f"{self.name}: settings must be a {type(self).Settings.__name__}, got {type(settings).__name__}"
+            )
+        s = self.settings = settings
         self.model = model
         self.optimizer = optimizer
-        self.density_target = float(density)
-        self.distribution = distribution
+        self.density_target = s.density
+        self.distribution = s.distribution
         self.total_steps, self.steps_per_epoch, self.total_epochs = resolve_budget(
-            total_steps, steps_per_epoch, total_epochs
+            s.total_steps, s.steps_per_epoch, s.total_epochs
         )
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(s.seed)
         self.steps = 0
         self.epochs_seen = 0
         #: the optimiser step after which :meth:`update` last changed the topology (0: never)
@@ -154,23 +157,28 @@ class StructureLearner:
         self._dense_grads: dict[str, torch.Tensor] = {}
         self._steps_at_epoch_end = 0  # ``steps`` when on_epoch_end was last called
         self._warned: set[str] = set()  # misuse warnings already given (once each)
+        self.configure(s)
         problem = self.schedule_problem()
         if problem is not None:
             raise ValueError(f"{self.name}: {problem}")
         if self.uses_masks:
-            layers = select_layers(model, include, exclude, dense_first, dense_last)
+            layers = select_layers(model, s.include, s.exclude, s.dense_first, s.dense_last)
             self.masks = MaskSet(layers, optimizer, model)
             self.masks.grad_sink = self._sink_grad
-            start = self.density_target if initial_density is None else initial_density
+            start = 1.0 if self.starts_dense else self.density_target
             self.targets = dict(
                 zip(
                     [layer.name for layer in self.masks.layers],
-                    layer_densities([layer.weight for layer in self.masks.layers], self.density_target, distribution),
+                    layer_densities([layer.weight for layer in self.masks.layers], self.density_target, s.distribution),
                     strict=True,
                 )
             )
             self.init_masks(start)
         self._arm_capture()
+
+    def configure(self, settings: LearnerSettings) -> None:
+        """Take a method's own settings (called by the constructor before the schedule is checked and masks are
+        attached); subclasses set their attributes here and call ``super().configure(settings)``."""
 
     # -- topology ---------------------------------------------------------------------------------------------------
     @property

@@ -15,74 +15,80 @@ SET, RigL and ESL-SNN are this learner with different defaults.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
-from torch import nn
+from pydantic import Field, field_validator
 
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.schedules import DROP_SCHEDULES, drop_fraction
+from sparsesnn.sparse.settings import LearnerSettings
+
+
+class RewiringSettings(LearnerSettings):
+    """Prune-and-regrow at constant density."""
+
+    update_every: int = Field(100, ge=1, description="rewiring period, in steps or epochs (update_unit)")
+    update_unit: Literal["steps", "epochs"] = Field("steps", description="what update_every counts")
+    drop_fraction: float = Field(0.3, ge=0.0, le=1.0, description="alpha_0: fraction of active synapses rewired")
+    schedule: str = Field("cosine", description=f"decay of alpha over training: one of {', '.join(DROP_SCHEDULES)}")
+    stop_at: float = Field(0.75, ge=0.0, le=1.0, description="fraction of training after which the topology is frozen")
+    prune: str = Field("magnitude", description="prune criterion (sparsesnn.sparse.criteria.PRUNE)")
+    grow: str = Field("gradient", description="grow criterion (sparsesnn.sparse.criteria.GROW)")
+    grow_init: float = Field(0.0, description="value of a regrown weight")
+    momentum_beta: float = Field(
+        0.9, ge=0.0, lt=1.0, description="decay of the dense-gradient momentum (grow = momentum)"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if v not in DROP_SCHEDULES:
+            raise ValueError(f"unknown schedule; choose one of {list(DROP_SCHEDULES)}")
+        return v
+
+    @field_validator("prune")
+    @classmethod
+    def _prune(cls, v: str) -> str:
+        if v not in PRUNE:
+            raise ValueError(f"unknown prune criterion; choose one of {PRUNE.names()}")
+        return v
+
+    @field_validator("grow")
+    @classmethod
+    def _grow(cls, v: str) -> str:
+        if v not in GROW:
+            raise ValueError(f"unknown grow criterion; choose one of {GROW.names()}")
+        return v
 
 
 class RewiringLearner(StructureLearner):
-    """Prune-and-regrow at constant density (see the module docstring).
-
-    Args (besides :class:`StructureLearner`'s):
-        update_every: rewiring period, in steps or epochs (``update_unit``).
-        drop_fraction: ``alpha_0``.
-        schedule: "constant", "cosine" or "linear" decay of ``alpha``.
-        stop_at: fraction of training after which the topology is frozen (``T_end``).
-        prune: prune criterion name (:data:`~sparsesnn.sparse.criteria.PRUNE`).
-        grow: grow criterion name (:data:`~sparsesnn.sparse.criteria.GROW`).
-        grow_init: value of a regrown weight (0.0).
-        momentum_beta: decay of the dense-gradient momentum used by ``grow="momentum"``.
-    """
+    """Prune-and-regrow at constant density (see the module docstring); settings: :class:`RewiringSettings`."""
 
     name = "rewiring"
+    Settings: ClassVar[type[LearnerSettings]] = RewiringSettings
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        update_every: int = 100,
-        update_unit: str = "steps",
-        drop_fraction: float = 0.3,
-        schedule: str = "cosine",
-        stop_at: float = 0.75,
-        prune: str = "magnitude",
-        grow: str = "gradient",
-        grow_init: float = 0.0,
-        momentum_beta: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        if update_every < 1:
-            raise ValueError(f"update_every must be >= 1, got {update_every}")
-        if update_unit not in ("steps", "epochs"):
-            raise ValueError(f"update_unit must be 'steps' or 'epochs', got {update_unit!r}")
-        if not 0.0 <= drop_fraction <= 1.0:
-            raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction}")
-        if schedule not in DROP_SCHEDULES:
-            raise ValueError(f"schedule must be one of {DROP_SCHEDULES}, got {schedule!r}")
-        if not 0.0 <= stop_at <= 1.0:
-            raise ValueError(f"stop_at must be in [0, 1], got {stop_at}")
-        if not 0.0 <= momentum_beta < 1.0:
-            raise ValueError(f"momentum_beta must be in [0, 1), got {momentum_beta}")
-        self.update_every = int(update_every)
-        self.update_unit = update_unit
-        self.alpha0 = float(drop_fraction)
-        self.schedule = schedule
-        self.stop_at = float(stop_at)
-        self.prune_fn = PRUNE[prune]
-        self.grow_fn = GROW[grow]
-        self.prune_name, self.grow_name = prune, grow
-        self.grow_init = float(grow_init)
-        self.momentum_beta = float(momentum_beta)
+    def configure(self, settings: LearnerSettings) -> None:
+        super().configure(settings)
+        assert isinstance(settings, RewiringSettings)
+        self.configure_rewiring(settings)
+        self.prune_fn = PRUNE[settings.prune]
+        self.grow_fn = GROW[settings.grow]
+        self.prune_name, self.grow_name = settings.prune, settings.grow
+
+    def configure_rewiring(self, s: Any) -> None:
+        """The schedule and the growth state (shared with the PQ index, which fixes its criteria)."""
+        self.update_every = s.update_every
+        self.update_unit = s.update_unit
+        self.alpha0 = s.drop_fraction
+        self.schedule = s.schedule
+        self.stop_at = s.stop_at
+        self.grow_init = s.grow_init
+        self.momentum_beta = s.momentum_beta
         self.momentum: dict[str, torch.Tensor] = {}
         self.history: list[dict[str, Any]] = []
-        super().__init__(model, optimizer, **kwargs)
 
     # -- when -------------------------------------------------------------------------------------------------------
     @property

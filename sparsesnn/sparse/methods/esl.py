@@ -19,25 +19,22 @@ composition follows ../shared/METHODS.md section 2 and is a reconstruction.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Literal
 
-import torch
-from torch import nn
+from pydantic import Field
 
 from sparsesnn.sparse.methods.registry import METHODS
-from sparsesnn.sparse.rewiring import RewiringLearner
+from sparsesnn.sparse.rewiring import RewiringLearner, RewiringSettings
+from sparsesnn.sparse.settings import LearnerSettings
 
-ESL_DEFAULTS: dict[str, Any] = dict(
-    update_every=100,
-    drop_fraction=0.3,
-    schedule="cosine",
-    stop_at=0.75,
-    prune="magnitude",
-    grow="gradient",
-    distribution="er",
-    dense_first=True,
-    dense_last=True,
-)
+
+class ESLSettings(RewiringSettings):
+    """ESL-SNN's defaults [D]: every 100 steps, alpha_0 = 0.3 on a cosine until 75 %, magnitude out, gradient in, ER,
+    first and last layer dense."""
+
+    distribution: Literal["uniform", "er", "erk"] = Field("er", description="how the density is spread over layers")
+    dense_first: bool = Field(True, description="keep the first Conv/Linear dense")
+    dense_last: bool = Field(True, description="keep the last Conv/Linear dense")
 
 
 @METHODS.register("esl")
@@ -45,10 +42,7 @@ class ESL(RewiringLearner):
     """ESL-SNN: fixed-density evolutionary rewiring from an ER start (see the module docstring)."""
 
     name = "esl"
-    requires_distillation = False
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        super().__init__(model, optimizer, **{**ESL_DEFAULTS, **kwargs})
+    Settings: ClassVar[type[LearnerSettings]] = ESLSettings
 
 
 @METHODS.register("evokd")

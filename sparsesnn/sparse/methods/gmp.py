@@ -14,53 +14,63 @@ trained (the library's rule, docs/methods.md). The paper's ramp ends well before
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import ClassVar, Literal
 
 import torch
-from torch import nn
+from pydantic import Field, model_validator
 
 from sparsesnn.sparse.criteria import CriterionContext, prune_magnitude
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import active_count
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.schedules import cubic_density
+from sparsesnn.sparse.settings import LearnerSettings
+
+
+class GMPSettings(LearnerSettings):
+    """Gradual magnitude pruning: the cubic ramp of Zhu & Gupta from dense to the target."""
+
+    distribution: Literal["uniform", "er", "erk"] = Field(
+        "uniform", description="how the density is spread over layers (the paper: uniform)"
+    )
+    update_every: int = Field(100, ge=1, description="pruning period, in optimiser steps")
+    start_at: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of training where the ramp starts")
+    end_at: float = Field(0.75, gt=0.0, le=1.0, description="fraction of training where the ramp ends")
+
+    @model_validator(mode="after")
+    def _window(self) -> GMPSettings:
+        if not self.start_at < self.end_at:
+            raise ValueError(f"need start_at < end_at, got start_at={self.start_at}, end_at={self.end_at}")
+        return self
 
 
 @METHODS.register("gmp")
 class GMP(StructureLearner):
     name = "gmp"
+    Settings: ClassVar[type[LearnerSettings]] = GMPSettings
+    starts_dense = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        update_every: int = 100,
-        start_at: float = 0.0,
-        end_at: float = 0.75,
-        **kwargs: Any,
-    ) -> None:
-        if update_every < 1:
-            raise ValueError(f"update_every must be >= 1, got {update_every}")
-        if not 0.0 <= start_at < end_at <= 1.0:
-            raise ValueError(f"need 0 <= start_at < end_at <= 1, got start_at={start_at}, end_at={end_at}")
-        self.update_every = int(update_every)
-        self.start_at, self.end_at = float(start_at), float(end_at)
-        kwargs.setdefault("distribution", "uniform")
-        super().__init__(model, optimizer, initial_density=1.0, **kwargs)
-        start, end = self._window()
-        if self.total_steps and end <= start:
-            raise ValueError(
-                f"gmp: the ramp from step {start} to {end} of {self.total_steps} has no step to prune at before the "
-                "last one; lower start_at or train longer"
-            )
+    def configure(self, settings: LearnerSettings) -> None:
+        super().configure(settings)
+        assert isinstance(settings, GMPSettings)
+        self.update_every = settings.update_every
+        self.start_at, self.end_at = settings.start_at, settings.end_at
 
     @property
     def schedule_unit(self) -> ScheduleUnit:
         return "steps"
 
     def schedule_problem(self) -> str | None:
-        return self.budget_problem(f"gradual pruning from start_at = {self.start_at} to end_at = {self.end_at}")
+        missing = self.budget_problem(f"gradual pruning from start_at = {self.start_at} to end_at = {self.end_at}")
+        if missing is not None:
+            return missing
+        start, end = self._window()
+        if end <= start:
+            return (
+                f"the ramp from step {start} to {end} of {self.total_steps} has no step to prune at before the last "
+                "one; lower start_at or train longer"
+            )
+        return None
 
     def _window(self) -> tuple[int, int]:
         """Steps ``(t_0, t_end]`` of the ramp: ``floor(start_at T)``, ``floor(end_at T)`` but at most ``T - 1``, so

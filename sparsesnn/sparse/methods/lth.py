@@ -11,59 +11,70 @@ schedule every round (``cycle_epochs``). ``prune_rate`` defaults to the rate tha
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.checkpoint import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.methods.registry import METHODS
+from sparsesnn.sparse.settings import LearnerSettings
+
+
+class LTHSettings(LearnerSettings):
+    """Iterative magnitude pruning with rewinding, over ``rounds`` equal rounds of training."""
+
+    rounds: int = Field(5, ge=2, description="rounds of training (one pruning needs two); run.epochs is a multiple")
+    prune_rate: float | None = Field(
+        None, gt=0.0, lt=1.0, description="fraction pruned per round; None: what reaches density after rounds - 1"
+    )
+    rewind_epoch: int = Field(0, ge=0, description="rewind survivors to the end of this epoch (0: initialisation)")
+    scope: Literal["layer", "global"] = Field("layer", description="prune each layer, or all layers together")
 
 
 @METHODS.register("lth")
 class LotteryTicket(StructureLearner):
     name = "lth"
+    Settings: ClassVar[type[LearnerSettings]] = LTHSettings
+    starts_dense = True
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
-        *,
-        rounds: int = 5,
-        prune_rate: float | None = None,
-        rewind_epoch: int = 0,
-        scope: str = "layer",
+        settings: LearnerSettings | None = None,
         **kwargs: Any,
     ) -> None:
-        if rounds < 2:
-            raise ValueError(f"rounds must be >= 2 (one pruning needs two rounds), got {rounds}")
-        if scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}")
-        if prune_rate is not None and not 0.0 < prune_rate < 1.0:
-            raise ValueError(f"prune_rate must be in (0, 1), got {prune_rate}")
-        self.rounds = int(rounds)
-        self.scope = scope
-        self.rewind_epoch = int(rewind_epoch)
-        self.prune_rate_arg = prune_rate
-        self.rewind_state: dict[str, torch.Tensor] = {}
-        self.rounds_done = 0
-        super().__init__(model, optimizer, initial_density=1.0, **kwargs)
-        total_epochs = self.total_epochs
-        if total_epochs % self.rounds:
-            raise ValueError(f"run.epochs ({total_epochs}) must be a multiple of rounds ({self.rounds})")
-        if not 0 <= self.rewind_epoch < total_epochs // self.rounds:
-            raise ValueError(f"rewind_epoch must lie within the first round, got {rewind_epoch}")
+        super().__init__(model, optimizer, settings, **kwargs)
         if self.rewind_epoch == 0:
             self._snapshot()
+
+    def configure(self, settings: LearnerSettings) -> None:
+        super().configure(settings)
+        assert isinstance(settings, LTHSettings)
+        self.rounds = settings.rounds
+        self.scope = settings.scope
+        self.rewind_epoch = settings.rewind_epoch
+        self.prune_rate_arg = settings.prune_rate
+        self.rewind_state: dict[str, torch.Tensor] = {}
+        self.rounds_done = 0
 
     @property
     def schedule_unit(self) -> ScheduleUnit:
         return "epochs"
 
     def schedule_problem(self) -> str | None:
-        return self.budget_problem(f"pruning and rewinding at the end of each of {self.rounds} rounds")
+        missing = self.budget_problem(f"pruning and rewinding at the end of each of {self.rounds} rounds")
+        if missing is not None:
+            return missing
+        if self.total_epochs % self.rounds:
+            return f"run.epochs ({self.total_epochs}) must be a multiple of rounds ({self.rounds})"
+        if not self.rewind_epoch < self.total_epochs // self.rounds:
+            return f"rewind_epoch must lie within the first round, got {self.rewind_epoch}"
+        return None
 
     @property
     def prune_rate(self) -> float:

@@ -37,21 +37,67 @@ density trajectory can be plotted from that file alone.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
-from torch import nn
+from pydantic import Field, field_validator, model_validator
 
-from sparsesnn.sparse.learner import LayerChange
+from sparsesnn.sparse.criteria import GROW, PRUNE
+from sparsesnn.sparse.learner import LayerChange, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.pqindex import SCOPES, check_pq, prune_counts, unit_rows, unit_stats
 from sparsesnn.sparse.rewiring import RewiringLearner
+from sparsesnn.sparse.settings import LearnerSettings
 
-PQI_DEFAULTS: dict[str, Any] = dict(density=0.5, distribution="er", dense_first=True, dense_last=True)
 
-#: RewiringLearner settings that this method fixes (magnitude prune, momentum growth, epoch rounds)
-FIXED = ("update_every", "update_unit", "drop_fraction", "schedule", "prune", "grow")
+class PQISettings(LearnerSettings):
+    """The PQ-index two-stage rounds. The prune (magnitude), growth (momentum) and timing (epoch rounds) are fixed by
+    the method, so the rewiring settings of RigL and SET are not among these."""
+
+    density: float = Field(0.5, gt=0.0, le=1.0, description="the initial density (the method finds the final one)")
+    distribution: Literal["uniform", "er", "erk"] = Field("er", description="how the density is spread over layers")
+    dense_first: bool = Field(True, description="keep the first Conv/Linear dense")
+    dense_last: bool = Field(True, description="keep the last Conv/Linear dense")
+    p: float = Field(0.5, gt=0.0, description="PQ index p (0 < p < q)")
+    q: float = Field(1.0, gt=0.0, description="PQ index q")
+    a_r: float = Field(0.001, ge=0.0, description="a_r of the retained-weight bound")
+    gamma: float = Field(1.2, gt=0.0, description="gamma: scale of the rewiring ratio")
+    beta: float = Field(0.9, ge=0.0, le=1.0, description="beta: cap of the rewiring ratio")
+    regrow_ratio: float = Field(0.5, ge=0.0, le=1.0, description="fraction of the pruned synapses regrown")
+    scope: str = Field("neuron", description=f"unit of a round: one of {', '.join(SCOPES)}")
+    epoch_frequency: int = Field(1, ge=1, description="a round every this many epochs")
+    stop_at: float = Field(1.0, ge=0.0, le=1.0, description="fraction of the epochs after which no round runs")
+    max_rounds: int = Field(0, ge=0, description="at most this many rounds (0: no limit)")
+    min_ratio: float = Field(0.0, ge=0.0, le=1.0, description="a unit whose ratio is below this is not rewired")
+    grow_init: float = Field(0.0, description="value of a regrown weight")
+    momentum_beta: float = Field(0.9, ge=0.0, lt=1.0, description="decay of the dense-gradient momentum")
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, v: str) -> str:
+        if v not in SCOPES:
+            raise ValueError(f"choose one of {list(SCOPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _pq(self) -> PQISettings:
+        check_pq(self.p, self.q)
+        return self
+
+
+@dataclass(frozen=True)
+class _FixedRewiring:
+    """The rewiring schedule the PQ index composes: a round every ``update_every`` epochs, no alpha of its own."""
+
+    update_every: int
+    stop_at: float
+    grow_init: float
+    momentum_beta: float
+    update_unit: str = "epochs"
+    drop_fraction: float = 0.0
+    schedule: str = "constant"
 
 
 def pick_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor, lowest: bool) -> torch.Tensor:
@@ -89,68 +135,22 @@ class PQIndexLearner(RewiringLearner):
     """
 
     name = "pqi"
+    Settings: ClassVar[type[LearnerSettings]] = PQISettings
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        p: float = 0.5,
-        q: float = 1.0,
-        a_r: float = 0.001,
-        gamma: float = 1.2,
-        beta: float = 0.9,
-        regrow_ratio: float = 0.5,
-        scope: str = "neuron",
-        epoch_frequency: int = 1,
-        stop_at: float = 1.0,
-        max_rounds: int = 0,
-        min_ratio: float = 0.0,
-        grow_init: float = 0.0,
-        momentum_beta: float = 0.9,
-        **kwargs: Any,
-    ) -> None:
-        fixed = [k for k in FIXED if k in kwargs]
-        if fixed:
-            raise ValueError(f"{fixed} are fixed by the pqi method (magnitude prune, momentum growth, epoch rounds)")
-        check_pq(p, q)
-        if a_r < 0:
-            raise ValueError(f"a_r must be >= 0, got {a_r}")
-        if gamma <= 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
-        if not 0.0 <= regrow_ratio <= 1.0:
-            raise ValueError(f"regrow_ratio must be in [0, 1], got {regrow_ratio}")
-        if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-        if epoch_frequency < 1:
-            raise ValueError(f"epoch_frequency must be >= 1, got {epoch_frequency}")
-        if max_rounds < 0:
-            raise ValueError(f"max_rounds must be >= 0, got {max_rounds}")
-        if not 0.0 <= min_ratio <= 1.0:
-            raise ValueError(f"min_ratio must be in [0, 1], got {min_ratio}")
-        self.p, self.q, self.a_r = float(p), float(q), float(a_r)
-        self.gamma, self.beta = float(gamma), float(beta)
-        self.regrow_ratio = float(regrow_ratio)
-        self.scope = scope
-        self.epoch_frequency = int(epoch_frequency)
-        self.max_rounds = int(max_rounds)
-        self.min_ratio = float(min_ratio)
-        super().__init__(
-            model,
-            optimizer,
-            update_every=epoch_frequency,
-            update_unit="epochs",
-            drop_fraction=0.0,
-            schedule="constant",
-            stop_at=stop_at,
-            prune="magnitude",
-            grow="momentum",
-            grow_init=grow_init,
-            momentum_beta=momentum_beta,
-            **{**PQI_DEFAULTS, **kwargs},
-        )
+    def configure(self, settings: LearnerSettings) -> None:
+        StructureLearner.configure(self, settings)  # not RewiringLearner's: the criteria and timing are fixed
+        assert isinstance(settings, PQISettings)
+        s = settings
+        self.p, self.q, self.a_r = s.p, s.q, s.a_r
+        self.gamma, self.beta = s.gamma, s.beta
+        self.regrow_ratio = s.regrow_ratio
+        self.scope = s.scope
+        self.epoch_frequency = s.epoch_frequency
+        self.max_rounds = s.max_rounds
+        self.min_ratio = s.min_ratio
+        self.configure_rewiring(_FixedRewiring(s.epoch_frequency, s.stop_at, s.grow_init, s.momentum_beta))
+        self.prune_name, self.grow_name = "magnitude", "momentum"
+        self.prune_fn, self.grow_fn = PRUNE[self.prune_name], GROW[self.grow_name]
 
     def schedule_problem(self) -> str | None:
         what = f"a PQ-index round every {self.epoch_frequency} epoch(s) until stop_at = {self.stop_at} of the run"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from sparsesnn.registry import Registry
 from sparsesnn.sparse.learner import StructureLearner
 
-METHODS: Registry[Callable[..., StructureLearner]] = Registry("method")
+#: learner classes by method name; each names its settings model in ``Settings`` (:mod:`sparsesnn.sparse.settings`)
+METHODS: Registry[type[StructureLearner]] = Registry("method")

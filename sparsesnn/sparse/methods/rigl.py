@@ -8,28 +8,24 @@ largest dense gradient ``|dL/dW|`` (captured only on the update steps); ``alpha_
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Literal
 
-import torch
-from torch import nn
+from pydantic import Field
 
 from sparsesnn.sparse.methods.registry import METHODS
-from sparsesnn.sparse.rewiring import RewiringLearner
+from sparsesnn.sparse.rewiring import RewiringLearner, RewiringSettings
+from sparsesnn.sparse.settings import LearnerSettings
+
+
+class RigLSettings(RewiringSettings):
+    """RigL's defaults: every 100 steps, alpha_0 = 0.3 on a cosine until 75 %, magnitude out, gradient in, ERK with
+    the first layer dense."""
+
+    distribution: Literal["uniform", "er", "erk"] = Field("erk", description="how the density is spread over layers")
+    dense_first: bool = Field(True, description="keep the first Conv/Linear dense")
 
 
 @METHODS.register("rigl")
 class RigL(RewiringLearner):
     name = "rigl"
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        defaults: dict[str, Any] = dict(
-            update_every=100,
-            drop_fraction=0.3,
-            schedule="cosine",
-            stop_at=0.75,
-            prune="magnitude",
-            grow="gradient",
-            distribution="erk",
-            dense_first=True,
-        )
-        super().__init__(model, optimizer, **{**defaults, **kwargs})
+    Settings: ClassVar[type[LearnerSettings]] = RigLSettings

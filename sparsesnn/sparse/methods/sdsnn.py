@@ -117,14 +117,16 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer, prunable_layers
 from sparsesnn.sparse.methods.registry import METHODS
+from sparsesnn.sparse.settings import LearnerSettings
 
 RANGE_LAYERS = ("all", "last", "none")
 LAST_RATE_RULES = ("code", "formula")
@@ -174,126 +176,108 @@ def _is_conv(weight: torch.Tensor) -> bool:
     return weight.dim() > 2
 
 
+class SDSNNSettings(LearnerSettings):
+    """SD-SNN's settings (``dense_last`` defaults to True). See the module docstring for the equations; ``N`` is the
+    epoch constant (18 in the code for 600 CIFAR epochs; about 3 for a 30-epoch MNIST run). ``last_tail_epoch``:
+    None is ``round(60 N / 18)``, the code's 60 at ``N = 18``; ``last_tail_increment``: None is the code's total
+    ``0.0005 * 538`` spread over this run's tail epochs; ``percentile_growth``: None is ``1.1^(18 / N)``, the code's
+    1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1. ``stop_at``:
+    None (neuron pruning and regeneration at every epoch end from ``2N + 1`` on but the last one) or a fraction of
+    the training epochs from which neither runs, by the rule of the rewiring methods (none at the end of epoch ``e``
+    once ``e + 1 >= floor(stop_at * E)``); ranges and the constraint go on; our option. ``final_change``: prune and
+    regenerate at the end of the last epoch too, as the paper's code does; the run then ends on a structure no step
+    has trained, and the engine warns; cannot be combined with ``stop_at``."""
+
+    dense_last: bool = Field(True, description="keep the last Conv/Linear dense")
+    N: int = Field(18, ge=1, description="the epoch constant (the code's spines_num)")
+    constraint: bool = Field(True, description="clip weights into their ranges for e > N")
+    neuron_pruning: bool = Field(True, description="prune neurons by range score with the adaptive rate for e > 2N")
+    regeneration: bool = Field(True, description="regrow pruned kernels / synapses for e > 2N (ghosts meanwhile)")
+    range_layers: str = Field("all", description=f"whose ranges move: one of {', '.join(RANGE_LAYERS)}")
+    rho_init: float = Field(0.005, ge=0.0, le=1.0, description="initial pruning rate, a fraction of the neurons")
+    last_rate_rule: str = Field(
+        "code", description=f"rate rule of the last neuron-pruned layer: one of {', '.join(LAST_RATE_RULES)}"
+    )
+    last_rho_init: float = Field(0.02, ge=0.0, le=1.0, description="initial rate of the last layer (code rule)")
+    last_tail_epoch: int | None = Field(None, ge=0, description="epoch from which the code rule adds a fixed tail")
+    last_tail_increment: float | None = Field(None, ge=0.0, le=1.0, description="the per-epoch tail increment")
+    rate_decay: float = Field(5.0, gt=0.0, description="the 5 in exp(-(e - 2N - 1) / 5)")
+    dead_conv_ratio: float = Field(DEAD_CONV_RATIO, ge=0.0, description="dead-neuron threshold, fraction of fan-in")
+    dead_fc_ratio: float = Field(DEAD_FC_RATIO, ge=0.0, description="dead-neuron threshold, fraction of fan-in")
+    prune_dead: bool = Field(False, description="also prune neurons that count as dead (our option)")
+    conv_percentile: float = Field(65.0, ge=0.0, le=100.0, description="percentile base of conv regeneration")
+    fc_percentile: float = Field(60.0, ge=0.0, le=100.0, description="percentile base of FC regeneration")
+    percentile_growth: float | None = Field(None, gt=0.0, description="growth of the percentile per epoch")
+    percentile_cap: float = Field(99.0, ge=0.0, le=100.0, description="cap of the regeneration percentile")
+    shrink: float = Field(0.75, gt=0.0, le=1.0, description="the factor of a range shrink")
+    stop_at: float | None = Field(None, ge=0.0, le=1.0, description="fraction of epochs after which nothing is pruned")
+    final_change: bool = Field(False, description="prune at the last epoch end too (the paper's code)")
+
+    @field_validator("range_layers")
+    @classmethod
+    def _range_layers(cls, v: str) -> str:
+        if v not in RANGE_LAYERS:
+            raise ValueError(f"choose one of {list(RANGE_LAYERS)}")
+        return v
+
+    @field_validator("last_rate_rule")
+    @classmethod
+    def _last_rate_rule(cls, v: str) -> str:
+        if v not in LAST_RATE_RULES:
+            raise ValueError(f"choose one of {list(LAST_RATE_RULES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _stop(self) -> SDSNNSettings:
+        if self.final_change and self.stop_at is not None:
+            raise ValueError("final_change prunes at the last epoch end and stop_at stops earlier: give one of them")
+        return self
+
+
 @METHODS.register("sdsnn")
 class SDSNN(StructureLearner):
-    """SD-SNN: dendritic-spine ranges + constraint, neuronal pruning, synaptic regeneration (see the module docstring).
-
-    Args (besides :class:`~sparsesnn.sparse.learner.StructureLearner`'s; ``dense_last`` defaults to True):
-        N: the epoch constant (18 in the code for 600 CIFAR epochs; about 3 for a 30-epoch MNIST run).
-        constraint: clip weights into their ranges for ``e > N``.
-        neuron_pruning: prune neurons by range score with the adaptive rate for ``e > 2N``.
-        regeneration: regrow pruned kernels / synapses for ``e > 2N`` (and let them learn as ghosts meanwhile).
-        range_layers: which layers' ranges move: "all", "last" (the code: the last neuron-pruned layer) or "none".
-        rho_init: initial pruning rate, a fraction of the layer's neurons (the code's 0.5 %).
-        last_rate_rule: "code" (the code's FC schedule for the last neuron-pruned layer) or "formula".
-        last_rho_init: initial rate of the last neuron-pruned layer under the "code" rule (the code's 2 %).
-        last_tail_epoch: epoch after which the "code" rule adds ``last_tail_increment`` instead of the exponential
-            (None: ``round(60 N / 18)``, the code's 60 at ``N = 18``).
-        last_tail_increment: the per-epoch factor after ``last_tail_epoch`` (None: the code's total
-            ``0.0005 * 538`` spread over this run's tail epochs).
-        rate_decay: the 5 in ``exp(-(e - 2N - 1) / 5)``.
-        dead_conv_ratio, dead_fc_ratio: dead-neuron thresholds as fractions of the fan-in (see the docstring).
-        prune_dead: also prune neurons that count as dead (our option; the code only counts them).
-        conv_percentile, fc_percentile: the percentile bases 65 and 60 of regeneration.
-        percentile_growth: the growth of the regeneration percentile per epoch (None: ``1.1^(18 / N)``, the code's
-            1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1).
-        percentile_cap: the cap 99 of the regeneration percentile.
-        shrink: the factor 0.75 of a range shrink.
-        stop_at: None (neuron pruning and regeneration at every epoch end from ``2N + 1`` on but the last one) or a
-            fraction of the training epochs from which neither runs, by the rule of the rewiring methods (none at
-            the end of epoch ``e`` once ``e + 1 >= floor(stop_at * E)``): the last epochs then train a fixed
-            structure. Ranges and the constraint go on. Our option, not the paper's.
-        final_change: prune and regenerate at the end of the last epoch too, as the paper's code does (False: the
-            last pruning is followed by at least one epoch of training). The run then ends on a structure no step
-            has trained, and the engine warns. Cannot be combined with ``stop_at``.
-    """
+    """SD-SNN: dendritic-spine ranges + constraint, neuronal pruning, synaptic regeneration (see the module docstring;
+    settings: :class:`SDSNNSettings`)."""
 
     name = "sdsnn"
+    Settings: ClassVar[type[LearnerSettings]] = SDSNNSettings
+
+    def configure(self, settings: LearnerSettings) -> None:
+        super().configure(settings)
+        assert isinstance(settings, SDSNNSettings)
+        s = settings
+        self.N = s.N
+        self.stop_at = s.stop_at
+        self.final_change = s.final_change
+        self.constraint = s.constraint
+        self.neuron_pruning = s.neuron_pruning
+        self.regeneration = s.regeneration
+        self.range_layers = s.range_layers
+        self.rho_init = s.rho_init
+        self.last_rate_rule = s.last_rate_rule
+        self.last_rho_init = s.last_rho_init
+        tail = round(CODE_TAIL_EPOCH_AT_N18 * self.N / CODE_N) if s.last_tail_epoch is None else s.last_tail_epoch
+        self.last_tail_epoch = int(tail)
+        self._tail_increment = s.last_tail_increment
+        self.rate_decay = s.rate_decay
+        self.dead_conv_ratio = s.dead_conv_ratio
+        self.dead_fc_ratio = s.dead_fc_ratio
+        self.prune_dead = s.prune_dead
+        self.conv_percentile = s.conv_percentile
+        self.fc_percentile = s.fc_percentile
+        growth = s.percentile_growth
+        self.percentile_growth = CODE_PERCENTILE_GROWTH ** (CODE_N / self.N) if growth is None else growth
+        self.percentile_cap = s.percentile_cap
+        self.shrink = s.shrink
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
-        *,
-        N: int = 18,
-        constraint: bool = True,
-        neuron_pruning: bool = True,
-        regeneration: bool = True,
-        range_layers: str = "all",
-        rho_init: float = 0.005,
-        last_rate_rule: str = "code",
-        last_rho_init: float = 0.02,
-        last_tail_epoch: int | None = None,
-        last_tail_increment: float | None = None,
-        rate_decay: float = 5.0,
-        dead_conv_ratio: float = DEAD_CONV_RATIO,
-        dead_fc_ratio: float = DEAD_FC_RATIO,
-        prune_dead: bool = False,
-        conv_percentile: float = 65.0,
-        fc_percentile: float = 60.0,
-        percentile_growth: float | None = None,
-        percentile_cap: float = 99.0,
-        shrink: float = 0.75,
-        stop_at: float | None = None,
-        final_change: bool = False,
+        settings: LearnerSettings | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(N, bool) or not isinstance(N, int) or not 1 <= N < 32_000:
-            raise ValueError(f"N must be an integer >= 1, got {N!r}")
-        if range_layers not in RANGE_LAYERS:
-            raise ValueError(f"range_layers must be one of {RANGE_LAYERS}, got {range_layers!r}")
-        if last_rate_rule not in LAST_RATE_RULES:
-            raise ValueError(f"last_rate_rule must be one of {LAST_RATE_RULES}, got {last_rate_rule!r}")
-        for key, value in (("rho_init", rho_init), ("last_rho_init", last_rho_init)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{key} must be a fraction in [0, 1], got {value}")
-        for key, value in (
-            ("conv_percentile", conv_percentile),
-            ("fc_percentile", fc_percentile),
-            ("percentile_cap", percentile_cap),
-        ):
-            if not 0.0 <= value <= 100.0:
-                raise ValueError(f"{key} must be in [0, 100], got {value}")
-        if percentile_growth is None:
-            percentile_growth = CODE_PERCENTILE_GROWTH ** (CODE_N / N)
-        if rate_decay <= 0 or percentile_growth <= 0:
-            raise ValueError(f"rate_decay and percentile_growth must be > 0, got {rate_decay}, {percentile_growth}")
-        if dead_conv_ratio < 0 or dead_fc_ratio < 0:
-            raise ValueError(f"dead-neuron ratios must be >= 0, got {dead_conv_ratio}, {dead_fc_ratio}")
-        if not 0.0 < shrink <= 1.0:
-            raise ValueError(f"shrink must be in (0, 1], got {shrink}")
-        if last_tail_epoch is not None and last_tail_epoch < 0:
-            raise ValueError(f"last_tail_epoch must be >= 0, got {last_tail_epoch}")
-        if last_tail_increment is not None and not 0.0 <= last_tail_increment <= 1.0:
-            raise ValueError(f"last_tail_increment must be in [0, 1], got {last_tail_increment}")
-        if stop_at is not None and not 0.0 <= stop_at <= 1.0:
-            raise ValueError(f"stop_at must be None or in [0, 1], got {stop_at}")
-        if final_change and stop_at is not None:
-            raise ValueError("final_change prunes at the last epoch end and stop_at stops earlier: give one of them")
-        self.N = int(N)
-        self.stop_at = None if stop_at is None else float(stop_at)
-        self.final_change = bool(final_change)
-        self.constraint = bool(constraint)
-        self.neuron_pruning = bool(neuron_pruning)
-        self.regeneration = bool(regeneration)
-        self.range_layers = range_layers
-        self.rho_init = float(rho_init)
-        self.last_rate_rule = last_rate_rule
-        self.last_rho_init = float(last_rho_init)
-        tail = round(CODE_TAIL_EPOCH_AT_N18 * self.N / CODE_N) if last_tail_epoch is None else last_tail_epoch
-        self.last_tail_epoch = int(tail)
-        self._tail_increment = None if last_tail_increment is None else float(last_tail_increment)
-        self.rate_decay = float(rate_decay)
-        self.dead_conv_ratio = float(dead_conv_ratio)
-        self.dead_fc_ratio = float(dead_fc_ratio)
-        self.prune_dead = bool(prune_dead)
-        self.conv_percentile = float(conv_percentile)
-        self.fc_percentile = float(fc_percentile)
-        self.percentile_growth = float(percentile_growth)
-        self.percentile_cap = float(percentile_cap)
-        self.shrink = float(shrink)
-        kwargs.setdefault("dense_last", True)
-        super().__init__(model, optimizer, **kwargs)
+        super().__init__(model, optimizer, settings, **kwargs)
         assert self.masks is not None
 
         order = prunable_layers(model)

@@ -8,28 +8,28 @@ Differences from the paper: rewiring can also run every N steps (``update_unit="
 
 from __future__ import annotations
 
-from typing import Any
+from typing import ClassVar, Literal
 
-import torch
-from torch import nn
+from pydantic import Field
 
 from sparsesnn.sparse.methods.registry import METHODS
-from sparsesnn.sparse.rewiring import RewiringLearner
+from sparsesnn.sparse.rewiring import RewiringLearner, RewiringSettings
+from sparsesnn.sparse.settings import LearnerSettings
+
+
+class SETSettings(RewiringSettings):
+    """SET's defaults: every epoch, a constant 30 %, prune the weights closest to zero, regrow at random, ER."""
+
+    update_every: int = Field(1, ge=1, description="rewiring period, in steps or epochs (update_unit)")
+    update_unit: Literal["steps", "epochs"] = Field("epochs", description="what update_every counts")
+    schedule: str = Field("constant", description="decay of alpha over training: constant, cosine or linear")
+    stop_at: float = Field(1.0, ge=0.0, le=1.0, description="fraction of training after which the topology is frozen")
+    prune: str = Field("set", description="prune criterion (sparsesnn.sparse.criteria.PRUNE)")
+    grow: str = Field("random", description="grow criterion (sparsesnn.sparse.criteria.GROW)")
+    distribution: Literal["uniform", "er", "erk"] = Field("er", description="how the density is spread over layers")
 
 
 @METHODS.register("set")
 class SET(RewiringLearner):
     name = "set"
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, **kwargs: Any) -> None:
-        defaults: dict[str, Any] = dict(
-            update_every=1,
-            update_unit="epochs",
-            drop_fraction=0.3,
-            schedule="constant",
-            stop_at=1.0,
-            prune="set",
-            grow="random",
-            distribution="er",
-        )
-        super().__init__(model, optimizer, **{**defaults, **kwargs})
+    Settings: ClassVar[type[LearnerSettings]] = SETSettings
