@@ -50,6 +50,7 @@ from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sparsesnn.factory import (
     build_data,
     build_distiller,
+    build_learner,
     build_model_from_config,
     build_optimizer,
     build_scheduler,
@@ -59,7 +60,7 @@ from sparsesnn.factory import (
 from sparsesnn.layers import make_encoder
 from sparsesnn.losses import LossFn, build_loss
 from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
-from sparsesnn.sparse import StructureLearner, build_learner
+from sparsesnn.sparse import StructureLearner
 from sparsesnn.tb import open_tensorboard
 from sparsesnn.train_step import TrainStep
 

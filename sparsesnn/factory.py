@@ -12,12 +12,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from sparsesnn.config import Config, NeuronConfig
+from sparsesnn.config import Config, NeuronConfig, SparseConfig
 from sparsesnn.data import DatasetInfo, build_dataset
 from sparsesnn.distill import Distiller, load_factory
 from sparsesnn.errors import ConfigError, SparseSNNError
 from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
+from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
+from sparsesnn.sparse.settings import params_problems
 from sparsesnn.surrogates import make_surrogate
 
 
@@ -299,3 +301,40 @@ def load_teacher_run(run_dir: Path, info: DatasetInfo) -> tuple[nn.Module, Confi
     state = {k: v for k, v in state.items() if not k.endswith(("weight_mask", "neuron_mask"))}
     model.load_state_dict(state)
     return model, teacher_cfg
+
+
+def build_learner(
+    cfg: SparseConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    total_epochs: int,
+    seed: int,
+) -> StructureLearner:
+    """Build the learner a ``[sparse]`` config section names; bad settings raise :class:`ConfigError`."""
+    factory = METHODS[cfg.method]
+    if cfg.method == "dense":
+        if cfg.density != 1.0:
+            raise ConfigError(f"sparse.density = {cfg.density}: the 'dense' method keeps every synapse; use 1.0")
+        return DenseLearner(model, optimizer)
+    kwargs: dict[str, Any] = dict(
+        density=cfg.density,
+        include=cfg.include,
+        exclude=cfg.exclude,
+        seed=seed,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        total_epochs=total_epochs,
+    )
+    for key in ("distribution", "dense_first", "dense_last"):  # None: the method's own default
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
+    problems = params_problems(factory.Settings, cfg.params)
+    if problems:
+        raise ConfigError("; ".join(f"sparse.params.{p}" for p in problems))
+    try:
+        return factory(model, optimizer, **kwargs, **cfg.params)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"[sparse] method {cfg.method!r}: {exc}") from None
