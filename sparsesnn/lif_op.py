@@ -2,8 +2,8 @@
 
 Why operators and not an ``autograd.Function`` around a compiled function: each call of a ``torch.compile``'d
 function from Python pays for its guards and wrapper (~0.2 ms forward and ~0.8 ms backward of CPU time per layer on
-the H200 host of ../shared/PERF-NOTES.md), so a 19-neuron ResNet19 step was bound by the host. An operator has a
-schema, so
+the H200 host measured for issue 22, BENCHMARKS.md), so a 19-neuron ResNet19 step was bound by the host. An
+operator has a schema, so
 
 - in eager mode a call is one dispatch to the kernel of the tensor's device: on CUDA the Triton kernels of
   :mod:`sparsesnn.lif_triton`, launched directly; elsewhere the loops of :mod:`sparsesnn.lif_kernels`, under

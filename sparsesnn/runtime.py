@@ -2,7 +2,7 @@
 
 With glibc's default settings every large tensor (above ``M_MMAP_THRESHOLD``, 128 KiB to 32 MiB) is a fresh
 ``mmap``: each training step page-faults its activations in again and returns them on free. On the 2-core
-machine of ../shared/PERF-NOTES.md this cost ~0.5-0.9 M minor faults per step of the MNIST convnet and made steps
+2-core CPU machine of BENCHMARKS.md this cost ~0.5-0.9 M minor faults per step of the MNIST convnet and made steps
 1.4-2x slower. :func:`tune_allocator` keeps freed memory in the heap instead (``M_MMAP_MAX = 0``, a large
 ``M_TRIM_THRESHOLD``), the same effect as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment or
 an ``LD_PRELOAD`` of tcmalloc. The price: the resident size stays at the peak of the run.

@@ -35,15 +35,13 @@ from sparsesnn.data.events import (
     read_atis_bin,
     read_bs2,
     read_nmnist,
-    write_aedat2,
-    write_aedat31,
-    write_atis_bin,
 )
 from sparsesnn.data.frames import ToFrames, area_matrix, frame_index
 from sparsesnn.data.images import read_idx
 from sparsesnn.data.neuromorphic import CIFAR10_DVS_CLASSES, natural_key
 from sparsesnn.errors import ConfigError, DatasetError
 from tests.conftest import DATA as SHARED_DATA
+from tests.event_writers import write_aedat2, write_aedat31, write_atis_bin
 
 DATA = SHARED_DATA
 NMNIST = DATA / "nmnist"

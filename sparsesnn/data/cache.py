@@ -152,9 +152,6 @@ class FrameCache:
         atomic_write_bytes(self.path(key), _encode(frames))
         self.stats["writes"] += 1
 
-    def contains(self, key: str) -> bool:
-        return self.path(key).is_file()
-
     def get(self, key: str, build: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The frames under ``key``: loaded when a valid entry exists, else ``build()`` and stored."""
         frames = self.load(key, shape)

@@ -53,10 +53,6 @@ class SpikingBlock(nn.Sequential):
         super().__init__(SeqFolded(*stateless), neuron)
 
 
-def conv_bn_lif(in_ch: int, out_ch: int, neuron: NeuronSpec, kernel: int = 3, stride: int = 1) -> SpikingBlock:
-    return SpikingBlock(conv_bn(in_ch, out_ch, kernel, stride), neuron.build())
-
-
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of (trainable) scalar parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

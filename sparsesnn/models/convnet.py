@@ -3,7 +3,7 @@
 Layout ``{Conv3x3(bias=False)-BN-LIF-MaxPool2}x2 - Flatten - FC`` follows SpikingJelly's convolutional MNIST /
 Fashion-MNIST example (``spikingjelly.activation_based.examples.conv_fashion_mnist``, after Fang et al. ICCV 2021),
 which uses 128 channels in both convs and an FC-LIF-FC head. Our default is the narrower (32, 64) with a single FC
-readout (3,136 -> 10), the network measured in ../shared/PERF-NOTES.md and in ``bench/throughput.py``: it reaches
+readout (3,136 -> 10), the network measured in BENCHMARKS.md by ``bench/throughput.py``: it reaches
 over 99 % on MNIST at a fraction of the CPU cost. ``channels=(128, 128), hidden=1024`` recovers the published width.
 """
 

@@ -25,7 +25,7 @@ Checked against Diao's public code, ``diaoenmao/Pruning-Deep-Neural-Networks-fro
   with ``ceil`` (our ``a_r`` is their ``eta_m``), then ``retain_ratio = m / d``,
   ``prune_ratio = clamp(gamma (1 - retain_ratio), 0, beta)``, ``num_prune = floor(d * prune_ratio)``.
 
-Where we differ, all on edge cases: ``I = 0`` (not NaN) when ``d = 0`` (as ../shared/METHODS.md specifies) or when
+Where we differ, all on edge cases: ``I = 0`` (not NaN) when ``d = 0`` (docs/methods.md, the PQ index) or when
 every active entry is 0 (``||w||_q = 0``, nothing to measure); the ratio is 0 for ``d = 0`` (their code divides by
 zero); the bound is clipped to ``[0, d]`` (it can only exceed ``d`` through rounding, ``I`` being ``>= 0``); the maths
 runs in float64. The paper text states ``r`` without the ``ceil``; we follow the code.

@@ -5,7 +5,7 @@ surrogate-gradient BPTT on every step, and every ``T_iter`` steps a prune-and-re
 of every layer fixed; the learned sparse structure is the output.
 
 What the paper fixes [V]: ER initialisation, fixed density, periodic pruning and regrowth during training.
-What we decided where it is silent [D] (../shared/METHODS.md, all config options):
+What we decided where it is silent [D] (docs/methods.md; all are config options):
 ``update_every = 100`` steps (``T_iter``), drop fraction ``alpha_0 = 0.3`` on a cosine decay ending at
 ``stop_at = 0.75`` of training, drop the smallest ``|w|``, regrow by gradient (``grow = "momentum"`` or
 ``"random"`` as options), regrown weights start at 0, first and last layer dense. It is the shared
@@ -14,7 +14,7 @@ What we decided where it is silent [D] (../shared/METHODS.md, all config options
 EvoKD ("evolutionary structure construction with reverse knowledge distillation") is the same rewiring while the
 SNN learns from a teacher: one learner (this one) composed with a distillation loss
 (:mod:`sparsesnn.distill`, default divergence reverse KL). The full text of the paper was not available to us; the
-composition follows ../shared/METHODS.md section 2 and is a reconstruction.
+composition is our reconstruction (docs/methods.md, EvoKD).
 """
 
 from __future__ import annotations

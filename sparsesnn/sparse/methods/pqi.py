@@ -22,7 +22,7 @@ A unit stops shrinking when the PQ bound calls it incompressible: ``r = d`` give
 ``epoch_frequency``-th epoch except the last one, whose pruned weights could not recover).
 
 What the paper fixes [V]: the two stages, the PQ index, sparse from scratch, neuron-wise and layer-wise scopes;
-``a_r = 0.001`` [S]. What we decided [D] (../shared/METHODS.md section 4): ``p = 0.5``, ``q = 1``, ``gamma = 1.2``,
+``a_r = 0.001`` [S]. What we decided [D] (docs/methods.md, the PQ index): ``p = 0.5``, ``q = 1``, ``gamma = 1.2``,
 ``beta = 0.9`` (Diao's defaults), ER start at 50 %, a round every epoch, ``regrow_ratio = 0.5`` (the paper prunes
 and regrows "the same fraction", yet reports the density falling from 0.5 to about 0.11 over 10 rounds; regrowing
 half of what is pruned reproduces a falling density), neuron scope by default, first and last layer dense (as ESL-SNN,
