@@ -22,7 +22,8 @@ from pathlib import Path
 
 from sparsesnn.errors import ConfigError, SparseSNNError, TrainingDivergedError
 from sparsesnn.runtime import tune_allocator
-from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings, describe_settings
+from sparsesnn.settings import describe_settings
+from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings
 
 _CHECKPOINT_ARG: dict[str, object] = {
     "choices": ("last", "selected"),

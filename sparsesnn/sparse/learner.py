@@ -42,6 +42,7 @@ from torch import nn
 
 from sparsesnn.checkpoint import generator_state
 from sparsesnn.distributed import all_reduce_mean_, masks_digest
+from sparsesnn.settings import validate_settings
 from sparsesnn.sparse.masks import (
     MaskedLayer,
     MaskSet,
@@ -51,7 +52,7 @@ from sparsesnn.sparse.masks import (
     random_mask,
     select_layers,
 )
-from sparsesnn.sparse.settings import LearnerSettings, validate_settings
+from sparsesnn.sparse.settings import LearnerSettings
 
 #: when a method changes the topology: never, after optimiser steps, or at epoch ends
 ScheduleUnit = Literal["never", "steps", "epochs"]

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-
-class Settings(BaseModel):
-    """Frozen, no unknown keys, numbers as numbers (an integer is taken for a float setting)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+from sparsesnn.settings import Settings, problems_of
 
 
 class LearnerSettings(Settings):
@@ -52,61 +48,10 @@ class LearnerSettings(Settings):
 SHARED_KEYS = frozenset(LearnerSettings.model_fields)
 
 
-def settings_errors(err: ValidationError) -> list[str]:
-    """One line per problem: ``key = value: what is wrong`` (the value as given)."""
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(settings)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{key}: not a setting")
-        elif "input" in e and not isinstance(e["input"], dict):
-            lines.append(f"{key} = {e['input']!r}: {msg}")
-        else:
-            lines.append(f"{key}: {msg}")
-    return lines
-
-
-def validate_settings(cls: type[LearnerSettings], method: str, values: dict[str, Any]) -> LearnerSettings:
-    """``cls(**values)``; a bad value raises ``ValueError`` naming the method, the key, the value and the rule."""
-    try:
-        return cls(**values)
-    except ValidationError as err:
-        problems = settings_errors(err)
-        unknown = [p for p in problems if p.endswith(": not a setting")]
-        allowed = f" (its settings: {', '.join(sorted(cls.model_fields))})" if unknown else ""
-        raise ValueError(f"{method}: " + "; ".join(problems) + allowed) from None
-
-
 def params_problems(cls: type[LearnerSettings], params: dict[str, Any]) -> list[str]:
     """What is wrong with a method's own settings (``[sparse.params]``) alone, one line each (empty: nothing); the
     shared settings belong elsewhere and are refused here."""
     shared = sorted(SHARED_KEYS & set(params))
     if shared:
         return [f"{key}: set it in [sparse] (or it comes from the run), not in [sparse.params]" for key in shared]
-    try:
-        cls(**params)
-    except ValidationError as err:
-        own = sorted(set(cls.model_fields) - SHARED_KEYS)
-        return [
-            p + (f" (allowed: {', '.join(own) or 'none'})" if p.endswith(": not a setting") else "")
-            for p in settings_errors(err)
-        ]
-    return []
-
-
-def describe_settings(cls: type[Settings]) -> list[dict[str, str]]:
-    """Every field of a settings model: ``name``, ``type``, ``default`` and ``description``, in declaration order."""
-    rows = []
-    for name, field in cls.model_fields.items():
-        annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        rows.append(
-            {
-                "name": name,
-                "type": str(annotation).replace("typing.", "") if "[" in str(annotation) else str(type_name),
-                "default": repr(field.get_default(call_default_factory=True)),
-                "description": field.description or "",
-            }
-        )
-    return rows
+    return problems_of(cls, params, hidden=SHARED_KEYS)
