@@ -173,6 +173,22 @@ class ModelConfig(_Section):
 
         return _registered(v, MODELS)
 
+    @field_validator("params")
+    @classmethod
+    def _model_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """``[model.params]`` against the model's settings model, when the file is read (the dataset's
+        ``in_channels``, ``num_classes`` and ``input_size`` are checked again with the data)."""
+        from sparsesnn.models import MODELS
+        from sparsesnn.settings import problems_of
+
+        name = info.data.get("name")
+        if name is None:
+            return v
+        problems = problems_of(MODELS[name].Settings, v)
+        if problems:
+            raise ValueError(f"model {name!r}: " + "; ".join(problems))
+        return v
+
 
 class NeuronConfig(_Section):
     """Spiking neuron settings applied to every neuron of the model."""

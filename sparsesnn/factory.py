@@ -18,6 +18,7 @@ from sparsesnn.distill import Distiller, load_factory
 from sparsesnn.errors import ConfigError, SparseSNNError
 from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
+from sparsesnn.settings import validate_settings
 from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
 from sparsesnn.sparse.settings import params_problems
 from sparsesnn.surrogates import make_surrogate
@@ -170,25 +171,32 @@ def _take(ds: Dataset[Any], indices: range | torch.Tensor) -> Dataset[Any]:
     return ArrayDataset(ds.inputs[indices], ds.targets[indices], ds.transform)
 
 
+def model_settings(name: str, params: dict[str, Any], info: DatasetInfo, spiking_output: bool | None) -> Any:
+    """The settings of model ``name``: ``params``, with the dataset's ``in_channels``, ``num_classes`` and
+    ``input_size`` (where the model takes them and ``params`` does not set them) and the readout choice."""
+    settings = MODELS[name].Settings
+    kw: dict[str, Any] = dict(params)
+    for key, value in (("in_channels", info.in_channels), ("num_classes", info.num_classes)):
+        if key in settings.model_fields:
+            kw.setdefault(key, value)
+    if "input_size" in settings.model_fields and info.sample_shape[-1] > 1:
+        kw.setdefault("input_size", info.input_size)
+    if spiking_output is not None:
+        kw["spiking_output"] = spiking_output
+    try:
+        return validate_settings(settings, f"model {name!r}", kw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def build_model_from_config(cfg: Config, info: DatasetInfo) -> nn.Module:
     m = cfg.model
-    factory = MODELS[m.name]
-    sig = inspect.signature(factory).parameters
-    kw: dict[str, Any] = dict(m.params)
-    for key, value in (("in_channels", info.in_channels), ("num_classes", info.num_classes)):
-        if key in sig:
-            kw.setdefault(key, value)
-    if "input_size" in sig and info.sample_shape[-1] > 1:
-        kw.setdefault("input_size", info.input_size)
-    if cfg.neuron is not None:
-        if "neuron" not in sig:
-            raise ConfigError(f"[neuron]: model {m.name!r} does not take neuron settings")
-        kw["neuron"] = neuron_spec(cfg.neuron)
-    if m.spiking_output is not None:
-        kw["spiking_output"] = m.spiking_output
-    elif cfg.loss.name == "mse" and "spiking_output" in sig:
-        kw.setdefault("spiking_output", True)
-    return _call_with_config_kwargs(factory, kw, "model", m.name)
+    spiking_output = m.spiking_output
+    if spiking_output is None and cfg.loss.name == "mse":
+        spiking_output = True
+    settings = model_settings(m.name, m.params, info, spiking_output)
+    neuron = neuron_spec(cfg.neuron) if cfg.neuron is not None else None
+    return MODELS[m.name].from_settings(settings, neuron)
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -255,16 +263,9 @@ def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Dis
         else:
             teacher_input = lambda _raw, student_in: student_in  # noqa: E731
     else:
-        kw: dict[str, Any] = dict(d.teacher_params)
-        sig = inspect.signature(MODELS[d.teacher_model or ""]).parameters
-        for key, value in (("in_channels", info.in_channels), ("num_classes", info.num_classes)):
-            if key in sig:
-                kw.setdefault(key, value)
-        if "input_size" in sig and info.sample_shape[-1] > 1:
-            kw.setdefault("input_size", info.input_size)
-        if cfg.neuron is not None and "neuron" in sig:
-            kw.setdefault("neuron", neuron_spec(cfg.neuron))
-        teacher = _call_with_config_kwargs(MODELS[d.teacher_model or ""], kw, "distill.teacher", d.teacher_model or "")
+        name = d.teacher_model or ""
+        settings = model_settings(name, d.teacher_params, info, None)
+        teacher = MODELS[name].from_settings(settings, neuron_spec(cfg.neuron) if cfg.neuron is not None else None)
         teacher_input = lambda _raw, student_in: student_in  # noqa: E731
     teacher = teacher.to(device)
     if d.source == "online":

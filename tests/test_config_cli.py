@@ -118,7 +118,7 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     assert main(["train", "--config", str(cfg), "--set", "sparse.params.warp=3"]) == 2
     assert "sparse.params: method 'rigl': warp: not a setting (allowed: drop_fraction," in capsys.readouterr().err
     assert main(["train", "--config", str(cfg), "--set", "model.params.depth=3"]) == 2
-    assert "model.params.depth: unknown key for 'mlp'" in capsys.readouterr().err
+    assert "model.params: model 'mlp': depth: not a setting (allowed: hidden, in_channels" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nowhere")]) == 2
     assert "not a run directory" in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sparsesnn.models import MODELS, NeuronSpec, build_model, count_parameters
+from sparsesnn.models.sdsnn_cifar import SDSNNCifar
 from sparsesnn.neurons import LIF, PLIF
 
 EAGER = NeuronSpec(backend="eager")
@@ -154,9 +155,7 @@ def test_sdsnn_layout_and_neurons() -> None:
     # an explicit neuron applies to every neuron unless fc_neuron is given too
     over = build_model("sdsnn_cifar", channels=(4, 4, 4), hidden=8, neuron=EAGER)
     assert all(type(n) is LIF and n.v_threshold == 1.0 for n in _layers(over, LIF))
-    both = build_model(
-        "sdsnn_cifar", channels=(4, 4, 4), hidden=8, neuron=EAGER, fc_neuron=EAGER.with_(v_threshold=0.5)
-    )
+    both = SDSNNCifar(channels=(4, 4, 4), hidden=8, neuron=EAGER, fc_neuron=EAGER.with_(v_threshold=0.5))
     assert sorted(n.v_threshold for n in _layers(both, LIF)) == [0.5, 0.5] + [1.0] * 6
 
 

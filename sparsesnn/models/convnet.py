@@ -10,17 +10,31 @@ over 99 % on MNIST at a fraction of the CPU cost. ``channels=(128, 128), hidden=
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 
 
+class ConvNetSettings(ModelSettings):
+    channels: tuple[int, ...] = Field((32, 64), min_length=1, description="output channels of each conv stage")
+    hidden: int | None = Field(None, ge=1, description="width of a spiking FC layer before the readout (None: none)")
+
+
+@MODELS.register("convnet")
 class ConvNet(nn.Module):
     """Two conv stages and a linear readout on ``[T, B, C, H, W]``; output ``[T, B, num_classes]``."""
+
+    Settings: ClassVar[type[ModelSettings]] = ConvNetSettings
+
+    @classmethod
+    def from_settings(cls, s: ConvNetSettings, neuron: NeuronSpec | None = None) -> ConvNet:
+        return cls(s.in_channels, s.num_classes, s.input_size, s.channels, s.hidden, neuron, s.spiking_output)
 
     def __init__(
         self,
@@ -53,16 +67,3 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(2))
-
-
-@MODELS.register("convnet")
-def convnet(
-    in_channels: int = 1,
-    num_classes: int = 10,
-    input_size: int = 28,
-    channels: Sequence[int] = (32, 64),
-    hidden: int | None = None,
-    neuron: NeuronSpec | None = None,
-    spiking_output: bool = False,
-) -> ConvNet:
-    return ConvNet(in_channels, num_classes, input_size, channels, hidden, neuron, spiking_output)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 
 
+class MLPSettings(ModelSettings):
+    input_size: int | tuple[int, int] = Field(28, description="input height = width, or (height, width)")
+    hidden: tuple[int, ...] = Field((800,), description="widths of the spiking hidden layers")
+
+
+@MODELS.register("mlp")
 class SpikingMLP(nn.Module):
     """``Flatten -> [Linear -> LIF] * len(hidden) -> Linear`` on ``[T, B, ...]``; output ``[T, B, num_classes]``.
 
@@ -37,20 +45,14 @@ class SpikingMLP(nn.Module):
         self.classifier = SeqFolded(nn.Linear(width, num_classes))
         self.output_neuron = spec.build() if spiking_output else nn.Identity()
 
+    Settings: ClassVar[type[ModelSettings]] = MLPSettings
+
+    @classmethod
+    def from_settings(cls, s: MLPSettings, neuron: NeuronSpec | None = None) -> SpikingMLP:
+        """784-800-10 for MNIST: the input width is ``in_channels * H * W``."""
+        h, w = (s.input_size, s.input_size) if isinstance(s.input_size, int) else s.input_size
+        return cls(s.in_channels * h * w, s.num_classes, s.hidden, neuron, s.spiking_output)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(2)
         return self.output_neuron(self.classifier(self.features(x)))
-
-
-@MODELS.register("mlp")
-def mlp(
-    in_channels: int = 1,
-    num_classes: int = 10,
-    input_size: int | Sequence[int] = 28,
-    hidden: Sequence[int] = (800,),
-    neuron: NeuronSpec | None = None,
-    spiking_output: bool = False,
-) -> SpikingMLP:
-    """784-800-10 for MNIST; ``input_size`` (an int for square images, or (H, W)) sets the input width."""
-    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    return SpikingMLP(in_channels * h * w, num_classes, hidden, neuron, spiking_output)

@@ -23,14 +23,17 @@ The stem: the tdBN table gives 128 channels, which we use by default; TET's rele
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.models.vggsnn import TET_NEURON
 
 
@@ -50,6 +53,28 @@ class SpikingBasicBlock(nn.Module):
         return self.neuron(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
+class ResNet19Settings(ModelSettings):
+    """tdBN/TET ResNet-19 for CIFAR. ``input_size`` is accepted for a uniform interface: the global average pool
+    makes the network independent of it (it must survive the strides: at least ``prod(strides)``)."""
+
+    in_channels: int = Field(3, ge=1, description="input channels (from the dataset)")
+    input_size: int = Field(32, ge=1, description="input height = width (from the dataset; at least the strides)")
+    stem_channels: int = Field(128, ge=1, description="channels of the stem conv")
+    widths: tuple[int, ...] = Field((128, 256, 512), description="channels of each stage")
+    blocks: tuple[int, ...] = Field((3, 3, 2), description="basic blocks in each stage")
+    strides: tuple[int, ...] = Field((1, 2, 2), description="stride of each stage's first block")
+    hidden: int = Field(256, ge=1, description="width of the spiking FC layer before the readout")
+
+    @model_validator(mode="after")
+    def _fits(self) -> ResNet19Settings:
+        if not len(self.widths) == len(self.blocks) == len(self.strides):
+            raise ValueError("widths, blocks and strides need one entry per stage")
+        if self.input_size < math.prod(self.strides):
+            raise ValueError(f"input_size {self.input_size} is smaller than the total stride {math.prod(self.strides)}")
+        return self
+
+
+@MODELS.register("resnet19")
 class ResNet19(nn.Module):
     """Spiking ResNet-19 on ``[T, B, C, H, W]``; output ``[T, B, num_classes]``.
 
@@ -58,6 +83,22 @@ class ResNet19(nn.Module):
         widths, blocks, strides: per stage, the width, the number of BasicBlocks and the stride of the first one.
         hidden: width of the spiking FC layer before the readout.
     """
+
+    Settings: ClassVar[type[ModelSettings]] = ResNet19Settings
+
+    @classmethod
+    def from_settings(cls, s: ResNet19Settings, neuron: NeuronSpec | None = None) -> ResNet19:
+        return cls(
+            s.in_channels,
+            s.num_classes,
+            s.stem_channels,
+            s.widths,
+            s.blocks,
+            s.strides,
+            s.hidden,
+            neuron,
+            s.spiking_output,
+        )
 
     def __init__(
         self,
@@ -96,26 +137,3 @@ class ResNet19(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.layers(self.stem(x)))
         return self.output_neuron(self.classifier(self.fc_hidden(x)))
-
-
-@MODELS.register("resnet19")
-def resnet19(
-    in_channels: int = 3,
-    num_classes: int = 10,
-    input_size: int = 32,
-    stem_channels: int = 128,
-    widths: Sequence[int] = (128, 256, 512),
-    blocks: Sequence[int] = (3, 3, 2),
-    strides: Sequence[int] = (1, 2, 2),
-    hidden: int = 256,
-    neuron: NeuronSpec | None = None,
-    spiking_output: bool = False,
-) -> ResNet19:
-    """tdBN/TET ResNet-19 for CIFAR. ``input_size`` is accepted for a uniform interface: the global average pool
-    makes the network independent of it (it must survive the strides: at least ``prod(strides)``)."""
-    total_stride = 1
-    for s in strides:
-        total_stride *= s
-    if input_size < total_stride:
-        raise ValueError(f"input_size {input_size} is smaller than the total stride {total_stride}")
-    return ResNet19(in_channels, num_classes, stem_channels, widths, blocks, strides, hidden, neuron, spiking_output)

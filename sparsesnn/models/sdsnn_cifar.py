@@ -32,13 +32,15 @@ of them are in the 32,768 -> 512 FC, the layer the released code's range dynamic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.surrogates import ATan
 
 #: Conv neurons of the released code: BrainCog ``PLIFNode()`` defaults.
@@ -51,6 +53,18 @@ SDSNN_FC_NEURON = NeuronSpec(
 )
 
 
+class SDSNNCifarSettings(ModelSettings):
+    """SD-SNN's CIFAR-10 net (BrainCog ``my_cifar_model``); readout = mean over T of the output spikes. From a
+    config, ``[neuron]`` (when given) sets both the conv and the FC neurons."""
+
+    in_channels: int = Field(3, ge=1, description="input channels (from the dataset)")
+    input_size: int = Field(32, ge=1, description="input height = width (from the dataset)")
+    channels: tuple[int, ...] = Field((128, 256, 512), description="output channels of the conv stages")
+    hidden: int = Field(512, ge=1, description="width of the spiking FC layer")
+    spiking_output: bool = Field(True, description="the readout fires (the paper's MSE on rates)")
+
+
+@MODELS.register("sdsnn_cifar")
 class SDSNNCifar(nn.Module):
     """Stages of two ``conv3-BN-PLIF`` with a 2x2 max pool between stages, then ``FC-LIF`` and the readout FC.
 
@@ -63,6 +77,12 @@ class SDSNNCifar(nn.Module):
             for every neuron of the model (as the config's ``[neuron]`` section promises).
         fc_neuron: neurons of the FC layers, the output neuron included (default :data:`SDSNN_FC_NEURON`).
     """
+
+    Settings: ClassVar[type[ModelSettings]] = SDSNNCifarSettings
+
+    @classmethod
+    def from_settings(cls, s: SDSNNCifarSettings, neuron: NeuronSpec | None = None) -> SDSNNCifar:
+        return cls(s.in_channels, s.num_classes, s.input_size, s.channels, s.hidden, neuron, None, s.spiking_output)
 
     def __init__(
         self,
@@ -100,18 +120,3 @@ class SDSNNCifar(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x).flatten(2)
         return self.output_neuron(self.classifier(self.fc_hidden(x)))
-
-
-@MODELS.register("sdsnn_cifar")
-def sdsnn_cifar(
-    in_channels: int = 3,
-    num_classes: int = 10,
-    input_size: int = 32,
-    channels: Sequence[int] = (128, 256, 512),
-    hidden: int = 512,
-    neuron: NeuronSpec | None = None,
-    fc_neuron: NeuronSpec | None = None,
-    spiking_output: bool = True,
-) -> SDSNNCifar:
-    """SD-SNN's CIFAR-10 net (BrainCog ``my_cifar_model``); readout = mean over T of the output spikes."""
-    return SDSNNCifar(in_channels, num_classes, input_size, channels, hidden, neuron, fc_neuron, spiking_output)

@@ -30,14 +30,15 @@ weights and biases, the familiar VGG-16 feature-stack figure (torchvision ``vgg1
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.surrogates import ATan
 
 _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -83,8 +84,38 @@ def vgg_features(
     return nn.Sequential(*layers), c_in * size * size
 
 
+class VGG16Settings(ModelSettings):
+    """Spiking VGG-16 (configuration "D" with BN) for 32x32 input, as in the SNN lottery-ticket code."""
+
+    in_channels: int = Field(3, ge=1, description="input channels (from the dataset)")
+    input_size: int = Field(32, ge=1, description="input height = width (from the dataset)")
+    cfg: tuple[int | str, ...] = Field(VGG16_CFG, description="conv widths, 'P' for a 2x2 pooling layer")
+    pool: PoolKind = Field("max", description="pooling: max or avg")
+    hidden: tuple[int, ...] = Field((), description="widths of spiking FC layers before the readout")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before each FC layer")
+    conv_bias: bool = Field(True, description="convs with a bias")
+
+
+@MODELS.register("vgg16")
 class VGG16(nn.Module):
     """Spiking VGG-16 on ``[T, B, C, H, W]``; output ``[T, B, num_classes]``."""
+
+    Settings: ClassVar[type[ModelSettings]] = VGG16Settings
+
+    @classmethod
+    def from_settings(cls, s: VGG16Settings, neuron: NeuronSpec | None = None) -> VGG16:
+        return cls(
+            s.in_channels,
+            s.num_classes,
+            s.input_size,
+            s.cfg,
+            s.pool,
+            s.hidden,
+            s.dropout,
+            s.conv_bias,
+            neuron,
+            s.spiking_output,
+        )
 
     def __init__(
         self,
@@ -131,20 +162,3 @@ class VGG16(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(2))
-
-
-@MODELS.register("vgg16")
-def vgg16(
-    in_channels: int = 3,
-    num_classes: int = 10,
-    input_size: int = 32,
-    cfg: Sequence[int | str] = VGG16_CFG,
-    pool: PoolKind = "max",
-    hidden: Sequence[int] = (),
-    dropout: float = 0.0,
-    conv_bias: bool = True,
-    neuron: NeuronSpec | None = None,
-    spiking_output: bool = False,
-) -> VGG16:
-    """Spiking VGG-16 (configuration "D" with BN) for 32x32 input, as in the SNN lottery-ticket code."""
-    return VGG16(in_channels, num_classes, input_size, cfg, pool, hidden, dropout, conv_bias, neuron, spiking_output)

@@ -23,13 +23,15 @@ parameter count: 9,271,498 for 2x48x48 input and 10 classes (computed in ``tests
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec
-from sparsesnn.models.registry import MODELS
+from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.models.vgg16 import PoolKind, vgg_features
 from sparsesnn.surrogates import ATan
 
@@ -42,8 +44,25 @@ TET_NEURON = NeuronSpec(
 )
 
 
+class VGGSNNSettings(ModelSettings):
+    """TET's VGGSNN (DVS-CIFAR10, 2x48x48 frames)."""
+
+    in_channels: int = Field(2, ge=1, description="input channels (from the dataset)")
+    input_size: int = Field(48, ge=1, description="input height = width (from the dataset)")
+    cfg: tuple[int | str, ...] = Field(VGGSNN_CFG, description="conv widths, 'P' for a 2x2 pooling layer")
+    pool: PoolKind = Field("avg", description="pooling: max or avg")
+    conv_bias: bool = Field(True, description="convs with a bias")
+
+
+@MODELS.register("vggsnn")
 class VGGSNN(nn.Module):
     """VGGSNN on ``[T, B, C, H, W]``; output ``[T, B, num_classes]``."""
+
+    Settings: ClassVar[type[ModelSettings]] = VGGSNNSettings
+
+    @classmethod
+    def from_settings(cls, s: VGGSNNSettings, neuron: NeuronSpec | None = None) -> VGGSNN:
+        return cls(s.in_channels, s.num_classes, s.input_size, s.cfg, s.pool, s.conv_bias, neuron, s.spiking_output)
 
     def __init__(
         self,
@@ -67,18 +86,3 @@ class VGGSNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output_neuron(self.classifier(self.features(x).flatten(2)))
-
-
-@MODELS.register("vggsnn")
-def vggsnn(
-    in_channels: int = 2,
-    num_classes: int = 10,
-    input_size: int = 48,
-    cfg: Sequence[int | str] = VGGSNN_CFG,
-    pool: PoolKind = "avg",
-    conv_bias: bool = True,
-    neuron: NeuronSpec | None = None,
-    spiking_output: bool = False,
-) -> VGGSNN:
-    """TET's VGGSNN (DVS-CIFAR10, 2x48x48 frames)."""
-    return VGGSNN(in_channels, num_classes, input_size, cfg, pool, conv_bias, neuron, spiking_output)
