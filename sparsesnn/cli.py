@@ -6,7 +6,7 @@
     sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
-    sparsesnn info [METHOD] [--config-keys]
+    sparsesnn info [METHOD|MODEL|DATASET] [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
 written first).
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sparsesnn.errors import ConfigError, SparseSNNError, TrainingDivergedError
 from sparsesnn.runtime import tune_allocator
-from sparsesnn.settings import describe_settings
-from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings
+from sparsesnn.settings import Settings, describe_settings
+from sparsesnn.sparse.settings import SHARED_KEYS
 
 _CHECKPOINT_ARG: dict[str, object] = {
     "choices": ("last", "selected"),
@@ -111,8 +111,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the papers' reported points to draw (e.g. configs/reference/reported_points.toml)",
     )
 
-    i = sub.add_parser("info", help="list models, datasets and methods, or one method's settings")
-    i.add_argument("name", nargs="?", help="a method: list its settings with type, default and meaning")
+    i = sub.add_parser("info", help="list models, datasets and methods, or the settings of one")
+    i.add_argument("name", nargs="?", help="a method, model or dataset: its settings with type, default and meaning")
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
     return p
 
@@ -265,14 +265,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_table(name: str, settings: type[LearnerSettings]) -> str:
-    """A method's settings as a Markdown table: its own (``[sparse.params]``), then the shared ones."""
+def settings_table(kind: str, name: str, settings: type[Settings], shared: frozenset[str] = frozenset()) -> str:
+    """A plugin's settings as Markdown tables: its own (``[<section>.params]``), then those set elsewhere."""
     rows = describe_settings(settings)
-    own = [r for r in rows if r["name"] not in SHARED_KEYS]
-    shared = [r for r in rows if r["name"] in SHARED_KEYS]
     doc = " ".join((settings.__doc__ or "").strip().split("\n\n")[0].split())
-    lines = [f"method {name!r}: {doc}", ""]
-    for title, group in (("[sparse.params]", own), ("shared ([sparse] and the run)", shared)):
+    section = {"method": "sparse", "model": "model", "dataset": "data"}[kind]
+    lines = [f"{kind} {name!r}: {doc}", ""]
+    groups = [(f"[{section}.params]", [r for r in rows if r["name"] not in shared])]
+    if shared:
+        groups.append(("shared ([sparse] and the run)", [r for r in rows if r["name"] in shared]))
+    for title, group in groups:
         lines += [f"{title}:", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['type']} | {r['default']} | {r['description']} |" for r in group]
         if not group:
@@ -291,9 +293,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print("\n".join(config_keys()))
         return 0
     if args.name is not None:
-        if args.name not in METHODS:
-            raise ConfigError(f"info {args.name!r}: not a method; choose one of {METHODS.names()}")
-        print(settings_table(args.name, METHODS[args.name].Settings))
+        if args.name in METHODS:
+            print(settings_table("method", args.name, METHODS[args.name].Settings, SHARED_KEYS))
+        elif args.name in MODELS:
+            print(settings_table("model", args.name, MODELS[args.name].Settings))
+        elif args.name in DATASETS:
+            print(settings_table("dataset", args.name, DATASETS[args.name].Settings))
+        else:
+            known = sorted({*METHODS.names(), *MODELS.names(), *DATASETS.names()})
+            raise ConfigError(f"info {args.name!r}: not a method, model or dataset; choose one of {known}")
         return 0
     print("models:   " + ", ".join(MODELS.names()))
     print("datasets: " + ", ".join(DATASETS.names()))

@@ -152,6 +152,21 @@ class DataConfig(_Section):
 
         return _registered(v, DATASETS)
 
+    @field_validator("params")
+    @classmethod
+    def _dataset_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """``[data.params]`` against the dataset's settings model, when the file is read (no file is opened)."""
+        from sparsesnn.data import DATASETS
+        from sparsesnn.settings import problems_of
+
+        name = info.data.get("name")
+        if name is None:
+            return v
+        problems = problems_of(DATASETS[name].Settings, v)
+        if problems:
+            raise ValueError(f"dataset {name!r}: " + "; ".join(problems))
+        return v
+
     @model_validator(mode="after")
     def _seed_needs_split(self) -> DataConfig:
         if self.validation_seed is not None and not self.validation_samples:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 from sparsesnn.config import Config, NeuronConfig, SparseConfig
 from sparsesnn.data import DatasetInfo, build_dataset
 from sparsesnn.distill import Distiller, load_factory
-from sparsesnn.errors import ConfigError, SparseSNNError
+from sparsesnn.errors import ConfigError
 from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
 from sparsesnn.settings import validate_settings
@@ -73,26 +72,6 @@ _SURROGATE_PARAM = {
 }
 
 
-def _call_with_config_kwargs(
-    factory: Any, kwargs: dict[str, Any], section: str, name: str, call: Any | None = None
-) -> Any:
-    """Call a registry ``factory`` (through ``call`` if given), turning an unknown or ill-typed keyword into a
-    :class:`ConfigError` that names the key."""
-    sig = inspect.signature(factory)
-    accepts_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    if not accepts_var:
-        unknown = sorted(set(kwargs) - set(sig.parameters))
-        if unknown:
-            allowed = sorted(k for k in sig.parameters if k not in ("root", "split"))
-            raise ConfigError(f"{section}.params.{unknown[0]}: unknown key for {name!r}; allowed: {allowed}")
-    try:
-        return (call or factory)(**kwargs)
-    except SparseSNNError:
-        raise  # already names the file or key (a DatasetError, a ConfigError)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{section} {name!r} rejected its settings: {exc}") from None
-
-
 @dataclass
 class DataBundle:
     train: Dataset[Any]
@@ -109,20 +88,17 @@ def build_data(cfg: Config) -> DataBundle:
     d = cfg.data
     from sparsesnn.data import DATASETS
 
-    factory = DATASETS[d.name]
+    fields = DATASETS[d.name].Settings.model_fields
     kw: dict[str, Any] = dict(d.params)
-    sig = inspect.signature(factory).parameters
-    if "normalize" in sig:
+    if "normalize" in fields:
         kw.setdefault("normalize", d.normalize)
     train_kw = dict(kw)
-    if "augment" in sig:
+    if "augment" in fields:
         train_kw.setdefault("augment", d.augment)
 
     def load(split: str, kwargs: dict[str, Any], cap: int) -> tuple[Dataset[Any], DatasetInfo]:
         """One split of the dataset, cut to its first ``cap`` samples when ``cap`` is set."""
-        ds, split_info = _call_with_config_kwargs(
-            factory, kwargs, "data", d.name, lambda **k: build_dataset(d.name, d.root, split, **k)
-        )
+        ds, split_info = build_dataset(d.name, d.root, split, **kwargs)
         if cap and cap < len(ds):  # type: ignore[arg-type]
             ds = _take(ds, range(cap))
         return ds, split_info

@@ -69,15 +69,17 @@ def problems_of(cls: type[Settings], values: dict[str, Any], hidden: frozenset[s
 
 
 def describe_settings(cls: type[Settings]) -> list[dict[str, str]]:
-    """Every field of a settings model: ``name``, ``type``, ``default`` and ``description``, in declaration order."""
+    """Every field of a settings model: ``name``, ``type`` (unions written with "or", so that the row fits a Markdown
+    table), ``default`` and ``description``, in declaration order."""
     rows = []
     for name, field in cls.model_fields.items():
         annotation = field.annotation
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        text = str(annotation).replace("typing.", "") if "[" in str(annotation) or "|" in str(annotation) else None
+        type_name = text or getattr(annotation, "__name__", str(annotation))
         rows.append(
             {
                 "name": name,
-                "type": str(annotation).replace("typing.", "") if "[" in str(annotation) else str(type_name),
+                "type": type_name.replace(" | ", " or "),
                 "default": repr(field.get_default(call_default_factory=True)),
                 "description": field.description or "",
             }

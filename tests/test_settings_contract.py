@@ -10,7 +10,9 @@ from torch import nn
 
 from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
+from sparsesnn.data import DATASETS
 from sparsesnn.errors import ConfigError
+from sparsesnn.models import MODELS
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings
 from tests.conftest import tiny_toml
@@ -53,18 +55,53 @@ def test_a_bad_method_setting_is_reported_before_any_dataset_is_opened(tmp_path:
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("method", sorted(METHODS.names()))
-def test_info_lists_every_setting_with_type_default_and_meaning(method: str, capsys) -> None:
-    assert main(["info", method]) == 0
+PLUGINS = [
+    *(("method", n, METHODS[n].Settings) for n in METHODS.names()),
+    *(("model", n, MODELS[n].Settings) for n in MODELS.names()),
+    *(("dataset", n, DATASETS[n].Settings) for n in DATASETS.names()),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "settings"), PLUGINS, ids=[f"{k}-{n}" for k, n, _ in PLUGINS])
+def test_info_lists_every_setting_with_type_default_and_meaning(kind: str, name: str, settings, capsys) -> None:
+    assert main(["info", name]) == 0
     table = capsys.readouterr().out
-    settings = METHODS[method].Settings
-    for name, field in settings.model_fields.items():
-        row = next((line for line in table.splitlines() if line.startswith(f"| {name} |")), None)
-        assert row is not None, name
-        assert repr(field.get_default()) in row and field.description and field.description in row, name
-    own = set(settings.model_fields) - SHARED_KEYS
-    params_part = table.split("shared ([sparse] and the run)")[0]
-    assert all(f"| {name} |" in params_part for name in own)
+    assert table.startswith(f"{kind} {name!r}: ") and len(table.splitlines()[0]) > len(f"{kind} {name!r}: ") + 10
+    for key, field in settings.model_fields.items():
+        row = next((line for line in table.splitlines() if line.startswith(f"| {key} |")), None)
+        assert row is not None, key
+        cells = row.split(" | ")
+        assert len(cells) == 4, row  # setting, type, default, meaning: no stray "|" in a cell
+        assert cells[2] == repr(field.get_default()) and field.description and cells[3] == field.description + " |"
+    if kind == "method":
+        own = set(settings.model_fields) - SHARED_KEYS
+        params_part = table.split("shared ([sparse] and the run)")[0]
+        assert all(f"| {key} |" in params_part for key in own)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[data]\nname = "nmnist"\nparams = { frames = 8 }', r"data\.params: dataset 'nmnist': frames: not a setting"),
+        ('[data]\nname = "nmnist"\nparams = { n_frames = 0 }', r"n_frames = 0: Input should be greater than or equal"),
+        ('[data]\nname = "cifar10_dvs"\nparams = { layout = "x" }', r"layout = 'x': Input should be 'tonic'"),
+        ('[data]\nname = "digits"\nparams = { test_fraction = 1.5 }', r"test_fraction = 1\.5: Input should be less"),
+        ('[model]\nname = "convnet"\nparams = { depth = 3 }', r"model\.params: model 'convnet': depth: not a setting"),
+        ('[model]\nname = "vgg16"\nparams = { pool = "min" }', r"pool = 'min': Input should be 'max' or 'avg'"),
+        ('[model]\nname = "resnet19"\nparams = { input_size = 2 }', r"input_size 2 is smaller than the total stride 4"),
+    ],
+)
+def test_dataset_and_model_params_are_refused_when_the_file_is_read(section: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config_text(section)  # no dataset root is given, none is opened
+
+
+def test_an_unknown_dataset_setting_is_refused_before_the_data_is_read(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(tiny_toml().replace('name = "digits"', 'name = "nmnist"\nroot = "nowhere"\nparams = { fps = 3 }'))
+    assert main(["train", "--config", str(config), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "fps: not a setting" in err and "nowhere" not in err
 
 
 def test_keywords_and_a_settings_object_build_the_same_learner() -> None:
@@ -93,5 +130,5 @@ def test_settings_are_frozen_and_each_method_keeps_its_defaults() -> None:
 
 
 def test_no_plugin_settings_are_read_from_signatures() -> None:
-    for path in [*(REPO / "sparsesnn" / "sparse").rglob("*.py"), REPO / "sparsesnn" / "sweep.py"]:
+    for path in (REPO / "sparsesnn").rglob("*.py"):
         assert "inspect.signature" not in path.read_text(), path

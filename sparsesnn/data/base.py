@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch.utils.data import Dataset
 
+from sparsesnn.errors import ConfigError
 from sparsesnn.registry import Registry
+from sparsesnn.settings import Settings, validate_settings
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,46 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
         return x, self.targets[indices]
 
 
-DatasetFactory = Callable[..., tuple[Dataset[Any], DatasetInfo]]
-DATASETS: Registry[DatasetFactory] = Registry("dataset")
+class DatasetSettings(Settings):
+    """What a dataset's config ``[data.params]`` may set (and ``data.normalize`` / ``data.augment`` where the
+    dataset takes them); each dataset subclasses it beside its loader."""
+
+
+S = TypeVar("S", bound=DatasetSettings)
+Loaded = tuple[Dataset[Any], DatasetInfo]
+
+
+@dataclass(frozen=True)
+class DatasetLoader(Generic[S]):
+    """A registered dataset: its settings model and ``load(root, split, settings)``. Calling it with keyword
+    settings validates them first (a bad one is a :class:`~sparsesnn.errors.ConfigError` naming it)."""
+
+    name: str
+    Settings: type[S]
+    load: Callable[[str | Path | None, str, S], Loaded]
+
+    def __call__(self, root: str | Path | None, split: str, **params: Any) -> Loaded:
+        try:
+            settings = validate_settings(self.Settings, self.name, params)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return self.load(root, split, settings)
+
+
+DATASETS: Registry[DatasetLoader[Any]] = Registry("dataset")
+
+
+def register_dataset(
+    name: str, settings: type[S]
+) -> Callable[[Callable[[str | Path | None, str, S], Loaded]], DatasetLoader[S]]:
+    """``@register_dataset("mnist", ImageSettings)`` on ``load(root, split, settings)``."""
+
+    def add(load: Callable[[str | Path | None, str, S], Loaded]) -> DatasetLoader[S]:
+        loader = DatasetLoader(name, settings, load)
+        DATASETS.register(name)(loader)
+        return loader
+
+    return add
 
 
 def build_dataset(name: str, root: str | Path | None, split: str, **params: Any) -> tuple[Dataset[Any], DatasetInfo]:

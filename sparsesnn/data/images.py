@@ -50,10 +50,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 
-from sparsesnn.data.base import DATASETS, ArrayDataset, DatasetInfo
+from sparsesnn.data.base import ArrayDataset, DatasetInfo, DatasetSettings, register_dataset
 from sparsesnn.data.transforms import RandomCropFlip, normalize_, normalized_zero
-from sparsesnn.errors import ConfigError, DatasetError
+from sparsesnn.errors import DatasetError
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -269,10 +270,23 @@ def _idx_dataset(
     return ArrayDataset(x, torch.from_numpy(labels.astype(np.int64)), transform), info
 
 
-@DATASETS.register("mnist")
-def mnist(
-    root: str | Path | None, split: str, normalize: bool = True, augment: bool = False
-) -> tuple[ArrayDataset, DatasetInfo]:
+class ImageSettings(DatasetSettings):
+    """A static-image dataset (the engine encodes the image over T steps)."""
+
+    normalize: bool = Field(True, description="subtract the dataset's mean and divide by its std (per channel)")
+    augment: bool = Field(False, description="random crop (and flip where it keeps the class), train split only")
+
+
+class DigitsSettings(DatasetSettings):
+    """The packaged 8x8 digits and their deterministic stratified split."""
+
+    normalize: bool = Field(True, description="subtract the mean and divide by the std")
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of each class in the test split")
+    split_seed: int = Field(0, description="seeds the per-class permutation of the split")
+
+
+@register_dataset("mnist", ImageSettings)
+def mnist(root: str | Path | None, split: str, s: ImageSettings) -> tuple[ArrayDataset, DatasetInfo]:
     """MNIST from the four IDX files in ``root`` (``train-images-idx3-ubyte[.gz]`` ... ``t10k-labels-idx1-ubyte[.gz]``;
     a torchvision ``MNIST/raw`` subfolder is looked in too).
 
@@ -281,13 +295,11 @@ def mnist(
     since a mirrored digit is not the same digit. ``DatasetInfo`` gives the size of the loaded split, None for the
     other.
     """
-    return _idx_dataset("mnist", root, split, normalize, augment, MNIST_MEAN, MNIST_STD, ("MNIST/raw",), flip=False)
+    return _idx_dataset("mnist", root, split, s.normalize, s.augment, MNIST_MEAN, MNIST_STD, ("MNIST/raw",), flip=False)
 
 
-@DATASETS.register("fashion_mnist")
-def fashion_mnist(
-    root: str | Path | None, split: str, normalize: bool = True, augment: bool = False
-) -> tuple[ArrayDataset, DatasetInfo]:
+@register_dataset("fashion_mnist", ImageSettings)
+def fashion_mnist(root: str | Path | None, split: str, s: ImageSettings) -> tuple[ArrayDataset, DatasetInfo]:
     """Fashion-MNIST from its IDX files in ``root`` (same names as MNIST; ``FashionMNIST/raw`` is looked in too).
 
     Inputs ``[N, 1, 28, 28]`` float32 in [0, 1], then ``(x - 0.2860) / 0.3530`` when ``normalize``. ``augment``
@@ -297,8 +309,8 @@ def fashion_mnist(
         "fashion_mnist",
         root,
         split,
-        normalize,
-        augment,
+        s.normalize,
+        s.augment,
         FASHION_MNIST_MEAN,
         FASHION_MNIST_STD,
         ("FashionMNIST/raw",),
@@ -481,10 +493,8 @@ def _cifar_dataset(
     return ArrayDataset(x, torch.from_numpy(labels), transform), info
 
 
-@DATASETS.register("cifar10")
-def cifar10(
-    root: str | Path | None, split: str, normalize: bool = True, augment: bool = False
-) -> tuple[ArrayDataset, DatasetInfo]:
+@register_dataset("cifar10", ImageSettings)
+def cifar10(root: str | Path | None, split: str, s: ImageSettings) -> tuple[ArrayDataset, DatasetInfo]:
     """CIFAR-10 from ``cifar-10-batches-py`` (``root`` is that folder or its parent).
 
     Train = ``data_batch_1`` .. ``data_batch_5``, test = ``test_batch``. Inputs ``[N, 3, 32, 32]`` float32 in
@@ -497,13 +507,11 @@ def cifar10(
     folder = _cifar_dir("cifar10", root, "cifar-10-batches-py", probe)
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     files = [folder / n for n in names]
-    return _cifar_dataset("cifar10", files, b"labels", 10, split, normalize, augment, CIFAR10_MEAN, CIFAR10_STD)
+    return _cifar_dataset("cifar10", files, b"labels", 10, split, s.normalize, s.augment, CIFAR10_MEAN, CIFAR10_STD)
 
 
-@DATASETS.register("cifar100")
-def cifar100(
-    root: str | Path | None, split: str, normalize: bool = True, augment: bool = False
-) -> tuple[ArrayDataset, DatasetInfo]:
+@register_dataset("cifar100", ImageSettings)
+def cifar100(root: str | Path | None, split: str, s: ImageSettings) -> tuple[ArrayDataset, DatasetInfo]:
     """CIFAR-100 (100 fine classes) from ``cifar-100-python/train`` or ``test`` (``root``: that folder or its parent).
 
     Same inputs, normalisation and augmentation as :func:`cifar10`. Pickle is used to read the files: only point
@@ -512,7 +520,7 @@ def cifar100(
     _check_split("cifar100", split)
     folder = _cifar_dir("cifar100", root, "cifar-100-python", split)
     return _cifar_dataset(
-        "cifar100", [folder / split], b"fine_labels", 100, split, normalize, augment, CIFAR100_MEAN, CIFAR100_STD
+        "cifar100", [folder / split], b"fine_labels", 100, split, s.normalize, s.augment, CIFAR100_MEAN, CIFAR100_STD
     )
 
 
@@ -551,14 +559,8 @@ def _stratified_test_mask(labels: np.ndarray, test_fraction: float, seed: int) -
     return mask
 
 
-@DATASETS.register("digits")
-def digits(
-    root: str | Path | None = None,
-    split: str = "train",
-    normalize: bool = True,
-    test_fraction: float = 0.2,
-    split_seed: int = 0,
-) -> tuple[ArrayDataset, DatasetInfo]:
+@register_dataset("digits", DigitsSettings)
+def digits(root: str | Path | None, split: str, s: DigitsSettings) -> tuple[ArrayDataset, DatasetInfo]:
     """The 1797 8x8 digits shipped with the package (no files needed; ``root`` is ignored).
 
     A deterministic stratified split: per class a permutation seeded by ``split_seed`` puts
@@ -567,15 +569,11 @@ def digits(
     [0, 1], then ``(x - 0.3053) / 0.3760`` when ``normalize``.
     """
     _check_split("digits", split)
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ConfigError(f"digits: test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise ConfigError(f"digits: split_seed must be an integer, got {split_seed!r}")
     pixels, labels = _load_digits()
-    test = _stratified_test_mask(labels, float(test_fraction), split_seed)
+    test = _stratified_test_mask(labels, s.test_fraction, s.split_seed)
     chosen = test if split == "test" else ~test
     x = _to_float(np.ascontiguousarray(pixels[chosen]), 1.0 / 16.0).unsqueeze(1)
-    if normalize:
+    if s.normalize:
         normalize_(x, (DIGITS_MEAN,), (DIGITS_STD,))
     info = DatasetInfo(
         name="digits",

@@ -53,13 +53,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 from torch.utils.data import Dataset
 
-from sparsesnn.data.base import DATASETS, DatasetInfo
+from sparsesnn.data.base import DatasetInfo, DatasetSettings, register_dataset
 from sparsesnn.data.cache import FrameCache, cache_key
 from sparsesnn.data.event_transforms import (
     Compose,
@@ -83,11 +84,14 @@ from sparsesnn.errors import ConfigError, DatasetError
 __all__ = [
     "CIFAR10_DVS_CLASSES",
     "DVS_GESTURE_CLASSES",
+    "CIFAR10DVSSettings",
+    "DVSGestureSettings",
+    "EventDatasetSpec",
     "EventFrameDataset",
+    "EventFramesSettings",
     "EventSample",
-    "cifar10_dvs",
-    "dvs_gesture",
-    "nmnist",
+    "NMNISTSettings",
+    "load_event_dataset",
 ]
 
 DVS_GESTURE_CLASSES = (
@@ -274,12 +278,6 @@ def _check_split(dataset: str, split: str) -> None:
         raise ValueError(f"{dataset}: split must be 'train' or 'test', got {split!r}")
 
 
-def _choice(dataset: str, name: str, value: Any, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{dataset}: {name} must be one of {list(allowed)}, got {value!r}")
-    return str(value)
-
-
 def _frames_spec(
     dataset: str,
     sensor: tuple[int, int],
@@ -378,50 +376,6 @@ def _nmnist_samples(root: Path, split: str) -> list[EventSample]:
     return [EventSample(path, label) for _, label, path in found]
 
 
-@DATASETS.register("nmnist")
-def nmnist(
-    root: str | Path | None,
-    split: str,
-    n_frames: int | None = None,
-    split_by: str = "time",
-    frame_duration_us: int | None = None,
-    length: int | None = None,
-    size: int | Sequence[int] | None = None,
-    augment: bool = False,
-    max_shift: int = 2,
-    flip: bool = False,
-    drop_prob: float = 0.0,
-    jitter_prob: float = 0.0,
-    cache_dir: str | Path | None = None,
-    on_backwards: str = "error",
-    on_invalid: str = "error",
-) -> tuple[EventFrameDataset, DatasetInfo]:
-    """N-MNIST from the original ``.bin`` files: frames ``[T, 2, 34, 34]`` (T = 8 by default), 10 classes.
-
-    No flip by default (a mirrored digit is another glyph). ``on_backwards`` / ``on_invalid`` are the decoder's
-    repair options (:func:`sparsesnn.data.events.read_atis_bin`).
-    """
-    _check_split("nmnist", split)
-    on_backwards = _choice("nmnist", "on_backwards", on_backwards, ("error", "sort", "drop"))
-    on_invalid = _choice("nmnist", "on_invalid", on_invalid, ("error", "drop"))
-    spec = _frames_spec("nmnist", NMNIST_SENSOR, 8, n_frames, split_by, frame_duration_us, length, size)
-    base = _root("nmnist", root)
-    samples = _nmnist_samples(base, split)
-
-    read = partial(read_atis_bin, sensor_size=NMNIST_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
-    ds = EventFrameDataset(
-        "nmnist",
-        base,
-        samples,
-        read,  # type: ignore[arg-type]
-        spec,
-        _augmentation("nmnist", augment, max_shift, flip, drop_prob, jitter_prob),
-        cache_dir,
-        {"on_backwards": on_backwards, "on_invalid": on_invalid},
-    )
-    return ds, _info("nmnist", 10, spec, split, len(ds), None)
-
-
 # --------------------------------------------------------------------------------------------------- DVS128 Gesture
 
 
@@ -497,51 +451,6 @@ def _gesture_samples(root: Path, split: str) -> list[EventSample]:
     return samples
 
 
-@DATASETS.register("dvs_gesture")
-def dvs_gesture(
-    root: str | Path | None,
-    split: str,
-    n_frames: int | None = None,
-    split_by: str = "time",
-    frame_duration_us: int | None = None,
-    length: int | None = None,
-    size: int | Sequence[int] | None = None,
-    augment: bool = False,
-    max_shift: int | None = None,
-    flip: bool = False,
-    drop_prob: float = 0.0,
-    jitter_prob: float = 0.0,
-    cache_dir: str | Path | None = None,
-    on_backwards: str = "error",
-    on_invalid: str = "error",
-) -> tuple[EventFrameDataset, DatasetInfo]:
-    """DVS128 Gesture from the AEDAT 3.1 recordings, cut by their labels CSVs and split by the official trials
-    lists: frames ``[T, 2, H, W]`` (128x128 unless ``size``; T = 16 by default), 11 classes.
-
-    ``flip`` stays off unless asked: it swaps left- and right-hand/arm gestures. ``max_shift`` defaults to W // 16.
-    """
-    _check_split("dvs_gesture", split)
-    on_backwards = _choice("dvs_gesture", "on_backwards", on_backwards, ("error", "sort", "drop"))
-    on_invalid = _choice("dvs_gesture", "on_invalid", on_invalid, ("error", "drop"))
-    spec = _frames_spec("dvs_gesture", DVS128_SENSOR, 16, n_frames, split_by, frame_duration_us, length, size)
-    base = _root("dvs_gesture", root)
-    samples = _gesture_samples(base, split)
-    shift = spec.output_hw[1] // 16 if max_shift is None else max_shift
-
-    read = partial(read_aedat31, sensor_size=DVS128_SENSOR, on_backwards=on_backwards, on_invalid=on_invalid)
-    ds = EventFrameDataset(
-        "dvs_gesture",
-        base,
-        samples,
-        read,  # type: ignore[arg-type]
-        spec,
-        _augmentation("dvs_gesture", augment, shift, flip, drop_prob, jitter_prob),
-        cache_dir,
-        {"on_backwards": on_backwards, "on_invalid": on_invalid},
-    )
-    return ds, _info("dvs_gesture", 11, spec, split, len(ds), None)
-
-
 # ------------------------------------------------------------------------------------------------------- CIFAR10-DVS
 
 
@@ -573,56 +482,137 @@ def cifar10_dvs_split(
     return train, test
 
 
-@DATASETS.register("cifar10_dvs")
-def cifar10_dvs(
-    root: str | Path | None,
-    split: str,
-    n_frames: int | None = None,
-    split_by: str = "time",
-    frame_duration_us: int | None = None,
-    length: int | None = None,
-    size: int | Sequence[int] | None = None,
-    augment: bool = False,
-    max_shift: int | None = None,
-    flip: bool = True,
-    drop_prob: float = 0.0,
-    jitter_prob: float = 0.0,
-    cache_dir: str | Path | None = None,
-    train_fraction: float = 0.9,
-    test_at: str = "end",
-    layout: str = "tonic",
-    on_backwards: str = "error",
-    on_invalid: str = "error",
+# ---------------------------------------------------------------------------------------------------- the settings
+
+
+class EventFramesSettings(DatasetSettings):
+    """Frames and augmentation of an event dataset (see the module docstring)."""
+
+    n_frames: int | None = Field(None, ge=1, description="frames per sample (None: the dataset's T)")
+    split_by: Literal["time", "count"] = Field("time", description="equal time bins or equal event counts")
+    frame_duration_us: int | None = Field(None, ge=1, description="frames of this duration instead (needs length)")
+    length: int | None = Field(None, ge=1, description="frames per sample with frame_duration_us")
+    size: int | tuple[int, int] | None = Field(None, description="output H = W (or [H, W]) by area pooling")
+    augment: bool = Field(False, description="augment the train split (translation, flip, drop, jitter)")
+    max_shift: int | None = Field(None, ge=0, description="random translation by up to this many pixels")
+    flip: bool = Field(False, description="random horizontal flip (off where it changes the class)")
+    drop_prob: float = Field(0.0, ge=0.0, lt=1.0, description="probability of dropping each event")
+    jitter_prob: float = Field(0.0, ge=0.0, le=1.0, description="probability of moving an event to a next frame")
+    cache_dir: str | None = Field(None, description="keep every sample's frames on disk here (None: no cache)")
+    on_backwards: Literal["error", "sort", "drop"] = Field("error", description="a timestamp that goes back")
+    on_invalid: Literal["error", "drop"] = Field("error", description="an event outside the sensor")
+
+    @field_validator("cache_dir", mode="before")
+    @classmethod
+    def _path(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v
+
+
+class NMNISTSettings(EventFramesSettings):
+    """N-MNIST (34x34, 10 classes, T = 8 by default; no flip: a mirrored digit is another glyph)."""
+
+    max_shift: int | None = Field(2, ge=0, description="random translation by up to this many pixels")
+
+
+class DVSGestureSettings(EventFramesSettings):
+    """DVS128 Gesture (128x128, 11 classes, T = 16 by default; no flip: it swaps left and right gestures)."""
+
+    max_shift: int | None = Field(
+        None, ge=0, description="random translation by up to this many pixels (None: W // 16)"
+    )
+
+
+class CIFAR10DVSSettings(EventFramesSettings):
+    """CIFAR10-DVS (128x128, 10 classes, T = 10 by default) and its deterministic stratified split."""
+
+    max_shift: int | None = Field(
+        None, ge=0, description="random translation by up to this many pixels (None: W // 10)"
+    )
+    flip: bool = Field(True, description="random horizontal flip (a mirrored object keeps its class)")
+    train_fraction: float = Field(0.9, gt=0.0, lt=1.0, description="fraction of each class in the train split")
+    test_at: Literal["end", "start"] = Field("end", description="which files of each class are the test split")
+    layout: Literal["tonic", "spikingjelly", "raw"] = Field("tonic", description="how DVS128 addresses map to axes")
+
+
+# ------------------------------------------------------------------------------------------ one loader for the three
+
+
+@dataclass(frozen=True)
+class EventDatasetSpec:
+    """What distinguishes one event dataset from another; :func:`load_event_dataset` does the rest."""
+
+    name: str
+    sensor: tuple[int, int]
+    default_frames: int
+    num_classes: int
+    #: ``max_shift`` when it is None: the output width divided by this
+    shift_divisor: int
+    #: ``(samples of the split, size of the other split or None)``
+    samples: Callable[[Path, str, Any], tuple[list[EventSample], int | None]]
+    #: the decoder of one file, from the settings
+    reader: Callable[[Any], Callable[[Path], np.ndarray]]
+    #: the settings that change what the decoder returns (part of the frame-cache key)
+    decoder_keys: tuple[str, ...] = ("on_backwards", "on_invalid")
+
+
+def load_event_dataset(
+    spec: EventDatasetSpec, root: str | Path | None, split: str, s: EventFramesSettings
 ) -> tuple[EventFrameDataset, DatasetInfo]:
-    """CIFAR10-DVS from the original AEDAT 2.0 files: frames ``[T, 2, H, W]`` (128x128 unless ``size``; T = 10 by
-    default), 10 classes, split deterministically per class (``train_fraction``, ``test_at``).
-
-    Augmentation: random translation by up to ``max_shift`` (default W // 10, 4 px at 48x48, close to TET's +-5
-    roll) and a horizontal flip (a mirrored object keeps its class).
-    """
-    _check_split("cifar10_dvs", split)
-    on_backwards = _choice("cifar10_dvs", "on_backwards", on_backwards, ("error", "sort", "drop"))
-    on_invalid = _choice("cifar10_dvs", "on_invalid", on_invalid, ("error", "drop"))
-    layout = _choice("cifar10_dvs", "layout", layout, ("tonic", "spikingjelly", "raw"))
-    test_at = _choice("cifar10_dvs", "test_at", test_at, ("end", "start"))
-    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)) or not 0 < train_fraction < 1:
-        raise ConfigError(f"cifar10_dvs: train_fraction must be a number in (0, 1), got {train_fraction!r}")
-    spec = _frames_spec("cifar10_dvs", DVS128_SENSOR, 10, n_frames, split_by, frame_duration_us, length, size)
-    base = _root("cifar10_dvs", root)
-    train, test = cifar10_dvs_split(base, float(train_fraction), test_at)
-    samples = train if split == "train" else test
-    shift = spec.output_hw[1] // 10 if max_shift is None else max_shift
-
-    read = partial(read_aedat2, layout=layout, on_backwards=on_backwards, on_invalid=on_invalid)
+    """The ``split`` of an event dataset as frames: samples, decoder, frames, augmentation and cache by ``s``."""
+    _check_split(spec.name, split)
+    frames = _frames_spec(
+        spec.name, spec.sensor, spec.default_frames, s.n_frames, s.split_by, s.frame_duration_us, s.length, s.size
+    )
+    base = _root(spec.name, root)
+    samples, other = spec.samples(base, split, s)
+    shift = frames.output_hw[1] // spec.shift_divisor if s.max_shift is None else s.max_shift
     ds = EventFrameDataset(
-        "cifar10_dvs",
+        spec.name,
         base,
         samples,
-        read,  # type: ignore[arg-type]
-        spec,
-        _augmentation("cifar10_dvs", augment, shift, flip, drop_prob, jitter_prob),
-        cache_dir,
-        {"layout": layout, "on_backwards": on_backwards, "on_invalid": on_invalid},
+        spec.reader(s),
+        frames,
+        _augmentation(spec.name, s.augment, shift, s.flip, s.drop_prob, s.jitter_prob),
+        s.cache_dir,
+        {key: getattr(s, key) for key in spec.decoder_keys},
     )
-    other = len(test) if split == "train" else len(train)
-    return ds, _info("cifar10_dvs", 10, spec, split, len(ds), other)
+    return ds, _info(spec.name, spec.num_classes, frames, split, len(ds), other)
+
+
+def _cifar10_dvs_samples(root: Path, split: str, s: CIFAR10DVSSettings) -> tuple[list[EventSample], int]:
+    train, test = cifar10_dvs_split(root, s.train_fraction, s.test_at)
+    return (train, len(test)) if split == "train" else (test, len(train))
+
+
+NMNIST_SPEC = EventDatasetSpec(
+    "nmnist",
+    NMNIST_SENSOR,
+    8,
+    10,
+    34,
+    lambda root, split, _s: (_nmnist_samples(root, split), None),
+    lambda s: partial(read_atis_bin, sensor_size=NMNIST_SENSOR, on_backwards=s.on_backwards, on_invalid=s.on_invalid),
+)
+DVS_GESTURE_SPEC = EventDatasetSpec(
+    "dvs_gesture",
+    DVS128_SENSOR,
+    16,
+    11,
+    16,
+    lambda root, split, _s: (_gesture_samples(root, split), None),
+    lambda s: partial(read_aedat31, sensor_size=DVS128_SENSOR, on_backwards=s.on_backwards, on_invalid=s.on_invalid),
+)
+CIFAR10_DVS_SPEC = EventDatasetSpec(
+    "cifar10_dvs",
+    DVS128_SENSOR,
+    10,
+    10,
+    10,
+    _cifar10_dvs_samples,
+    lambda s: partial(read_aedat2, layout=s.layout, on_backwards=s.on_backwards, on_invalid=s.on_invalid),
+    ("layout", "on_backwards", "on_invalid"),
+)
+
+register_dataset("nmnist", NMNISTSettings)(partial(load_event_dataset, NMNIST_SPEC))
+register_dataset("dvs_gesture", DVSGestureSettings)(partial(load_event_dataset, DVS_GESTURE_SPEC))
+register_dataset("cifar10_dvs", CIFAR10DVSSettings)(partial(load_event_dataset, CIFAR10_DVS_SPEC))

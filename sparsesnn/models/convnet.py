@@ -22,6 +22,8 @@ from sparsesnn.models.registry import MODELS, ModelSettings
 
 
 class ConvNetSettings(ModelSettings):
+    """The MNIST convolutional SNN: conv stages of 3x3 conv-BN-LIF-maxpool, an optional spiking FC, a readout."""
+
     channels: tuple[int, ...] = Field((32, 64), min_length=1, description="output channels of each conv stage")
     hidden: int | None = Field(None, ge=1, description="width of a spiking FC layer before the readout (None: none)")
 

@@ -15,6 +15,8 @@ from sparsesnn.models.registry import MODELS, ModelSettings
 
 
 class MLPSettings(ModelSettings):
+    """A fully connected SNN (784-800-10 for MNIST)."""
+
     input_size: int | tuple[int, int] = Field(28, description="input height = width, or (height, width)")
     hidden: tuple[int, ...] = Field((800,), description="widths of the spiking hidden layers")
 
