@@ -103,7 +103,7 @@ def test_a_method_without_the_budget_it_needs_is_refused(method: str, kwargs: di
     [
         ("rigl", {"total_steps": 100}, "rewiring would never run"),  # update_every 100 >= 75
         ("set", {"total_epochs": 1, "steps_per_epoch": 5}, "rewiring would never run"),
-        ("pqi", {"total_epochs": 1, "steps_per_epoch": 5}, "no round would ever run"),
+        ("pqi", {"total_epochs": 1, "steps_per_epoch": 5}, "PQ-index rounds would never run"),
         ("rigl", {"total_steps": 1000, "drop_fraction": 0.0}, "drop_fraction = 0 never rewires"),
         ("sdsnn", {"total_epochs": 3, "steps_per_epoch": 5}, "nothing would ever run"),
     ],

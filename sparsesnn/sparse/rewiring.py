@@ -23,7 +23,8 @@ from pydantic import Field, field_validator
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
-from sparsesnn.sparse.schedules import DROP_SCHEDULES, drop_fraction
+from sparsesnn.sparse.momentum import GradientMomentum
+from sparsesnn.sparse.schedules import DROP_SCHEDULES, PeriodicSchedule
 from sparsesnn.sparse.settings import LearnerSettings
 
 
@@ -73,83 +74,66 @@ class RewiringLearner(StructureLearner):
     def configure(self, settings: LearnerSettings) -> None:
         super().configure(settings)
         assert isinstance(settings, RewiringSettings)
-        self.configure_rewiring(settings)
-        self.prune_fn = PRUNE[settings.prune]
-        self.grow_fn = GROW[settings.grow]
-        self.prune_name, self.grow_name = settings.prune, settings.grow
-
-    def configure_rewiring(self, s: Any) -> None:
-        """The schedule and the growth state (shared with the PQ index, which fixes its criteria)."""
-        self.update_every = s.update_every
-        self.update_unit = s.update_unit
-        self.alpha0 = s.drop_fraction
-        self.schedule = s.schedule
-        self.stop_at = s.stop_at
+        s = settings
+        #: when and how much (the timing), apart from what: the prune and grow criteria below
+        self.timing = PeriodicSchedule(s.update_every, s.update_unit, s.stop_at, s.drop_fraction, s.schedule)
+        self.prune_fn, self.grow_fn = PRUNE[s.prune], GROW[s.grow]
+        self.prune_name, self.grow_name = s.prune, s.grow
         self.grow_init = s.grow_init
-        self.momentum_beta = s.momentum_beta
-        self.momentum: dict[str, torch.Tensor] = {}
+        self.tracker = GradientMomentum(s.momentum_beta)
         self.history: list[dict[str, Any]] = []
+
+    @property
+    def momentum(self) -> dict[str, torch.Tensor]:
+        """The dense-gradient momentum per layer (growth by momentum)."""
+        return self.tracker.buffers
 
     # -- when -------------------------------------------------------------------------------------------------------
     @property
     def schedule_unit(self) -> ScheduleUnit:
-        return "epochs" if self.update_unit == "epochs" else "steps"
+        return self.timing.unit
+
+    @property
+    def timing_total(self) -> int:
+        """The budget the timing counts in: epochs or steps."""
+        return self.total_epochs if self.timing.unit == "epochs" else self.total_steps
 
     def schedule_problem(self) -> str | None:
-        unit = self.update_unit
-        what = f"rewiring every {self.update_every} {unit} until stop_at = {self.stop_at} of the run"
-        missing = self.budget_problem(what)
+        t = self.timing
+        missing = self.budget_problem(f"rewiring every {t.every} {t.unit} until stop_at = {t.stop_at} of the run")
         if missing is not None:
             return missing
-        if self.alpha0 <= 0.0:
+        if t.alpha0 <= 0.0:
             return "drop_fraction = 0 never rewires: give a drop_fraction > 0 (or use the static method)"
-        end = self._end()
-        if self.update_every >= end:
-            total = self.total_epochs if unit == "epochs" else self.total_steps
-            return (
-                f"rewiring would never run: the first update is after {unit[:-1]} {self.update_every} (update_every) "
-                f"but rewiring stops at {unit[:-1]} {end} (stop_at = {self.stop_at} of {total} {unit}); lower "
-                "update_every, raise stop_at or train longer"
-            )
-        return None
-
-    def _end(self) -> int:
-        total = self.total_epochs if self.update_unit == "epochs" else self.total_steps
-        return math.floor(self.stop_at * total) if total else 0
+        return t.never_fires(self.timing_total, "rewiring", "update_every")
 
     def alpha(self, t: int) -> float:
         """The drop fraction at step/epoch ``t`` (0 once rewiring has stopped)."""
-        return drop_fraction(self.schedule, self.alpha0, t, self._end())
+        return self.timing.alpha(t, self.timing_total)
 
     def is_update(self, t: int) -> bool:
-        return t > 0 and t % self.update_every == 0 and t < self._end()
+        return self.timing.is_update(t, self.timing_total)
 
     def wants_dense_grad(self, step: int) -> bool:
         if self.grow_name == "momentum":
             return True
-        return self.grow_name == "gradient" and self.update_unit == "steps" and self.is_update(step)
+        return self.grow_name == "gradient" and self.timing.unit == "steps" and self.is_update(step)
 
     # -- what -------------------------------------------------------------------------------------------------------
     def before_update(self) -> None:
         if self.grow_name == "momentum":
-            self._update_momentum()
+            self.tracker.accumulate(self._dense_grads)
 
     def update(self) -> bool:
-        if self.update_unit != "steps" or not self.is_update(self.steps):
+        if self.timing.unit != "steps" or not self.is_update(self.steps):
             return False
         return self.rewire(self.alpha(self.steps), at=self.steps)
 
     def on_epoch_end(self, epoch: int) -> bool:
         self._note_epoch_end(epoch)
-        if self.update_unit != "epochs" or self.masks is None or not self.is_update(epoch + 1):
+        if self.timing.unit != "epochs" or self.masks is None or not self.is_update(epoch + 1):
             return False
         return self.rewire(self.alpha(epoch + 1), at=epoch + 1)
-
-    @torch.no_grad()
-    def _update_momentum(self) -> None:
-        for name, grad in self._dense_grads.items():
-            m = self.momentum.get(name)
-            self.momentum[name] = grad.clone() if m is None else m.mul_(self.momentum_beta).add_(grad)
 
     def context(self, layer: MaskedLayer) -> CriterionContext:
         return CriterionContext(
@@ -197,9 +181,8 @@ class RewiringLearner(StructureLearner):
 
     # -- state ------------------------------------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {"momentum": {k: v.clone() for k, v in self.momentum.items()}, "history": list(self.history)}
+        return {"momentum": self.tracker.state(), "history": list(self.history)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        devices = {layer.name: layer.weight.device for layer in self.layers}
-        self.momentum = {k: v.to(devices[k], copy=True) for k, v in state["momentum"].items()}
+        self.tracker.load(state["momentum"], {layer.name: layer.weight.device for layer in self.layers})
         self.history = list(state["history"])

@@ -13,6 +13,8 @@ Density for gradual magnitude pruning (GMP, Zhu & Gupta 2017, eq. 1), from ``d_i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 DROP_SCHEDULES = ("constant", "cosine", "linear")
 
@@ -40,3 +42,43 @@ def cubic_density(step: int, start_step: int, end_step: int, initial: float, fin
     s_i, s_f = 1.0 - initial, 1.0 - final
     frac = (step - start_step) / (end_step - start_step)
     return 1.0 - (s_f + (s_i - s_f) * (1.0 - frac) ** 3)
+
+
+@dataclass(frozen=True)
+class PeriodicSchedule:
+    """*When* a periodic structure update runs, and *how much* it rewires: the timing part of a rewiring method,
+    apart from its prune / grow criteria (what to change).
+
+    An update after step (or epoch) ``t`` of ``T`` needs ``t % every == 0`` and ``t < t_end = floor(stop_at * T)``
+    with ``stop_at <= 1``, so the run's last step (epoch) never changes the topology. ``alpha(t)`` is the drop
+    fraction of :func:`drop_fraction` (``alpha0`` decayed by ``decay``; 0 from ``t_end`` on).
+    """
+
+    every: int
+    unit: Literal["steps", "epochs"]
+    stop_at: float
+    alpha0: float = 0.0
+    decay: str = "constant"
+
+    def end(self, total: int) -> int:
+        """``t_end = floor(stop_at * total)`` (0 when the budget is unknown)."""
+        return math.floor(self.stop_at * total) if total else 0
+
+    def is_update(self, t: int, total: int) -> bool:
+        return t > 0 and t % self.every == 0 and t < self.end(total)
+
+    def alpha(self, t: int, total: int) -> float:
+        return drop_fraction(self.decay, self.alpha0, t, self.end(total))
+
+    def never_fires(self, total: int, what: str, knob: str) -> str | None:
+        """Why no update could happen within ``total`` (None when one can): ``what`` names the update, ``knob`` the
+        setting that sets ``every``."""
+        end = self.end(total)
+        if self.every < end:
+            return None
+        one = self.unit[:-1]
+        return (
+            f"{what} would never run: the first is after {one} {self.every} ({knob}) but they stop at {one} {end} "
+            f"(stop_at = {self.stop_at} of {total} {self.unit}; the last {one} never ends with one); lower {knob}, "
+            "raise stop_at or train longer"
+        )

@@ -37,18 +37,17 @@ density trajectory can be plotted from that file alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from sparsesnn.sparse.criteria import GROW, PRUNE
-from sparsesnn.sparse.learner import LayerChange, StructureLearner
+from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.methods.registry import METHODS
+from sparsesnn.sparse.momentum import GradientMomentum
 from sparsesnn.sparse.pqindex import SCOPES, check_pq, prune_counts, unit_rows, unit_stats
-from sparsesnn.sparse.rewiring import RewiringLearner
+from sparsesnn.sparse.schedules import PeriodicSchedule
 from sparsesnn.sparse.settings import LearnerSettings
 
 
@@ -87,19 +86,6 @@ class PQISettings(LearnerSettings):
         return self
 
 
-@dataclass(frozen=True)
-class _FixedRewiring:
-    """The rewiring schedule the PQ index composes: a round every ``update_every`` epochs, no alpha of its own."""
-
-    update_every: int
-    stop_at: float
-    grow_init: float
-    momentum_beta: float
-    update_unit: str = "epochs"
-    drop_fraction: float = 0.0
-    schedule: str = "constant"
-
-
 def pick_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.Tensor, lowest: bool) -> torch.Tensor:
     """Bool mask choosing, in every row, the ``counts[i]`` candidates with the lowest (or highest) score.
 
@@ -117,7 +103,7 @@ def pick_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.T
 
 
 @METHODS.register("pqi")
-class PQIndexLearner(RewiringLearner):
+class PQIndexLearner(StructureLearner):
     """Two-stage PQ-index rewiring with a density that falls round by round (see the module docstring).
 
     Args (besides :class:`~sparsesnn.sparse.learner.StructureLearner`'s; ``density`` is the initial density):
@@ -132,13 +118,17 @@ class PQIndexLearner(RewiringLearner):
         min_ratio: a unit whose ``c`` is below this counts as incompressible and is left alone.
         grow_init: value of a regrown weight (0.0).
         momentum_beta: decay of the dense-gradient momentum that ranks growth candidates.
+
+    Composed of a :class:`~sparsesnn.sparse.schedules.PeriodicSchedule` (a round every ``epoch_frequency`` epochs
+    until ``stop_at``: when) and a :class:`~sparsesnn.sparse.momentum.GradientMomentum` (what grows), with its own
+    per-unit prune and regrowth (the two stages).
     """
 
     name = "pqi"
     Settings: ClassVar[type[LearnerSettings]] = PQISettings
 
     def configure(self, settings: LearnerSettings) -> None:
-        StructureLearner.configure(self, settings)  # not RewiringLearner's: the criteria and timing are fixed
+        super().configure(settings)
         assert isinstance(settings, PQISettings)
         s = settings
         self.p, self.q, self.a_r = s.p, s.q, s.a_r
@@ -148,23 +138,43 @@ class PQIndexLearner(RewiringLearner):
         self.epoch_frequency = s.epoch_frequency
         self.max_rounds = s.max_rounds
         self.min_ratio = s.min_ratio
-        self.configure_rewiring(_FixedRewiring(s.epoch_frequency, s.stop_at, s.grow_init, s.momentum_beta))
-        self.prune_name, self.grow_name = "magnitude", "momentum"
-        self.prune_fn, self.grow_fn = PRUNE[self.prune_name], GROW[self.grow_name]
+        self.stop_at = s.stop_at
+        self.grow_init = s.grow_init
+        self.timing = PeriodicSchedule(s.epoch_frequency, "epochs", s.stop_at)
+        self.tracker = GradientMomentum(s.momentum_beta)
+        self.history: list[dict[str, Any]] = []
+
+    @property
+    def momentum(self) -> dict[str, torch.Tensor]:
+        """The dense-gradient momentum per layer that ranks growth candidates."""
+        return self.tracker.buffers
+
+    @property
+    def schedule_unit(self) -> ScheduleUnit:
+        return "epochs"
 
     def schedule_problem(self) -> str | None:
         what = f"a PQ-index round every {self.epoch_frequency} epoch(s) until stop_at = {self.stop_at} of the run"
         missing = self.budget_problem(what)
         if missing is not None:
             return missing
-        end = self._end()
-        if self.epoch_frequency >= end:
-            return (
-                f"no round would ever run: the first is after epoch {self.epoch_frequency} (epoch_frequency) but "
-                f"rounds stop at epoch {end} (stop_at = {self.stop_at} of {self.total_epochs} epochs; the last epoch "
-                "never ends with a round); lower epoch_frequency or train longer"
-            )
-        return None
+        return self.timing.never_fires(self.total_epochs, "PQ-index rounds", "epoch_frequency")
+
+    def is_update(self, t: int) -> bool:
+        return self.timing.is_update(t, self.total_epochs)
+
+    def wants_dense_grad(self, step: int) -> bool:
+        return True  # the momentum of growth accumulates every step
+
+    def before_update(self) -> None:
+        self.tracker.accumulate(self._dense_grads)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"momentum": self.tracker.state(), "history": list(self.history)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.tracker.load(state["momentum"], {layer.name: layer.weight.device for layer in self.layers})
+        self.history = list(state["history"])
 
     @property
     def rounds_done(self) -> int:

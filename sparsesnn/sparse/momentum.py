@@ -1,0 +1,34 @@
+"""A momentum of dense gradients, ``m <- beta * m + g`` per masked layer, every optimiser step.
+
+Growth by momentum (Sparse Momentum; the PQ index's Stage II) ranks absent synapses by ``|m|``. The dense gradient
+``g = dL/d(W * M)`` is what the learner captures for each masked layer (:class:`~sparsesnn.sparse.learner.
+StructureLearner`); the tracker only accumulates it, on the weights' device, and survives resume.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class GradientMomentum:
+    """Per-layer momentum of dense gradients (``beta``: its decay, in ``[0, 1)``)."""
+
+    def __init__(self, beta: float) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"momentum beta must be in [0, 1), got {beta}")
+        self.beta = beta
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def accumulate(self, grads: dict[str, torch.Tensor]) -> None:
+        """``m <- beta * m + g`` for every layer that has a gradient this step (``m = g`` the first time)."""
+        for name, grad in grads.items():
+            m = self.buffers.get(name)
+            self.buffers[name] = grad.clone() if m is None else m.mul_(self.beta).add_(grad)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.buffers.items()}
+
+    def load(self, state: dict[str, torch.Tensor], devices: dict[str, torch.device]) -> None:
+        """Restore the buffers, each moved to its layer's device (a checkpoint is read on the CPU)."""
+        self.buffers = {k: v.to(devices[k], copy=True) for k, v in state.items()}
