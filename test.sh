@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup-env.sh dev
-.venv/bin/ruff check sparsesnn tests bench
-.venv/bin/ruff format --check sparsesnn tests bench
+.venv/bin/ruff check sparsesnn tests bench examples
+.venv/bin/ruff format --check sparsesnn tests bench examples
 exec .venv/bin/python -m pytest -q "$@"

@@ -208,7 +208,7 @@ class ModelConfig(_Section):
 class NeuronConfig(_Section):
     """Spiking neuron settings applied to every neuron of the model."""
 
-    kind: Literal["lif", "plif"] = "lif"
+    kind: str = Field("lif", description="a registered neuron kind (sparsesnn.neuron_kinds.NEURONS)")
     tau: float = Field(2.0, gt=1.0)
     v_threshold: float = 1.0
     v_reset: float = 0.0
@@ -218,6 +218,28 @@ class NeuronConfig(_Section):
     surrogate: Literal["atan", "sigmoid", "rectangular", "superspike", "triangle"] = "atan"
     surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta / gamma; None = the default")
     backend: Literal["auto", "compiled", "eager"] = "auto"
+    params: dict[str, Any] = Field(default_factory=dict, description="the neuron kind's own settings")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from sparsesnn.neuron_kinds import NEURONS
+
+        return _registered(v, NEURONS)
+
+    @field_validator("params")
+    @classmethod
+    def _kind_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from sparsesnn.neuron_kinds import NEURONS
+        from sparsesnn.settings import problems_of
+
+        kind = info.data.get("kind")
+        if kind is None:
+            return v
+        problems = problems_of(NEURONS[kind].Settings, v)
+        if problems:
+            raise ValueError(f"neuron kind {kind!r}: " + "; ".join(problems))
+        return v
 
     @model_validator(mode="after")
     def _reset_below_threshold(self) -> NeuronConfig:

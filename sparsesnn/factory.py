@@ -60,6 +60,7 @@ def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
         detach_reset=cfg.detach_reset,
         surrogate=make_surrogate(cfg.surrogate, **params),
         backend=cfg.backend,
+        params=dict(cfg.params),
     )
 
 

@@ -38,7 +38,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -47,6 +47,9 @@ from sparsesnn import lif_triton
 from sparsesnn.lif_kernels import lif_backward_loop, lif_forward_loop
 from sparsesnn.lif_op import lif_fused
 from sparsesnn.surrogates import ATan, Surrogate
+
+if TYPE_CHECKING:
+    from sparsesnn.neuron_kinds import NeuronSpec
 
 Backend = Literal["auto", "compiled", "eager"]
 BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
@@ -188,6 +191,11 @@ class _SurrogateSpike(torch.autograd.Function):
         return grad * ctx.surrogate.grad(u), None
 
 
+def heaviside(u: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    """``1[u >= 0]`` forward, ``surrogate.grad(u)`` backward: the spike of a user's own neuron (one time step)."""
+    return _SurrogateSpike.apply(u, surrogate)  # type: ignore[no-any-return]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # modules
 # ----------------------------------------------------------------------------------------------------------------------
@@ -239,6 +247,13 @@ class LIF(nn.Module):
         self.surrogate: Surrogate = surrogate if surrogate is not None else ATan()
         self.backend: Backend = backend
         self.tau = float(tau)
+
+    @classmethod
+    def from_spec(cls, spec: NeuronSpec, settings: object = None) -> LIF:
+        """One neuron of a model's :class:`~sparsesnn.neuron_kinds.NeuronSpec` (the ``lif`` / ``plif`` kinds)."""
+        return cls(
+            spec.tau, spec.v_threshold, spec.v_reset, spec.decay_input, spec.detach_reset, spec.surrogate, spec.backend
+        )
 
     def inv_tau(self) -> torch.Tensor | float:
         return 1.0 / self.tau

@@ -19,7 +19,8 @@ RULES = [
     ),
     ("models/**/*.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.factory")),
     ("metrics.py", ("sparsesnn.engine", "sparsesnn.factory", "sparsesnn.cli")),
-    ("neurons.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config")),
+    ("neurons.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.models")),
+    ("neuron_kinds.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.models")),
 ]
 
 

@@ -1,43 +1,14 @@
-"""Building blocks shared by the model zoo: the neuron spec and conv/linear blocks on time-major input."""
+"""Building blocks shared by the model zoo: conv/linear blocks on time-major input (and the neuron spec, from
+:mod:`sparsesnn.neuron_kinds`)."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from torch import nn
 
 from sparsesnn.layers import SeqFolded
-from sparsesnn.neurons import LIF, PLIF, Backend
-from sparsesnn.surrogates import ATan, Surrogate
+from sparsesnn.neuron_kinds import NeuronSpec
 
-
-@dataclass(frozen=True)
-class NeuronSpec:
-    """How to build the spiking neurons of a model.
-
-    ``kind`` is "lif" or "plif" (learnable tau, ``tau`` is its initial value); ``v_reset=None`` means soft reset.
-    """
-
-    kind: Literal["lif", "plif"] = "lif"
-    tau: float = 2.0
-    v_threshold: float = 1.0
-    v_reset: float | None = 0.0
-    decay_input: bool = True
-    detach_reset: bool = False
-    surrogate: Surrogate = field(default_factory=ATan)
-    backend: Backend = "auto"
-
-    def build(self) -> LIF:
-        cls = PLIF if self.kind == "plif" else LIF
-        if self.kind not in ("lif", "plif"):
-            raise ValueError(f"neuron kind must be 'lif' or 'plif', got {self.kind!r}")
-        return cls(
-            self.tau, self.v_threshold, self.v_reset, self.decay_input, self.detach_reset, self.surrogate, self.backend
-        )
-
-    def with_(self, **changes: object) -> NeuronSpec:
-        return replace(self, **changes)  # type: ignore[arg-type]
+__all__ = ["NeuronSpec", "SpikingBlock", "conv_bn", "count_parameters"]
 
 
 def conv_bn(in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, padding: int | None = None) -> list[nn.Module]:

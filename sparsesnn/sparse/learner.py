@@ -176,10 +176,15 @@ class StructureLearner:
             )
             self.init_masks(start)
         self._arm_capture()
+        self.prepared()
 
     def configure(self, settings: LearnerSettings) -> None:
         """Take a method's own settings (called by the constructor before the schedule is checked and masks are
         attached); subclasses set their attributes here and call ``super().configure(settings)``."""
+
+    def prepared(self) -> None:
+        """Called last by the constructor, once the masks and the initial topology exist: a method's per-layer state
+        (SD-SNN's ranges, LTH's rewind point) starts here."""
 
     # -- topology ---------------------------------------------------------------------------------------------------
     @property

@@ -7,6 +7,8 @@ StructureLearner`); the tracker only accumulates it, on the weights' device, and
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -32,3 +34,28 @@ class GradientMomentum:
     def load(self, state: dict[str, torch.Tensor], devices: dict[str, torch.device]) -> None:
         """Restore the buffers, each moved to its layer's device (a checkpoint is read on the CPU)."""
         self.buffers = {k: v.to(devices[k], copy=True) for k, v in state.items()}
+
+
+class MomentumGrowthState:
+    """Mixin of a structure learner that grows by a dense-gradient momentum and records a history of its updates;
+    both are its per-run state, kept in checkpoints (``extra_state``) so that a resumed run continues exactly."""
+
+    tracker: GradientMomentum
+    history: list[dict[str, Any]]
+    layers: list[Any]  # the learner's masked layers
+
+    def init_growth_state(self, beta: float) -> None:
+        self.tracker = GradientMomentum(beta)
+        self.history = []
+
+    @property
+    def momentum(self) -> dict[str, torch.Tensor]:
+        """The dense-gradient momentum per layer that ranks growth candidates."""
+        return self.tracker.buffers
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"momentum": self.tracker.state(), "history": list(self.history)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.tracker.load(state["momentum"], {layer.name: layer.weight.device for layer in self.layers})
+        self.history = list(state["history"])

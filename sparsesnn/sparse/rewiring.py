@@ -23,7 +23,7 @@ from pydantic import Field, field_validator
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
-from sparsesnn.sparse.momentum import GradientMomentum
+from sparsesnn.sparse.momentum import MomentumGrowthState
 from sparsesnn.sparse.schedules import DROP_SCHEDULES, PeriodicSchedule
 from sparsesnn.sparse.settings import LearnerSettings
 
@@ -65,7 +65,7 @@ class RewiringSettings(LearnerSettings):
         return v
 
 
-class RewiringLearner(StructureLearner):
+class RewiringLearner(MomentumGrowthState, StructureLearner):
     """Prune-and-regrow at constant density (see the module docstring); settings: :class:`RewiringSettings`."""
 
     name = "rewiring"
@@ -80,13 +80,7 @@ class RewiringLearner(StructureLearner):
         self.prune_fn, self.grow_fn = PRUNE[s.prune], GROW[s.grow]
         self.prune_name, self.grow_name = s.prune, s.grow
         self.grow_init = s.grow_init
-        self.tracker = GradientMomentum(s.momentum_beta)
-        self.history: list[dict[str, Any]] = []
-
-    @property
-    def momentum(self) -> dict[str, torch.Tensor]:
-        """The dense-gradient momentum per layer (growth by momentum)."""
-        return self.tracker.buffers
+        self.init_growth_state(s.momentum_beta)
 
     # -- when -------------------------------------------------------------------------------------------------------
     @property
@@ -180,9 +174,3 @@ class RewiringLearner(StructureLearner):
         return changed
 
     # -- state ------------------------------------------------------------------------------------------------------
-    def extra_state(self) -> dict[str, Any]:
-        return {"momentum": self.tracker.state(), "history": list(self.history)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.tracker.load(state["momentum"], {layer.name: layer.weight.device for layer in self.layers})
-        self.history = list(state["history"])

@@ -15,7 +15,6 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from sparsesnn.checkpoint import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
@@ -41,14 +40,7 @@ class LotteryTicket(StructureLearner):
     Settings: ClassVar[type[LearnerSettings]] = LTHSettings
     starts_dense = True
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        settings: LearnerSettings | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, optimizer, settings, **kwargs)
+    def prepared(self) -> None:
         if self.rewind_epoch == 0:
             self._snapshot()
 

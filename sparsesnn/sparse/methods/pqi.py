@@ -45,7 +45,7 @@ from pydantic import Field, field_validator, model_validator
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.methods.registry import METHODS
-from sparsesnn.sparse.momentum import GradientMomentum
+from sparsesnn.sparse.momentum import MomentumGrowthState
 from sparsesnn.sparse.pqindex import SCOPES, check_pq, prune_counts, unit_rows, unit_stats
 from sparsesnn.sparse.schedules import PeriodicSchedule
 from sparsesnn.sparse.settings import LearnerSettings
@@ -103,7 +103,7 @@ def pick_per_row(scores: torch.Tensor, candidates: torch.Tensor, counts: torch.T
 
 
 @METHODS.register("pqi")
-class PQIndexLearner(StructureLearner):
+class PQIndexLearner(MomentumGrowthState, StructureLearner):
     """Two-stage PQ-index rewiring with a density that falls round by round (see the module docstring).
 
     Args (besides :class:`~sparsesnn.sparse.learner.StructureLearner`'s; ``density`` is the initial density):
@@ -141,13 +141,7 @@ class PQIndexLearner(StructureLearner):
         self.stop_at = s.stop_at
         self.grow_init = s.grow_init
         self.timing = PeriodicSchedule(s.epoch_frequency, "epochs", s.stop_at)
-        self.tracker = GradientMomentum(s.momentum_beta)
-        self.history: list[dict[str, Any]] = []
-
-    @property
-    def momentum(self) -> dict[str, torch.Tensor]:
-        """The dense-gradient momentum per layer that ranks growth candidates."""
-        return self.tracker.buffers
+        self.init_growth_state(s.momentum_beta)
 
     @property
     def schedule_unit(self) -> ScheduleUnit:
@@ -168,13 +162,6 @@ class PQIndexLearner(StructureLearner):
 
     def before_update(self) -> None:
         self.tracker.accumulate(self._dense_grads)
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"momentum": self.tracker.state(), "history": list(self.history)}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.tracker.load(state["momentum"], {layer.name: layer.weight.device for layer in self.layers})
-        self.history = list(state["history"])
 
     @property
     def rounds_done(self) -> int:

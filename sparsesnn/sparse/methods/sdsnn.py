@@ -270,17 +270,9 @@ class SDSNN(StructureLearner):
         self.percentile_cap = s.percentile_cap
         self.shrink = s.shrink
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        settings: LearnerSettings | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(model, optimizer, settings, **kwargs)
+    def prepared(self) -> None:
         assert self.masks is not None
-
-        order = prunable_layers(model)
+        order = prunable_layers(self.model)
         self._modules_by_name = dict(order)
         names = [n for n, _ in order]
         self.next_layer = {name: names[i + 1] for i, name in enumerate(names[:-1])}
@@ -305,7 +297,7 @@ class SDSNN(StructureLearner):
             warnings.warn(
                 f"sdsnn: neuron pruning and regeneration start at the end of epoch 2N + 2 = {first} (1-based), so "
                 f"they need a run of {needed} epochs, but the run has {self.total_epochs}; lower N",
-                stacklevel=2,
+                stacklevel=3,  # the caller of the constructor
             )
 
     # -- schedule ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Neurons as plugins: the registry of neuron kinds and the spec a model builds its neurons from.
+
+A neuron kind is a spiking ``nn.Module`` class registered under a name with :func:`register_neuron`. Every spec
+carries the LIF family's settings (``tau``, ``v_threshold``, ``v_reset``, ``decay_input``, ``detach_reset``,
+``surrogate``, ``backend``: the ``[neuron]`` section); a kind with settings of its own declares them in a settings
+model (``[neuron.params]``, validated when the config is read) and builds itself with
+``from_spec(spec, settings)``. Registration also declares the class spiking, so firing-rate metrics, SOP counts and
+compaction see it (:func:`sparsesnn.neurons.is_spiking`).
+
+``lif`` (:class:`~sparsesnn.neurons.LIF`) and ``plif`` (:class:`~sparsesnn.neurons.PLIF`, learnable tau) are
+registered here; docs/architecture.md ("Neurons as plugins") adds an adaptive LIF in one file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from torch import nn
+
+from sparsesnn.neurons import LIF, PLIF, SPIKING_ATTRIBUTE, Backend
+from sparsesnn.registry import Registry
+from sparsesnn.settings import Settings, validate_settings
+from sparsesnn.surrogates import ATan, Surrogate
+
+
+class NeuronSettings(Settings):
+    """A neuron kind's own settings beyond the LIF family's (none for ``lif`` and ``plif``)."""
+
+
+class NeuronKind(Protocol):
+    """What the registry holds: a spiking module class with its settings model and a constructor from a spec."""
+
+    Settings: ClassVar[type[NeuronSettings]]
+
+    @classmethod
+    def from_spec(cls, spec: NeuronSpec, settings: Any) -> nn.Module: ...
+
+
+NEURONS: Registry[type[NeuronKind]] = Registry("neuron kind")  # type: ignore[type-var]
+
+N = TypeVar("N", bound=type)
+
+
+def register_neuron(name: str, settings: type[NeuronSettings] = NeuronSettings) -> Callable[[N], N]:
+    """Class decorator: register a spiking neuron class under ``name`` (its ``[neuron] kind``). The class gets
+    ``Settings = settings`` and needs ``from_spec(spec, settings)``; it is declared spiking."""
+
+    def add(cls: N) -> N:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"register_neuron({name!r}) decorates an nn.Module subclass, got {cls!r}")
+        if not callable(getattr(cls, "from_spec", None)):
+            raise TypeError(f"neuron kind {name!r}: {cls.__name__} needs a classmethod from_spec(spec, settings)")
+        cls.Settings = settings  # type: ignore[attr-defined]
+        setattr(cls, SPIKING_ATTRIBUTE, True)
+        NEURONS.register(name)(cls)  # type: ignore[arg-type]
+        return cls
+
+    return add
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """How to build the spiking neurons of a model: a registered ``kind``, the LIF family's settings (``v_reset =
+    None`` means soft reset) and the kind's own ``params``."""
+
+    kind: str = "lif"
+    tau: float = 2.0
+    v_threshold: float = 1.0
+    v_reset: float | None = 0.0
+    decay_input: bool = True
+    detach_reset: bool = False
+    surrogate: Surrogate = field(default_factory=ATan)
+    backend: Backend = "auto"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """One neuron of this spec (the kind's settings validated from ``params``)."""
+        cls = NEURONS[self.kind]
+        return cls.from_spec(self, validate_settings(cls.Settings, f"neuron {self.kind!r}", dict(self.params)))
+
+    def with_(self, **changes: object) -> NeuronSpec:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# LIF and PLIF build themselves from a spec (LIF.from_spec); registering them adds their settings and the name
+register_neuron("lif")(LIF)
+register_neuron("plif")(PLIF)
