@@ -8,14 +8,16 @@
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
     sparsesnn info [METHOD|MODEL|DATASET] [--config-keys]
 
-Exit codes: 0 success, 2 bad input (config, data, checkpoint), 3 training diverged, 130 interrupted (checkpoint
-written first).
+Exit codes: 0 success, 2 bad input (config, data, checkpoint; also a run directory another process is training into),
+3 training diverged, 128 + the signal when stopped by one with the checkpoint written first: 130 (Ctrl-C), 143
+(SIGTERM), 138 (SIGUSR1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -125,6 +127,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.overrides or args.run_dir:
             raise SystemExit("sparsesnn train: --resume takes the run's own config; --set and --run-dir do not apply")
         trainer = Trainer.resume(args.resume, quiet=args.quiet, device=args.device)
+        if trainer.dist.is_main:
+            print(f"sparsesnn: resuming {args.resume}: {trainer.resume_position()}", file=sys.stderr, flush=True)
     else:
         if args.device:
             raise SystemExit(
@@ -328,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SparseSNNError as exc:
         print(f"sparsesnn: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # RunInterrupted: a checkpoint was written first
         print(f"\nsparsesnn: {exc or 'interrupted'}", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", signal.SIGINT))
 
 
 if __name__ == "__main__":

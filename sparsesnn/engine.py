@@ -60,15 +60,18 @@ from sparsesnn.factory import (
 from sparsesnn.layers import make_encoder
 from sparsesnn.losses import LossFn, build_loss
 from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
+from sparsesnn.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_FILE,
+    SELECTED_FILE,
+    SUMMARY_FILE,
+    RunDirLock,
+)
 from sparsesnn.sparse import StructureLearner
 from sparsesnn.tb import open_tensorboard
 from sparsesnn.train_step import TrainStep
 
-CONFIG_FILE = "config.toml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-SELECTED_FILE = "selected.pt"  # the state at the epoch of best validation accuracy (data.validation_samples > 0)
 CHECKPOINTS = {"last": CHECKPOINT_FILE, "selected": SELECTED_FILE}
 #: config keys a resumed run may change (``Trainer.resume(device=...)``): where it runs, not what it computes
 RELOCATABLE_KEYS = frozenset({"run.device"})
@@ -76,8 +79,18 @@ RELOCATABLE_KEYS = frozenset({"run.device"})
 TIMING_KEYS = frozenset({"time_s", "samples_per_s", "compile_s"})
 
 
+#: the signals that stop a run cleanly: Ctrl-C, a scheduler's preemption or time limit (SIGTERM), SLURM's warning
+#: before the time limit (SIGUSR1, with ``sbatch --signal=USR1@<seconds>``)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """Raised after Ctrl-C once the checkpoint is safely written."""
+    """Raised after a stop signal (Ctrl-C, SIGTERM, SIGUSR1) once the checkpoint is safely written; ``signum`` is the
+    signal, and the command line exits with ``128 + signum`` (130, 143, 138), the shell's convention."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -183,6 +196,7 @@ class Trainer:
         self.topology_checks = 0
         self.state = TrainState()
         self._interrupt = threading.Event()
+        self._stop_signal: int = signal.SIGINT  # the signal that set _interrupt (request_stop: as Ctrl-C)
         self._saved_at = "none written yet"
         self.restored_from = CHECKPOINT_FILE
         self._compile_reported = False  # compile_s written to an epoch record
@@ -307,9 +321,18 @@ class Trainer:
                 f"this trainer was restored from {self.restored_from}, an earlier state kept for evaluation and "
                 f"export; continue training from {CHECKPOINT_FILE} (sparsesnn train --resume {self.run_dir})"
             )
+        lock = RunDirLock(self.run_dir)
+        if self.dist.is_main:
+            lock.acquire()  # one writer per run directory, for the whole run
+        try:
+            return self._fit_locked()
+        finally:
+            lock.release()
+
+    def _fit_locked(self) -> dict[str, Any]:
         self._write_run_files()
         tb = open_tensorboard(self.config.run.tensorboard, self.run_dir) if self.dist.is_main else None
-        previous = self._install_sigint()
+        previous = self._install_stop_signals()
         try:
             while self.state.epoch < self.config.run.epochs:
                 self._train_epoch()
@@ -333,7 +356,7 @@ class Trainer:
                 if record["changed_after_step"] and self.state.epoch == self.config.run.epochs:
                     self._warn_untrained_end()
         finally:
-            self._restore_sigint(previous)
+            self._restore_stop_signals(previous)
             if tb is not None:
                 tb.close()
         summary = self.summary()
@@ -454,9 +477,11 @@ class Trainer:
             if stop:
                 self.save()
                 barrier()
+                name = signal.Signals(self._stop_signal).name
                 raise RunInterrupted(
-                    f"interrupted at epoch {epoch + 1}, batch {b + 1}; checkpoint written to "
-                    f"{self.run_dir / CHECKPOINT_FILE}. Continue with: sparsesnn train --resume {self.run_dir}"
+                    f"stopped by {name} at epoch {epoch + 1}, batch {b + 1}; checkpoint written to "
+                    f"{self.run_dir / CHECKPOINT_FILE}. Continue with: sparsesnn train --resume {self.run_dir}",
+                    self._stop_signal,
                 )
         bar.close()
         self._epoch_time = time.perf_counter() - t0
@@ -581,26 +606,37 @@ class Trainer:
             flush=True,
         )
 
-    # -- Ctrl-C -----------------------------------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """Ask the loop to checkpoint and stop after the current step (what Ctrl-C does)."""
+    # -- Ctrl-C, preemption ------------------------------------------------------------------------------------------
+    def request_stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask the loop to checkpoint and stop after the current step (what Ctrl-C, SIGTERM and SIGUSR1 do)."""
+        self._stop_signal = signum
         self._interrupt.set()
 
-    def _install_sigint(self) -> Any:
+    def resume_position(self) -> str:
+        """Where training continues from, in words: the next epoch and the batches of it already done."""
+        epochs = self.config.run.epochs
+        e, b = self.state.epoch, self.state.batch
+        if e >= epochs:
+            return f"all {epochs} epochs are done (step {self.state.global_step}); nothing left to train"
+        where = f"epoch {e + 1} of {epochs}, "
+        where += f"after batch {b} of {self.steps_per_epoch}" if b else f"from batch 1 of {self.steps_per_epoch}"
+        return where + f" (optimiser step {self.state.global_step})"
+
+    def _install_stop_signals(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
 
-        def handler(_signum: int, _frame: Any) -> None:
-            if self._interrupt.is_set():  # second Ctrl-C: stop now
+        def handler(signum: int, _frame: Any) -> None:
+            if self._interrupt.is_set():  # a second signal: stop now
                 raise KeyboardInterrupt
-            self._interrupt.set()
+            self.request_stop(signum)
 
-        return signal.signal(signal.SIGINT, handler)
+        return {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
 
     @staticmethod
-    def _restore_sigint(previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+    def _restore_stop_signals(previous: dict[int, Any] | None) -> None:
+        for signum, handler in (previous or {}).items():
+            signal.signal(signum, handler)
 
 
 def selection_candidates(history: list[dict[str, Any]], among: SelectAmong = "final_density") -> list[dict[str, Any]]:
@@ -651,6 +687,7 @@ def inference_device(run_dir: str | Path, device: str | None = None) -> str | No
 def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:
     """The run directory for a fresh run: refuses to overwrite one that already holds a checkpoint."""
     rd = Path(run_dir) if run_dir is not None else Path(config.run.out_dir) / config.run.name
+    RunDirLock(rd).check_free()  # a run in progress is named as such
     if (rd / CHECKPOINT_FILE).exists():
         raise CheckpointError(
             f"run directory {rd} already holds a run; continue it with --resume {rd} or pick another "
