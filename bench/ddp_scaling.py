@@ -12,7 +12,6 @@ global batch is the recipe's ``data.batch_size`` in both cases. Reported: sample
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchutil import emit, loadavg, machine, summary
+
+from sparsesnn.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def train_once(config: Path, procs: int, threads: int, steps: int, run_dir: Path
         cmd = [sys.executable, *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     subprocess.run(cmd, check=True, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    record = read_metrics(run_dir)[-1]
     return float(record["samples_per_s"])
 
 

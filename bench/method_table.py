@@ -18,7 +18,6 @@ is counted separately as MACs), energy estimate, wall time of the training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchutil import emit
+
+from sparsesnn.rundir import CHECKPOINT_FILE, read_metrics, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,9 +101,8 @@ def run_row(
     sets += [f"run.epochs={epochs}", f'run.name="{_slug(label)}"']
     if seed is not None:
         sets.append(f"run.seed={seed}")
-    summary_file = run_dir / "summary.json"
     wall = None
-    if not summary_file.exists():
+    if read_summary(run_dir) is None:
         cmd = [
             sys.executable,
             "-m",
@@ -114,7 +114,7 @@ def run_row(
             "--run-dir",
             str(run_dir),
         ]
-        if (run_dir / "checkpoint.pt").exists():
+        if (run_dir / CHECKPOINT_FILE).exists():
             cmd = [sys.executable, "-m", "sparsesnn", "train", "--quiet", "--resume", str(run_dir)]
         else:
             for s in sets:
@@ -122,8 +122,10 @@ def run_row(
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, cwd=REPO)
         wall = time.perf_counter() - t0
-    summary = json.loads(summary_file.read_text())
-    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise SystemExit(f"{run_dir}: the run did not finish (no readable summary.json)")
+    last = read_metrics(run_dir)[-1]
     return {
         "label": label,
         "run_dir": str(run_dir),

@@ -11,16 +11,17 @@ as JSON and a Markdown table; ``--json FILE`` writes the JSON too.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from benchutil import emit
 
+from sparsesnn.rundir import CONFIG_FILE, read_metrics, read_summary
+
 
 def trajectory(run_dir: Path) -> dict[str, Any]:
     """Every logged round of one run, once each (epochs without a round repeat the latest one)."""
-    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    lines = read_metrics(run_dir)
     if not lines:
         raise SystemExit(f"{run_dir}: metrics.jsonl is empty")
     rounds: list[dict[str, Any]] = []
@@ -52,7 +53,7 @@ def trajectory(run_dir: Path) -> dict[str, Any]:
         "scope": _scope(run_dir),
         "final_density": lines[-1].get("density"),
         "final_test_acc": lines[-1].get("test_acc"),
-        "finished": (run_dir / "summary.json").is_file(),
+        "finished": read_summary(run_dir) is not None,
         "rounds": rounds,
     }
 
@@ -60,7 +61,7 @@ def trajectory(run_dir: Path) -> dict[str, Any]:
 def _scope(run_dir: Path) -> str:
     import tomllib
 
-    cfg = tomllib.loads((run_dir / "config.toml").read_text())
+    cfg = tomllib.loads((run_dir / CONFIG_FILE).read_text())
     return str(cfg.get("sparse", {}).get("params", {}).get("scope", "neuron"))
 
 

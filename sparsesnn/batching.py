@@ -28,9 +28,10 @@ from functools import partial
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from sparsesnn.data import ArrayDataset
+from sparsesnn.data import ArrayDataset, DatasetInfo
 
 __all__ = [
     "ArrayBatches",
@@ -284,3 +285,10 @@ def iterate_batches(
     )
     for offset, (x, y) in enumerate(loader):
         yield start_batch + offset, chunks[offset], x, torch.as_tensor(y)
+
+
+def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
+    """Event frames ``[B, T, ...]`` -> ``[T, B, ...]``; static samples ``[B, ...]`` -> encoder -> ``[T, B, ...]``."""
+    if info.time_major:
+        return x.transpose(0, 1)
+    return encoder(x)

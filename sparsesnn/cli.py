@@ -6,7 +6,7 @@
     sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
-    sparsesnn info [METHOD|MODEL|DATASET] [--config-keys]
+    sparsesnn info [METHOD|MODEL|DATASET|NEURON] [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint; also a run directory another process is training into),
 3 training diverged, 128 + the signal when stopped by one with the checkpoint written first: 130 (Ctrl-C), 143
@@ -22,9 +22,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from sparsesnn.errors import ConfigError, SparseSNNError, TrainingDivergedError
 from sparsesnn.runtime import tune_allocator
-from sparsesnn.settings import Settings, describe_settings
+from sparsesnn.settings import describe_settings
 from sparsesnn.sparse.settings import SHARED_KEYS
 
 _CHECKPOINT_ARG: dict[str, object] = {
@@ -114,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     i = sub.add_parser("info", help="list models, datasets and methods, or the settings of one")
-    i.add_argument("name", nargs="?", help="a method, model or dataset: its settings with type, default and meaning")
+    i.add_argument(
+        "name", nargs="?", help="a method, model, dataset or neuron kind: its settings, type, default, meaning"
+    )
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
     return p
 
@@ -269,15 +273,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_table(kind: str, name: str, settings: type[Settings], shared: frozenset[str] = frozenset()) -> str:
+def settings_table(kind: str, name: str, settings: type[BaseModel], shared: frozenset[str] = frozenset()) -> str:
     """A plugin's settings as Markdown tables: its own (``[<section>.params]``), then those set elsewhere."""
     rows = describe_settings(settings)
     doc = " ".join((settings.__doc__ or "").strip().split("\n\n")[0].split())
-    section = {"method": "sparse", "model": "model", "dataset": "data"}[kind]
+    section = {"method": "sparse", "model": "model", "dataset": "data", "neuron": "neuron"}[kind]
     lines = [f"{kind} {name!r}: {doc}", ""]
-    groups = [(f"[{section}.params]", [r for r in rows if r["name"] not in shared])]
+    own = [r for r in rows if r["name"] not in shared]
+    groups = [(f"[{section}.params]", own)] if own or name != "(every kind)" else []
     if shared:
-        groups.append(("shared ([sparse] and the run)", [r for r in rows if r["name"] in shared]))
+        where = "shared ([sparse] and the run)" if kind == "method" else f"[{section}] itself"
+        groups.append((where, [r for r in rows if r["name"] in shared and r["name"] not in ("kind", "params")]))
     for title, group in groups:
         lines += [f"{title}:", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
         lines += [f"| {r['name']} | {r['type']} | {r['default']} | {r['description']} |" for r in group]
@@ -288,9 +294,10 @@ def settings_table(kind: str, name: str, settings: type[Settings], shared: froze
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from sparsesnn.config import config_keys
+    from sparsesnn.config import NeuronConfig, config_keys
     from sparsesnn.data import DATASETS
     from sparsesnn.models import MODELS
+    from sparsesnn.neuron_kinds import NEURONS
     from sparsesnn.sparse import METHODS
 
     if args.config_keys:
@@ -303,9 +310,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
             print(settings_table("model", args.name, MODELS[args.name].Settings))
         elif args.name in DATASETS:
             print(settings_table("dataset", args.name, DATASETS[args.name].Settings))
+        elif args.name in NEURONS:
+            print(settings_table("neuron", args.name, NEURONS[args.name].Settings))
+            print("\n" + settings_table("neuron", "(every kind)", NeuronConfig, frozenset(NeuronConfig.model_fields)))
         else:
-            known = sorted({*METHODS.names(), *MODELS.names(), *DATASETS.names()})
-            raise ConfigError(f"info {args.name!r}: not a method, model or dataset; choose one of {known}")
+            known = sorted({*METHODS.names(), *MODELS.names(), *DATASETS.names(), *NEURONS.names()})
+            raise ConfigError(f"info {args.name!r}: not a method, model, dataset or neuron kind; choose one of {known}")
         return 0
     print("models:   " + ", ".join(MODELS.names()))
     print("datasets: " + ", ".join(DATASETS.names()))

@@ -209,15 +209,17 @@ class NeuronConfig(_Section):
     """Spiking neuron settings applied to every neuron of the model."""
 
     kind: str = Field("lif", description="a registered neuron kind (sparsesnn.neuron_kinds.NEURONS)")
-    tau: float = Field(2.0, gt=1.0)
-    v_threshold: float = 1.0
-    v_reset: float = 0.0
-    soft_reset: bool = False
-    decay_input: bool = True
-    detach_reset: bool = False
-    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike", "triangle"] = "atan"
+    tau: float = Field(2.0, gt=1.0, description="membrane time constant, in time steps")
+    v_threshold: float = Field(1.0, description="firing threshold")
+    v_reset: float = Field(0.0, description="reset potential of a hard reset")
+    soft_reset: bool = Field(False, description="subtract the threshold instead of resetting to v_reset")
+    decay_input: bool = Field(True, description="scale the input by 1/tau too")
+    detach_reset: bool = Field(False, description="cut the reset out of the gradient")
+    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike", "triangle"] = Field(
+        "atan", description="surrogate gradient of the spike"
+    )
     surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta / gamma; None = the default")
-    backend: Literal["auto", "compiled", "eager"] = "auto"
+    backend: Literal["auto", "compiled", "eager"] = Field("auto", description="the fused LIF kernel: compiled or eager")
     params: dict[str, Any] = Field(default_factory=dict, description="the neuron kind's own settings")
 
     @field_validator("kind")
@@ -468,12 +470,22 @@ def _toml_repr(value: Any) -> str:
     return str(value)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+#: tables that are one setting each (a plugin's keyword settings), not sections: kept whole by :func:`flatten`
+WHOLE_TABLES = frozenset({"params", "teacher_params"})
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested tables -> dotted keys; ``params`` tables (and empty tables) stay whole values. The one rule for the
+    config's differences and the report's columns.
+
+    >>> flatten({"sparse": {"method": "rigl", "params": {"update_every": 2}}, "distill": {}})
+    {'sparse.method': 'rigl', 'sparse.params': {'update_every': 2}, 'distill': {}}
+    """
     out: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and k != "params":
-            out.update(_flatten(v, key + "."))
+        if isinstance(v, dict) and v and k not in WHOLE_TABLES:
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -481,7 +493,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(a: Config, b: Config, ignore: frozenset[str] = frozenset()) -> list[str]:
     """Dotted keys whose resolved values differ between two configs (``ignore`` left out), as ``key: a != b``."""
-    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     keys = sorted((set(fa) | set(fb)) - ignore)
     return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in keys if fa.get(k) != fb.get(k)]
 

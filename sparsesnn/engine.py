@@ -40,11 +40,11 @@ from sparsesnn.batching import (
     epoch_order,
     iterate_batches,
     resolve_pin_memory,
+    to_time_major,
 )
 from sparsesnn.batching import SeededBatches as SeededBatches
 from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from sparsesnn.config import Config, SelectAmong, config_differences, load_config, validate_config
-from sparsesnn.data import DatasetInfo
 from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
 from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from sparsesnn.factory import (
@@ -91,16 +91,6 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
         super().__init__(message)
         self.signum = signum
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# batching
-# ----------------------------------------------------------------------------------------------------------------------
-def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:
-    """Event frames ``[B, T, ...]`` -> ``[T, B, ...]``; static samples ``[B, ...]`` -> encoder -> ``[T, B, ...]``."""
-    if info.time_major:
-        return x.transpose(0, 1)
-    return encoder(x)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

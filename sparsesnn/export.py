@@ -87,7 +87,8 @@ def prepare_export(
     """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected") on ``device`` (default: the run's own, or the
     CPU where this machine lacks it), finalize its learner, compact the model on ``samples`` test samples; model on
     CPU, eval."""
-    from sparsesnn.engine import Trainer, derive_seed, epoch_order, inference_device, iterate_batches, to_time_major
+    from sparsesnn.batching import derive_seed, epoch_order, iterate_batches, to_time_major
+    from sparsesnn.engine import Trainer, inference_device
 
     trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint, device=inference_device(run_dir, device))
     cfg = trainer.config

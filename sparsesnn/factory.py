@@ -11,12 +11,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from sparsesnn.batching import to_time_major
 from sparsesnn.config import Config, NeuronConfig, SparseConfig
 from sparsesnn.data import DatasetInfo, build_dataset
 from sparsesnn.distill import Distiller, load_factory
 from sparsesnn.errors import ConfigError
 from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
+from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from sparsesnn.settings import validate_settings
 from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
 from sparsesnn.sparse.settings import params_problems
@@ -221,7 +223,6 @@ def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Dis
     d = cfg.distill
     if d is None:
         return None
-    from sparsesnn.engine import to_time_major  # local: engine imports this module
 
     online_opt = None
     if d.source == "run":
@@ -267,15 +268,15 @@ def load_teacher_run(run_dir: Path, info: DatasetInfo) -> tuple[nn.Module, Confi
     from sparsesnn.checkpoint import load_checkpoint
     from sparsesnn.config import load_config
 
-    if not (run_dir / "config.toml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"distill.teacher_run = {str(run_dir)!r}: not a run directory (no config.toml)")
-    teacher_cfg = load_config(run_dir / "config.toml")
+    teacher_cfg = load_config(run_dir / CONFIG_FILE)
     if teacher_cfg.data.name != info.name:
         raise ConfigError(
             f"distill.teacher_run: the teacher was trained on {teacher_cfg.data.name!r}, the student on {info.name!r}"
         )
     model = build_model_from_config(teacher_cfg, info)
-    state = load_checkpoint(run_dir / "checkpoint.pt")["model"]
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE)["model"]
     state = {k: v for k, v in state.items() if not k.endswith(("weight_mask", "neuron_mask"))}
     model.load_state_dict(state)
     return model, teacher_cfg

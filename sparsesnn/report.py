@@ -54,8 +54,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from sparsesnn.checkpoint import atomic_write_text
+from sparsesnn.config import flatten
 from sparsesnn.errors import ConfigError, SparseSNNError
+from sparsesnn.rundir import CONFIG_FILE, is_run_dir, read_metrics, read_summary
+from sparsesnn.settings import settings_errors
 
 #: config keys that do not change what a run computes (or that tell seeds apart): ignored when grouping
 IGNORED_KEYS = frozenset(
@@ -145,26 +150,6 @@ def recipe_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in IGNORED_KEYS}
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables -> dotted keys (``params`` tables stay whole values).
-
-    >>> flatten({"sparse": {"method": "rigl", "params": {"update_every": 2}}})
-    {'sparse.method': 'rigl', 'sparse.params': {'update_every': 2}}
-    """
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "params" and k != "teacher_params":
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / "config.toml").is_file() and (path / "metrics.jsonl").exists()
-
-
 def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
     """Run directories from run dirs, sweep dirs (the runs their ``sweep.json`` lists) or dirs of runs."""
     out: list[Path] = []
@@ -189,18 +174,11 @@ def expand_run_dirs(paths: Sequence[str | Path]) -> list[Path]:
 def read_run(run_dir: Path) -> RunData:
     """Read one run directory (``config.toml`` raw, not re-validated, so older runs still read)."""
     try:
-        config = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
+        config = tomllib.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SparseSNNError(f"{run_dir / 'config.toml'}: cannot read ({exc})") from None
-    metrics = []
-    for i, line in enumerate((run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()):
-        if line.strip():
-            try:
-                metrics.append(json.loads(line))
-            except ValueError:
-                raise SparseSNNError(f"{run_dir / 'metrics.jsonl'}: line {i + 1} is not JSON") from None
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.is_file() else None
+        raise SparseSNNError(f"{run_dir / CONFIG_FILE}: cannot read ({exc})") from None
+    metrics = read_metrics(run_dir)
+    summary = read_summary(run_dir)
     flat = flatten(config)
     return RunData(run_dir, flat, metrics, summary, _teacher_recipe(flat.get("distill.teacher_run"), run_dir))
 
@@ -211,7 +189,7 @@ def _teacher_recipe(teacher_run: Any, run_dir: Path) -> str | None:
         return None
     for candidate in (Path(teacher_run), run_dir / teacher_run):
         try:
-            config = flatten(tomllib.loads((candidate / "config.toml").read_text(encoding="utf-8")))
+            config = flatten(tomllib.loads((candidate / CONFIG_FILE).read_text(encoding="utf-8")))
         except (OSError, tomllib.TOMLDecodeError):
             continue
         recipe = json.dumps(recipe_settings(config), sort_keys=True)
@@ -410,6 +388,20 @@ def _dense_reference(g: Group, s: dict[str, Any], groups: list[Group], settings:
 # ----------------------------------------------------------------------------------------------------------------------
 # reference points
 # ----------------------------------------------------------------------------------------------------------------------
+class ReferencePoint(BaseModel):
+    """A paper's reported result, drawn beside the runs of its dataset (``configs/reference/reported_points.toml``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    label: str = Field(min_length=1, description="how the point is named in the plot")
+    dataset: str = Field(min_length=1, description="the dataset it was measured on (drawn only beside its runs)")
+    accuracy: float = Field(ge=0.0, le=100.0, description="top-1 test accuracy, %")
+    density: float = Field(gt=0.0, le=100.0, description="connection density, %")
+    sops: float | None = Field(None, ge=0.0, description="synaptic operations per sample, millions")
+    source: str | None = Field(None, description="where the number is printed (paper, table)")
+    note: str | None = Field(None, description="anything that qualifies the number")
+
+
 def load_reference(path: str | Path) -> list[dict[str, Any]]:
     """Read the papers' reported points (TOML ``[[point]]`` or a JSON list); each needs label, dataset, accuracy
     (%), density (%)."""
@@ -430,13 +422,11 @@ def load_reference(path: str | Path) -> list[dict[str, Any]]:
     for i, item in enumerate(data):
         if not isinstance(item, dict):
             raise ConfigError(f"{p}: point {i + 1} is not a table")
-        missing = [k for k in ("label", "dataset", "accuracy", "density") if k not in item]
-        if missing:
-            raise ConfigError(f"{p}: point {i + 1} ({item.get('label', '?')}) lacks {', '.join(missing)}")
-        for k in ("accuracy", "density", "sops"):
-            if k in item and not isinstance(item[k], int | float):
-                raise ConfigError(f"{p}: point {i + 1} ({item['label']}): {k} = {item[k]!r} is not a number")
-        points.append(dict(item))
+        try:
+            points.append(ReferencePoint(**item).model_dump(exclude_none=True))
+        except ValidationError as err:
+            label = item.get("label", "?")
+            raise ConfigError(f"{p}: point {i + 1} ({label}): " + "; ".join(settings_errors(err))) from None
     return points
 
 
@@ -453,28 +443,30 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")  # 7 markers, coprime with the 10 colours
 
 
 def series_styles(series: Sequence[str]) -> dict[str, tuple[str, str]]:
     """A (colour, marker) per series, in first-seen order; no two of the first 70 series share both.
 
-    Series ``i`` gets colour ``i mod 10`` and marker ``i mod 7``; as 10 and 7 are coprime the pair repeats only
-    after ``lcm(10, 7) = 70`` series, so a report with more methods than colours stays readable.
+    Series ``i`` gets colour ``i mod 10`` (matplotlib's "tab10") and marker ``i mod 7``; as 10 and 7 are coprime
+    the pair repeats only after ``lcm(10, 7) = 70`` series, so a report with more methods than colours stays
+    readable.
     """
-    return {s: (_PALETTE[i % len(_PALETTE)], _MARKERS[i % len(_MARKERS)]) for i, s in enumerate(dict.fromkeys(series))}
+    palette = _palette()
+    return {s: (palette[i % len(palette)], _MARKERS[i % len(_MARKERS)]) for i, s in enumerate(dict.fromkeys(series))}
+
+
+def _palette() -> tuple[str, ...]:
+    """matplotlib's default colour cycle ("tab10"), as hex: the colours every plot of the report uses."""
+    try:
+        from matplotlib import colormaps
+        from matplotlib.colors import to_hex
+    except ImportError:
+        raise SparseSNNError(
+            "the report draws its plots with matplotlib: pip install 'sparsesnn[plot]' (or matplotlib)"
+        ) from None
+    return tuple(to_hex(c) for c in colormaps["tab10"].colors)
 
 
 def _series(groups: Sequence[Group]) -> dict[str, list[Group]]:

@@ -1,4 +1,4 @@
-"""The run directory: its file names and its one-writer lock.
+"""The run directory: its file names, reading its records, and its one-writer lock.
 
 A run directory holds ``config.toml``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt`` (the last state),
 ``selected.pt`` (the state at the epoch of best validation accuracy, with a validation split), ``summary.json`` and,
@@ -35,6 +35,34 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 SELECTED_FILE = "selected.pt"  # the state at the epoch of best validation accuracy (data.validation_samples > 0)
 LOCK_FILE = "run.lock"
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` holds a run: its ``config.toml`` and a ``metrics.jsonl`` (possibly still empty)."""
+    return (path / CONFIG_FILE).is_file() and (path / METRICS_FILE).exists()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The epoch records of ``metrics.jsonl``, in order (blank lines skipped); a line that is not JSON is an error
+    naming the file and the line."""
+    path = run_dir / METRICS_FILE
+    records = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise CheckpointError(f"{path}: line {i + 1} is not JSON") from None
+    return records
+
+
+def read_summary(run_dir: Path) -> dict[str, Any] | None:
+    """``summary.json`` (written when a run finishes), or None where there is none yet or it does not read."""
+    try:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 class RunDirBusyError(CheckpointError):

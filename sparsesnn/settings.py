@@ -68,7 +68,7 @@ def problems_of(cls: type[Settings], values: dict[str, Any], hidden: frozenset[s
     return []
 
 
-def describe_settings(cls: type[Settings]) -> list[dict[str, str]]:
+def describe_settings(cls: type[BaseModel]) -> list[dict[str, str]]:
     """Every field of a settings model: ``name``, ``type`` (unions written with "or", so that the row fits a Markdown
     table), ``default`` and ``description``, in declaration order."""
     rows = []

@@ -47,6 +47,7 @@ from typing import IO, Any
 from sparsesnn.checkpoint import atomic_write_text
 from sparsesnn.config import Config, config_differences, load_config, parse_override_value
 from sparsesnn.errors import ConfigError
+from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE, read_summary
 
 MANIFEST_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
@@ -308,32 +309,25 @@ def choose_parallelism(config_threads: int, jobs: int | None, threads: int | Non
     return jobs, threads or max(1, cores // jobs)
 
 
-def _read_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _existing_state(run: PlannedRun) -> tuple[str, str | None]:
     """``("finished" | "resume" | "fresh" | "conflict", reason)`` for the run's directory as it is now."""
     rd = run.run_dir
-    if not (rd / "config.toml").is_file():
+    if not (rd / CONFIG_FILE).is_file():
         return "fresh", None
     try:
-        existing = load_config(rd / "config.toml")
+        existing = load_config(rd / CONFIG_FILE)
     except ConfigError as exc:
-        return "conflict", f"{rd / 'config.toml'} is not readable: {exc}"
+        return "conflict", f"{rd / CONFIG_FILE} is not readable: {exc}"
     diffs = config_differences(existing, run.config, _NEUTRAL_KEYS)
     if diffs:
         return "conflict", (
             f"{rd} holds a run with another config than this sweep's ({'; '.join(diffs)}); "
             "delete it or sweep into another --out"
         )
-    summary = _read_summary(rd)
+    summary = read_summary(rd)
     if summary is not None and int(summary.get("epochs", 0)) >= run.config.run.epochs:
         return "finished", None
-    if (rd / "checkpoint.pt").is_file():
+    if (rd / CHECKPOINT_FILE).is_file():
         return "resume", None
     return "fresh", None
 
@@ -489,7 +483,7 @@ def _run_planned(
                 del running[name]
                 done += 1
                 run.returncode, run.wall_s = rc, round(time.perf_counter() - t0, 3)
-                if rc == 0 and _read_summary(run.run_dir) is not None:
+                if rc == 0 and read_summary(run.run_dir) is not None:
                     run.status = "finished"
                     say(f"[{done}/{len(runs)}] {name}: finished ({run.action}) in {run.wall_s:.1f} s")
                 else:

@@ -20,6 +20,9 @@ RULES = [
     ("models/**/*.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.factory")),
     ("metrics.py", ("sparsesnn.engine", "sparsesnn.factory", "sparsesnn.cli")),
     ("neurons.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.models")),
+    ("factory.py", ("sparsesnn.engine", "sparsesnn.cli")),  # config -> objects; the engine uses it, not back
+    ("batching.py", ("sparsesnn.engine", "sparsesnn.factory", "sparsesnn.sparse")),
+    ("rundir.py", ("sparsesnn.engine", "sparsesnn.factory", "sparsesnn.config")),
     ("neuron_kinds.py", ("sparsesnn.sparse", "sparsesnn.engine", "sparsesnn.config", "sparsesnn.models")),
 ]
 

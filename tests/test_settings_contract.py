@@ -13,6 +13,7 @@ from sparsesnn.config import load_config_text
 from sparsesnn.data import DATASETS
 from sparsesnn.errors import ConfigError
 from sparsesnn.models import MODELS
+from sparsesnn.neuron_kinds import NEURONS
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings
 from tests.conftest import tiny_toml
@@ -59,6 +60,7 @@ PLUGINS = [
     *(("method", n, METHODS[n].Settings) for n in METHODS.names()),
     *(("model", n, MODELS[n].Settings) for n in MODELS.names()),
     *(("dataset", n, DATASETS[n].Settings) for n in DATASETS.names()),
+    *(("neuron", n, NEURONS[n].Settings) for n in NEURONS.names() if n in ("lif", "plif")),
 ]
 
 

@@ -341,7 +341,7 @@ def test_reference_points_drawn_only_for_the_runs_dataset(sweep_dir, tmp_path, c
     assert json.loads((tmp_path / "b" / "results.json").read_text())["reference_drawn"] == []
     bad = tmp_path / "bad.toml"
     bad.write_text('[[point]]\nlabel = "x"\ndataset = "digits"\naccuracy = 1.0\n')
-    with pytest.raises(ConfigError, match=r"point 1 \(x\) lacks density"):
+    with pytest.raises(ConfigError, match=r"point 1 \(x\): density: Field required"):
         load_reference(bad)
 
 
