@@ -45,6 +45,19 @@ def _registered(value: str, registry: Registry[Any]) -> str:
     return value
 
 
+def _plugin_params(what: str, registry: Registry[Any], name: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` if the plugin ``name`` of ``registry`` takes them (its ``Settings`` model), else the error that
+    names each bad key, its value and the rule; nothing to check when the name itself was invalid (``None``)."""
+    from sparsesnn.settings import problems_of
+
+    if name is None:
+        return params
+    problems = problems_of(registry[name].Settings, params)
+    if problems:
+        raise ValueError(f"{what} {name!r}: " + "; ".join(problems))
+    return params
+
+
 #: which epochs model selection chooses among (``data.select_among``, ``engine.selection_candidates``)
 SelectAmong = Literal["final_density", "all_epochs"]
 
@@ -157,15 +170,8 @@ class DataConfig(_Section):
     def _dataset_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """``[data.params]`` against the dataset's settings model, when the file is read (no file is opened)."""
         from sparsesnn.data import DATASETS
-        from sparsesnn.settings import problems_of
 
-        name = info.data.get("name")
-        if name is None:
-            return v
-        problems = problems_of(DATASETS[name].Settings, v)
-        if problems:
-            raise ValueError(f"dataset {name!r}: " + "; ".join(problems))
-        return v
+        return _plugin_params("dataset", DATASETS, info.data.get("name"), v)
 
     @model_validator(mode="after")
     def _seed_needs_split(self) -> DataConfig:
@@ -194,15 +200,8 @@ class ModelConfig(_Section):
         """``[model.params]`` against the model's settings model, when the file is read (the dataset's
         ``in_channels``, ``num_classes`` and ``input_size`` are checked again with the data)."""
         from sparsesnn.models import MODELS
-        from sparsesnn.settings import problems_of
 
-        name = info.data.get("name")
-        if name is None:
-            return v
-        problems = problems_of(MODELS[name].Settings, v)
-        if problems:
-            raise ValueError(f"model {name!r}: " + "; ".join(problems))
-        return v
+        return _plugin_params("model", MODELS, info.data.get("name"), v)
 
 
 class NeuronConfig(_Section):
@@ -233,15 +232,8 @@ class NeuronConfig(_Section):
     @classmethod
     def _kind_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         from sparsesnn.neuron_kinds import NEURONS
-        from sparsesnn.settings import problems_of
 
-        kind = info.data.get("kind")
-        if kind is None:
-            return v
-        problems = problems_of(NEURONS[kind].Settings, v)
-        if problems:
-            raise ValueError(f"neuron kind {kind!r}: " + "; ".join(problems))
-        return v
+        return _plugin_params("neuron kind", NEURONS, info.data.get("kind"), v)
 
     @model_validator(mode="after")
     def _reset_below_threshold(self) -> NeuronConfig:

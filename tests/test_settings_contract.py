@@ -35,7 +35,7 @@ def net() -> nn.Module:
             r"equal to 1",
         ),
         ("{ warp = 3 }", r"method 'rigl': warp: not a setting \(allowed: drop_fraction, grow, grow_init"),
-        ('{ schedule = "sine" }', r"schedule = 'sine': unknown schedule; choose one of \['constant', 'cosine'"),
+        ('{ schedule = "sine" }', r"schedule = 'sine': Input should be 'constant', 'cosine' or 'linear'"),
         ('{ drop_fraction = "0.3" }', r"drop_fraction = '0\.3': Input should be a valid number"),
         ("{ density = 0.5 }", r"density: set it in \[sparse\] \(or it comes from the run\), not in \[sparse\.params\]"),
     ],

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch.utils.data import Dataset
 
-from sparsesnn.errors import ConfigError
+from sparsesnn.errors import ConfigError, DatasetError
 from sparsesnn.registry import Registry
 from sparsesnn.settings import Settings, validate_settings
 
@@ -78,6 +78,16 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
         if self.transform is not None:
             x = self.transform(x, generator)
         return x, self.targets[indices]
+
+
+def root_dir(dataset: str, root: str | Path | None) -> Path:
+    """``root`` as a directory that exists, or the :class:`~sparsesnn.errors.DatasetError` that says what is wrong."""
+    if root is None:
+        raise DatasetError(f"{dataset}: root is required (the directory holding the original files); got None")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DatasetError(f"{dataset}: root {path} is not a directory")
+    return path
 
 
 class DatasetSettings(Settings):

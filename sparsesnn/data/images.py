@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from sparsesnn.data.base import ArrayDataset, DatasetInfo, DatasetSettings, register_dataset
+from sparsesnn.data.base import ArrayDataset, DatasetInfo, DatasetSettings, register_dataset, root_dir
 from sparsesnn.data.transforms import RandomCropFlip, normalize_, normalized_zero
 from sparsesnn.errors import DatasetError
 
@@ -186,15 +186,6 @@ def _check_split(dataset: str, split: str) -> None:
         raise ValueError(f"{dataset}: split must be 'train' or 'test', got {split!r}")
 
 
-def _root_dir(dataset: str, root: str | Path | None) -> Path:
-    if root is None:
-        raise DatasetError(f"{dataset}: root is required (the directory holding the original files); got None")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DatasetError(f"{dataset}: root {path} is not a directory")
-    return path
-
-
 def _find_idx(dataset: str, root: Path, subdirs: Sequence[str], stem: str) -> Path:
     """``stem`` (e.g. ``train-images-idx3-ubyte``) in ``root`` or a torchvision-style subfolder, .gz first."""
     dotted = stem.replace("-idx", ".idx")  # some copies are named train-images.idx3-ubyte
@@ -216,7 +207,7 @@ def _load_idx_split(
     dataset: str, root: str | Path | None, split: str, subdirs: Sequence[str], num_classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 28, 28]`` uint8 and labels ``[N]`` uint8 of one MNIST-layout split, validated."""
-    base = _root_dir(dataset, root)
+    base = root_dir(dataset, root)
     prefix = _IDX_PREFIX[split]
     images_path = _find_idx(dataset, base, subdirs, f"{prefix}-images-idx3-ubyte")
     labels_path = _find_idx(dataset, base, subdirs, f"{prefix}-labels-idx1-ubyte")
@@ -452,7 +443,7 @@ def write_cifar10(root: str | Path, train: int, test: int, seed: int = 0) -> Pat
 
 def _cifar_dir(dataset: str, root: str | Path | None, folder: str, probe: str) -> Path:
     """The extracted folder: ``root`` itself when it holds ``probe``, else ``root/folder``."""
-    base = _root_dir(dataset, root)
+    base = root_dir(dataset, root)
     if (base / probe).exists():
         return base
     if (base / folder / probe).exists():

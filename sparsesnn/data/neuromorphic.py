@@ -60,7 +60,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Dataset
 
-from sparsesnn.data.base import DatasetInfo, DatasetSettings, register_dataset
+from sparsesnn.data.base import DatasetInfo, DatasetSettings, register_dataset, root_dir
 from sparsesnn.data.cache import FrameCache, cache_key
 from sparsesnn.data.event_transforms import (
     Compose,
@@ -262,15 +262,6 @@ class EventFrameDataset(Dataset[tuple[torch.Tensor, int]]):
 
 
 # ------------------------------------------------------------------------------------------------------ shared setup
-
-
-def _root(dataset: str, root: str | Path | None) -> Path:
-    if root is None:
-        raise DatasetError(f"{dataset}: root is required (the directory holding the original files); got None")
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DatasetError(f"{dataset}: root {path} is not a directory")
-    return path
 
 
 def _check_split(dataset: str, split: str) -> None:
@@ -563,7 +554,7 @@ def load_event_dataset(
     frames = _frames_spec(
         spec.name, spec.sensor, spec.default_frames, s.n_frames, s.split_by, s.frame_duration_us, s.length, s.size
     )
-    base = _root(spec.name, root)
+    base = root_dir(spec.name, root)
     samples, other = spec.samples(base, split, s)
     shift = frames.output_hw[1] // spec.shift_divisor if s.max_shift is None else s.max_shift
     ds = EventFrameDataset(

@@ -18,7 +18,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
@@ -34,7 +34,7 @@ class RewiringSettings(LearnerSettings):
     update_every: int = Field(100, ge=1, description="rewiring period, in steps or epochs (update_unit)")
     update_unit: Literal["steps", "epochs"] = Field("steps", description="what update_every counts")
     drop_fraction: float = Field(0.3, ge=0.0, le=1.0, description="alpha_0: fraction of active synapses rewired")
-    schedule: str = Field("cosine", description=f"decay of alpha over training: one of {', '.join(DROP_SCHEDULES)}")
+    schedule: Literal[DROP_SCHEDULES] = Field("cosine", description="decay of alpha over training")  # type: ignore[valid-type]
     stop_at: float = Field(0.75, ge=0.0, le=1.0, description="fraction of training after which the topology is frozen")
     prune: str = Field("magnitude", description="prune criterion (sparsesnn.sparse.criteria.PRUNE)")
     grow: str = Field("gradient", description="grow criterion (sparsesnn.sparse.criteria.GROW)")
@@ -43,25 +43,12 @@ class RewiringSettings(LearnerSettings):
         0.9, ge=0.0, lt=1.0, description="decay of the dense-gradient momentum (grow = momentum)"
     )
 
-    @field_validator("schedule")
+    @field_validator("prune", "grow")
     @classmethod
-    def _schedule(cls, v: str) -> str:
-        if v not in DROP_SCHEDULES:
-            raise ValueError(f"unknown schedule; choose one of {list(DROP_SCHEDULES)}")
-        return v
-
-    @field_validator("prune")
-    @classmethod
-    def _prune(cls, v: str) -> str:
-        if v not in PRUNE:
-            raise ValueError(f"unknown prune criterion; choose one of {PRUNE.names()}")
-        return v
-
-    @field_validator("grow")
-    @classmethod
-    def _grow(cls, v: str) -> str:
-        if v not in GROW:
-            raise ValueError(f"unknown grow criterion; choose one of {GROW.names()}")
+    def _criterion(cls, v: str, info: ValidationInfo) -> str:
+        registry = PRUNE if info.field_name == "prune" else GROW
+        if v not in registry:
+            raise ValueError(f"unknown {registry.kind}; choose one of {registry.names()}")
         return v
 
 

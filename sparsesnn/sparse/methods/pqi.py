@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
@@ -65,20 +65,13 @@ class PQISettings(LearnerSettings):
     gamma: float = Field(1.2, gt=0.0, description="gamma: scale of the rewiring ratio")
     beta: float = Field(0.9, ge=0.0, le=1.0, description="beta: cap of the rewiring ratio")
     regrow_ratio: float = Field(0.5, ge=0.0, le=1.0, description="fraction of the pruned synapses regrown")
-    scope: str = Field("neuron", description=f"unit of a round: one of {', '.join(SCOPES)}")
+    scope: Literal[SCOPES] = Field("neuron", description="unit of a round: one neuron's fan-in, or the layer")  # type: ignore[valid-type]
     epoch_frequency: int = Field(1, ge=1, description="a round every this many epochs")
     stop_at: float = Field(1.0, ge=0.0, le=1.0, description="fraction of the epochs after which no round runs")
     max_rounds: int = Field(0, ge=0, description="at most this many rounds (0: no limit)")
     min_ratio: float = Field(0.0, ge=0.0, le=1.0, description="a unit whose ratio is below this is not rewired")
     grow_init: float = Field(0.0, description="value of a regrown weight")
     momentum_beta: float = Field(0.9, ge=0.0, lt=1.0, description="decay of the dense-gradient momentum")
-
-    @field_validator("scope")
-    @classmethod
-    def _scope(cls, v: str) -> str:
-        if v not in SCOPES:
-            raise ValueError(f"choose one of {list(SCOPES)}")
-        return v
 
     @model_validator(mode="after")
     def _pq(self) -> PQISettings:

@@ -117,10 +117,10 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
@@ -193,10 +193,10 @@ class SDSNNSettings(LearnerSettings):
     constraint: bool = Field(True, description="clip weights into their ranges for e > N")
     neuron_pruning: bool = Field(True, description="prune neurons by range score with the adaptive rate for e > 2N")
     regeneration: bool = Field(True, description="regrow pruned kernels / synapses for e > 2N (ghosts meanwhile)")
-    range_layers: str = Field("all", description=f"whose ranges move: one of {', '.join(RANGE_LAYERS)}")
+    range_layers: Literal[RANGE_LAYERS] = Field("all", description="whose ranges move")  # type: ignore[valid-type]
     rho_init: float = Field(0.005, ge=0.0, le=1.0, description="initial pruning rate, a fraction of the neurons")
-    last_rate_rule: str = Field(
-        "code", description=f"rate rule of the last neuron-pruned layer: one of {', '.join(LAST_RATE_RULES)}"
+    last_rate_rule: Literal[LAST_RATE_RULES] = Field(  # type: ignore[valid-type]
+        "code", description="rate rule of the last neuron-pruned layer"
     )
     last_rho_init: float = Field(0.02, ge=0.0, le=1.0, description="initial rate of the last layer (code rule)")
     last_tail_epoch: int | None = Field(None, ge=0, description="epoch from which the code rule adds a fixed tail")
@@ -212,20 +212,6 @@ class SDSNNSettings(LearnerSettings):
     shrink: float = Field(0.75, gt=0.0, le=1.0, description="the factor of a range shrink")
     stop_at: float | None = Field(None, ge=0.0, le=1.0, description="fraction of epochs after which nothing is pruned")
     final_change: bool = Field(False, description="prune at the last epoch end too (the paper's code)")
-
-    @field_validator("range_layers")
-    @classmethod
-    def _range_layers(cls, v: str) -> str:
-        if v not in RANGE_LAYERS:
-            raise ValueError(f"choose one of {list(RANGE_LAYERS)}")
-        return v
-
-    @field_validator("last_rate_rule")
-    @classmethod
-    def _last_rate_rule(cls, v: str) -> str:
-        if v not in LAST_RATE_RULES:
-            raise ValueError(f"choose one of {list(LAST_RATE_RULES)}")
-        return v
 
     @model_validator(mode="after")
     def _stop(self) -> SDSNNSettings:

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.rewiring import RewiringLearner, RewiringSettings
+from sparsesnn.sparse.schedules import DROP_SCHEDULES
 from sparsesnn.sparse.settings import LearnerSettings
 
 
@@ -22,7 +23,7 @@ class SETSettings(RewiringSettings):
 
     update_every: int = Field(1, ge=1, description="rewiring period, in steps or epochs (update_unit)")
     update_unit: Literal["steps", "epochs"] = Field("epochs", description="what update_every counts")
-    schedule: str = Field("constant", description="decay of alpha over training: constant, cosine or linear")
+    schedule: Literal[DROP_SCHEDULES] = Field("constant", description="decay of alpha over training")  # type: ignore[valid-type]
     stop_at: float = Field(1.0, ge=0.0, le=1.0, description="fraction of training after which the topology is frozen")
     prune: str = Field("set", description="prune criterion (sparsesnn.sparse.criteria.PRUNE)")
     grow: str = Field("random", description="grow criterion (sparsesnn.sparse.criteria.GROW)")
