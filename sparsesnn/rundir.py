@@ -99,9 +99,9 @@ class RunDirLock:
     """The exclusive writer lock of one run directory, held from :meth:`acquire` to :meth:`release` (or the end of
     a ``with`` block). Not reentrant: one holder per process and directory."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, name: str = LOCK_FILE) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / LOCK_FILE
+        self.path = self.run_dir / name  # a sweep directory's lock is its own file (sweep.LOCK_FILE)
         self._handle: IO[str] | None = None
 
     @property
@@ -183,6 +183,8 @@ class RunDirLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
     def _busy(self, holder: dict[str, Any]) -> RunDirBusyError:
+        if self.path.name != LOCK_FILE:  # another directory's lock (a sweep's): its owner words the advice
+            return RunDirBusyError(f"{self.path} is held by {_describe(holder)}")
         return RunDirBusyError(
             f"{self.run_dir} is being written by {_describe(holder)}; a second writer would mix the two runs' "
             "metrics and checkpoints. Wait for it to finish, stop it (it checkpoints on Ctrl-C or SIGTERM, then "

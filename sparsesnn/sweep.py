@@ -42,12 +42,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sparsesnn.checkpoint import atomic_write_text
 from sparsesnn.config import Config, config_differences, load_config, parse_override_value
 from sparsesnn.errors import ConfigError
-from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE, read_summary
+from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE, RunDirBusyError, RunDirLock, read_summary
 
 MANIFEST_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
@@ -418,26 +418,21 @@ def run_sweep(
             say(f"  {r.name}: {r.status if r.status != 'pending' else states[r.name]}  {' '.join(r.overrides)}")
         return result
     out.mkdir(parents=True, exist_ok=True)
-    with _lock_sweep_dir(out):  # closing the lock file releases the lock
+    lock = _lock_sweep_dir(out)
+    try:
         return _run_planned(result, runs, todo, states, header, config_path, jobs_n, threads_n, say, poll_s)
+    finally:
+        lock.release()
 
 
-def _lock_sweep_dir(out: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``OUT/.sweep.lock`` for the sweep's lifetime, so that a second sweep started in the
-    same directory (which would start the same runs twice) is refused instead of racing the first."""
-    handle = open(out / LOCK_FILE, "ab")  # noqa: SIM115 - held open until the sweep ends
+def _lock_sweep_dir(out: Path) -> RunDirLock:
+    """Hold the one-writer lock of ``OUT/.sweep.lock`` for the sweep's lifetime (:class:`~sparsesnn.rundir.RunDirLock`,
+    the lock every run directory has), so that a second sweep started in the same directory (which would start the
+    same runs twice) is refused instead of racing the first."""
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no advisory lock, as before
-        return handle
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise ConfigError(
-            f"another sweep is running in {out} (it holds {out / LOCK_FILE}); wait for it or choose another --out"
-        ) from None
-    return handle
+        return RunDirLock(out, LOCK_FILE).acquire()
+    except RunDirBusyError as exc:
+        raise ConfigError(f"another sweep is running in {out} ({exc}); wait for it or choose another --out") from None
 
 
 def _run_planned(
