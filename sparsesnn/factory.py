@@ -52,7 +52,7 @@ def device_available(name: str) -> bool:
 
 
 def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
-    params = {} if cfg.surrogate_param is None else {_SURROGATE_PARAM[cfg.surrogate]: cfg.surrogate_param}
+    """The ``[neuron]`` section as the spec a model builds its neurons from."""
     return NeuronSpec(
         kind=cfg.kind,
         tau=cfg.tau,
@@ -60,19 +60,10 @@ def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
         v_reset=None if cfg.soft_reset else cfg.v_reset,
         decay_input=cfg.decay_input,
         detach_reset=cfg.detach_reset,
-        surrogate=make_surrogate(cfg.surrogate, **params),
+        surrogate=make_surrogate(cfg.surrogate, cfg.surrogate_param),
         backend=cfg.backend,
         params=dict(cfg.params),
     )
-
-
-_SURROGATE_PARAM = {
-    "atan": "alpha",
-    "sigmoid": "alpha",
-    "rectangular": "width",
-    "superspike": "beta",
-    "triangle": "gamma",
-}
 
 
 @dataclass

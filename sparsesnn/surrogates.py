@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -138,12 +139,16 @@ SURROGATES: dict[str, type] = {
 }
 
 
-def make_surrogate(name: str, **params: float) -> Surrogate:
-    """Build a surrogate by its registry name, e.g. ``make_surrogate("atan", alpha=2.0)``."""
+def make_surrogate(name: str, param: float | None = None, **params: float) -> Surrogate:
+    """Build a surrogate by its registry name: ``make_surrogate("atan", alpha=2.0)``, or with its one shape parameter
+    unnamed (``alpha``, ``width``, ``beta`` or ``gamma``, whichever it has): ``make_surrogate("atan", 2.0)``."""
     key = name.lower()
     if key not in SURROGATES:
         raise ValueError(f"unknown surrogate {name!r}; choose one of {sorted(SURROGATES)}")
+    cls = SURROGATES[key]
+    if param is not None:
+        params = {dataclasses.fields(cls)[0].name: param, **params}
     try:
-        return SURROGATES[key](**params)
+        return cls(**params)
     except TypeError as exc:
         raise ValueError(f"bad parameters {params} for surrogate {name!r}: {exc}") from None

@@ -159,7 +159,8 @@ def test_rejects_non_time_major():
 
 
 def test_surrogates_registry_and_validation():
-    assert make_surrogate("atan", alpha=3.0) == ATan(3.0)
+    assert make_surrogate("atan", alpha=3.0) == ATan(3.0) == make_surrogate("atan", 3.0)
+    assert make_surrogate("rectangular", 0.5) == Rectangular(width=0.5)  # the one shape parameter, unnamed
     with pytest.raises(ValueError, match="unknown surrogate"):
         make_surrogate("relu")
     with pytest.raises(ValueError):
