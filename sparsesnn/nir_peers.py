@@ -26,7 +26,7 @@ import copy
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -48,33 +48,46 @@ class NetworkRun:
     log: str = ""  # what the importer printed
 
 
+class LayerAgreement(NamedTuple):
+    """One neuron layer: spike entries (time step x sample x neuron) equal to ours, all entries, spikes each side."""
+
+    equal: int
+    total: int
+    ours: int
+    theirs: int
+
+    @property
+    def mismatches(self) -> int:
+        return self.total - self.equal
+
+
 @dataclass
 class Agreement:
     """How far a peer's simulation agrees with ours."""
 
     peer: str
-    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (equal spike entries, entries)
+    layers: dict[str, LayerAgreement] = field(default_factory=dict)  # NIR node of the neuron layer -> its counts
     output_max_diff: float = 0.0
 
     @property
     def mismatches(self) -> int:
         """Spike entries (time x sample x neuron) that differ, over all neuron layers."""
-        return sum(total - equal for equal, total in self.layers.values())
+        return sum(a.mismatches for a in self.layers.values())
 
     @property
     def fraction(self) -> float:
         """Fraction of spike entries, over all neuron layers, equal to ours (1.0 for identical spike trains)."""
-        total = sum(t for _, t in self.layers.values())
-        return sum(e for e, _ in self.layers.values()) / total if total else 1.0
+        total = sum(a.total for a in self.layers.values())
+        return sum(a.equal for a in self.layers.values()) / total if total else 1.0
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-able numbers: overall and per-layer agreement, mismatches, output difference."""
+        """Plain JSON-able numbers: overall and per-layer agreement, mismatches, spike counts, output difference."""
         return {
             "peer": self.peer,
             "spike_agreement": self.fraction,
             "mismatches": self.mismatches,
             "layers": {
-                k: {"equal": e, "total": t, "agreement": e / t if t else 1.0} for k, (e, t) in self.layers.items()
+                k: {**a._asdict(), "agreement": a.equal / a.total if a.total else 1.0} for k, a in self.layers.items()
             },
             "output_max_abs_diff": self.output_max_diff,
         }
@@ -226,7 +239,7 @@ def agreement(ours: NetworkRun, theirs: NetworkRun) -> Agreement:
             raise PeerImportError(
                 f"{theirs.name}: layer {name!r} gave spikes of shape {tuple(got.shape)}, ours {tuple(ref.shape)}"
             )
-        result.layers[name] = (int((got == ref).sum()), ref.numel())
+        result.layers[name] = LayerAgreement(int((got == ref).sum()), ref.numel(), int(ref.sum()), int(got.sum()))
     if theirs.output.shape != ours.output.shape:
         raise PeerImportError(
             f"{theirs.name}: output of shape {tuple(theirs.output.shape)}, ours {tuple(ours.output.shape)}"
