@@ -3,7 +3,7 @@
     sparsesnn train --config configs/digits_rigl.toml [--set sparse.density=0.05 ...] [--run-dir DIR] [--quiet]
     sparsesnn train --resume RUN_DIR
     sparsesnn eval RUN_DIR
-    sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]
+    sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH] [--dt SECONDS]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
     sparsesnn info [METHOD|MODEL|DATASET|NEURON] [--config-keys]
@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--device", help=_DEVICE_HELP)
     x.add_argument(
         "--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>, model_selected.<ext>)"
+    )
+    x.add_argument(
+        "--dt",
+        type=float,
+        metavar="SECONDS",
+        help="NIR only: duration of one time step; each neuron is written with tau = dt * its time constant in steps "
+        "(default 1e-4, the step snnTorch's and SpikingJelly's NIR readers assume)",
     )
 
     s = sub.add_parser("sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.sweep)")
@@ -203,7 +210,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.export import export_run
 
-    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device)
+    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device, dt=args.dt)
     report = result.report
     print(result.path)
     print(f"parameters: {report.params_before:,} before compaction, {report.params_after:,} after")
@@ -213,6 +220,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"  kept {layer}: {why}")
     if not report.removed and not report.kept:
         print("  no dead units")
+    if result.dt is not None:
+        print(f"NIR time step dt = {result.dt:g} s (each neuron's tau = dt * its time constant in steps)")
     if result.nir_max_diff is not None:
         print(
             f"NIR file re-simulated on {result.samples} test samples: max |output difference| {result.nir_max_diff:.3g}"

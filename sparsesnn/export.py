@@ -13,7 +13,10 @@
    * ``safetensors``: the same state dict as safetensors tensors, the metadata as a JSON string under the
      ``"sparsesnn"`` key of the file's header metadata;
    * ``nir``: a NIR graph (:mod:`sparsesnn.nir_io`; BatchNorm folded into the convs), which is then read back with
-     ``nir.read``, re-simulated by our loader on the example batch and compared with the model.
+     ``nir.read``, re-simulated by our loader on the example batch and compared with the model. ``dt`` (``--dt``)
+     is the duration of one time step in seconds, written into every neuron's ``tau = dt * tau_steps`` and into the
+     graph's metadata; its default 1e-4 is the step snnTorch's and SpikingJelly's NIR readers assume, so they
+     compute the model's spikes (:mod:`sparsesnn.nir_io` gives the equations and each peer's conventions).
 
 Why a state dict plus a description and not a pickled module: a pickled ``nn.Module`` can only be loaded with
 ``torch.load(weights_only=False)``, which runs arbitrary code from the file, breaks when classes move, and has no
@@ -39,10 +42,16 @@ from torch import nn
 from sparsesnn.checkpoint import atomic_write_bytes
 from sparsesnn.config import Config, validate_config
 from sparsesnn.data import DatasetInfo
-from sparsesnn.errors import CheckpointError
+from sparsesnn.errors import CheckpointError, SparseSNNError
 from sparsesnn.sparse.shrink import CompactionReport, compact
 
 FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
+
+
+class ExportOptionError(SparseSNNError, ValueError):
+    """An export option that does not apply or has a bad value (e.g. ``dt`` for a non-NIR format)."""
+
+
 #: file extension of each format (NIR files are HDF5 and conventionally named ``*.nir``)
 EXTENSIONS: dict[str, str] = {"pt": "pt", "safetensors": "safetensors", "nir": "nir"}
 EXPORT_FORMAT = "sparsesnn.model"
@@ -79,6 +88,7 @@ class ExportResult:
     report: CompactionReport
     samples: int
     nir_max_diff: float | None = None  # NIR only: largest output difference of the re-simulated file
+    dt: float | None = None  # NIR only: the time step (seconds) the file was written with
 
 
 def prepare_export(
@@ -250,12 +260,13 @@ def load_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return load_pt(path)
 
 
-def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor) -> float:
-    """Write ``model`` as NIR, read the file back with ``nir.read``, re-simulate it with our loader on ``example``
+def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor, *, dt: float | None = None) -> float:
+    """Write ``model`` as NIR with time step ``dt`` seconds (default :data:`sparsesnn.nir_io.DEFAULT_DT`), read the
+    file back with ``nir.read``, re-simulate it with our loader (which reads ``dt`` from the file) on ``example``
     (time-major) and return the largest output difference to ``model``."""
-    from sparsesnn.nir_io import load_nir, max_output_difference, write_nir
+    from sparsesnn.nir_io import DEFAULT_DT, load_nir, max_output_difference, write_nir
 
-    write_nir(model, path, tuple(example.shape[2:]))
+    write_nir(model, path, tuple(example.shape[2:]), dt=DEFAULT_DT if dt is None else dt)
     simulator = load_nir(path, backend="eager")
     return max_output_difference(model, simulator, example)
 
@@ -274,11 +285,26 @@ def export_run(
     samples: int = 32,
     checkpoint: str = "last",
     device: str | None = None,
+    dt: float | None = None,
 ) -> ExportResult:
     """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected", rebuilt on
-    ``device``: see :func:`prepare_export`) as ``fmt`` to ``out`` (default :func:`default_path`)."""
+    ``device``: see :func:`prepare_export`) as ``fmt`` to ``out`` (default :func:`default_path`). ``dt``: the NIR
+    time step in seconds (``nir`` only; default :data:`sparsesnn.nir_io.DEFAULT_DT`, what snnTorch and SpikingJelly
+    read)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    if dt is not None:
+        from sparsesnn.nir_io import check_dt
+
+        if fmt != "nir":
+            raise ExportOptionError(
+                f"dt = {dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
+                f"the {fmt} format stores the model's own time constants: drop dt, or use --format nir"
+            )
+        try:
+            dt = check_dt(dt)
+        except ValueError as exc:
+            raise ExportOptionError(str(exc)) from None
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
     path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
@@ -287,5 +313,8 @@ def export_run(
     elif fmt == "safetensors":
         export_safetensors(bundle.model, path, bundle.meta())
     else:
-        diff = export_nir(bundle.model, path, bundle.example)
-    return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), diff)
+        from sparsesnn.nir_io import DEFAULT_DT
+
+        dt = DEFAULT_DT if dt is None else dt
+        diff = export_nir(bundle.model, path, bundle.example, dt=dt)
+    return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), diff, dt if fmt == "nir" else None)

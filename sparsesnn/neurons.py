@@ -87,11 +87,15 @@ KERNEL_RECOMPILE_LIMIT = 64
 
 
 def _compile_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under ``torch.compile``, its float arguments (``v_threshold``, ``v_reset``) specialised: one kernel per
+    value. With Dynamo's default (a float that changes becomes a symbolic input), a kernel compiled after ``v_reset``
+    changed from 0.0 to -0.25 was then reused for 0.0 and gave wrong spikes (torch 2.13: calls with
+    ``(N, v_reset)`` = (64, 0.0), (32, 0.0), (64, -0.25), (64, 0.0); the last differed from the plain loop)."""
     compiled = torch.compile(fn, dynamic=None, fullgraph=True)
 
     @functools.wraps(fn)
     def call(*args: Any) -> Any:
-        with torch._dynamo.config.patch(recompile_limit=KERNEL_RECOMPILE_LIMIT):
+        with torch._dynamo.config.patch(recompile_limit=KERNEL_RECOMPILE_LIMIT, specialize_float=True):
             return compiled(*args)
 
     return call

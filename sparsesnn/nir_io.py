@@ -26,8 +26,10 @@ ours (time-major ``[T, B, ...]``)      NIR (one time step, one sample)
                                        the OR of its spikes, i.e. ``sum > 0.5``; exact for 0/1 input, so it is only
                                        written where the pool's input is known to be binary (the output of a neuron,
                                        possibly through flatten/other max-pools); elsewhere it raises
-``flatten`` / ``nn.Flatten``           ``Flatten`` with ``start_dim``/``end_dim`` counted in the per-sample shape
-                                       (time and batch are not part of a NIR shape), with the ``input_type`` set
+``flatten`` / ``nn.Flatten``           ``Flatten`` with negative ``start_dim``/``end_dim`` (counted from the end of
+                                       the per-sample shape, with the ``input_type`` set): readers that add a batch
+                                       dimension (SpikingJelly) and readers that do not (snnTorch 1.0.0 hands the dims
+                                       to ``torch.nn.Flatten`` unchanged) then flatten the same dims
 ``x + y`` (residual connections)       both producers get an edge into the consumer: NIR sums a node's inputs
 ``Identity``, ``Dropout`` (eval)       nothing (the edge passes through)
 ``LIF`` / ``PLIF`` with hard reset     ``LIF(tau, r, v_leak, v_threshold, v_reset)``, see below
@@ -35,23 +37,58 @@ ours (time-major ``[T, B, ...]``)      NIR (one time step, one sample)
                                        NIR node
 =====================================  ===============================================================================
 
-Neuron mapping. NIR's LIF is continuous: ``tau dv/dt = (v_leak - v) + r I``, a spike when ``v > v_threshold``, then
-``v = v_reset``. Discretised by forward Euler with ``dt = 1`` (one time step of ours)::
+Neuron mapping and ``dt``. Our LIF (:mod:`sparsesnn.neurons`) is discrete: with ``k = 1/tau_s``, ``tau_s`` its
+time constant counted in time steps (``LIF.tau``; PLIF learns ``k = sigmoid(w)``), at step ``n``::
 
-    v[t] = v[t-1] + (v_leak - v[t-1] + r I[t]) / tau
+    H[n] = V[n-1] + k (X[n] - (V[n-1] - v_reset))        decay_input=True
+    H[n] = V[n-1] - k (V[n-1] - v_reset) + X[n]          decay_input=False
+    S[n] = H[n] >= v_threshold;   V[n] = v_reset where S[n], else H[n]   (hard reset; V[-1] = v_reset)
 
-which is our charge equation (:mod:`sparsesnn.neurons`) exactly when ``v_leak = v_reset`` and
+NIR's LIF is continuous, in seconds: ``tau dv/dt = (v_leak - v) + r I``, a spike when ``v > v_threshold``, then
+``v = v_reset``. A reader simulates it with a time step ``dt`` by forward Euler::
 
-* ``decay_input=True``  (``H = V + (X - (V - v_reset)) / tau``): ``r = 1``;
-* ``decay_input=False`` (``H = V - (V - v_reset) / tau + X``):   ``r = tau``.
+    v[n] = v[n-1] + (dt / tau) (v_leak - v[n-1] + r I[n])
 
-PLIF's learned ``1/tau = sigmoid(w)`` is written as ``tau = 1 / sigmoid(w)``. The parameters are written as float64
-arrays of the neuron layer's shape (every entry equal), so ``1/tau`` round-trips to the very float32 value the
-model used. Conventions NIR leaves open and that our loader fixes: ``dt = 1``; the membrane starts at ``v_reset``
-(= ``v_leak``) for every sample; the spike condition is ``v >= v_threshold`` as in our neurons (NIR writes ``>``;
-they differ only on exact ties); the charge, fire and reset of a step happen in that order, with this step's input.
-These conventions are also written into the graph's ``metadata``. Surrogate gradients and ``detach_reset`` are
-training-only and are not exported.
+which is our equation exactly when one of our time steps lasts ``dt`` seconds and
+
+    tau = dt * tau_s,   v_leak = v_reset,   r = 1 (decay_input=True)  or  r = tau / dt = tau_s (decay_input=False),
+
+``v_threshold`` and ``v_reset`` unchanged. That is what is written. ``dt`` is an argument of :func:`model_to_nir`
+(``sparsesnn export --dt``); its default :data:`DEFAULT_DT` = 1e-4 s is the step that the peers' NIR readers
+assume, so that their ``dt / tau`` is our ``1/tau_s``:
+
+* snnTorch 1.0.0, ``snntorch.import_nir.import_from_nir`` (``dt = 1e-4`` fixed in its code): ``snn.Leaky`` with
+  ``beta = 1 - dt/tau``, ``threshold = v_threshold / (r dt / tau)``, ``reset_mechanism="zero"``,
+  ``reset_delay=False``, i.e. ``m[n] = beta m[n-1] + I[n]``, a spike when ``m > threshold``, then ``m = 0``. With
+  ``r = tau_s`` (decay_input=False) that is our equation; with ``r = 1`` its membrane is ``tau_s`` times ours and so
+  is its threshold (it prints "scaling weights to avoid scaling inputs"): the same spikes. It asserts
+  ``v_leak = 0`` and resets to 0 whatever ``v_reset`` says, so it reads our neurons only with ``v_reset = 0`` (the
+  default; another ``v_reset`` fails its assertion "v_leak not supported").
+* SpikingJelly 2.0, ``spikingjelly.activation_based.nir_exchange.import_from_nir(graph, dt=1e-4)``: ``LIFNode`` with
+  ``tau = tau / dt`` (= ``tau_s``), ``decay_input = (r == 1)`` (``r == tau / dt`` gives ``decay_input=False``; any
+  other ``r`` is refused), ``v_reset``, ``v_threshold``: our equation (we follow SpikingJelly's), ``>=`` and reset to
+  ``v_reset``. It requires ``v_leak = v_reset`` as we write it.
+
+A reader that is told another ``dt`` (SpikingJelly's argument, or our loader's) must be told the one the file was
+written with; it is in the graph's ``metadata["dt"]``, which our loader reads. Both peers need the nirtorch
+package (``nirtorch>=2.6,<2.7``; in the dev extra). Where the peers differ from us, and what that costs:
+
+* spike condition: snnTorch fires on ``m > threshold``, we (and SpikingJelly) on ``>=``; they differ only when the
+  membrane lands exactly on the threshold;
+* rounding: snnTorch computes ``beta * m`` where we compute ``V - k V``, and SpikingJelly divides by ``tau`` where we
+  multiply by ``1/tau``. The results agree to about one float32 ulp; a membrane within that of the threshold can
+  fire differently (and change later spikes). With ``tau_s`` a power of two (``tau = 2``, the default) every one of
+  these operations is exact and the spikes are identical;
+* graphs with a max pool (``SumPool2d`` + ``Threshold``) are read by neither peer: neither maps ``Threshold``
+  (nirtorch: "Unknown node type ... mapping does not exist in node_map"). Use average pools for export to them.
+* soft reset (``v_reset=None``) has no NIR node and is refused at export.
+
+PLIF's learned ``k = sigmoid(w)`` is written as ``tau = dt / sigmoid(w)``. The parameters are written as float64
+arrays of the neuron layer's shape (every entry equal), so ``1/tau_s`` round-trips to the very float32 value the
+model used. Conventions NIR leaves open and that our loader fixes: the membrane starts at ``v_reset``
+(= ``v_leak``) for every sample; the spike condition is ``v >= v_threshold`` as in our neurons; the charge, fire
+and reset of a step happen in that order, with this step's input. These conventions and ``dt`` are written into
+the graph's ``metadata``. Surrogate gradients and ``detach_reset`` are training-only and are not exported.
 
 Exactness: Linear, conv, pooling and neuron nodes reproduce the model's arithmetic. Folding a BatchNorm into its
 conv changes the rounding of the pre-activations (by about 1e-7 relative), so a neuron whose membrane lands within
@@ -64,9 +101,11 @@ Loader (:func:`load_nir`)
 built from our layers: ``Affine``/``Linear``/``Conv1d``/``Conv2d``/``AvgPool2d`` as the matching ``torch.nn`` layer
 run once over ``T*B`` (time folded into the batch, as the models do), ``SumPool2d`` as a sum pool, ``Flatten``,
 ``Scale``, ``Threshold`` (``x > threshold``), ``Input``/``Output``, and ``LIF`` as our :class:`~sparsesnn.neurons.LIF`
-through the inverse of the mapping above: ``r = 1`` -> ``decay_input=True``, ``r = tau`` -> ``decay_input=False``,
-any other ``r`` -> ``decay_input=False`` after scaling the input by ``r / tau``. It needs ``v_leak = v_reset``,
-``tau > 1`` and the same parameters for every neuron of a node. The graph must be feed-forward (each node is run
+through the inverse of the mapping above with ``tau_s = tau / dt``: ``r = 1`` -> ``decay_input=True``,
+``r = tau_s`` -> ``decay_input=False``, any other ``r`` -> ``decay_input=False`` after scaling the input by
+``r / tau_s``. ``dt`` is the ``dt`` argument, else the graph's ``metadata["dt"]`` (what we write), else
+:data:`DEFAULT_DT` (the peers' convention, for graphs from other tools). It needs ``v_leak = v_reset``,
+``tau_s > 1`` and the same parameters for every neuron of a node. The graph must be feed-forward (each node is run
 over all time steps at once) with one ``Input`` and one ``Output``; a node with several inputs receives their sum.
 Other node types (``IF``, ``LI``, ``CubaLIF``, ``Delay``, nested graphs, ...) raise :class:`NIRUnsupportedError`.
 """
@@ -74,7 +113,9 @@ Other node types (``IF``, ``LI``, ``CubaLIF``, ``Delay``, nested graphs, ...) ra
 from __future__ import annotations
 
 import io
+import math
 import operator
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,15 +131,30 @@ from sparsesnn.errors import SparseSNNError
 from sparsesnn.layers import SeqFolded, TimeFolded
 from sparsesnn.neurons import LIF, Backend, is_spiking
 
-#: what the graph-level ``metadata`` of an exported file says about the conventions NIR leaves open
-NIR_METADATA: dict[str, Any] = {
-    "producer": "sparsesnn",
-    "dt": 1.0,
-    "neuron_discretisation": "forward Euler with dt = 1: v[t] = v[t-1] + (v_leak - v[t-1] + r * I[t]) / tau",
-    "spike_condition": "v >= v_threshold (then v = v_reset)",
-    "initial_state": "v = v_reset at t = 0 of every sample",
-    "layout": "nodes act on one time step of one sample; run time-major [T, B, ...]",
-}
+#: the simulation time step (seconds) written by default: the one snnTorch's and SpikingJelly's NIR readers assume
+DEFAULT_DT = 1e-4
+
+
+def nir_metadata(dt: float) -> dict[str, Any]:
+    """What the graph-level ``metadata`` of a file exported with time step ``dt`` says about the conventions NIR
+    leaves open (``dt`` is what our loader reads back)."""
+    return {
+        "producer": "sparsesnn",
+        "dt": float(dt),
+        "neuron_discretisation": (
+            f"forward Euler with dt = {dt!r} s (one time step): v[t] = v[t-1] + dt / tau * (v_leak - v[t-1] + r * I[t])"
+        ),
+        "spike_condition": "v >= v_threshold (then v = v_reset)",
+        "initial_state": "v = v_reset at t = 0 of every sample",
+        "layout": "nodes act on one time step of one sample; run time-major [T, B, ...]",
+    }
+
+
+def check_dt(dt: float) -> float:
+    """``dt`` as a float, or :class:`ValueError` naming it when it is not a finite number > 0."""
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dt (the NIR time step in seconds) must be a finite number > 0, got {dt!r}")
+    return float(dt)
 
 
 class NIRUnsupportedError(SparseSNNError, NotImplementedError):
@@ -190,8 +246,9 @@ _PASSTHROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDro
 class _NIRBuilder:
     """Collects NIR nodes and edges while walking an fx graph."""
 
-    def __init__(self, nir: Any) -> None:
+    def __init__(self, nir: Any, dt: float) -> None:
         self.nir = nir
+        self.dt = dt
         self.nodes: dict[str, Any] = {}
         self.edges: list[tuple[str, str]] = []
 
@@ -235,10 +292,11 @@ class _NIRBuilder:
             )
         inv_tau = module.inv_tau()
         if isinstance(inv_tau, torch.Tensor):  # PLIF: the float32 value the kernel uses, inverted in float64
-            tau = 1.0 / float(inv_tau.detach().float())
+            tau_steps = 1.0 / float(inv_tau.detach().float())
         else:
-            tau = float(module.tau)
-        r = 1.0 if module.decay_input else tau
+            tau_steps = float(module.tau)
+        tau = self.dt * tau_steps  # NIR's tau is in seconds: dt / tau = our 1 / tau_steps
+        r = 1.0 if module.decay_input else tau_steps
 
         def full(v: float) -> np.ndarray:
             return np.full(value.shape, v, dtype=np.float64)
@@ -362,12 +420,13 @@ class _NIRBuilder:
         raise NIRUnsupportedError(f"layer {name!r} ({type(m).__name__}) has no NIR mapping")
 
     def flatten(self, name: str, start: int, end: int, value: _Value) -> _Value:
-        """Flatten per-sample dims ``start..end`` (non-negative, inclusive)."""
+        """Flatten per-sample dims ``start..end`` (non-negative, inclusive); written with negative dims, which mean
+        the same with or without a batch dimension in front (see the module docstring)."""
         if end <= start:
             return value
         out = tuple(torch.zeros(value.shape).flatten(start, end).shape)
-        end_dim = -1 if end == len(value.shape) - 1 else end
-        node = self.nir.Flatten(input_type={"input": np.array(value.shape)}, start_dim=start, end_dim=end_dim,
+        nd = len(value.shape)
+        node = self.nir.Flatten(input_type={"input": np.array(value.shape)}, start_dim=start - nd, end_dim=end - nd,
                                 metadata={"sparsesnn_module": name})  # fmt: skip
         return self.add(name, node, value, out, value.binary)
 
@@ -396,19 +455,24 @@ class _NIRBuilder:
         raise NIRUnsupportedError(f"operation {name!r} (traced as {node.name}) has no NIR mapping")
 
 
-def model_to_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
+def model_to_nir(model: nn.Module, input_shape: Sequence[int], *, dt: float = DEFAULT_DT) -> Any:
     """The NIR graph (``nir.NIRGraph``) of ``model`` for per-step samples of ``input_shape`` (no T, no batch).
 
     ``model`` maps time-major ``[T, B, *input_shape]`` to ``[T, B, ...]`` (every model of the zoo does); see the module
-    docstring for the mapping. Raises :class:`NIRUnsupportedError` for anything without a faithful NIR equivalent.
+    docstring for the mapping. ``dt`` is the duration of one time step in seconds: a neuron whose time constant is
+    ``tau_s`` steps is written with NIR ``tau = dt * tau_s``, so that a reader simulating with step ``dt`` computes
+    our spikes; the default :data:`DEFAULT_DT` (1e-4) is what snnTorch's and SpikingJelly's NIR readers assume. ``dt``
+    is stored in the graph's ``metadata["dt"]``. Raises :class:`NIRUnsupportedError` for anything without a faithful
+    NIR equivalent.
     """
     nir = require_nir()
+    dt = check_dt(dt)
     try:
         graph = _LeafTracer().trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, ... for code it cannot follow
         raise NIRUnsupportedError(f"cannot trace {type(model).__name__}.forward: {type(exc).__name__}: {exc}") from None
     modules = dict(model.named_modules())
-    builder = _NIRBuilder(nir)
+    builder = _NIRBuilder(nir, dt)
     shape = tuple(int(s) for s in input_shape)
     values: dict[fx.Node, _Value] = {}
     result: _Value | None = None
@@ -436,13 +500,14 @@ def model_to_nir(model: nn.Module, input_shape: Sequence[int]) -> Any:
     builder.nodes["input"] = nir.Input(input_type={"input": np.array(shape)})
     builder.nodes["output"] = nir.Output(output_type={"output": np.array(result.shape)})
     builder.edges += [(src, "output") for src in result.sources]
-    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=dict(NIR_METADATA))
+    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=nir_metadata(dt))
 
 
-def write_nir(model: nn.Module, path: str | Path, input_shape: Sequence[int]) -> Any:
-    """Export ``model`` with :func:`model_to_nir` and write it with ``nir.write`` (atomically); returns the graph."""
+def write_nir(model: nn.Module, path: str | Path, input_shape: Sequence[int], *, dt: float = DEFAULT_DT) -> Any:
+    """Export ``model`` with :func:`model_to_nir` (time step ``dt`` seconds) and write it with ``nir.write``
+    (atomically); returns the graph."""
     nir = require_nir()
-    graph = model_to_nir(model, input_shape)
+    graph = model_to_nir(model, input_shape, dt=dt)
     buf = io.BytesIO()
     nir.write(buf, graph)
     atomic_write_bytes(path, buf.getvalue())
@@ -539,9 +604,10 @@ def _uniform(node_name: str, field: str, v: Any) -> float:
     return float(a.flat[0])
 
 
-def _lif_module(name: str, node: Any, backend: Backend) -> nn.Module:
-    """Our LIF for a NIR LIF node (the inverse of the export mapping; see the module docstring)."""
-    tau = _uniform(name, "tau", node.tau)
+def _lif_module(name: str, node: Any, backend: Backend, dt: float) -> nn.Module:
+    """Our LIF for a NIR LIF node simulated with time step ``dt`` (the inverse of the export mapping; see the module
+    docstring)."""
+    tau = _uniform(name, "tau", node.tau) / dt  # in time steps
     r = _uniform(name, "r", node.r)
     v_leak = _uniform(name, "v_leak", node.v_leak)
     v_threshold = _uniform(name, "v_threshold", node.v_threshold)
@@ -551,14 +617,17 @@ def _lif_module(name: str, node: Any, backend: Backend) -> nn.Module:
             f"LIF node {name!r}: v_leak ({v_leak}) != v_reset ({v_reset}); our neurons decay towards v_reset"
         )
     if not tau > 1.0:
-        raise NIRUnsupportedError(f"LIF node {name!r}: tau = {tau} <= 1 is unstable with dt = 1 (need 1/tau < 1)")
+        raise NIRUnsupportedError(
+            f"LIF node {name!r}: tau / dt = {tau:g} <= 1 is unstable with forward Euler (need dt < tau); was the "
+            f"graph written with another time step than dt = {dt:g} s? Pass that dt to load_nir"
+        )
     if not v_reset < v_threshold:
         raise NIRUnsupportedError(f"LIF node {name!r}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
     if r == 1.0:
         return LIF(tau, v_threshold, v_reset, decay_input=True, backend=backend)
+    if math.isclose(r, tau, rel_tol=1e-12):  # r = tau / dt, up to the rounding of (dt * tau_s) / dt
+        return LIF(r, v_threshold, v_reset, decay_input=False, backend=backend)
     neuron = LIF(tau, v_threshold, v_reset, decay_input=False, backend=backend)
-    if r == tau:
-        return neuron
     scale = torch.full(tuple(np.asarray(node.tau).shape), r / tau, dtype=torch.float32)
     return nn.Sequential(_Scale(scale), neuron)
 
@@ -567,7 +636,7 @@ def _param(values: np.ndarray) -> nn.Parameter:
     return nn.Parameter(torch.from_numpy(np.array(values, dtype=np.float32, copy=True)))
 
 
-def _node_module(name: str, node: Any, nir: Any, backend: Backend) -> nn.Module:
+def _node_module(name: str, node: Any, nir: Any, backend: Backend, dt: float) -> nn.Module:
     """The time-major module of one NIR node."""
     if isinstance(node, (nir.Input, nir.Output)):
         return nn.Identity()
@@ -619,13 +688,41 @@ def _node_module(name: str, node: Any, nir: Any, backend: Backend) -> nn.Module:
     if isinstance(node, nir.Scale):
         return _Scale(torch.from_numpy(np.array(node.scale, dtype=np.float32, copy=True)))
     if isinstance(node, nir.LIF):
-        return _lif_module(name, node, backend)
+        return _lif_module(name, node, backend, dt)
     raise NIRUnsupportedError(f"NIR node {name!r} of type {type(node).__name__} is not supported by our loader")
 
 
-def nir_to_module(graph: Any, *, backend: Backend = "auto") -> NIRModule:
-    """Build a :class:`NIRModule` from a ``nir.NIRGraph`` (see the module docstring for the node mapping)."""
+def graph_dt(graph: Any, dt: float | None = None) -> float:
+    """The time step to simulate ``graph`` with: ``dt`` when given, else the graph's ``metadata["dt"]`` (what
+    :func:`model_to_nir` writes), else :data:`DEFAULT_DT`. A ``dt`` that differs from the graph's own is used, with a
+    warning naming both."""
+    metadata = getattr(graph, "metadata", None)
+    stored = metadata.get("dt") if isinstance(metadata, dict) else None
+    if stored is not None:
+        try:
+            stored = check_dt(float(np.asarray(stored).reshape(-1)[0]))
+        except (TypeError, ValueError, IndexError):
+            raise NIRUnsupportedError(f"the graph's metadata['dt'] = {stored!r} is not a time step > 0") from None
+    if dt is None:
+        return stored if stored is not None else DEFAULT_DT
+    dt = check_dt(dt)
+    if stored is not None and dt != stored:
+        warnings.warn(
+            f"simulating the NIR graph with dt = {dt:g} s although it was written with dt = {stored:g} s "
+            "(metadata['dt']): every neuron's time constant in steps changes by their ratio; pass dt=None to use "
+            "the graph's own",
+            UserWarning,
+            stacklevel=3,
+        )
+    return dt
+
+
+def nir_to_module(graph: Any, *, dt: float | None = None, backend: Backend = "auto") -> NIRModule:
+    """Build a :class:`NIRModule` from a ``nir.NIRGraph`` (see the module docstring for the node mapping), simulated
+    with time step ``dt`` seconds (default: the graph's ``metadata["dt"]``, else :data:`DEFAULT_DT`; see
+    :func:`graph_dt`)."""
     nir = require_nir()
+    step = graph_dt(graph, dt)
     nodes: dict[str, Any] = dict(graph.nodes)
     inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
     outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
@@ -657,16 +754,18 @@ def nir_to_module(graph: Any, *, backend: Backend = "auto") -> NIRModule:
         order.remove(outputs[0])
         order.append(outputs[0])
     index = {n: i for i, n in enumerate(order)}
-    layers = [_node_module(n, nodes[n], nir, backend) for n in order]
+    layers = [_node_module(n, nodes[n], nir, backend, step) for n in order]
     metadata = dict(graph.metadata) if isinstance(getattr(graph, "metadata", None), dict) else {}
+    metadata["dt"] = step
     return NIRModule(order, layers, [[index[p] for p in preds[n]] for n in order], metadata).eval()
 
 
-def load_nir(source: str | Path | Any, *, backend: Backend = "auto") -> NIRModule:
-    """Read a NIR file with ``nir.read`` (or take a ``NIRGraph``) and build our time-major simulator of it."""
+def load_nir(source: str | Path | Any, *, dt: float | None = None, backend: Backend = "auto") -> NIRModule:
+    """Read a NIR file with ``nir.read`` (or take a ``NIRGraph``) and build our time-major simulator of it, with time
+    step ``dt`` seconds (default: the one the file was written with, see :func:`graph_dt`)."""
     nir = require_nir()
     graph = nir.read(str(source)) if isinstance(source, (str, Path)) else source
-    return nir_to_module(graph, backend=backend)
+    return nir_to_module(graph, dt=dt, backend=backend)
 
 
 def max_output_difference(a: Callable[[torch.Tensor], torch.Tensor], b: Callable[[torch.Tensor], torch.Tensor],

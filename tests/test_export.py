@@ -27,7 +27,14 @@ from sparsesnn.export import (
 from sparsesnn.layers import SeqFolded
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.neurons import LIF, PLIF
-from sparsesnn.nir_io import NIRUnsupportedError, load_nir, max_output_difference, model_to_nir, nir_to_module
+from sparsesnn.nir_io import (
+    DEFAULT_DT,
+    NIRUnsupportedError,
+    load_nir,
+    max_output_difference,
+    model_to_nir,
+    nir_to_module,
+)
 from tests.conftest import tiny_toml
 
 MLP_MODEL = 'name = "mlp"\nparams = { hidden = [32] }'
@@ -174,13 +181,16 @@ def test_nir_file_reads_back_and_resimulates_to_the_same_outputs(bundles, tmp_pa
 def test_nir_neuron_parameters_follow_the_documented_mapping(bundles):
     pytest.importorskip("nir")
     b = bundles["vgg"]  # PLIF without input decay
-    graph = model_to_nir(b.model, b.input_shape)
+    graph = model_to_nir(b.model, b.input_shape)  # default dt = 1e-4 s per time step
+    assert graph.metadata["dt"] == DEFAULT_DT == 1e-4
     plif = b.model.features[0][1]
     assert isinstance(plif, PLIF)
     node = graph.nodes["features_0_1"]
-    tau = 1.0 / float(torch.sigmoid(plif.w.detach()))
-    assert node.tau.shape == (5, 8, 8) and np.all(node.tau == tau)
-    assert np.all(node.r == node.tau)  # decay_input=False: r = tau
+    tau_steps = 1.0 / float(torch.sigmoid(plif.w.detach()))
+    assert node.tau.shape == (5, 8, 8) and np.all(node.tau == 1e-4 * tau_steps)  # NIR tau in seconds = dt * steps
+    assert np.all(node.r == tau_steps)  # decay_input=False: r = tau / dt
+    other = model_to_nir(b.model, b.input_shape, dt=1e-3).nodes["features_0_1"]
+    assert np.all(other.tau == 1e-3 * tau_steps) and np.all(other.r == tau_steps)
     assert np.all(node.v_leak == 0.0) and np.all(node.v_reset == 0.0) and np.all(node.v_threshold == 0.25)
     conv_nodes = [n for n in graph.nodes.values() if type(n).__name__ == "Conv2d"]
     assert len(conv_nodes) == 2  # BatchNorm folded into the convs, no node of its own
@@ -238,7 +248,7 @@ def test_nir_loader_general_lif_against_forward_euler():
         edges=[("input", "lif"), ("lif", "output")],
     )  # fmt: skip
     x = torch.rand(12, 2, n) * 2
-    got = nir_to_module(graph, backend="eager")(x)
+    got = nir_to_module(graph, dt=1.0, backend="eager")(x)  # no metadata: tau is read in units of dt
     v = torch.full((2, n), v_reset)
     expected = []
     for t in range(x.shape[0]):
@@ -247,6 +257,10 @@ def test_nir_loader_general_lif_against_forward_euler():
         v = torch.where(s > 0, torch.full_like(v, v_reset), v)
         expected.append(s)
     torch.testing.assert_close(got, torch.stack(expected))
+    # without dt or metadata the peers' 1e-4 s applies: tau = 4 s is 40,000 steps
+    assert nir_to_module(graph, backend="eager").layers[1][1].tau == pytest.approx(4.0 / DEFAULT_DT)
+    with pytest.raises(NIRUnsupportedError, match="unstable"):
+        nir_to_module(graph, dt=8.0)  # tau / dt = 0.5
     with pytest.raises(NIRUnsupportedError, match="IF"):
         nir_to_module(nir.NIRGraph.from_list(nir.IF(r=full(1.0), v_threshold=full(1.0))))
 
@@ -275,6 +289,25 @@ def test_cli_export(runs, bundles, tmp_path, capsys):
     reported = re.search(r"NIR file re-simulated on 32 test samples: max \|output difference\| (\S+)", out)
     assert reported is not None and float(reported.group(1)) <= 1e-5
     assert "Threshold" in {type(n).__name__ for n in nir.read(target).nodes.values()}
+    assert "NIR time step dt = 0.0001 s" in out and nir.read(target).metadata["dt"] == 1e-4
+
+    # --dt: written into every tau and the metadata; our loader reads it back and still reproduces the model
+    assert main(["export", str(runs["convnet"]), "--format", "nir", "--out", str(target), "--dt", "0.001"]) == 0
+    out = capsys.readouterr().out
+    reported = re.search(r"max \|output difference\| (\S+)", out)
+    assert "NIR time step dt = 0.001 s" in out and reported is not None and float(reported.group(1)) <= 1e-5
+    graph = nir.read(target)
+    lif = next(n for n in graph.nodes.values() if type(n).__name__ == "LIF")
+    assert graph.metadata["dt"] == 1e-3 and np.all(lif.tau == 1e-3 * 2.0)  # the convnet's tau = 2 steps
+    with pytest.warns(UserWarning, match="written with dt = 0.001"):
+        misread = load_nir(target, dt=1e-4)  # a reader told another dt gets other time constants: warned
+    assert next(m.tau for m in misread.modules() if isinstance(m, LIF)) == pytest.approx(20.0)  # 2e-3 s / 1e-4 s
+    assert next(m.tau for m in load_nir(target).modules() if isinstance(m, LIF)) == pytest.approx(2.0)
+    # dt applies to NIR only, and must be a time step
+    assert main(["export", str(runs["mlp"]), "--format", "pt", "--dt", "0.001"]) == 2
+    assert "applies to the NIR format only" in capsys.readouterr().err
+    assert main(["export", str(runs["mlp"]), "--format", "nir", "--dt", "0"]) == 2
+    assert "finite number > 0" in capsys.readouterr().err
 
 
 def test_cli_export_reports_unmappable_models(tmp_path, capsys):

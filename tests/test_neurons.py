@@ -90,6 +90,20 @@ def test_float32_compiled_spikes_equal_eager():
     assert torch.equal(a, b)
 
 
+def test_compiled_kernel_follows_v_reset_changes():
+    """Two models with different v_reset in one process (a sweep, a benchmark, this suite): the compiled kernel must
+    not reuse the code of one value for the other (it did with Dynamo's symbolic floats: issue 23's NIR benchmark)."""
+    from sparsesnn.lif_kernels import lif_forward_loop
+    from sparsesnn.neurons import compiled_kernels
+
+    forward, _ = compiled_kernels()
+    k = torch.tensor(0.5)
+    for n, v_reset in [(64, 0.0), (32, 0.0), (64, -0.25), (64, 0.0), (32, -0.25)]:
+        x = torch.randn(4, n, generator=torch.Generator().manual_seed(n)) * 2
+        got = forward(x, k, 1.0, v_reset, True, True)[0]
+        assert torch.equal(got, lif_forward_loop(x, k, 1.0, v_reset, True, True)[0]), (n, v_reset)
+
+
 def test_lif_known_sequence():
     # constant input 1.5, tau 2: H = 0.75 (no spike), 1.125 (spike, reset to 0), 0.75 ...
     out = LIF(tau=2.0, backend="eager")(torch.full((4, 1), 1.5))
