@@ -275,3 +275,23 @@ def test_loader_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     printed = capsys.readouterr().out
     assert _printed_json(printed) == result
     assert "| cifar10 (3x32x32) | 0+thread |" in printed and "| dvs48 (10x2x48x48) | 2 |" in printed
+
+
+def test_deploy_speed_quick(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/deploy_speed.py --quick: every cell is measured against the dense conv, the speed-ups follow from the
+    per-round times, and the SOP count is the spikes times the surviving fan-out."""
+    bench = load_bench("deploy_speed")
+    assert bench.main(["--quick"]) == 0
+    result = _printed_json(capsys.readouterr().out)
+    cells = result["cells"]
+    assert [(c["density"], c["rate"]) for c in cells] == [(0.05, 0.05), (0.05, 0.3), (0.3, 0.05), (0.3, 0.3)]
+    for c in cells:
+        for name, s in c["ms"].items():
+            _check_summary(s, result["config"]["rounds"])
+            if name != "dense":
+                assert c["speedup"][name] == pytest.approx(c["ms"]["dense"]["median"] / s["median"])
+        # SOPs per sample ~ spikes x mean fan-out: rate * 32*14*14*T inputs, density * 64*9 synapses each
+        expected = c["measured_input_rate"] * 32 * 14 * 14 * 4 * c["density"] * 64 * 9
+        assert c["sops_per_sample"] == pytest.approx(expected, rel=0.25)
+    ratios = [c["sops_over_macs"] for c in cells]
+    assert ratios[0] < min(ratios[1], ratios[2]) < ratios[3]  # SOPs grow with density and with rate

@@ -1,0 +1,128 @@
+"""An inference-only model whose sparse layers run event-driven where that is faster, chosen by measurement.
+
+:func:`deploy` takes a finished model (masks baked in, e.g. by ``learner.finalize()``, dead units removed by
+:func:`~sparsesnn.sparse.shrink.compact`) and an example input. It records the input every Conv2d and Linear sees on
+the example, times the layer as it is and as its event-driven form (:mod:`sparsesnn.event_layers`) on that input, on
+this machine, and keeps whichever is faster. The report says, per layer, the input's nonzero fraction, the weight
+density, both times and the choice. ``force=True`` makes every eligible layer event-driven (for tests and maps).
+The outputs equal the model's up to the order of float summation; a spike exactly at threshold can therefore flip,
+which the tests bound on real data.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsesnn.event_layers import EventBackend, EventConv2d, EventLinear
+
+
+@dataclass
+class LayerChoice:
+    """What :func:`deploy` measured for one layer and what it chose."""
+
+    kind: str
+    input_nonzero: float
+    weight_density: float
+    dense_ms: float
+    event_ms: float
+    event: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class DeployReport:
+    layers: dict[str, LayerChoice] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: c.as_dict() for name, c in self.layers.items()}
+
+
+def _eligible(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+        and module.stride[0] == module.stride[1]
+        and module.dilation[0] == module.dilation[1]
+    )
+
+
+def _event_form(module: nn.Module, backend: EventBackend) -> nn.Module:
+    return EventLinear(module, backend) if isinstance(module, nn.Linear) else EventConv2d(module, backend)
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up (and numba's compilation on first use)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def _set_child(root: nn.Module, name: str, child: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, child)
+
+
+@torch.no_grad()
+def deploy(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    backend: EventBackend = "auto",
+    repeats: int = 5,
+    force: bool = False,
+) -> tuple[nn.Module, DeployReport]:
+    """A copy of ``model`` (eval mode, CPU, float32) with each eligible Conv2d / Linear replaced by its event-driven
+    form where that measured faster on the input it sees for ``example_input`` (every one with ``force``)."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    deployed = copy.deepcopy(model).cpu().float().eval()
+    candidates = {name: m for name, m in deployed.named_modules() if name and _eligible(m)}
+    seen: dict[str, torch.Tensor] = {}
+    handles = [
+        m.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, args[0].detach().clone()))
+        for name, m in candidates.items()
+    ]
+    try:
+        deployed(example_input.cpu().float())
+    finally:
+        for h in handles:
+            h.remove()
+    report = DeployReport()
+    for name, module in candidates.items():
+        x = seen.get(name)
+        if x is None:  # not on the example's path
+            continue
+        event = _event_form(module, backend)
+        weight = module.weight
+        dense_ms = _median_ms(lambda m=module, x=x: m(x), repeats)
+        event_ms = _median_ms(lambda m=event, x=x: m(x), repeats)
+        chosen = force or event_ms < dense_ms
+        report.layers[name] = LayerChoice(
+            kind=type(module).__name__,
+            input_nonzero=float((x != 0).float().mean()),
+            weight_density=float((weight != 0).float().mean()),
+            dense_ms=dense_ms,
+            event_ms=event_ms,
+            event=chosen,
+        )
+        if chosen:
+            _set_child(deployed, name, event)
+    return deployed, report

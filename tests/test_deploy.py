@@ -1,0 +1,104 @@
+"""Event-driven inference (issue 25, first part): the event layers equal the dense ones on random masks, spike rates,
+shapes, strides, paddings and dilations, with either backend, and ``deploy`` keeps a model's predictions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sparsesnn.data import build_dataset
+from sparsesnn.deploy import deploy
+from sparsesnn.event_layers import EventConv2d, EventLinear, numba_available
+from sparsesnn.layers import DirectEncoder
+from sparsesnn.models import NeuronSpec, build_model
+
+BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not numba_available(), reason="no numba"))]
+
+
+def sparse_(module: nn.Module, density: float, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        module.weight.mul_(torch.rand(module.weight.shape, generator=g) < density)
+    return module
+
+
+def spikes(shape: tuple[int, ...], rate: float, seed: int) -> torch.Tensor:
+    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < rate).float()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation", "bias"),
+    [(3, 1, 1, 1, True), (3, 2, 1, 1, False), (3, 1, 0, 1, True), (3, 2, 2, 2, True), (5, 1, 2, 1, False),
+     (2, 3, 1, 1, True), (1, 1, 0, 1, True), (3, 1, (0, 2), 1, True)],
+)  # fmt: skip
+@pytest.mark.parametrize(("density", "rate"), [(0.05, 0.02), (0.3, 0.2), (1.0, 0.6)])
+def test_event_conv_equals_the_dense_conv(backend, kernel, stride, padding, dilation, bias, density, rate) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(kernel * 7 + stride)
+    conv = sparse_(nn.Conv2d(6, 9, kernel, stride, padding, dilation=dilation, bias=bias), density, 1)
+    x = spikes((4, 6, 13, 10), rate, 2)
+    expected = conv(x).detach()
+    got = EventConv2d(conv, backend)(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("density", "rate"), [(0.05, 0.02), (0.3, 0.2), (1.0, 0.6)])
+def test_event_linear_equals_the_dense_linear_on_spikes_and_analog_input(backend, density, rate) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    linear = sparse_(nn.Linear(50, 12), density, 3)
+    event = EventLinear(linear, backend)
+    for x in (spikes((2, 5, 50), rate, 4), spikes((2, 5, 50), rate, 5) * torch.randn(2, 5, 50)):
+        torch.testing.assert_close(event(x), linear(x).detach(), atol=1e-5, rtol=1e-5)
+    assert event.synapses == int((linear.weight != 0).sum())
+
+
+def test_event_conv_refuses_what_it_does_not_compute() -> None:
+    with pytest.raises(ValueError, match="groups = 1"):
+        EventConv2d(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="equal strides"):
+        EventConv2d(nn.Conv2d(4, 4, 3, stride=(1, 2)))
+    with pytest.raises(ValueError, match="backend must be"):
+        EventLinear(nn.Linear(2, 2), "cuda")  # type: ignore[arg-type]
+
+
+def sparse_convnet() -> nn.Module:
+    """The MNIST convnet's layout at 8x8 (digits), its hidden conv and readout pruned to 10 %."""
+    torch.manual_seed(0)
+    model = build_model(
+        "convnet", in_channels=1, num_classes=10, input_size=8, channels=(8, 16), neuron=NeuronSpec(backend="eager")
+    ).eval()
+    for module in (model.features[2][0][0], model.classifier[0][0]):
+        sparse_(module, 0.1, 7)
+    with torch.no_grad():
+        model.features[0][0][0].weight.mul_(3.0)  # fire: about a fifth of the first layer's neurons spike
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_deploy_keeps_the_predictions_on_real_digits(backend) -> None:  # type: ignore[no-untyped-def]
+    model = sparse_convnet()
+    test, _ = build_dataset("digits", None, "test")
+    images = torch.stack([test[i][0] for i in range(len(test))])  # type: ignore[arg-type]
+    x = DirectEncoder(4)(images)  # [T, B, 1, 8, 8]
+    deployed, report = deploy(model, x[:, :16], backend=backend, force=True, repeats=1)
+    assert sum(isinstance(m, (EventConv2d, EventLinear)) for m in deployed.modules()) == 3  # 2 convs and the readout
+    hidden = report.layers["features.2.0.0"]
+    assert hidden.event and 0.0 < hidden.input_nonzero < 0.5 and hidden.weight_density == pytest.approx(0.1, abs=0.02)
+    with torch.no_grad():
+        expected, got = model(x), deployed(x)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got.mean(0).argmax(-1), expected.mean(0).argmax(-1))  # all 360 test digits
+
+
+def test_deploy_chooses_by_measurement() -> None:
+    model = sparse_convnet()
+    x = DirectEncoder(4)(torch.rand(8, 1, 8, 8))
+    deployed, report = deploy(model, x, repeats=3)
+    for name, choice in report.layers.items():
+        assert choice.event == (choice.event_ms < choice.dense_ms), name
+        replaced = isinstance(deployed.get_submodule(name), (EventConv2d, EventLinear))
+        assert replaced == choice.event, name
+    assert set(report.as_dict()) == set(report.layers)
