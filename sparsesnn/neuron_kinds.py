@@ -13,7 +13,7 @@ registered here; docs/architecture.md ("Neurons as plugins") adds an adaptive LI
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -43,9 +43,17 @@ NEURONS: Registry[type[NeuronKind]] = Registry("neuron kind")  # type: ignore[ty
 N = TypeVar("N", bound=type)
 
 
-def register_neuron(name: str, settings: type[NeuronSettings] = NeuronSettings) -> Callable[[N], N]:
-    """Class decorator: register a spiking neuron class under ``name`` (its ``[neuron] kind``). The class gets
-    ``Settings = settings`` and needs ``from_spec(spec, settings)``; it is declared spiking."""
+#: ``to_nir(module, name, shape, dt, nir) -> node``: a neuron kind's NIR mapping (``shape``: one sample's neurons,
+#: ``dt``: seconds per time step, ``nir``: the nir package)
+NIRMapping = Callable[[Any, str, Sequence[int], float, Any], Any]
+
+
+def register_neuron(
+    name: str, settings: type[NeuronSettings] = NeuronSettings, to_nir: NIRMapping | None = None
+) -> Callable[[N], N]:
+    """Class decorator: register a spiking neuron class under ``name`` (its ``[neuron] kind``), in one place: its
+    settings (``Settings = settings``), its constructor from a spec (the class's ``from_spec(spec, settings)``) and
+    its NIR mapping (``to_nir``; without one, NIR export refuses the kind by name). It is declared spiking."""
 
     def add(cls: N) -> N:
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -53,6 +61,8 @@ def register_neuron(name: str, settings: type[NeuronSettings] = NeuronSettings) 
         if not callable(getattr(cls, "from_spec", None)):
             raise TypeError(f"neuron kind {name!r}: {cls.__name__} needs a classmethod from_spec(spec, settings)")
         cls.Settings = settings  # type: ignore[attr-defined]
+        if to_nir is not None:
+            cls.to_nir = staticmethod(to_nir)  # type: ignore[attr-defined]
         setattr(cls, SPIKING_ATTRIBUTE, True)
         NEURONS.register(name)(cls)  # type: ignore[arg-type]
         return cls
@@ -84,6 +94,12 @@ class NeuronSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-# LIF and PLIF build themselves from a spec (LIF.from_spec); registering them adds their settings and the name
-register_neuron("lif")(LIF)
-register_neuron("plif")(PLIF)
+def _lif_to_nir(module: Any, name: str, shape: Sequence[int], dt: float, nir: Any) -> Any:
+    from sparsesnn.nir_io import lif_to_nir  # the nir package is an extra: imported when exporting
+
+    return lif_to_nir(module, name, shape, dt, nir)
+
+
+# LIF and PLIF build themselves from a spec (LIF.from_spec); registering them adds their settings, name and mapping
+register_neuron("lif", to_nir=_lif_to_nir)(LIF)
+register_neuron("plif", to_nir=_lif_to_nir)(PLIF)

@@ -161,6 +161,35 @@ class NIRUnsupportedError(SparseSNNError, NotImplementedError):
     """A module, operation or NIR node that has no faithful mapping; the message names it and why."""
 
 
+def lif_to_nir(module: LIF, name: str, shape: Sequence[int], dt: float, nir: Any) -> Any:
+    """The ``nir.LIF`` node of one of our LIF / PLIF layers (the equations in the module docstring): ``tau = dt *``
+    its time constant in steps, ``r = 1`` (input decay) or ``tau / dt``, ``v_leak = v_reset``. The soft reset has no
+    NIR equivalent and is refused. Registered as the ``lif`` / ``plif`` kinds' mapping (``neuron_kinds``)."""
+    if module.v_reset is None:
+        raise NIRUnsupportedError(
+            f"neuron {name!r} uses the soft reset (v -= v_threshold); NIR's LIF can only reset to v_reset"
+        )
+    inv_tau = module.inv_tau()
+    if isinstance(inv_tau, torch.Tensor):  # PLIF: the float32 value the kernel uses, inverted in float64
+        tau_steps = 1.0 / float(inv_tau.detach().float())
+    else:
+        tau_steps = float(module.tau)
+    tau = dt * tau_steps  # NIR's tau is in seconds: dt / tau = our 1 / tau_steps
+    r = 1.0 if module.decay_input else tau_steps
+
+    def full(v: float) -> np.ndarray:
+        return np.full(tuple(shape), v, dtype=np.float64)
+
+    return nir.LIF(
+        tau=full(tau),
+        r=full(r),
+        v_leak=full(module.v_reset),
+        v_threshold=full(module.v_threshold),
+        v_reset=full(module.v_reset),
+        metadata={"sparsesnn_module": name, "sparsesnn_neuron": type(module).__name__},
+    )
+
+
 def require_nir() -> Any:
     """Import and return the ``nir`` package, or explain how to install it."""
     try:
@@ -284,32 +313,13 @@ class _NIRBuilder:
         )
 
     def neuron(self, name: str, module: nn.Module, value: _Value) -> _Value:
-        if not isinstance(module, LIF):
-            raise NIRUnsupportedError(f"neuron {name!r} ({type(module).__name__}) is not one of ours (LIF/PLIF)")
-        if module.v_reset is None:
+        to_nir = getattr(type(module), "to_nir", None)
+        if to_nir is None:
             raise NIRUnsupportedError(
-                f"neuron {name!r} uses the soft reset (v -= v_threshold); NIR's LIF can only reset to v_reset"
+                f"neuron {name!r} ({type(module).__name__}) has no NIR mapping: give its kind one, "
+                "register_neuron(name, settings, to_nir=...) (sparsesnn.neuron_kinds), or use LIF / PLIF"
             )
-        inv_tau = module.inv_tau()
-        if isinstance(inv_tau, torch.Tensor):  # PLIF: the float32 value the kernel uses, inverted in float64
-            tau_steps = 1.0 / float(inv_tau.detach().float())
-        else:
-            tau_steps = float(module.tau)
-        tau = self.dt * tau_steps  # NIR's tau is in seconds: dt / tau = our 1 / tau_steps
-        r = 1.0 if module.decay_input else tau_steps
-
-        def full(v: float) -> np.ndarray:
-            return np.full(value.shape, v, dtype=np.float64)
-
-        node = self.nir.LIF(
-            tau=full(tau),
-            r=full(r),
-            v_leak=full(module.v_reset),
-            v_threshold=full(module.v_threshold),
-            v_reset=full(module.v_reset),
-            metadata={"sparsesnn_module": name, "sparsesnn_neuron": type(module).__name__},
-        )
-        return self.add(name, node, value, value.shape, binary=True)
+        return self.add(name, to_nir(module, name, value.shape, self.dt, self.nir), value, value.shape, binary=True)
 
     # -- stateless layers (one time step, one sample) --------------------------------------------------------------
     def stateless(self, layers: list[tuple[str, nn.Module]], value: _Value) -> _Value:

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,8 @@ from sparsesnn.cli import main
 from sparsesnn.config import load_config_text
 from sparsesnn.errors import ConfigError
 from sparsesnn.export import load_compact_model, load_export
-from sparsesnn.neuron_kinds import NEURONS, NeuronSpec
+from sparsesnn.layers import SeqFolded
+from sparsesnn.neuron_kinds import NEURONS, NeuronSpec, register_neuron
 from sparsesnn.neurons import LIF, is_spiking
 from tests.conftest import tiny_toml
 
@@ -73,7 +75,7 @@ def test_a_config_names_the_kind_and_its_settings_are_checked_when_read(alif) ->
 
 
 def test_a_model_of_the_plugin_neuron_trains_is_measured_compacts_and_exports(  # type: ignore[no-untyped-def]
-    alif, tmp_path: Path
+    alif, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "alif.toml"
     config.write_text(alif_toml())
@@ -93,3 +95,28 @@ def test_a_model_of_the_plugin_neuron_trains_is_measured_compacts_and_exports(  
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x))
     assert meta["config"]["neuron"]["kind"] == "alif"
+    # NIR has no adaptive-threshold neuron and the kind registered no mapping: refused by name, with the fix
+    assert main(["export", str(run), "--format", "nir"]) == 2
+    assert "(AdaptiveLIF) has no NIR mapping: give its kind one, register_neuron(" in capsys.readouterr().err
+
+
+def test_a_kind_with_a_nir_mapping_is_exported_through_it(alif) -> None:  # type: ignore[no-untyped-def]
+    from sparsesnn.nir_io import model_to_nir
+
+    assert NEURONS["lif"].to_nir is not None and NEURONS["plif"].to_nir is not None  # registered in one place
+    calls = []
+
+    def as_lif(module, name, shape, dt, nir):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return nir.LIF(
+            tau=np.full(tuple(shape), dt * module.tau), r=np.ones(tuple(shape)), v_leak=np.zeros(tuple(shape)),
+            v_threshold=np.full(tuple(shape), module.v_threshold), v_reset=np.zeros(tuple(shape)),
+        )  # fmt: skip
+
+    @register_neuron("alif-as-lif", alif.ALIFSettings, to_nir=as_lif)
+    class ExportableALIF(alif.AdaptiveLIF):
+        pass
+
+    model = torch.nn.Sequential(SeqFolded(torch.nn.Linear(4, 3)), ExportableALIF(beta=0.0))
+    graph = model_to_nir(model, (4,))
+    assert calls == ["1"] and any(type(node).__name__ == "LIF" for node in graph.nodes.values())
