@@ -35,6 +35,7 @@ from pydantic import (
 
 from sparsesnn.errors import ConfigError
 from sparsesnn.losses import TET_LAMBDA, TET_TARGET
+from sparsesnn.neuron_kinds import NeuronFamilySettings
 from sparsesnn.registry import Registry
 
 
@@ -204,21 +205,11 @@ class ModelConfig(_Section):
         return _plugin_params("model", MODELS, info.data.get("name"), v)
 
 
-class NeuronConfig(_Section):
-    """Spiking neuron settings applied to every neuron of the model."""
+class NeuronConfig(NeuronFamilySettings):
+    """Spiking neuron settings applied to every neuron of the model: the family's (declared once, in
+    :class:`~sparsesnn.neuron_kinds.NeuronFamilySettings`), the kind and the kind's own settings."""
 
     kind: str = Field("lif", description="a registered neuron kind (sparsesnn.neuron_kinds.NEURONS)")
-    tau: float = Field(2.0, gt=1.0, description="membrane time constant, in time steps")
-    v_threshold: float = Field(1.0, description="firing threshold")
-    v_reset: float = Field(0.0, description="reset potential of a hard reset")
-    soft_reset: bool = Field(False, description="subtract the threshold instead of resetting to v_reset")
-    decay_input: bool = Field(True, description="scale the input by 1/tau too")
-    detach_reset: bool = Field(False, description="cut the reset out of the gradient")
-    surrogate: Literal["atan", "sigmoid", "rectangular", "superspike", "triangle"] = Field(
-        "atan", description="surrogate gradient of the spike"
-    )
-    surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta / gamma; None = the default")
-    backend: Literal["auto", "compiled", "eager"] = Field("auto", description="the fused LIF kernel: compiled or eager")
     params: dict[str, Any] = Field(default_factory=dict, description="the neuron kind's own settings")
 
     @field_validator("kind")
@@ -234,12 +225,6 @@ class NeuronConfig(_Section):
         from sparsesnn.neuron_kinds import NEURONS
 
         return _plugin_params("neuron kind", NEURONS, info.data.get("kind"), v)
-
-    @model_validator(mode="after")
-    def _reset_below_threshold(self) -> NeuronConfig:
-        if not self.soft_reset and self.v_reset >= self.v_threshold:
-            raise ValueError(f"v_reset ({self.v_reset}) must be below v_threshold ({self.v_threshold})")
-        return self
 
 
 class OptimConfig(_Section):

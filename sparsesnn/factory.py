@@ -22,7 +22,6 @@ from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from sparsesnn.settings import validate_settings
 from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
 from sparsesnn.sparse.settings import params_problems
-from sparsesnn.surrogates import make_surrogate
 
 
 def resolve_device(name: str) -> torch.device:
@@ -53,17 +52,7 @@ def device_available(name: str) -> bool:
 
 def neuron_spec(cfg: NeuronConfig) -> NeuronSpec:
     """The ``[neuron]`` section as the spec a model builds its neurons from."""
-    return NeuronSpec(
-        kind=cfg.kind,
-        tau=cfg.tau,
-        v_threshold=cfg.v_threshold,
-        v_reset=None if cfg.soft_reset else cfg.v_reset,
-        decay_input=cfg.decay_input,
-        detach_reset=cfg.detach_reset,
-        surrogate=make_surrogate(cfg.surrogate, cfg.surrogate_param),
-        backend=cfg.backend,
-        params=dict(cfg.params),
-    )
+    return cfg.spec(cfg.kind, cfg.params)
 
 
 @dataclass

@@ -15,14 +15,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
+from pydantic import Field, model_validator
 from torch import nn
 
 from sparsesnn.neurons import LIF, PLIF, SPIKING_ATTRIBUTE, Backend
 from sparsesnn.registry import Registry
 from sparsesnn.settings import Settings, validate_settings
-from sparsesnn.surrogates import ATan, Surrogate
+from sparsesnn.surrogates import SURROGATES, ATan, Surrogate, make_surrogate
+
+
+class NeuronFamilySettings(Settings):
+    """What every neuron kind's spec carries, declared once: the LIF family's settings (a kind may ignore some). The
+    ``[neuron]`` section of a config is this plus the kind and its own settings."""
+
+    tau: float = Field(2.0, gt=1.0, description="membrane time constant, in time steps")
+    v_threshold: float = Field(1.0, description="firing threshold")
+    v_reset: float = Field(0.0, description="reset potential of a hard reset")
+    soft_reset: bool = Field(False, description="subtract the threshold instead of resetting to v_reset")
+    decay_input: bool = Field(True, description="scale the input by 1/tau too")
+    detach_reset: bool = Field(False, description="cut the reset out of the gradient")
+    surrogate: Literal[tuple(SURROGATES)] = Field("atan", description="surrogate gradient of the spike")  # type: ignore[valid-type]
+    surrogate_param: float | None = Field(None, gt=0.0, description="alpha / width / beta / gamma; None = the default")
+    backend: Literal["auto", "compiled", "eager"] = Field("auto", description="the fused LIF kernel: compiled or eager")
+
+    @model_validator(mode="after")
+    def _reset_below_threshold(self) -> NeuronFamilySettings:
+        if not self.soft_reset and self.v_reset >= self.v_threshold:
+            raise ValueError(f"v_reset ({self.v_reset}) must be below v_threshold ({self.v_threshold})")
+        return self
+
+    def spec(self, kind: str = "lif", params: Mapping[str, Any] | None = None) -> NeuronSpec:
+        """The spec a model builds its neurons from (the surrogate built, a soft reset as ``v_reset = None``)."""
+        return NeuronSpec(
+            kind=kind,
+            tau=self.tau,
+            v_threshold=self.v_threshold,
+            v_reset=None if self.soft_reset else self.v_reset,
+            decay_input=self.decay_input,
+            detach_reset=self.detach_reset,
+            surrogate=make_surrogate(self.surrogate, self.surrogate_param),
+            backend=self.backend,
+            params=dict(params or {}),
+        )
 
 
 class NeuronSettings(Settings):
