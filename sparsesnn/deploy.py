@@ -16,6 +16,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -126,3 +127,52 @@ def deploy(
         if chosen:
             _set_child(deployed, name, event)
     return deployed, report
+
+
+@torch.no_grad()
+def evaluate_deployed(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "last",
+    backend: EventBackend = "auto",
+    latency_samples: int = 64,
+    repeats: int = 5,
+) -> dict[str, Any]:
+    """Deploy a run's finalized, compacted model (choices measured at batch 1 on its first test sample) and evaluate
+    it against the compacted model on the whole test split: accuracy of both, how many predictions are identical,
+    and the median time per sample at batch 1 over the first ``latency_samples`` test samples (the two models
+    timed in turn on each sample)."""
+    from sparsesnn.export import prepare_export
+
+    bundle = prepare_export(run_dir, checkpoint=checkpoint, device="cpu")
+    assert bundle.test_batches is not None
+    compacted = bundle.model
+    deployed, report = deploy(compacted, bundle.example[:, :1], backend=backend, repeats=repeats)
+    n = correct_compacted = correct_deployed = identical = 0
+    single: list[torch.Tensor] = []
+    for x, y in bundle.test_batches(256):
+        a = compacted(x).mean(0).argmax(-1)
+        b = deployed(x).mean(0).argmax(-1)
+        correct_compacted += int((a == y).sum())
+        correct_deployed += int((b == y).sum())
+        identical += int((a == b).sum())
+        n += int(y.numel())
+        single.extend(x[:, i : i + 1] for i in range(x.shape[1]) if len(single) < latency_samples)
+    times: dict[str, list[float]] = {"compacted": [], "deployed": []}
+    for x in single:
+        for name, m in (("compacted", compacted), ("deployed", deployed)):
+            times[name].append(_median_ms(lambda m=m, x=x: m(x), 1))
+    compacted_ms, deployed_ms = (statistics.median(times[k]) for k in ("compacted", "deployed"))
+    return {
+        "run": str(run_dir),
+        "samples": n,
+        "test_acc_compacted": correct_compacted / n,
+        "test_acc_deployed": correct_deployed / n,
+        "identical_predictions": identical,
+        "latency_samples": len(single),
+        "ms_per_sample_compacted": compacted_ms,
+        "ms_per_sample_deployed": deployed_ms,
+        "speedup": compacted_ms / deployed_ms,
+        "threads": torch.get_num_threads(),
+        "layers": report.as_dict(),
+    }

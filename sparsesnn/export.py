@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ class ExportBundle:
     info: DatasetInfo
     report: CompactionReport
     example: torch.Tensor  # time-major example input [T, B, ...] (test samples)
+    #: ``test_batches(size)``: the whole test split as time-major inputs ``[T, B, ...]`` with their targets, encoded
+    #: as the run encodes them (CPU)
+    test_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -114,7 +118,15 @@ def prepare_export(
     with torch.no_grad():
         example = to_time_major(x.to(trainer.device), trainer.info, trainer.encoder).detach().cpu().contiguous()
     small, report = compact(model.cpu(), example)
-    return ExportBundle(small.eval(), cfg, trainer.info, report, example)
+
+    def test_batches(size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        everything = epoch_order(len(test), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
+        torch.manual_seed(derive_seed(cfg.run.seed, 0, 5))
+        for _, _, xb, yb in iterate_batches(test, everything, size, 0, 0, lambda b: derive_seed(cfg.run.seed, b, 6)):
+            with torch.no_grad():
+                yield to_time_major(xb.to(trainer.device), trainer.info, trainer.encoder).detach().cpu(), yb.cpu()
+
+    return ExportBundle(small.eval(), cfg, trainer.info, report, example, test_batches)
 
 
 def load_compact_model(run_dir: str | Path) -> tuple[nn.Module, DatasetInfo, CompactionReport]:

@@ -102,3 +102,32 @@ def test_deploy_chooses_by_measurement() -> None:
         replaced = isinstance(deployed.get_submodule(name), (EventConv2d, EventLinear))
         assert replaced == choice.event, name
     assert set(report.as_dict()) == set(report.layers)
+
+
+def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``sparsesnn eval RUN --deploy``: a trained sparse convnet (digits), deployed, keeps the compacted model's
+    predictions on the whole test split and reports both times per sample."""
+    import json
+
+    from sparsesnn.cli import main
+    from tests.conftest import tiny_toml
+
+    config = tmp_path / "c.toml"
+    toml = (  # 3 epochs of 20 steps, RigL at 50 %: about 93 % of the digits
+        tiny_toml(density=0.5, params="{ update_every = 4 }")
+        .replace('name = "mlp"\nparams = { hidden = [32] }', 'name = "convnet"\nparams = { channels = [16, 32] }')
+        .replace("lr = 0.003", "lr = 0.01")
+        .replace("max_steps_per_epoch = 6", "max_steps_per_epoch = 20")
+        .replace("time_steps = 2", "time_steps = 4")
+    )
+    config.write_text(toml)
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--config", str(config), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run), "--deploy"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples"] == 128 and result["identical_predictions"] == 128  # data.max_test_samples
+    assert result["test_acc_deployed"] == result["test_acc_compacted"] > 0.8
+    assert result["ms_per_sample_compacted"] > 0 and result["ms_per_sample_deployed"] > 0
+    assert result["speedup"] == pytest.approx(result["ms_per_sample_compacted"] / result["ms_per_sample_deployed"])
+    assert set(result["layers"]) == {"features.0.0.0", "features.2.0.0", "classifier.0.0"}
