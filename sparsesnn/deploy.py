@@ -42,10 +42,19 @@ class LayerChoice:
 
 @dataclass
 class DeployReport:
+    """Per layer, what was measured and chosen; for the whole model, its time on the example before and after (the
+    layer choices are kept only when the whole model got faster, unless forced)."""
+
     layers: dict[str, LayerChoice] = field(default_factory=dict)
+    model_ms: float | None = None
+    deployed_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: c.as_dict() for name, c in self.layers.items()}
+        return {
+            "layers": {name: c.as_dict() for name, c in self.layers.items()},
+            "model_ms": self.model_ms,
+            "deployed_ms": self.deployed_ms,
+        }
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -89,12 +98,18 @@ def deploy(
     backend: EventBackend = "auto",
     repeats: int = 5,
     force: bool = False,
+    margin: float = 0.1,
 ) -> tuple[nn.Module, DeployReport]:
     """A copy of ``model`` (eval mode, CPU, float32) with each eligible Conv2d / Linear replaced by its event-driven
-    form where that measured faster on the input it sees for ``example_input`` (every one with ``force``)."""
+    form where that measured faster on the input it sees for ``example_input`` by more than ``margin`` (a fraction
+    of the dense time); then the whole copy is timed against the model on the example, and if it is not faster
+    every layer stays dense (per-call overheads the layer timings miss). ``force``: every eligible layer, no checks."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    deployed = copy.deepcopy(model).cpu().float().eval()
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"margin must be in [0, 1), got {margin}")
+    original = copy.deepcopy(model).cpu().float().eval()
+    deployed = copy.deepcopy(original)
     candidates = {name: m for name, m in deployed.named_modules() if name and _eligible(m)}
     seen: dict[str, torch.Tensor] = {}
     handles = [
@@ -115,7 +130,7 @@ def deploy(
         weight = module.weight
         dense_ms = _median_ms(lambda m=module, x=x: m(x), repeats)
         event_ms = _median_ms(lambda m=event, x=x: m(x), repeats)
-        chosen = force or event_ms < dense_ms
+        chosen = force or event_ms < dense_ms * (1.0 - margin)
         report.layers[name] = LayerChoice(
             kind=type(module).__name__,
             input_nonzero=float((x != 0).float().mean()),
@@ -126,6 +141,15 @@ def deploy(
         )
         if chosen:
             _set_child(deployed, name, event)
+    if force or not any(c.event for c in report.layers.values()):
+        return deployed, report
+    x = example_input.cpu().float()
+    report.model_ms = _median_ms(lambda: original(x), repeats)
+    report.deployed_ms = _median_ms(lambda: deployed(x), repeats)
+    if report.deployed_ms >= report.model_ms:  # the layers' gains do not survive the whole model: keep it dense
+        for choice in report.layers.values():
+            choice.event = False
+        return original, report
     return deployed, report
 
 
@@ -174,5 +198,5 @@ def evaluate_deployed(
         "ms_per_sample_deployed": deployed_ms,
         "speedup": compacted_ms / deployed_ms,
         "threads": torch.get_num_threads(),
-        "layers": report.as_dict(),
+        "deploy": report.as_dict(),
     }

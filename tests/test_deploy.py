@@ -97,11 +97,15 @@ def test_deploy_chooses_by_measurement() -> None:
     model = sparse_convnet()
     x = DirectEncoder(4)(torch.rand(8, 1, 8, 8))
     deployed, report = deploy(model, x, repeats=3)
+    kept = report.deployed_ms is None or report.deployed_ms < report.model_ms  # the whole model got faster
     for name, choice in report.layers.items():
-        assert choice.event == (choice.event_ms < choice.dense_ms), name
+        faster = choice.event_ms < 0.9 * choice.dense_ms
+        assert choice.event == (faster and kept), name
         replaced = isinstance(deployed.get_submodule(name), (EventConv2d, EventLinear))
         assert replaced == choice.event, name
-    assert set(report.as_dict()) == set(report.layers)
+    assert set(report.as_dict()["layers"]) == set(report.layers)
+    with pytest.raises(ValueError, match="margin"):
+        deploy(model, x, margin=1.0)
 
 
 def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -130,4 +134,7 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     assert result["test_acc_deployed"] == result["test_acc_compacted"] > 0.8
     assert result["ms_per_sample_compacted"] > 0 and result["ms_per_sample_deployed"] > 0
     assert result["speedup"] == pytest.approx(result["ms_per_sample_compacted"] / result["ms_per_sample_deployed"])
-    assert set(result["layers"]) == {"features.0.0.0", "features.2.0.0", "classifier.0.0"}
+    assert set(result["deploy"]["layers"]) == {"features.0.0.0", "features.2.0.0", "classifier.0.0"}
+    deploy_report = result["deploy"]
+    if any(layer["event"] for layer in deploy_report["layers"].values()):  # kept only where the whole model won
+        assert deploy_report["deployed_ms"] < deploy_report["model_ms"]
