@@ -3,7 +3,7 @@
     sparsesnn train --config configs/digits_rigl.toml [--set sparse.density=0.05 ...] [--run-dir DIR] [--quiet]
     sparsesnn train --resume RUN_DIR
     sparsesnn eval RUN_DIR [--deploy]
-    sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH] [--dt SECONDS]
+    sparsesnn export RUN_DIR --format pt|safetensors|nir|deploy [--out PATH] [--dt SECONDS]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
     sparsesnn info [METHOD|MODEL|DATASET|NEURON] [--config-keys]
@@ -76,8 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument(
         "--format",
         required=True,
-        choices=("pt", "safetensors", "nir"),
-        help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5)",
+        choices=("pt", "safetensors", "nir", "deploy"),
+        help="pt: torch.save state dict + description; safetensors; nir: Neuromorphic IR (HDF5); deploy: pt plus "
+        "the event-driven layer choices measured on this machine (sparsesnn.deploy.load_deployed)",
     )
     x.add_argument("--checkpoint", **_CHECKPOINT_ARG)
     x.add_argument("--device", help=_DEVICE_HELP)
@@ -232,6 +233,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"  kept {layer}: {why}")
     if not report.removed and not report.kept:
         print("  no dead units")
+    if result.deploy is not None:
+        event = [name for name, c in result.deploy["layers"].items() if c["event"]]
+        print(f"deploy: event-driven layers {event or 'none'} (measured here at batch 1)")
+        for key, label in (("model_ms", "as trained"), ("rewritten_ms", "rewritten"), ("deployed_ms", "deployed")):
+            if result.deploy.get(key) is not None:
+                print(f"  {label}: {result.deploy[key]:.3f} ms per sample")
     if result.dt is not None:
         print(f"NIR time step dt = {result.dt:g} s (each neuron's tau = dt * its time constant in steps)")
     if result.nir_max_diff is not None:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsesnn.deploy_passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
 from sparsesnn.event_layers import EventBackend, EventConv2d, EventLinear
 
 
@@ -46,13 +47,25 @@ class DeployReport:
     layer choices are kept only when the whole model got faster, unless forced)."""
 
     layers: dict[str, LayerChoice] = field(default_factory=dict)
-    model_ms: float | None = None
-    deployed_ms: float | None = None
+    #: what the rewriting passes did (:mod:`sparsesnn.deploy_passes`): norms folded, neurons replaced, layer groups
+    #: run on one time step
+    folded_norms: list[str] = field(default_factory=list)
+    inference_neurons: list[str] = field(default_factory=list)
+    inference_pools: list[str] = field(default_factory=list)
+    step_invariant: list[str] = field(default_factory=list)
+    model_ms: float | None = None  # the model as given
+    rewritten_ms: float | None = None  # after the passes, every layer dense
+    deployed_ms: float | None = None  # after the passes, with the chosen event-driven layers
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "layers": {name: c.as_dict() for name, c in self.layers.items()},
+            "folded_norms": list(self.folded_norms),
+            "inference_neurons": list(self.inference_neurons),
+            "inference_pools": list(self.inference_pools),
+            "step_invariant": list(self.step_invariant),
             "model_ms": self.model_ms,
+            "rewritten_ms": self.rewritten_ms,
             "deployed_ms": self.deployed_ms,
         }
 
@@ -84,12 +97,6 @@ def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _set_child(root: nn.Module, name: str, child: nn.Module) -> None:
-    parent_name, _, leaf = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, leaf, child)
-
-
 @torch.no_grad()
 def deploy(
     model: nn.Module,
@@ -99,58 +106,89 @@ def deploy(
     repeats: int = 5,
     force: bool = False,
     margin: float = 0.1,
+    rewrite: bool = True,
+    choices: dict[str, bool] | None = None,
 ) -> tuple[nn.Module, DeployReport]:
-    """A copy of ``model`` (eval mode, CPU, float32) with each eligible Conv2d / Linear replaced by its event-driven
-    form where that measured faster on the input it sees for ``example_input`` by more than ``margin`` (a fraction
-    of the dense time); then the whole copy is timed against the model on the example, and if it is not faster
-    every layer stays dense (per-call overheads the layer timings miss). ``force``: every eligible layer, no checks."""
+    """A copy of ``model`` (eval mode, CPU, float32) for inference, faster where this machine measures it faster.
+
+    1. With ``rewrite``, the passes of :mod:`sparsesnn.deploy_passes` run on the copy: BatchNorm folded into the
+       layer before it, LIF / PLIF and max pools replaced by their inference loops, layer groups whose input is
+       equal over time run on one step.
+    2. Each eligible Conv2d / Linear is replaced by its event-driven form where that measured faster, on the input it
+       sees for ``example_input``, by more than ``margin`` (a fraction of the dense time).
+    3. The whole copy is timed against the copy with every layer dense (and both against the model as given); if
+       the event-driven layers do not make the whole faster they all stay dense (per-call overheads the layer timings
+       miss).
+
+    ``force``: every eligible layer event-driven, no timing. ``choices``: the event/dense choice per layer name,
+    as a report's ``layers`` gives it (e.g. read back from an export), applied without timing."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), got {margin}")
     original = copy.deepcopy(model).cpu().float().eval()
-    deployed = copy.deepcopy(original)
+    rewritten = copy.deepcopy(original)
+    x = example_input.cpu().float()
+    report = DeployReport()
+    if rewrite:
+        report.folded_norms = fold_norms(rewritten)
+        report.inference_neurons = replace_neurons(rewritten, backend)
+        report.inference_pools = replace_pools(rewritten, backend)
+        report.step_invariant = wrap_step_invariant(rewritten, x)
+    deployed = copy.deepcopy(rewritten)
     candidates = {name: m for name, m in deployed.named_modules() if name and _eligible(m)}
+    if choices is not None:
+        unknown = sorted(set(choices) - set(candidates))
+        if unknown:
+            raise ValueError(f"choices name layers this model does not have (or cannot run event-driven): {unknown}")
     seen: dict[str, torch.Tensor] = {}
+
+    def record(name: str, inp: torch.Tensor) -> None:  # a pre-hook that returns a value would replace the input
+        seen.setdefault(name, inp.detach().clone())
+
     handles = [
-        m.register_forward_pre_hook(lambda _m, args, name=name: seen.setdefault(name, args[0].detach().clone()))
-        for name, m in candidates.items()
+        m.register_forward_pre_hook(lambda _m, args, name=name: record(name, args[0])) for name, m in candidates.items()
     ]
     try:
-        deployed(example_input.cpu().float())
+        deployed(x)
     finally:
         for h in handles:
             h.remove()
-    report = DeployReport()
+    timed = not force and choices is None
     for name, module in candidates.items():
-        x = seen.get(name)
-        if x is None:  # not on the example's path
+        inp = seen.get(name)
+        if inp is None:  # not on the example's path
             continue
         event = _event_form(module, backend)
-        weight = module.weight
-        dense_ms = _median_ms(lambda m=module, x=x: m(x), repeats)
-        event_ms = _median_ms(lambda m=event, x=x: m(x), repeats)
-        chosen = force or event_ms < dense_ms * (1.0 - margin)
+        dense_ms = _median_ms(lambda m=module, v=inp: m(v), repeats) if timed else float("nan")
+        event_ms = _median_ms(lambda m=event, v=inp: m(v), repeats) if timed else float("nan")
+        if force:
+            chosen = True
+        elif choices is not None:
+            chosen = bool(choices.get(name, False))
+        else:
+            chosen = event_ms < dense_ms * (1.0 - margin)
         report.layers[name] = LayerChoice(
             kind=type(module).__name__,
-            input_nonzero=float((x != 0).float().mean()),
-            weight_density=float((weight != 0).float().mean()),
+            input_nonzero=float((inp != 0).float().mean()),
+            weight_density=float((module.weight != 0).float().mean()),
             dense_ms=dense_ms,
             event_ms=event_ms,
             event=chosen,
         )
         if chosen:
-            _set_child(deployed, name, event)
-    if force or not any(c.event for c in report.layers.values()):
+            set_child(deployed, name, event)
+    if not timed:
         return deployed, report
-    x = example_input.cpu().float()
     report.model_ms = _median_ms(lambda: original(x), repeats)
-    report.deployed_ms = _median_ms(lambda: deployed(x), repeats)
-    if report.deployed_ms >= report.model_ms:  # the layers' gains do not survive the whole model: keep it dense
-        for choice in report.layers.values():
+    report.rewritten_ms = _median_ms(lambda: rewritten(x), repeats)
+    if any(c.event for c in report.layers.values()):
+        report.deployed_ms = _median_ms(lambda: deployed(x), repeats)
+        if report.deployed_ms < report.rewritten_ms:
+            return deployed, report
+        for choice in report.layers.values():  # the layers' gains do not survive the whole model: keep it dense
             choice.event = False
-        return original, report
-    return deployed, report
+    return rewritten, report
 
 
 @torch.no_grad()
@@ -164,14 +202,17 @@ def evaluate_deployed(
 ) -> dict[str, Any]:
     """Deploy a run's finalized, compacted model (choices measured at batch 1 on its first test sample) and evaluate
     it against the compacted model on the whole test split: accuracy of both, how many predictions are identical,
-    and the median time per sample at batch 1 over the first ``latency_samples`` test samples (the two models
-    timed in turn on each sample)."""
+    and the median time per sample at batch 1 over the first ``latency_samples`` test samples, for the compacted
+    model, the rewritten one (the passes of :mod:`sparsesnn.deploy_passes`, every layer dense) and the deployed one,
+    timed in turn on each sample."""
     from sparsesnn.export import prepare_export
 
     bundle = prepare_export(run_dir, checkpoint=checkpoint, device="cpu")
     assert bundle.test_batches is not None
     compacted = bundle.model
-    deployed, report = deploy(compacted, bundle.example[:, :1], backend=backend, repeats=repeats)
+    example = bundle.example[:, :1]
+    deployed, report = deploy(compacted, example, backend=backend, repeats=repeats)
+    rewritten, _ = deploy(compacted, example, backend=backend, choices={})
     n = correct_compacted = correct_deployed = identical = 0
     single: list[torch.Tensor] = []
     for x, y in bundle.test_batches(256):
@@ -182,11 +223,12 @@ def evaluate_deployed(
         identical += int((a == b).sum())
         n += int(y.numel())
         single.extend(x[:, i : i + 1] for i in range(x.shape[1]) if len(single) < latency_samples)
-    times: dict[str, list[float]] = {"compacted": [], "deployed": []}
+    models = {"compacted": compacted, "rewritten": rewritten, "deployed": deployed}
+    times: dict[str, list[float]] = {name: [] for name in models}
     for x in single:
-        for name, m in (("compacted", compacted), ("deployed", deployed)):
+        for name, m in models.items():
             times[name].append(_median_ms(lambda m=m, x=x: m(x), 1))
-    compacted_ms, deployed_ms = (statistics.median(times[k]) for k in ("compacted", "deployed"))
+    ms = {name: statistics.median(t) for name, t in times.items()}
     return {
         "run": str(run_dir),
         "samples": n,
@@ -194,9 +236,45 @@ def evaluate_deployed(
         "test_acc_deployed": correct_deployed / n,
         "identical_predictions": identical,
         "latency_samples": len(single),
-        "ms_per_sample_compacted": compacted_ms,
-        "ms_per_sample_deployed": deployed_ms,
-        "speedup": compacted_ms / deployed_ms,
+        "ms_per_sample_compacted": ms["compacted"],
+        "ms_per_sample_rewritten": ms["rewritten"],
+        "ms_per_sample_deployed": ms["deployed"],
+        "speedup": ms["compacted"] / ms["deployed"],
+        "speedup_rewritten": ms["compacted"] / ms["rewritten"],
         "threads": torch.get_num_threads(),
         "deploy": report.as_dict(),
     }
+
+
+def export_deployed(model: nn.Module, path: str | Path, meta: dict[str, Any], example: torch.Tensor) -> dict[str, Any]:
+    """Deploy ``model`` (a finalized, compacted export model) on ``example`` (time-major, batch 1), and write the
+    ``deploy`` export format: the ``pt`` payload, the report under ``meta["deploy"]`` and the example; returns the
+    report as a dict."""
+    from sparsesnn.export import export_pt
+
+    _, report = deploy(model, example)
+    data = report.as_dict()
+    export_pt(model, path, {**meta, "deploy": data}, extra={"deploy_example": example.detach().cpu().contiguous()})
+    return data
+
+
+def load_deployed(
+    path: str | Path, *, remeasure: bool = False, backend: EventBackend = "auto"
+) -> tuple[nn.Module, DeployReport, dict[str, Any]]:
+    """Rebuild a ``deploy`` export: the model with the layer choices recorded at export, or, with ``remeasure``,
+    with choices measured again on this machine on the stored example. Returns ``(model, report, meta)``."""
+    from sparsesnn.errors import CheckpointError
+    from sparsesnn.export import read_pt, rebuild_model
+
+    payload = read_pt(path)
+    meta = payload["meta"]
+    if "deploy" not in meta or "deploy_example" not in payload:
+        raise CheckpointError(f"{path} is a model export without deploy choices: write it with --format deploy")
+    model = rebuild_model(meta, payload["state_dict"])
+    example = payload["deploy_example"]
+    if remeasure:
+        deployed, report = deploy(model, example, backend=backend)
+    else:
+        recorded = {name: bool(c["event"]) for name, c in meta["deploy"]["layers"].items()}
+        deployed, report = deploy(model, example, backend=backend, choices=recorded)
+    return deployed, report, meta

@@ -35,7 +35,7 @@ def numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _resolve(backend: EventBackend) -> Literal["numba", "torch"]:
+def resolve_backend(backend: EventBackend) -> Literal["numba", "torch"]:
     if backend not in ("auto", "numba", "torch"):
         raise ValueError(f"backend must be 'auto', 'numba' or 'torch', got {backend!r}")
     if backend == "numba" and not numba_available():
@@ -46,8 +46,8 @@ def _resolve(backend: EventBackend) -> Literal["numba", "torch"]:
 
 
 @functools.cache
-def _numba_kernels() -> tuple[Any, Any]:
-    """The two kernels, compiled on first use (once per process)."""
+def _numba_kernels() -> tuple[Any, Any, Any]:
+    """The kernels, compiled on first use (once per process)."""
     import numba
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
@@ -108,7 +108,25 @@ def _numba_kernels() -> tuple[Any, Any]:
                                 for o in range(n_out):
                                     pixel[o] += column[o] * v
 
-    return linear, conv
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
+    def linear_columns(x: Any, columns: Any, out: Any) -> None:  # pragma: no cover - compiled
+        n_samples, n_in = x.shape
+        n_out = columns.shape[1]
+        for n in range(n_samples):
+            row = out[n]
+            for i in range(n_in):
+                v = x[n, i]
+                if v == 0.0:
+                    continue
+                column = columns[i]
+                if v == 1.0:
+                    for o in range(n_out):
+                        row[o] += column[o]
+                else:
+                    for o in range(n_out):
+                        row[o] += column[o] * v
+
+    return linear, conv, linear_columns
 
 
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,14 +136,23 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
     return seg, starts[seg] + offsets
 
 
+#: weight density at or above which the compiled EventLinear adds each spike's whole weight column (contiguous,
+#: vectorised) instead of its surviving entries (scattered): a scattered add costs several contiguous ones
+COLUMN_LAYOUT_DENSITY = 0.25
+
+
 class EventLinear(nn.Module):
-    """``nn.Linear`` computed per nonzero input over the surviving synapses (see the module docstring)."""
+    """``nn.Linear`` computed per nonzero input over the surviving synapses (see the module docstring). With the
+    compiled backend and a weight density of at least :data:`COLUMN_LAYOUT_DENSITY`, each nonzero input adds its
+    whole column of ``W`` instead (zeros included), as :class:`EventConv2d` does."""
 
     def __init__(self, linear: nn.Linear, backend: EventBackend = "auto") -> None:
         super().__init__()
         weight = linear.weight.detach().to(torch.float32).cpu()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.backend = _resolve(backend)
+        self.backend = resolve_backend(backend)
+        density = float((weight != 0).float().mean()) if weight.numel() else 0.0
+        self.columns = weight.t().contiguous() if self.backend == "numba" and density >= COLUMN_LAYOUT_DENSITY else None
         rows, cols = torch.nonzero(weight.t() != 0, as_tuple=True)  # by input (row of W^T), then output
         self.indptr = torch.zeros(self.in_features + 1, dtype=torch.int64)
         self.indptr[1:] = torch.bincount(rows, minlength=self.in_features).cumsum(0)
@@ -139,7 +166,10 @@ class EventLinear(nn.Module):
         flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
         if self.backend == "numba":
             out = np.zeros((flat.shape[0], self.out_features), np.float32)
-            _numba_kernels()[0](flat.numpy(), self.indptr.numpy(), self.rows.numpy(), self.vals.numpy(), out)
+            if self.columns is not None:
+                _numba_kernels()[2](flat.numpy(), self.columns.numpy(), out)
+            else:
+                _numba_kernels()[0](flat.numpy(), self.indptr.numpy(), self.rows.numpy(), self.vals.numpy(), out)
             result = torch.from_numpy(out)
         else:
             n, i = torch.nonzero(flat, as_tuple=True)
@@ -153,7 +183,11 @@ class EventLinear(nn.Module):
         return result.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} -> {self.out_features}, {self.synapses} synapses, backend={self.backend}"
+        layout = "columns" if self.columns is not None else "csc"
+        return (
+            f"{self.in_features} -> {self.out_features}, {self.synapses} synapses, backend={self.backend}, "
+            f"layout={layout}"
+        )
 
 
 class EventConv2d(nn.Module):
@@ -169,7 +203,7 @@ class EventConv2d(nn.Module):
         self.out_channels, self.in_channels, self.kh, self.kw = weight.shape
         self.stride, self.dilation = int(conv.stride[0]), int(conv.dilation[0])
         self.pad_y, self.pad_x = int(conv.padding[0]), int(conv.padding[1])
-        self.backend = _resolve(backend)
+        self.backend = resolve_backend(backend)
         # entries sorted by input channel, then tap (ky, kx), then output channel
         c, ky, kx, o = torch.nonzero(weight.permute(1, 2, 3, 0) != 0, as_tuple=True)
         self.vals = weight[o, c, ky, kx].contiguous()

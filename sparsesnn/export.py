@@ -1,6 +1,6 @@
 """Export a trained run as a deployable model: masks baked in, dead neurons removed, in one of three formats.
 
-``sparsesnn export RUN_DIR --format pt|safetensors|nir [--out PATH]`` (or :func:`export_run`):
+``sparsesnn export RUN_DIR --format pt|safetensors|nir|deploy [--out PATH]`` (or :func:`export_run`):
 
 1. :func:`prepare_export` rebuilds the run with :meth:`Trainer.resume <sparsesnn.engine.Trainer.resume>`,
    bakes the masks into the weights (:meth:`StructureLearner.finalize`, which also drops the mask buffers and
@@ -12,6 +12,10 @@
    * ``pt``: ``torch.save`` of ``{"meta": ..., "state_dict": ...}``;
    * ``safetensors``: the same state dict as safetensors tensors, the metadata as a JSON string under the
      ``"sparsesnn"`` key of the file's header metadata;
+   * ``deploy`` (``model.deploy.pt``): the ``pt`` payload plus the choices :func:`sparsesnn.deploy.deploy` measured
+     on this machine (which layers run event-driven, with their times) and the batch-1 example they were measured
+     on; :func:`sparsesnn.deploy.load_deployed` rebuilds the model and applies those choices, or measures again
+     on the machine it runs on;
    * ``nir``: a NIR graph (:mod:`sparsesnn.nir_io`; BatchNorm folded into the convs), which is then read back with
      ``nir.read``, re-simulated by our loader on the example batch and compared with the model. ``dt`` (``--dt``)
      is the duration of one time step in seconds, written into every neuron's ``tau = dt * tau_steps`` and into the
@@ -46,7 +50,7 @@ from sparsesnn.data import DatasetInfo
 from sparsesnn.errors import CheckpointError, SparseSNNError
 from sparsesnn.sparse.shrink import CompactionReport, compact
 
-FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
+FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir", "deploy")
 
 
 class ExportOptionError(SparseSNNError, ValueError):
@@ -54,7 +58,7 @@ class ExportOptionError(SparseSNNError, ValueError):
 
 
 #: file extension of each format (NIR files are HDF5 and conventionally named ``*.nir``)
-EXTENSIONS: dict[str, str] = {"pt": "pt", "safetensors": "safetensors", "nir": "nir"}
+EXTENSIONS: dict[str, str] = {"pt": "pt", "safetensors": "safetensors", "nir": "nir", "deploy": "deploy.pt"}
 EXPORT_FORMAT = "sparsesnn.model"
 EXPORT_VERSION = 1
 
@@ -93,6 +97,7 @@ class ExportResult:
     samples: int
     nir_max_diff: float | None = None  # NIR only: largest output difference of the re-simulated file
     dt: float | None = None  # NIR only: the time step (seconds) the file was written with
+    deploy: dict[str, Any] | None = None  # deploy only: what sparsesnn.deploy measured and chose (DeployReport)
 
 
 def prepare_export(
@@ -221,22 +226,31 @@ def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def export_pt(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write ``{"meta": meta, "state_dict": ...}`` with ``torch.save`` (loadable with ``weights_only=True``)."""
+def export_pt(
+    model: nn.Module, path: str | Path, meta: dict[str, Any], extra: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """Write ``{"meta": meta, "state_dict": ..., **extra}`` with ``torch.save`` (loadable with ``weights_only=True``;
+    ``extra``: further named tensors, e.g. the ``deploy`` format's example input)."""
     buf = io.BytesIO()
-    torch.save({"meta": meta, "state_dict": _tensors(model)}, buf)
+    torch.save({"meta": meta, "state_dict": _tensors(model), **(extra or {})}, buf)
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 
-def load_pt(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a ``pt`` export (no code is unpickled); returns ``(model, meta)``."""
+def read_pt(path: str | Path) -> dict[str, Any]:
+    """The payload of a ``pt`` (or ``deploy``) export, read without unpickling code."""
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types for a damaged or foreign file
         raise CheckpointError(f"cannot read model export {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(payload, dict) or "meta" not in payload or "state_dict" not in payload:
         raise CheckpointError(f"{path} is not a sparsesnn model export (pt)")
+    return payload
+
+
+def load_pt(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a ``pt`` export (no code is unpickled); returns ``(model, meta)``."""
+    payload = read_pt(path)
     return rebuild_model(payload["meta"], payload["state_dict"]), payload["meta"]
 
 
@@ -320,6 +334,11 @@ def export_run(
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
     path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
+    if fmt == "deploy":
+        from sparsesnn.deploy import export_deployed
+
+        report = export_deployed(bundle.model, path, bundle.meta(), bundle.example[:, :1])
+        return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), deploy=report)
     if fmt == "pt":
         export_pt(bundle.model, path, bundle.meta())
     elif fmt == "safetensors":

@@ -134,7 +134,7 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     assert result["test_acc_deployed"] == result["test_acc_compacted"] > 0.8
     assert result["ms_per_sample_compacted"] > 0 and result["ms_per_sample_deployed"] > 0
     assert result["speedup"] == pytest.approx(result["ms_per_sample_compacted"] / result["ms_per_sample_deployed"])
-    assert set(result["deploy"]["layers"]) == {"features.0.0.0", "features.2.0.0", "classifier.0.0"}
+    assert set(result["deploy"]["layers"]) == {"features.0.0.layers.0", "features.2.0.0", "classifier.0.0"}
     deploy_report = result["deploy"]
     if any(layer["event"] for layer in deploy_report["layers"].values()):  # kept only where the whole model won
         assert deploy_report["deployed_ms"] < deploy_report["model_ms"]
