@@ -137,4 +137,35 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     assert set(result["deploy"]["layers"]) == {"features.0.0.layers.0", "features.2.0.0", "classifier.0.0"}
     deploy_report = result["deploy"]
     if any(layer["event"] for layer in deploy_report["layers"].values()):  # kept only where the whole model won
-        assert deploy_report["deployed_ms"] < deploy_report["model_ms"]
+        assert deploy_report["deployed_ms"] < deploy_report["rewritten_ms"]
+    assert deploy_report["folded_norms"] == ["features.0.0.1", "features.2.0.1"]
+    assert deploy_report["inference_neurons"] == ["features.0.1", "features.2.1"]
+
+    # the deploy export format: the model, the choices measured here and the example; read back with those choices
+    from sparsesnn.deploy import load_deployed
+    from sparsesnn.export import prepare_export
+
+    assert main(["export", str(run), "--format", "deploy"]) == 0
+    out = capsys.readouterr().out
+    path = run / "model.deploy.pt"
+    assert str(path) in out and "deploy: event-driven layers" in out
+    forced = {"features.2.0.0": True, "classifier.0.0": True}  # re-write the choices: both applied on load
+    payload = torch.load(path, weights_only=True)
+    payload["meta"]["deploy"]["layers"] = {k: {**v, "event": forced.get(k, False)}
+                                           for k, v in payload["meta"]["deploy"]["layers"].items()}  # fmt: skip
+    torch.save(payload, path)
+    loaded, report, meta = load_deployed(path)
+    assert meta["deploy"]["layers"].keys() == report.layers.keys()
+    assert isinstance(loaded.get_submodule("features.2.0.0"), EventConv2d)
+    assert isinstance(loaded.get_submodule("classifier.0.0"), EventLinear)
+    assert not isinstance(loaded.get_submodule("features.0.0.layers.0"), EventConv2d)
+    bundle = prepare_export(run)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(bundle.example), bundle.model(bundle.example), atol=1e-4, rtol=1e-4)
+    _, again, _ = load_deployed(path, remeasure=True)
+    assert again.model_ms is not None and again.rewritten_ms is not None  # measured on this machine
+    from sparsesnn.errors import CheckpointError
+
+    assert main(["export", str(run), "--format", "pt"]) == 0
+    with pytest.raises(CheckpointError, match="--format deploy"):
+        load_deployed(run / "model.pt")
