@@ -1,4 +1,13 @@
-"""Where the event-driven layers win: a map over weight density x firing rate for the MNIST convnet's hidden conv
+"""Deployed trained models end to end, and a map of where the event-driven layers win (issue 25).
+
+**Trained runs** (``--run NAME=RUN_DIR``, repeatable): each run's finalized model (masks baked in: "the same network,
+dense"), its compacted model, the compacted model rewritten by deploy's exact passes with every layer dense, and the
+deployed model (:func:`sparsesnn.deploy.deploy`, choices measured on this machine at that batch size and thread
+count), timed round robin per sample at batch 1 (the first ``--samples`` test samples) and at batch 64, with 1 and 2
+threads. The deployed model's predictions are compared with the finalized model's on the whole test split, and its
+accuracy is reported; the effective SOPs per sample (:class:`sparsesnn.metrics.SynapticOpsMonitor`) stand beside.
+
+**The map** (skipped with ``--no-map``): weight density x firing rate for the MNIST convnet's hidden conv
 (32 -> 64 channels, 3x3, on 14x14 spike maps), at batch 1 and 64 (T = 4), 1 and 2 threads.
 
 For each cell: the dense ``nn.Conv2d`` time, the event-driven time with numba and with the pure-torch fallback, the
@@ -7,9 +16,8 @@ the dense multiply-accumulates, to show how far the event path's time follows th
 of a cell is timed once per round, ``--rounds`` rounds, the median kept. Random weights and spikes (seeded): the
 cost of the event path depends on how many spikes meet how many surviving synapses, not on the values.
 
-    PYTHONPATH=. python bench/deploy_speed.py --json deploy_speed.json [--quick]
-
-This is the first part of issue 25 (the kernels and the map); the end-to-end runs of trained models are to follow.
+    PYTHONPATH=. python bench/deploy_speed.py --json deploy_speed.json [--quick] [--no-map] \\
+        [--run esl10=bench/out/deploy_runs/esl10 ...]
 """
 
 from __future__ import annotations
@@ -79,22 +87,112 @@ def measure_cell(density: float, rate: float, batch: int, rounds: int, seed: int
     }
 
 
+def _per_sample_ms(model: nn.Module, inputs: list[torch.Tensor]) -> float:
+    """Time of ``model`` over ``inputs`` (time-major batches), per sample."""
+    t0 = time.perf_counter()
+    samples = 0
+    for x in inputs:
+        model(x)
+        samples += int(x.shape[1])
+    return (time.perf_counter() - t0) * 1e3 / samples
+
+
+@torch.no_grad()
+def measure_run(
+    name: str, run_dir: Path, threads: list[int], batches: list[int], rounds: int, samples: int
+) -> dict[str, Any]:
+    """One trained run, end to end (see the module docstring)."""
+    from sparsesnn.deploy import deploy
+    from sparsesnn.export import prepare_export
+    from sparsesnn.metrics import SynapticOpsMonitor
+
+    bundle = prepare_export(run_dir, device="cpu")
+    assert bundle.test_batches is not None and bundle.finalized is not None
+    dense, compacted = bundle.finalized, bundle.model
+    test = list(bundle.test_batches(256))
+    n_test = sum(int(y.numel()) for _, y in test)
+    first = torch.cat([x for x, _ in test], dim=1)[:, : max(samples, max(batches))]
+    monitor = SynapticOpsMonitor(compacted)
+    with monitor.active():
+        for x, _ in test[:4]:
+            compacted(x)
+    ops = monitor.result(sum(int(x.shape[1]) for x, _ in test[:4]))
+    dense_predictions = torch.cat([dense(x).mean(0).argmax(-1) for x, _ in test])
+    targets = torch.cat([y for _, y in test])
+    cells = []
+    before = torch.get_num_threads()
+    try:
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            for batch in batches:
+                inputs = [first[:, i : i + 1] for i in range(samples)] if batch == 1 else [first[:, :batch]]
+                deployed, report = deploy(compacted, inputs[0])
+                rewritten, _ = deploy(compacted, inputs[0], choices={})
+                predictions = torch.cat([deployed(x).mean(0).argmax(-1) for x, _ in test])
+                models = {"dense": dense, "compacted": compacted, "rewritten": rewritten, "deployed": deployed}
+                for m in models.values():
+                    _per_sample_ms(m, inputs[:2])  # warm-up
+                ms: dict[str, list[float]] = {k: [] for k in models}
+                for _ in range(rounds):
+                    for key, m in models.items():
+                        ms[key].append(_per_sample_ms(m, inputs))
+                med = {k: statistics.median(v) for k, v in ms.items()}
+                cells.append(
+                    {
+                        "threads": n_threads,
+                        "batch": batch,
+                        "ms_per_sample": {k: summary(v) for k, v in ms.items()},
+                        "speedup_vs_dense": {k: med["dense"] / v for k, v in med.items()},
+                        "speedup_vs_compacted": {k: med["compacted"] / v for k, v in med.items()},
+                        "identical_predictions": int((predictions == dense_predictions).sum()),
+                        "test_acc_deployed": float((predictions == targets).float().mean()),
+                        "event_layers": [k for k, c in report.layers.items() if c.event],
+                        "deploy": report.as_dict(),
+                    }
+                )
+                print(f"[{name}] {n_threads} thread(s), batch {batch}: {med}", file=sys.stderr, flush=True)
+    finally:
+        torch.set_num_threads(before)
+    weights = [m.weight for m in dense.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return {
+        "name": name,
+        "run": str(run_dir),
+        "test_samples": n_test,
+        "test_acc_dense": float((dense_predictions == targets).float().mean()),
+        "weight_density": sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights),
+        "compaction": bundle.report.as_dict(),
+        "sops_per_sample": ops["Effective_ACs"],
+        "analog_macs_per_sample": ops["Effective_MACs"],
+        "dense_ops_per_sample": ops["Dense"],
+        "cells": cells,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="2 rounds, 2 densities x 2 rates, batch 1, 1 thread (CI)")
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--run", action="append", default=[], metavar="NAME=RUN_DIR", help="a trained run to deploy")
+    p.add_argument("--samples", type=int, default=64, help="test samples timed at batch 1 (per round)")
+    p.add_argument("--no-map", action="store_true", help="only the trained runs")
     args = p.parse_args(argv)
     load = loadavg()
     densities, rates, batches, threads = [0.05, 0.1, 0.3], [0.05, 0.15, 0.3], [1, 64], [1, 2]
     rounds = args.rounds
     if args.quick:
         densities, rates, batches, threads, rounds = [0.05, 0.3], [0.05, 0.3], [1], [1], 2
+    runs = []
+    for item in args.run:
+        name, sep, path = item.partition("=")
+        if not sep:
+            p.error(f"--run takes NAME=RUN_DIR, got {item!r}")
+        runs.append(measure_run(name, Path(path), threads, batches, rounds, 4 if args.quick else args.samples))
     cells = []
     before = torch.get_num_threads()
     try:
-        for n_threads in threads:
+        for n_threads in [] if args.no_map else threads:
             torch.set_num_threads(n_threads)
             for batch in batches:
                 for density in densities:
@@ -107,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "config": {"rounds": rounds, "quick": args.quick, "T": T, "layer": "Conv2d 32->64 3x3 pad 1 on 14x14"},
         "numba": numba_available(),
+        "runs": runs,
         "cells": cells,
         "machine": machine(load, malloc_tuned=False),
     }
@@ -114,8 +213,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(result: dict[str, Any]) -> str:
+def markdown_runs(runs: list[dict[str, Any]]) -> list[str]:
     lines = [
+        "## Trained models deployed (time per sample; speed-up = dense / deployed)",
+        "",
+        "| run | threads | batch | weight density | SOPs/sample (M) | dense ms | compacted ms | rewritten ms | "
+        "deployed ms | speed-up vs dense | vs compacted | identical predictions | acc. % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        for c in r["cells"]:
+            ms = {k: v["median"] for k, v in c["ms_per_sample"].items()}
+            lines.append(
+                f"| {r['name']} | {c['threads']} | {c['batch']} | {r['weight_density']:.3f} | "
+                f"{r['sops_per_sample'] / 1e6:.3f} | {ms['dense']:.3f} | {ms['compacted']:.3f} | "
+                f"{ms['rewritten']:.3f} | {ms['deployed']:.3f} | **{c['speedup_vs_dense']['deployed']:.2f}x** | "
+                f"{c['speedup_vs_compacted']['deployed']:.2f}x | {c['identical_predictions']:,} / "
+                f"{r['test_samples']:,} | {c['test_acc_deployed'] * 100:.2f} |"
+            )
+    return [*lines, ""]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = markdown_runs(result["runs"]) if result["runs"] else []
+    lines += [
         "## Event-driven conv vs dense (the MNIST convnet's hidden conv, T = 4)",
         "",
         "| threads | batch | weight density | firing rate | SOPs / dense MACs | dense ms | event (numba) ms | "

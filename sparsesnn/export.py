@@ -75,6 +75,8 @@ class ExportBundle:
     #: ``test_batches(size)``: the whole test split as time-major inputs ``[T, B, ...]`` with their targets, encoded
     #: as the run encodes them (CPU)
     test_batches: Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    #: the finalized model before compaction (masks baked in, every unit kept): "the same network, dense"
+    finalized: nn.Module | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -131,7 +133,7 @@ def prepare_export(
             with torch.no_grad():
                 yield to_time_major(xb.to(trainer.device), trainer.info, trainer.encoder).detach().cpu(), yb.cpu()
 
-    return ExportBundle(small.eval(), cfg, trainer.info, report, example, test_batches)
+    return ExportBundle(small.eval(), cfg, trainer.info, report, example, test_batches, model.eval())
 
 
 def load_compact_model(run_dir: str | Path) -> tuple[nn.Module, DatasetInfo, CompactionReport]:

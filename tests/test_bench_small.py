@@ -295,3 +295,32 @@ def test_deploy_speed_quick(capsys: pytest.CaptureFixture[str]) -> None:
         assert c["sops_per_sample"] == pytest.approx(expected, rel=0.25)
     ratios = [c["sops_over_macs"] for c in cells]
     assert ratios[0] < min(ratios[1], ratios[2]) < ratios[3]  # SOPs grow with density and with rate
+
+
+def test_deploy_speed_on_a_trained_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/deploy_speed.py --run: a trained sparse convnet, its four variants timed, the deployed model's
+    predictions checked on the whole test split, its SOPs counted."""
+    from sparsesnn.cli import main as cli
+    from tests.conftest import tiny_convnet_toml
+
+    config = tmp_path / "c.toml"
+    config.write_text(tiny_convnet_toml())
+    run = tmp_path / "run"
+    assert cli(["train", "--quiet", "--config", str(config), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    bench = load_bench("deploy_speed")
+    assert bench.main(["--quick", "--no-map", "--run", f"tiny={run}"]) == 0
+    printed = capsys.readouterr().out
+    result = _printed_json(printed)
+    assert result["cells"] == []
+    (r,) = result["runs"]
+    assert r["name"] == "tiny" and r["test_samples"] == 128 and r["test_acc_dense"] > 0.8
+    assert 0.4 < r["weight_density"] < 0.9 and r["sops_per_sample"] > 0
+    (c,) = r["cells"]
+    assert (c["threads"], c["batch"]) == (1, 1)
+    assert c["identical_predictions"] == 128 and c["test_acc_deployed"] == r["test_acc_dense"]
+    for name, s in c["ms_per_sample"].items():
+        _check_summary(s, result["config"]["rounds"])
+        assert c["speedup_vs_dense"][name] == pytest.approx(c["ms_per_sample"]["dense"]["median"] / s["median"])
+    assert set(c["event_layers"]) <= set(c["deploy"]["layers"])
+    assert "| tiny | 1 | 1 |" in printed

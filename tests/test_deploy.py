@@ -114,17 +114,10 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     import json
 
     from sparsesnn.cli import main
-    from tests.conftest import tiny_toml
+    from tests.conftest import tiny_convnet_toml
 
     config = tmp_path / "c.toml"
-    toml = (  # 3 epochs of 20 steps, RigL at 50 %: about 93 % of the digits
-        tiny_toml(density=0.5, params="{ update_every = 4 }")
-        .replace('name = "mlp"\nparams = { hidden = [32] }', 'name = "convnet"\nparams = { channels = [16, 32] }')
-        .replace("lr = 0.003", "lr = 0.01")
-        .replace("max_steps_per_epoch = 6", "max_steps_per_epoch = 20")
-        .replace("time_steps = 2", "time_steps = 4")
-    )
-    config.write_text(toml)
+    config.write_text(tiny_convnet_toml())
     run = tmp_path / "run"
     assert main(["train", "--quiet", "--config", str(config), "--run-dir", str(run)]) == 0
     capsys.readouterr()
