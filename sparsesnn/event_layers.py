@@ -156,7 +156,7 @@ class EventLinear(nn.Module):
         rows, cols = torch.nonzero(weight.t() != 0, as_tuple=True)  # by input (row of W^T), then output
         self.indptr = torch.zeros(self.in_features + 1, dtype=torch.int64)
         self.indptr[1:] = torch.bincount(rows, minlength=self.in_features).cumsum(0)
-        self.rows, self.vals = cols.contiguous(), weight.t()[rows, cols].contiguous()
+        self.rows, self.vals = cols.to(torch.int32).contiguous(), weight.t()[rows, cols].contiguous()
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
 
