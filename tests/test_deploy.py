@@ -55,6 +55,16 @@ def test_event_linear_equals_the_dense_linear_on_spikes_and_analog_input(backend
     assert event.synapses == int((linear.weight != 0).sum())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_event_conv_with_whole_input_channels_pruned(backend) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(1)
+    conv = nn.Conv2d(5, 7, 3, padding=1)
+    with torch.no_grad():
+        conv.weight[:, [1, 3]] = 0.0  # two input channels without a synapse: skipped whatever they carry
+    x = spikes((3, 5, 9, 8), 0.3, 6)
+    torch.testing.assert_close(EventConv2d(conv, backend)(x), conv(x).detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_event_conv_refuses_what_it_does_not_compute() -> None:
     with pytest.raises(ValueError, match="groups = 1"):
         EventConv2d(nn.Conv2d(4, 4, 3, groups=2))
