@@ -107,12 +107,16 @@ def test_deploy_chooses_by_measurement() -> None:
     model = sparse_convnet()
     x = DirectEncoder(4)(torch.rand(8, 1, 8, 8))
     deployed, report = deploy(model, x, repeats=3)
-    kept = report.deployed_ms is None or report.deployed_ms < report.model_ms  # the whole model got faster
+    assert report.chosen in ("model", "rewritten", "deployed")
+    times = {"model": report.model_ms, "rewritten": report.rewritten_ms, "deployed": report.deployed_ms}
+    assert report.chosen == min((k for k in times if times[k] is not None), key=lambda k: times[k])  # the fastest
+    kept = report.chosen == "deployed"
     for name, choice in report.layers.items():
         faster = choice.event_ms < 0.9 * choice.dense_ms
         assert choice.event == (faster and kept), name
-        replaced = isinstance(deployed.get_submodule(name), (EventConv2d, EventLinear))
-        assert replaced == choice.event, name
+        if report.chosen != "model":  # (the model as given has no rewritten names)
+            replaced = isinstance(deployed.get_submodule(name), (EventConv2d, EventLinear))
+            assert replaced == choice.event, name
     assert set(report.as_dict()["layers"]) == set(report.layers)
     with pytest.raises(ValueError, match="margin"):
         deploy(model, x, margin=1.0)
@@ -140,9 +144,11 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     assert set(result["deploy"]["layers"]) == {"features.0.0.layers.0", "features.2.0.0", "classifier.0.0"}
     deploy_report = result["deploy"]
     if any(layer["event"] for layer in deploy_report["layers"].values()):  # kept only where the whole model won
-        assert deploy_report["deployed_ms"] < deploy_report["rewritten_ms"]
-    assert deploy_report["folded_norms"] == ["features.0.0.1", "features.2.0.1"]
-    assert deploy_report["inference_neurons"] == ["features.0.1", "features.2.1"]
+        assert deploy_report["chosen"] == "deployed"
+        assert deploy_report["deployed_ms"] < min(deploy_report["rewritten_ms"], deploy_report["model_ms"])
+    if deploy_report["chosen"] != "model":
+        assert deploy_report["folded_norms"] == ["features.0.0.1", "features.2.0.1"]
+        assert deploy_report["inference_neurons"] == ["features.0.1", "features.2.1"]
 
     # the deploy export format: the model, the choices measured here and the example; read back with those choices
     from sparsesnn.deploy import load_deployed
@@ -172,3 +178,26 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
     assert main(["export", str(run), "--format", "pt"]) == 0
     with pytest.raises(CheckpointError, match="--format deploy"):
         load_deployed(run / "model.pt")
+
+
+def test_deploy_keeps_the_model_as_given_when_the_rewrites_are_slower(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import sparsesnn.deploy as deploy_module
+    from sparsesnn.deploy_passes import replace_neurons
+
+    def slow_neurons(model: nn.Module, backend: str = "auto") -> list[str]:
+        names = replace_neurons(model, backend)  # type: ignore[arg-type]
+        for name in names:
+            model.get_submodule(name).register_forward_hook(lambda *_: time.sleep(0.005))
+        return names
+
+    monkeypatch.setattr(deploy_module, "replace_neurons", slow_neurons)
+    model = sparse_convnet()
+    x = DirectEncoder(4)(torch.rand(2, 1, 8, 8))
+    deployed, report = deploy(model, x, repeats=3)
+    assert report.chosen == "model" and report.rewritten_ms > report.model_ms  # type: ignore[operator]
+    assert report.inference_neurons == [] and not any(c.event for c in report.layers.values())
+    assert not any(isinstance(m, (EventConv2d, EventLinear)) for m in deployed.modules())
+    with torch.no_grad():
+        assert torch.equal(deployed(x), model(x))
