@@ -54,6 +54,16 @@ def _numba_kernels() -> tuple[Any, Any, Any, Any]:
     """The kernels, compiled on first use (once per process)."""
     import numba
 
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True, inline="always")
+    def add_scaled(dst: Any, src: Any, v: float) -> None:  # pragma: no cover - compiled
+        """``dst += src * v``; a spike (``v == 1``) is a plain contiguous, vectorised add."""
+        if v == 1.0:
+            for o in range(dst.shape[0]):
+                dst[o] += src[o]
+        else:
+            for o in range(dst.shape[0]):
+                dst[o] += src[o] * v
+
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def linear(x: Any, indptr: Any, rows: Any, vals: Any, out: Any) -> None:  # pragma: no cover - compiled
         n_samples, n_in = x.shape
@@ -80,7 +90,7 @@ def _numba_kernels() -> tuple[Any, Any, Any, Any]:
         dil: int,
     ) -> None:
         n_samples, n_ch, h, w = x.shape
-        ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
+        ho, wo = out.shape[1], out.shape[2]
         for n in range(n_samples):
             for c in range(n_ch):
                 t0, t1 = tap_start[c], tap_start[c + 1]
@@ -103,32 +113,18 @@ def _numba_kernels() -> tuple[Any, Any, Any, Any]:
                                 ox //= stride
                             if oy >= ho or ox >= wo:
                                 continue
-                            pixel = out[n, oy, ox]
-                            column = columns[t]
-                            if v == 1.0:  # a spike: one contiguous, vectorised add of the tap's column
-                                for o in range(n_out):
-                                    pixel[o] += column[o]
-                            else:
-                                for o in range(n_out):
-                                    pixel[o] += column[o] * v
+                            add_scaled(out[n, oy, ox], columns[t], v)  # the tap's whole column
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def linear_columns(x: Any, columns: Any, out: Any) -> None:  # pragma: no cover - compiled
         n_samples, n_in = x.shape
-        n_out = columns.shape[1]
         for n in range(n_samples):
             row = out[n]
             for i in range(n_in):
                 v = x[n, i]
                 if v == 0.0:
                     continue
-                column = columns[i]
-                if v == 1.0:
-                    for o in range(n_out):
-                        row[o] += column[o]
-                else:
-                    for o in range(n_out):
-                        row[o] += column[o] * v
+                add_scaled(row, columns[i], v)
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def conv_rows(x: Any, live: Any, rows: Any, out: Any, pad_y: int, pad_x: int) -> None:  # pragma: no cover
@@ -155,14 +151,8 @@ def _numba_kernels() -> tuple[Any, Any, Any, Any]:
                             oy = iy + pad_y - ky
                             if oy < 0 or oy >= ho:
                                 continue
-                            dst = flat_out[oy, (ox0 + lo) * n_out : (ox0 + hi) * n_out]
-                            src = rows[c, ky, lo * n_out : hi * n_out]
-                            if v == 1.0:
-                                for o in range(dst.shape[0]):
-                                    dst[o] += src[o]
-                            else:
-                                for o in range(dst.shape[0]):
-                                    dst[o] += src[o] * v
+                            row = flat_out[oy, (ox0 + lo) * n_out : (ox0 + hi) * n_out]
+                            add_scaled(row, rows[c, ky, lo * n_out : hi * n_out], v)
 
     return linear, conv, linear_columns, conv_rows
 
