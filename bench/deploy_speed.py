@@ -104,7 +104,7 @@ def measure_run(
     """One trained run, end to end (see the module docstring)."""
     from sparsesnn.deploy import deploy
     from sparsesnn.export import prepare_export
-    from sparsesnn.metrics import SynapticOpsMonitor
+    from sparsesnn.metrics import SynapticOpsMonitor, connections
 
     bundle = prepare_export(run_dir, device="cpu")
     assert bundle.test_batches is not None and bundle.finalized is not None
@@ -153,13 +153,12 @@ def measure_run(
                 print(f"[{name}] {n_threads} thread(s), batch {batch}: {med}", file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(before)
-    weights = [m.weight for m in dense.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     return {
         "name": name,
         "run": str(run_dir),
         "test_samples": n_test,
         "test_acc_dense": float((dense_predictions == targets).float().mean()),
-        "weight_density": sum(int((w != 0).sum()) for w in weights) / sum(w.numel() for w in weights),
+        "weight_density": connections(dense)["density"],
         "compaction": bundle.report.as_dict(),
         "sops_per_sample": ops["Effective_ACs"],
         "analog_macs_per_sample": ops["Effective_MACs"],

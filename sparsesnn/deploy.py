@@ -77,14 +77,7 @@ class DeployReport:
 def _eligible(module: nn.Module) -> bool:
     if isinstance(module, nn.Linear):
         return True
-    return (
-        isinstance(module, nn.Conv2d)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
-        and module.stride[0] == module.stride[1]
-        and module.dilation[0] == module.dilation[1]
-    )
+    return isinstance(module, nn.Conv2d) and EventConv2d.unsupported(module) is None
 
 
 def _event_form(module: nn.Module, backend: EventBackend) -> nn.Module:

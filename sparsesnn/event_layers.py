@@ -223,10 +223,9 @@ class EventConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, backend: EventBackend = "auto") -> None:
         super().__init__()
-        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError("EventConv2d takes a Conv2d with groups = 1 and numeric zero padding")
-        if conv.stride[0] != conv.stride[1] or conv.dilation[0] != conv.dilation[1]:
-            raise ValueError("EventConv2d takes equal strides and dilations in both directions")
+        reason = self.unsupported(conv)
+        if reason is not None:
+            raise ValueError(reason)
         weight = conv.weight.detach().to(torch.float32).cpu()
         self.out_channels, self.in_channels, self.kh, self.kw = weight.shape
         self.stride, self.dilation = int(conv.stride[0]), int(conv.dilation[0])
@@ -259,6 +258,15 @@ class EventConv2d(nn.Module):
             self.columns = weight[:, tap_channel, self.tap_ky, self.tap_kx].t().contiguous()  # [taps, out_channels]
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
+
+    @staticmethod
+    def unsupported(conv: nn.Conv2d) -> str | None:
+        """Why ``conv`` cannot run event-driven, or None when it can."""
+        if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            return "EventConv2d takes a Conv2d with groups = 1 and numeric zero padding"
+        if conv.stride[0] != conv.stride[1] or conv.dilation[0] != conv.dilation[1]:
+            return "EventConv2d takes equal strides and dilations in both directions"
+        return None
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
         d, s = self.dilation, self.stride

@@ -171,3 +171,13 @@ def test_deploy_applies_recorded_choices_without_timing_and_refuses_unknown_laye
         deploy(model, x, choices={"features.9": True})
     plain, plain_report = deploy(model, x, rewrite=False, force=True)
     assert plain_report.folded_norms == [] and not any(isinstance(m, StepInvariant) for m in plain.modules())
+
+
+def test_deploy_leaves_convs_the_event_kernels_do_not_compute() -> None:
+    grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+    strided = nn.Conv2d(4, 4, 3, stride=(1, 2))
+    model = nn.Sequential(SeqFolded(nn.Conv2d(1, 4, 3, padding=1), grouped, strided), LIF(backend="eager"))
+    deployed, report = deploy(model, torch.randn(2, 3, 1, 8, 8), force=True)
+    assert set(report.layers) == {"0.0"}  # only the plain conv
+    assert deployed[0][1] is not grouped and type(deployed[0][1]) is nn.Conv2d
+    assert type(deployed[0][2]) is nn.Conv2d and isinstance(deployed[0][0], EventConv2d)
