@@ -91,7 +91,7 @@ def fmt_range(s: dict[str, Any], digits: int = 2, scale: float = 1.0, unit: str 
 def run_and_report(args: Any, run: Any, markdown: Any) -> dict[str, Any]:
     """The common ``main``: tune the allocator, set ``args.threads``, run with the RNG state restored afterwards,
     print the JSON and the Markdown, and write ``args.json`` when given."""
-    from sparsesnn.runtime import tune_allocator
+    from sparsesnn.train.runtime import tune_allocator
 
     malloc_tuned = tune_allocator()  # process-wide, as in the sparsesnn CLI
     previous_threads = torch.get_num_threads()

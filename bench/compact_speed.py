@@ -84,7 +84,8 @@ except ImportError:  # not installed: running from a bare checkout
     import sparsesnn
 
 from sparsesnn.models import build_model
-from sparsesnn.neurons import _compiler_available, is_spiking
+from sparsesnn.neuron.kernels.op import _compiler_available
+from sparsesnn.neuron.spiking import is_spiking
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.masks import following_norm, prunable_layers
 from sparsesnn.sparse.shrink import compact

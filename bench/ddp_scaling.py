@@ -23,7 +23,7 @@ from typing import Any
 
 from benchutil import emit, loadavg, machine, summary
 
-from sparsesnn.rundir import read_metrics
+from sparsesnn.train.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 

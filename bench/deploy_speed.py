@@ -35,7 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import emit, loadavg, machine, summary
 
-from sparsesnn.event_layers import EventConv2d, numba_available
+from sparsesnn.deploy.event_layers import EventConv2d, numba_available
 
 SHAPE = (32, 14, 14)  # the convnet's hidden conv input: 32 channels of 14x14 (MNIST 28x28 after a 2x2 pool)
 OUT_CHANNELS = 64
@@ -102,8 +102,8 @@ def measure_run(
     name: str, run_dir: Path, threads: list[int], batches: list[int], rounds: int, samples: int
 ) -> dict[str, Any]:
     """One trained run, end to end (see the module docstring)."""
-    from sparsesnn.deploy import deploy
-    from sparsesnn.export import prepare_export
+    from sparsesnn.deploy.api import deploy
+    from sparsesnn.interop.export import prepare_export
     from sparsesnn.metrics import SynapticOpsMonitor, connections
 
     bundle = prepare_export(run_dir, device="cpu")

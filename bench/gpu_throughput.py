@@ -60,11 +60,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.losses import build_loss
 from sparsesnn.metrics import correct_tensor
 from sparsesnn.models import build_model
-from sparsesnn.neurons import LIF, is_spiking
-from sparsesnn.train_step import TrainStep
+from sparsesnn.neuron.lif import LIF
+from sparsesnn.neuron.spiking import is_spiking
+from sparsesnn.train.losses import build_loss
+from sparsesnn.train.step import TrainStep
 
 NETS: dict[str, dict[str, Any]] = {
     "convnet": {"model": "convnet", "kwargs": {}, "shape": (4, 128, 1, 28, 28)},
@@ -300,7 +301,7 @@ class BeforeLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        from sparsesnn.neurons import compiled_kernels
+        from sparsesnn.neuron.kernels.op import compiled_kernels
 
         forward, _ = compiled_kernels()
         spikes, charge = forward(x.detach().reshape(x.shape[0], -1), k, 1.0, 0.0, True, True)
@@ -310,8 +311,7 @@ class BeforeLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        from sparsesnn.lif_op import surrogate_from_code
-        from sparsesnn.neurons import compiled_kernels
+        from sparsesnn.neuron.kernels.op import compiled_kernels, surrogate_from_code
 
         charge, k = ctx.saved_tensors
         _, backward = compiled_kernels()
@@ -322,7 +322,7 @@ class BeforeLIF(torch.autograd.Function):
 
 def bench_lif(args: argparse.Namespace) -> dict[str, Any]:
     """Forward + backward of one LIF layer: device time per call (CUDA events) and host time per call."""
-    from sparsesnn.neurons import lif_multistep
+    from sparsesnn.neuron.functional import lif_multistep
 
     device = torch.device(args.device)
     shape = (4, 8, 16, 8, 8) if args.quick else (4, 64, 128, 32, 32)

@@ -69,13 +69,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from benchutil import fmt_range, loadavg, machine, run_and_report, summary
 
-from sparsesnn.batching import BatchSeed, epoch_order, iterate_batches
 from sparsesnn.data import build_dataset
 from sparsesnn.data.event_transforms import Compose, RandomHorizontalFlip, RandomTranslate
 from sparsesnn.data.events import DVS128_SENSOR, read_bs2
 from sparsesnn.data.frames import ToFrames
 from sparsesnn.data.images import write_cifar10
 from sparsesnn.data.neuromorphic import EventFrameDataset, EventSample
+from sparsesnn.train.batching import BatchSeed, epoch_order, iterate_batches
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_DATA = SHARED if SHARED.is_dir() else Path("/work/shared/data")

@@ -28,7 +28,7 @@ from typing import Any
 
 from benchutil import emit
 
-from sparsesnn.rundir import CHECKPOINT_FILE, read_metrics, read_summary
+from sparsesnn.train.rundir import CHECKPOINT_FILE, read_metrics, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 

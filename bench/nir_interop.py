@@ -77,8 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def train_default_runs(root: Path, epochs: int) -> dict[str, Path]:
     """Train the default runs into ``root``; returns name -> run directory."""
-    from sparsesnn.config import load_config
-    from sparsesnn.engine import Trainer
+    from sparsesnn.train.config import load_config
+    from sparsesnn.train.trainer import Trainer
 
     runs = {}
     for name, overrides in DEFAULT_RUNS.items():
@@ -100,7 +100,7 @@ def _written(graph: Any) -> Any:
 
 
 def _row(run: str, graph_name: str, reader: str, ours: Any, simulate: Any) -> dict[str, Any]:
-    from sparsesnn.nir_peers import PeerImportError, agreement
+    from sparsesnn.interop.nir_peers import PeerImportError, agreement
 
     row: dict[str, Any] = {"run": run, "graph": graph_name, "reader": reader}
     try:
@@ -112,10 +112,10 @@ def _row(run: str, graph_name: str, reader: str, ours: Any, simulate: Any) -> di
 
 def measure(run: str, run_dir: Path, samples: int) -> dict[str, Any]:
     """Every row of one run (see the module docstring)."""
-    from sparsesnn.export import prepare_export
-    from sparsesnn.neurons import LIF
-    from sparsesnn.nir_io import DEFAULT_DT, model_to_nir
-    from sparsesnn.nir_peers import PEERS, run_ours, run_peer, run_spikingjelly, zero_reset
+    from sparsesnn.interop.export import prepare_export
+    from sparsesnn.interop.nir_peers import PEERS, run_ours, run_peer, run_spikingjelly, zero_reset
+    from sparsesnn.interop.nir_write import DEFAULT_DT, model_to_nir
+    from sparsesnn.neuron.lif import LIF
 
     bundle = prepare_export(run_dir, samples=samples)
     model, x = bundle.model, bundle.example

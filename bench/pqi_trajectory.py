@@ -16,7 +16,7 @@ from typing import Any
 
 from benchutil import emit
 
-from sparsesnn.rundir import CONFIG_FILE, read_metrics, read_summary
+from sparsesnn.train.rundir import CONFIG_FILE, read_metrics, read_summary
 
 
 def trajectory(run_dir: Path) -> dict[str, Any]:

@@ -91,7 +91,7 @@ except ImportError:  # not installed: running from a bare checkout
     import sparsesnn
 
 from sparsesnn.models import build_model
-from sparsesnn.neurons import _compiler_available
+from sparsesnn.neuron.kernels.op import _compiler_available
 from sparsesnn.sparse import METHODS, StructureLearner
 from sparsesnn.sparse.rewiring import RewiringLearner
 

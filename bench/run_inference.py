@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from benchutil import emit, loadavg, machine, summary
 
-from sparsesnn.engine import CHECKPOINTS, Trainer
-from sparsesnn.export import prepare_export
-from sparsesnn.runtime import tune_allocator
+from sparsesnn.interop.export import prepare_export
+from sparsesnn.train.runtime import tune_allocator
+from sparsesnn.train.trainer import CHECKPOINTS, Trainer
 
 
 def _time(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from benchutil import emit, loadavg, machine
 
-from sparsesnn.engine import BatchSeed, Trainer, epoch_order, iterate_batches, to_time_major
 from sparsesnn.sparse.methods.sdsnn import SDSNN
+from sparsesnn.train.trainer import BatchSeed, Trainer, epoch_order, iterate_batches, to_time_major
 
 #: the data order of the probe's batches: an epoch index no run of the recipe reaches
 PROBE_EPOCH = 99

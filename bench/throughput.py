@@ -104,7 +104,9 @@ except ImportError:  # not installed: running from a bare checkout
     import sparsesnn
 
 from sparsesnn.models import NeuronSpec, build_model
-from sparsesnn.neurons import _compiler_available, is_spiking, lif_multistep, lif_reference
+from sparsesnn.neuron.functional import lif_multistep, lif_reference
+from sparsesnn.neuron.kernels.op import _compiler_available
+from sparsesnn.neuron.spiking import is_spiking
 
 VARIANTS: tuple[str, ...] = ("sparsesnn", "sparsesnn-eager", "spikingjelly", "snntorch", "relu-floor")
 NUM_CLASSES = 10

@@ -23,9 +23,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.neuron_kinds import NeuronSettings, NeuronSpec, register_neuron
-from sparsesnn.neurons import heaviside
-from sparsesnn.surrogates import ATan, Surrogate
+from sparsesnn.neuron.functional import heaviside
+from sparsesnn.neuron.kinds import NeuronSettings, NeuronSpec, register_neuron
+from sparsesnn.neuron.surrogates import ATan, Surrogate
 
 
 class ALIFSettings(NeuronSettings):

@@ -5,9 +5,11 @@ Time-major SNN building blocks (:mod:`sparsesnn.neurons`, :mod:`sparsesnn.layers
 (:mod:`sparsesnn.sparse`) and a training engine with exact resume (:mod:`sparsesnn.engine`).
 """
 
-from sparsesnn.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded
-from sparsesnn.neurons import LIF, PLIF, is_spiking, lif_multistep, mark_spiking, spiking_neuron
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
+from sparsesnn.neuron.functional import lif_multistep
+from sparsesnn.neuron.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded
+from sparsesnn.neuron.lif import LIF, PLIF
+from sparsesnn.neuron.spiking import is_spiking, mark_spiking, spiking_neuron
+from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
 
 __version__ = "0.1.0"
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from sparsesnn.errors import ConfigError, SparseSNNError, TrainingDivergedError
-from sparsesnn.runtime import tune_allocator
-from sparsesnn.settings import describe_settings
+from sparsesnn.core.errors import ConfigError, SparseSNNError, TrainingDivergedError
+from sparsesnn.core.settings import describe_settings
 from sparsesnn.sparse.settings import SHARED_KEYS
+from sparsesnn.train.runtime import tune_allocator
 
 _CHECKPOINT_ARG: dict[str, object] = {
     "choices": ("last", "selected"),
@@ -138,8 +138,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sparsesnn.config import load_config
-    from sparsesnn.engine import Trainer, new_run_dir
+    from sparsesnn.train.config import load_config
+    from sparsesnn.train.trainer import Trainer, new_run_dir
 
     if args.resume is not None:
         if args.overrides or args.run_dir:
@@ -170,7 +170,7 @@ def name_from_run_dir(overrides: list[str], run_dir: Path | None) -> list[str]:
     >>> name_from_run_dir(['run.name="mine"'], Path("bench/out/x"))
     ['run.name="mine"']
     """
-    from sparsesnn.sweep import sanitize
+    from sparsesnn.experiments.sweep import sanitize
 
     named = any(item.split("=", 1)[0].strip().replace(" ", "") == "run.name" for item in overrides)
     if run_dir is None or named:
@@ -201,10 +201,10 @@ def _print_result(table: str, summary: dict[str, object]) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from sparsesnn.engine import Trainer, inference_device
+    from sparsesnn.train.trainer import Trainer, inference_device
 
     if args.deploy:
-        from sparsesnn.deploy import evaluate_deployed
+        from sparsesnn.deploy.api import evaluate_deployed
 
         print(json.dumps(evaluate_deployed(args.run_dir, checkpoint=args.checkpoint), indent=2, sort_keys=True))
         return 0
@@ -221,9 +221,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sparsesnn.export import export_run
+    from sparsesnn.deploy import export_run_deployed
+    from sparsesnn.interop.export import ExportOptionError, export_run
 
-    result = export_run(args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device, dt=args.dt)
+    if args.format == "deploy":
+        if args.dt is not None:
+            raise ExportOptionError(
+                f"dt = {args.dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
+                "the deploy format stores the model's own time constants: drop dt, or use --format nir"
+            )
+        result = export_run_deployed(args.run_dir, args.out, checkpoint=args.checkpoint, device=args.device)
+    else:
+        result = export_run(
+            args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device, dt=args.dt
+        )
     report = result.report
     print(result.path)
     print(f"parameters: {report.params_before:,} before compaction, {report.params_after:,} after")
@@ -248,14 +259,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if result.nir_max_diff > 1e-5:
             print(
                 "  (BatchNorm folded into the convs rounds differently; a neuron within ~1e-7 of its threshold "
-                "can fire differently: see sparsesnn.nir_io)"
+                "can fire differently: see sparsesnn.interop.nir_write)"
             )
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from sparsesnn.errors import ConfigError
-    from sparsesnn.sweep import run_sweep
+    from sparsesnn.core.errors import ConfigError
+    from sparsesnn.experiments.sweep import run_sweep
 
     if args.seed_list is not None:
         try:
@@ -282,7 +293,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         f"sweep: {counts['finished']} of {len(result.runs)} runs finished, {counts['failed']} failed: {result.manifest}"
     )
     if args.report:
-        from sparsesnn.report import build_report
+        from sparsesnn.experiments.report import build_report
 
         print(build_report([result.out_dir], result.out_dir / "report"))
     return 1 if result.failed else 0
@@ -291,7 +302,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     import os
 
-    from sparsesnn.report import build_report, expand_run_dirs
+    from sparsesnn.experiments.report import build_report, expand_run_dirs
 
     out = args.out
     if out is None:
@@ -322,11 +333,11 @@ def settings_table(kind: str, name: str, settings: type[BaseModel], shared: froz
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from sparsesnn.config import NeuronConfig, config_keys
     from sparsesnn.data import DATASETS
     from sparsesnn.models import MODELS
-    from sparsesnn.neuron_kinds import NEURONS
+    from sparsesnn.neuron.kinds import NEURONS
     from sparsesnn.sparse import METHODS
+    from sparsesnn.train.config import NeuronConfig, config_keys
 
     if args.config_keys:
         print("\n".join(config_keys()))

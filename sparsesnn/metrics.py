@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.neurons import is_spiking
+from sparsesnn.neuron.spiking import is_spiking
 
 
 def correct_tensor(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

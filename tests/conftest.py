@@ -84,7 +84,7 @@ def run_metrics(run_dir: Path) -> list[dict]:
     """The lines of a run's ``metrics.jsonl`` without their wall-time fields (equal for equal runs)."""
     import json
 
-    from sparsesnn.engine import METRICS_FILE, TIMING_KEYS
+    from sparsesnn.train.trainer import METRICS_FILE, TIMING_KEYS
 
     lines = (run_dir / METRICS_FILE).read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS} for line in lines]
@@ -92,7 +92,7 @@ def run_metrics(run_dir: Path) -> list[dict]:
 
 def fit_killed_after_epoch(trainer: Any, epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run ``trainer.fit()`` as a process that dies right after epoch ``epoch``'s checkpoint and metrics line."""
-    from sparsesnn.engine import Trainer
+    from sparsesnn.train.trainer import Trainer
 
     original = Trainer._append_metrics
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from sparsesnn.batching import (
+from sparsesnn.data import ArrayDataset, build_dataset
+from sparsesnn.data.images import write_cifar10
+from sparsesnn.train.batching import (
     BatchSeed,
     default_prefetch,
     epoch_order,
@@ -20,10 +22,8 @@ from sparsesnn.batching import (
     read_ahead,
     resolve_pin_memory,
 )
-from sparsesnn.config import load_config_text
-from sparsesnn.data import ArrayDataset, build_dataset
-from sparsesnn.data.images import write_cifar10
-from sparsesnn.engine import Trainer
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import run_metrics
 
 SEED = BatchSeed((7, 1), (1,))
@@ -152,7 +152,7 @@ def test_a_run_writes_the_same_metrics_with_any_loader_settings(
     Trainer(load_config_text(toml), tmp_path / "plain", quiet=True).fit()
     with monkeypatch.context() as patch:
         # the CPU reads nothing ahead by default: force the read-ahead thread an accelerator would get
-        patch.setattr("sparsesnn.engine.default_prefetch", lambda _device: prefetch)
+        patch.setattr("sparsesnn.train.trainer.default_prefetch", lambda _device: prefetch)
         cfg = load_config_text(toml, [f"data.num_workers={workers}"])
         Trainer(cfg, tmp_path / "loaded", quiet=True).fit()
     plain, loaded = run_metrics(tmp_path / "plain"), run_metrics(tmp_path / "loaded")

@@ -208,8 +208,8 @@ def test_sdsnn_rate_replay_takes_a_tail_increment_of_ones_own(capsys: pytest.Cap
 def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sparsesnn.config import load_config_text
-    from sparsesnn.engine import Trainer
+    from sparsesnn.train.config import load_config_text
+    from sparsesnn.train.trainer import Trainer
 
     toml = tiny_sdsnn_toml()
     run = tmp_path / "run"
@@ -230,8 +230,8 @@ def test_sdsnn_ghost_probe_runs_on_a_finished_run_and_leaves_it_alone(
 
 
 def test_sdsnn_ghost_probe_refuses_a_run_of_another_method(tmp_path: Path) -> None:
-    from sparsesnn.config import load_config_text
-    from sparsesnn.engine import Trainer
+    from sparsesnn.train.config import load_config_text
+    from sparsesnn.train.trainer import Trainer
 
     run = tmp_path / "run"
     Trainer(load_config_text(tiny_toml("rigl").replace("epochs = 3", "epochs = 1")), run, quiet=True).fit()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sparsesnn.cli import main
-from sparsesnn.config import apply_override, config_keys, load_config, load_config_text
-from sparsesnn.errors import ConfigError
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.train.config import apply_override, config_keys, load_config, load_config_text
 from tests.conftest import tiny_toml
 
 REPO = Path(__file__).resolve().parents[1]

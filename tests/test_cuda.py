@@ -15,13 +15,13 @@ import pytest
 import torch
 import torch._dynamo.utils
 
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import Trainer
-from sparsesnn.export import export_run
-from sparsesnn.lif_kernels import lif_backward_loop, lif_forward_loop
-from sparsesnn.lif_op import surrogate_from_code
-from sparsesnn.neurons import lif_multistep
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
+from sparsesnn.interop.export import export_run
+from sparsesnn.neuron.functional import lif_multistep
+from sparsesnn.neuron.kernels.loops import lif_backward_loop, lif_forward_loop
+from sparsesnn.neuron.kernels.op import surrogate_from_code
+from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 pytestmark = [

@@ -15,6 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparsesnn.core.errors import ConfigError, DatasetError
 from sparsesnn.data import DATASETS, build_dataset
 from sparsesnn.data.cache import FrameCache, cache_key
 from sparsesnn.data.event_transforms import (
@@ -39,7 +40,6 @@ from sparsesnn.data.events import (
 from sparsesnn.data.frames import ToFrames, area_matrix, frame_index
 from sparsesnn.data.images import read_idx
 from sparsesnn.data.neuromorphic import CIFAR10_DVS_CLASSES, natural_key
-from sparsesnn.errors import ConfigError, DatasetError
 from tests.conftest import DATA as SHARED_DATA
 from tests.event_writers import write_aedat2, write_aedat31, write_atis_bin
 

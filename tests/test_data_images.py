@@ -15,10 +15,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparsesnn.core.errors import ConfigError, DatasetError
 from sparsesnn.data import DATASETS, ArrayDataset, DatasetInfo, build_dataset, read_idx
 from sparsesnn.data import images as img
 from sparsesnn.data.transforms import RandomCropFlip, normalize_, normalized_zero, random_crop_flip
-from sparsesnn.errors import ConfigError, DatasetError
 from tests.conftest import DATA as SHARED_DATA
 
 MNIST = SHARED_DATA / "mnist"

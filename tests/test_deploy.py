@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from sparsesnn.data import build_dataset
-from sparsesnn.deploy import deploy
-from sparsesnn.event_layers import EventConv2d, EventLinear, numba_available
-from sparsesnn.layers import DirectEncoder
+from sparsesnn.deploy.api import deploy
+from sparsesnn.deploy.event_layers import EventConv2d, EventLinear, numba_available
 from sparsesnn.models import NeuronSpec, build_model
+from sparsesnn.neuron.layers import DirectEncoder
 
 BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not numba_available(), reason="no numba"))]
 
@@ -151,8 +151,8 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
         assert deploy_report["inference_neurons"] == ["features.0.1", "features.2.1"]
 
     # the deploy export format: the model, the choices measured here and the example; read back with those choices
-    from sparsesnn.deploy import load_deployed
-    from sparsesnn.export import prepare_export
+    from sparsesnn.deploy.api import load_deployed
+    from sparsesnn.interop.export import prepare_export
 
     assert main(["export", str(run), "--format", "deploy"]) == 0
     out = capsys.readouterr().out
@@ -173,7 +173,7 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
         torch.testing.assert_close(loaded(bundle.example), bundle.model(bundle.example), atol=1e-4, rtol=1e-4)
     _, again, _ = load_deployed(path, remeasure=True)
     assert again.model_ms is not None and again.rewritten_ms is not None  # measured on this machine
-    from sparsesnn.errors import CheckpointError
+    from sparsesnn.core.errors import CheckpointError
 
     assert main(["export", str(run), "--format", "pt"]) == 0
     with pytest.raises(CheckpointError, match="--format deploy"):
@@ -183,8 +183,8 @@ def test_eval_deploy_on_a_trained_sparse_run(tmp_path, capsys) -> None:  # type:
 def test_deploy_keeps_the_model_as_given_when_the_rewrites_are_slower(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import time
 
-    import sparsesnn.deploy as deploy_module
-    from sparsesnn.deploy_passes import replace_neurons
+    import sparsesnn.deploy.api as deploy_module
+    from sparsesnn.deploy.passes import replace_neurons
 
     def slow_neurons(model: nn.Module, backend: str = "auto") -> list[str]:
         names = replace_neurons(model, backend)  # type: ignore[arg-type]

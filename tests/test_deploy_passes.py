@@ -7,14 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from sparsesnn.deploy import deploy
-from sparsesnn.deploy_passes import StepInvariant, fold_norms, replace_neurons, replace_pools, wrap_step_invariant
-from sparsesnn.event_layers import EventConv2d, EventLinear, numba_available
-from sparsesnn.inference_lif import InferenceLIF
-from sparsesnn.inference_pool import InferenceMaxPool2d, is_plain_max_pool
-from sparsesnn.layers import DirectEncoder, SeqFolded
+from sparsesnn.deploy.api import deploy
+from sparsesnn.deploy.event_layers import EventConv2d, EventLinear, numba_available
+from sparsesnn.deploy.lif import InferenceLIF
+from sparsesnn.deploy.passes import StepInvariant, fold_norms, replace_neurons, replace_pools, wrap_step_invariant
+from sparsesnn.deploy.pool import InferenceMaxPool2d, is_plain_max_pool
 from sparsesnn.models import NeuronSpec, build_model
-from sparsesnn.neurons import LIF, PLIF, lif_multistep
+from sparsesnn.neuron.functional import lif_multistep
+from sparsesnn.neuron.layers import DirectEncoder, SeqFolded
+from sparsesnn.neuron.lif import LIF, PLIF
 
 BACKENDS = ["torch", pytest.param("numba", marks=pytest.mark.skipif(not numba_available(), reason="no numba"))]
 

@@ -16,12 +16,14 @@ import pytest
 import torch
 import torch.serialization
 
-from sparsesnn.checkpoint import atomic_write_bytes, generator_state, load_checkpoint
 from sparsesnn.cli import main
-from sparsesnn.config import load_config, load_config_text
-from sparsesnn.engine import CHECKPOINT_FILE, CONFIG_FILE, Trainer
-from sparsesnn.errors import ConfigError
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.core.files import atomic_write_bytes
+from sparsesnn.core.state import generator_state
 from sparsesnn.sparse import METHODS
+from sparsesnn.train.checkpoint import load_checkpoint
+from sparsesnn.train.config import load_config, load_config_text
+from sparsesnn.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 

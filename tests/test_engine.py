@@ -13,14 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import (
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    RunInterrupted,
-    Trainer,
-)
-from sparsesnn.errors import CheckpointError, TrainingDivergedError
+from sparsesnn.core.errors import CheckpointError, TrainingDivergedError
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import CHECKPOINT_FILE, METRICS_FILE, RunInterrupted, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 
@@ -139,7 +134,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path):
 
 
 def test_fresh_run_refuses_to_overwrite(tmp_path):
-    from sparsesnn.engine import new_run_dir
+    from sparsesnn.train.trainer import new_run_dir
 
     _train(tmp_path, "a", tiny_toml())
     cfg = load_config_text(tiny_toml())
@@ -228,7 +223,7 @@ class _AugmentingDataset(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batches_are_the_same_with_workers_and_after_a_mid_epoch_resume(workers):
-    from sparsesnn.engine import BatchSeed, iterate_batches
+    from sparsesnn.train.trainer import BatchSeed, iterate_batches
 
     order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
     seed = BatchSeed((5, 1), (1,))

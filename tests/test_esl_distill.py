@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from sparsesnn.config import load_config_text
-from sparsesnn.distill import Distiller, distillation_loss, kl_divergence
-from sparsesnn.engine import RunInterrupted, Trainer
-from sparsesnn.errors import ConfigError
+from sparsesnn.core.errors import ConfigError
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.sparse import METHODS
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.distill import Distiller, distillation_loss, kl_divergence
+from sparsesnn.train.trainer import RunInterrupted, Trainer
 from tests.conftest import tiny_toml
 
 
@@ -148,7 +148,7 @@ def test_frozen_teacher_called_once_per_sample_per_epoch(tmp_path, augment):
     )
     trainer = Trainer(load_config_text(toml), tmp_path / "run", quiet=True)
     trainer.fit()
-    from sparsesnn.engine import epoch_order
+    from sparsesnn.train.trainer import epoch_order
 
     per_epoch = [set(epoch_order(len(trainer.data.train), 3, e, True)[:192].tolist()) for e in range(3)]
     teacher = trainer.distiller.teacher

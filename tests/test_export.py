@@ -12,9 +12,7 @@ import torch
 from torch import nn
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import Trainer
-from sparsesnn.export import (
+from sparsesnn.interop.export import (
     ExportBundle,
     export_nir,
     export_pt,
@@ -24,17 +22,13 @@ from sparsesnn.export import (
     load_export,
     prepare_export,
 )
-from sparsesnn.layers import SeqFolded
+from sparsesnn.interop.nir_read import load_nir, max_output_difference, nir_to_module
+from sparsesnn.interop.nir_write import DEFAULT_DT, NIRUnsupportedError, model_to_nir
 from sparsesnn.models import NeuronSpec, build_model
-from sparsesnn.neurons import LIF, PLIF
-from sparsesnn.nir_io import (
-    DEFAULT_DT,
-    NIRUnsupportedError,
-    load_nir,
-    max_output_difference,
-    model_to_nir,
-    nir_to_module,
-)
+from sparsesnn.neuron.layers import SeqFolded
+from sparsesnn.neuron.lif import LIF, PLIF
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import tiny_toml
 
 MLP_MODEL = 'name = "mlp"\nparams = { hidden = [32] }'

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import CHECKPOINT_FILE, METRICS_FILE, Trainer
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.methods.gmp import GMP
 from sparsesnn.sparse.methods.sdsnn import SDSNN
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import CHECKPOINT_FILE, METRICS_FILE, Trainer
 from tests.conftest import tiny_toml
 
 EPOCHS = 5
@@ -201,7 +201,7 @@ def test_train_names_the_run_after_its_directory_and_counts_every_parameter(
 def test_report_labels_runs_of_one_recipe_by_what_differs(tmp_path: Path) -> None:
     """Five runs launched from one recipe (one run.name) with different --set values, one of them twice and one at
     two seeds: every group and every run gets its own label, named by the differing settings."""
-    from sparsesnn.report import RunData, group_runs, run_labels
+    from sparsesnn.experiments.report import RunData, group_runs, run_labels
 
     def run(directory: str, seed: int = 0, **settings: Any) -> RunData:
         config = {"run.name": "mnist_dense", "run.seed": seed, "data.name": "mnist", "sparse.method": "dense"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsesnn.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded, make_encoder
+from sparsesnn.neuron.layers import DirectEncoder, PoissonEncoder, SeqFolded, TimeFolded, make_encoder
 
 
 def test_time_folded_equals_per_step_application():

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import sparsesnn.sparse as sp
-from sparsesnn.neurons import LIF
+from sparsesnn.neuron.lif import LIF
 from sparsesnn.sparse.learner import resolve_budget
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsesnn.config import config_differences, config_keys, load_config_text
-from sparsesnn.engine import Trainer
-from sparsesnn.errors import ConfigError
-from sparsesnn.losses import TET_LAMBDA, TET_TARGET, build_loss, tet_loss
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.train.config import config_differences, config_keys, load_config_text
+from sparsesnn.train.losses import TET_LAMBDA, TET_TARGET, build_loss, tet_loss
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import run_metrics, tiny_toml
 
 T, B, C = 3, 4, 5

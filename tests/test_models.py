@@ -10,7 +10,7 @@ from torch import nn
 
 from sparsesnn.models import MODELS, NeuronSpec, build_model, count_parameters
 from sparsesnn.models.sdsnn_cifar import SDSNNCifar
-from sparsesnn.neurons import LIF, PLIF
+from sparsesnn.neuron.lif import LIF, PLIF
 
 EAGER = NeuronSpec(backend="eager")
 T, B = 2, 2

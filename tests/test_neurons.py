@@ -9,8 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparsesnn.neurons import LIF, PLIF, lif_multistep, lif_reference
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle, make_surrogate
+from sparsesnn.neuron.functional import lif_multistep, lif_reference
+from sparsesnn.neuron.lif import LIF, PLIF
+from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle, make_surrogate
 
 SURROGATES = [ATan(2.0), Sigmoid(4.0), Rectangular(1.0), SuperSpike(10.0), Triangle(1.0)]
 
@@ -93,8 +94,8 @@ def test_float32_compiled_spikes_equal_eager():
 def test_compiled_kernel_follows_v_reset_changes():
     """Two models with different v_reset in one process (a sweep, a benchmark, this suite): the compiled kernel must
     not reuse the code of one value for the other (it did with Dynamo's symbolic floats: issue 23's NIR benchmark)."""
-    from sparsesnn.lif_kernels import lif_forward_loop
-    from sparsesnn.neurons import compiled_kernels
+    from sparsesnn.neuron.kernels.loops import lif_forward_loop
+    from sparsesnn.neuron.kernels.op import compiled_kernels
 
     forward, _ = compiled_kernels()
     k = torch.tensor(0.5)

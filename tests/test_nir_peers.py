@@ -28,12 +28,13 @@ import pytest
 import torch
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import Trainer
-from sparsesnn.export import ExportBundle, prepare_export
+from sparsesnn.interop.export import ExportBundle, prepare_export
+from sparsesnn.interop.nir_read import load_nir
+from sparsesnn.interop.nir_write import DEFAULT_DT, model_to_nir
 from sparsesnn.models import NeuronSpec, build_model
-from sparsesnn.neurons import LIF
-from sparsesnn.nir_io import DEFAULT_DT, load_nir, model_to_nir
+from sparsesnn.neuron.lif import LIF
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import tiny_toml
 
 pytestmark = pytest.mark.peers
@@ -42,7 +43,7 @@ pytest.importorskip("nirtorch")
 pytest.importorskip("snntorch")
 pytest.importorskip("spikingjelly.activation_based.nir_exchange")
 
-from sparsesnn.nir_peers import (  # noqa: E402  (after the skips: it is only usable with the peers)
+from sparsesnn.interop.nir_peers import (  # noqa: E402  (after the skips: it is only usable with the peers)
     PEERS,
     NetworkRun,
     PeerImportError,

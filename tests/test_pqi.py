@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import RunInterrupted, Trainer
 from sparsesnn.sparse.methods.pqi import pick_per_row
 from sparsesnn.sparse.pqindex import pq_bound, pq_index, prune_counts, rewire_ratio, unit_rows, unit_stats
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import RunInterrupted, Trainer
 from tests.conftest import run_metrics, tiny_toml
 from tests.test_sparse_learners import batches, check_invariants, make, tiny_net, train_step
 

@@ -14,11 +14,11 @@ import tomli_w
 import torch
 import torch._dynamo.utils
 
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import METRICS_FILE, Trainer
-from sparsesnn.errors import ConfigError
-from sparsesnn.neurons import lif_multistep
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.neuron.functional import lif_multistep
 from sparsesnn.sparse.masks import MASK_BUFFER
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.trainer import METRICS_FILE, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import Trainer
-from sparsesnn.rundir import CHECKPOINT_FILE, LOCK_FILE, METRICS_FILE, RunDirBusyError, RunDirLock
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.rundir import CHECKPOINT_FILE, LOCK_FILE, METRICS_FILE, RunDirBusyError, RunDirLock
+from sparsesnn.train.trainer import Trainer
 from tests.conftest import run_metrics, tiny_toml
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from sparsesnn.config import load_config, load_config_text
-from sparsesnn.engine import RunInterrupted, Trainer
 from sparsesnn.models import NeuronSpec, build_model
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.methods.sdsnn import SDSNN, percentile
 from sparsesnn.sparse.shrink import compact
+from sparsesnn.train.config import load_config, load_config_text
+from sparsesnn.train.trainer import RunInterrupted, Trainer
 from tests.conftest import run_metrics, tiny_sdsnn_toml
 
 EAGER = NeuronSpec(backend="eager")

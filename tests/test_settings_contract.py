@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
+from sparsesnn.core.errors import ConfigError
 from sparsesnn.data import DATASETS
-from sparsesnn.errors import ConfigError
 from sparsesnn.models import MODELS
-from sparsesnn.neuron_kinds import NEURONS
+from sparsesnn.neuron.kinds import NEURONS
 from sparsesnn.sparse import METHODS
 from sparsesnn.sparse.settings import SHARED_KEYS, LearnerSettings
+from sparsesnn.train.config import load_config_text
 from tests.conftest import tiny_toml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config
-from sparsesnn.engine import METRICS_FILE, Trainer
-from sparsesnn.errors import ConfigError
-from sparsesnn.report import (
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.experiments.report import (
     PLOTS,
     SELECTED_COLUMN,
     TABLE_COLUMNS,
@@ -32,7 +30,9 @@ from sparsesnn.report import (
     plot_layer_density,
     series_styles,
 )
-from sparsesnn.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
+from sparsesnn.experiments.sweep import ERROR_FILE, cpu_cores, plan_sweep, run_sweep, split_values
+from sparsesnn.train.config import load_config
+from sparsesnn.train.trainer import METRICS_FILE, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 matplotlib_image = pytest.importorskip("matplotlib.image", reason="the report needs matplotlib (the plot extra)")
@@ -420,7 +420,7 @@ def test_tensorboard_logs_the_epoch_scalars(tmp_path):
 def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
     """A section only some runs have (the distillation runs' [distill]) neither floods the other labels nor hides the
     dense reference; a value two groups set differently is named."""
-    from sparsesnn.report import RunData, group_runs
+    from sparsesnn.experiments.report import RunData, group_runs
 
     def run(name: str, method: str, density: float, **extra: object) -> RunData:
         config = {
@@ -458,7 +458,7 @@ def test_labels_name_only_settings_that_tell_groups_apart(tmp_path):
 def test_distillation_runs_group_by_their_teachers_recipe_not_its_path(tmp_path):
     """Each seed distilled from its own dense run (same recipe, other seed) is one group; a teacher of another recipe
     is another group; a teacher path that cannot be read keeps the path as the setting."""
-    from sparsesnn.report import group_runs, read_run
+    from sparsesnn.experiments.report import group_runs, read_run
 
     def write(name: str, seed: int, method: str, acc: float, teacher: str | None = None, hidden: int = 32) -> Path:
         d = tmp_path / name
@@ -490,7 +490,7 @@ def test_distillation_runs_group_by_their_teachers_recipe_not_its_path(tmp_path)
 def test_a_second_sweep_in_the_same_directory_is_refused(tmp_path):
     import fcntl
 
-    from sparsesnn.sweep import LOCK_FILE
+    from sparsesnn.experiments.sweep import LOCK_FILE
 
     out = tmp_path / "out"
     out.mkdir()

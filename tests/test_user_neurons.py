@@ -11,7 +11,7 @@ from torch import nn
 
 import sparsesnn
 from sparsesnn.metrics import FiringRateMonitor
-from sparsesnn.neurons import is_spiking
+from sparsesnn.neuron.spiking import is_spiking
 from sparsesnn.sparse.shrink import StatefulModelError, compact
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from sparsesnn.cli import main
-from sparsesnn.config import load_config_text
-from sparsesnn.engine import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record, selection_candidates
-from sparsesnn.errors import CheckpointError, ConfigError
-from sparsesnn.factory import VALIDATION_SPLIT_SEED, build_data, validation_indices
-from sparsesnn.report import SELECTED_COLUMN, build_report
+from sparsesnn.core.errors import CheckpointError, ConfigError
+from sparsesnn.experiments.report import SELECTED_COLUMN, build_report
+from sparsesnn.train.config import load_config_text
+from sparsesnn.train.factory import VALIDATION_SPLIT_SEED, build_data, validation_indices
+from sparsesnn.train.trainer import CHECKPOINT_FILE, SELECTED_FILE, Trainer, selected_record, selection_candidates
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
 
 

@@ -10,9 +10,9 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch.utils.data import Dataset
 
-from sparsesnn.errors import ConfigError, DatasetError
-from sparsesnn.registry import Registry
-from sparsesnn.settings import Settings, validate_settings
+from sparsesnn.core.errors import ConfigError, DatasetError
+from sparsesnn.core.registry import Registry
+from sparsesnn.core.settings import Settings, validate_settings
 
 
 @dataclass(frozen=True)

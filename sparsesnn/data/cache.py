@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from sparsesnn.checkpoint import atomic_write_bytes
+from sparsesnn.core.files import atomic_write_bytes
 
 __all__ = ["CACHE_FORMAT", "FrameCache", "cache_key"]
 

@@ -69,7 +69,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sparsesnn.errors import DatasetError
+from sparsesnn.core.errors import DatasetError
 
 __all__ = [
     "DECODER_VERSION",

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sparsesnn.errors import ConfigError
+from sparsesnn.core.errors import ConfigError
 
 __all__ = ["ToFrames", "area_matrix", "frame_index"]
 

@@ -52,9 +52,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from sparsesnn.core.errors import DatasetError
 from sparsesnn.data.base import ArrayDataset, DatasetInfo, DatasetSettings, register_dataset, root_dir
 from sparsesnn.data.transforms import RandomCropFlip, normalize_, normalized_zero
-from sparsesnn.errors import DatasetError
 
 __all__ = [
     "CIFAR10_MEAN",

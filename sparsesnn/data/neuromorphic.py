@@ -60,6 +60,7 @@ import torch
 from pydantic import Field, field_validator
 from torch.utils.data import Dataset
 
+from sparsesnn.core.errors import ConfigError, DatasetError
 from sparsesnn.data.base import DatasetInfo, DatasetSettings, register_dataset, root_dir
 from sparsesnn.data.cache import FrameCache, cache_key
 from sparsesnn.data.event_transforms import (
@@ -79,7 +80,6 @@ from sparsesnn.data.events import (
     read_atis_bin,
 )
 from sparsesnn.data.frames import ToFrames
-from sparsesnn.errors import ConfigError, DatasetError
 
 __all__ = [
     "CIFAR10_DVS_CLASSES",

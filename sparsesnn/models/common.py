@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
-from sparsesnn.neuron_kinds import NeuronSpec
+from sparsesnn.neuron.kinds import NeuronSpec
+from sparsesnn.neuron.layers import SeqFolded
 
 __all__ = ["NeuronSpec", "SpikingBlock", "conv_bn", "count_parameters"]
 

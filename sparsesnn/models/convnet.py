@@ -16,9 +16,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
 from sparsesnn.models.registry import MODELS, ModelSettings
+from sparsesnn.neuron.layers import SeqFolded
 
 
 class ConvNetSettings(ModelSettings):

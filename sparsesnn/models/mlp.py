@@ -9,9 +9,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock
 from sparsesnn.models.registry import MODELS, ModelSettings
+from sparsesnn.neuron.layers import SeqFolded
 
 
 class MLPSettings(ModelSettings):

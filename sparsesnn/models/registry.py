@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Protocol
 from pydantic import Field
 from torch import nn
 
+from sparsesnn.core.registry import Registry
+from sparsesnn.core.settings import Settings, validate_settings
 from sparsesnn.models.common import NeuronSpec
-from sparsesnn.registry import Registry
-from sparsesnn.settings import Settings, validate_settings
 
 
 class ModelSettings(Settings):

@@ -31,10 +31,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
 from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.models.vggsnn import TET_NEURON
+from sparsesnn.neuron.layers import SeqFolded
 
 
 class SpikingBasicBlock(nn.Module):

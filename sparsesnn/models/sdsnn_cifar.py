@@ -38,10 +38,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock, conv_bn
 from sparsesnn.models.registry import MODELS, ModelSettings
-from sparsesnn.surrogates import ATan
+from sparsesnn.neuron.layers import SeqFolded
+from sparsesnn.neuron.surrogates import ATan
 
 #: Conv neurons of the released code: BrainCog ``PLIFNode()`` defaults.
 SDSNN_CONV_NEURON = NeuronSpec(

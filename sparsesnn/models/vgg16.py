@@ -36,10 +36,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec, SpikingBlock
 from sparsesnn.models.registry import MODELS, ModelSettings
-from sparsesnn.surrogates import ATan
+from sparsesnn.neuron.layers import SeqFolded
+from sparsesnn.neuron.surrogates import ATan
 
 _VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 #: ``P`` marks a 2x2 pool; integers are the output widths of 3x3 conv-BN-LIF layers (configuration "D").

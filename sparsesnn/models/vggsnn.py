@@ -29,11 +29,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from sparsesnn.layers import SeqFolded
 from sparsesnn.models.common import NeuronSpec
 from sparsesnn.models.registry import MODELS, ModelSettings
 from sparsesnn.models.vgg16 import PoolKind, vgg_features
-from sparsesnn.surrogates import ATan
+from sparsesnn.neuron.layers import SeqFolded
+from sparsesnn.neuron.surrogates import ATan
 
 #: ``P`` marks a 2x2 pool; integers are the output widths of 3x3 conv-BN-LIF layers.
 VGGSNN_CFG: tuple[int | str, ...] = (64, 128, "P", 256, 256, "P", 512, 512, "P", 512, 512, "P")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsesnn.registry import Registry
+from sparsesnn.core.registry import Registry
 
 
 @dataclass

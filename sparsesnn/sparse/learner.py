@@ -40,14 +40,15 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from sparsesnn.checkpoint import generator_state
-from sparsesnn.distributed import all_reduce_mean_, masks_digest
-from sparsesnn.settings import validate_settings
+from sparsesnn.core.collectives import all_reduce_mean_
+from sparsesnn.core.settings import validate_settings
+from sparsesnn.core.state import generator_state
 from sparsesnn.sparse.masks import (
     MaskedLayer,
     MaskSet,
     active_count,
     layer_densities,
+    masks_digest,
     prunable_layers,
     random_mask,
     select_layers,

@@ -27,6 +27,7 @@ are held at zero too, so its input is exactly 0 and it never fires (for ``v_rese
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -347,3 +348,11 @@ class MaskSet:
         if self._opt_handle is not None:
             self._opt_handle.remove()
         self.layers = []
+
+
+def masks_digest(masks: list[torch.Tensor]) -> int:
+    """A 63-bit digest of a list of bool masks (identical masks give identical digests on every rank)."""
+    h = hashlib.blake2b(digest_size=8)
+    for m in masks:
+        h.update(m.detach().to("cpu", torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest(), "little") >> 1

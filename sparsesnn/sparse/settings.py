@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from sparsesnn.settings import Settings, problems_of
+from sparsesnn.core.settings import Settings, problems_of
 
 
 class LearnerSettings(Settings):

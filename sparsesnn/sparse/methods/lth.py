@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from sparsesnn.checkpoint import restore_like
+from sparsesnn.core.state import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
 from sparsesnn.sparse.methods.registry import METHODS

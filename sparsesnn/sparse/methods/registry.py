@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparsesnn.registry import Registry
+from sparsesnn.core.registry import Registry
 from sparsesnn.sparse.learner import StructureLearner
 
 #: learner classes by method name; each names its settings model in ``Settings`` (:mod:`sparsesnn.sparse.settings`)

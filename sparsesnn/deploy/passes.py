@@ -21,11 +21,11 @@ import itertools
 import torch
 from torch import nn
 
-from sparsesnn.event_layers import EventBackend
-from sparsesnn.inference_lif import InferenceLIF, is_plain_lif
-from sparsesnn.inference_pool import InferenceMaxPool2d, is_plain_max_pool
-from sparsesnn.layers import SeqFolded
-from sparsesnn.nir_io import fold_batchnorm
+from sparsesnn.deploy.event_layers import EventBackend
+from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif
+from sparsesnn.deploy.pool import InferenceMaxPool2d, is_plain_max_pool
+from sparsesnn.interop.fold import fold_batchnorm
+from sparsesnn.neuron.layers import SeqFolded
 
 _NORM_AFTER: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: nn.BatchNorm2d, nn.Linear: nn.BatchNorm1d}
 

@@ -44,10 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsesnn.checkpoint import atomic_write_text
-from sparsesnn.config import Config, config_differences, load_config, parse_override_value
-from sparsesnn.errors import ConfigError
-from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE, RunDirBusyError, RunDirLock, read_summary
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.core.files import atomic_write_text
+from sparsesnn.train.config import Config, config_differences, load_config, parse_override_value
+from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE, RunDirBusyError, RunDirLock, read_summary
 
 MANIFEST_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"

@@ -31,8 +31,15 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from sparsesnn.core.collectives import all_reduce_sum, barrier, check_identical
+from sparsesnn.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from sparsesnn.core.files import atomic_write_text
+from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
+from sparsesnn.neuron.layers import make_encoder
+from sparsesnn.sparse import StructureLearner
+
 # the batching helpers live in sparsesnn.batching; imported here too so that `from sparsesnn.engine import ...` works
-from sparsesnn.batching import (
+from sparsesnn.train.batching import (
     Batch,
     BatchSeed,
     default_prefetch,
@@ -42,12 +49,11 @@ from sparsesnn.batching import (
     resolve_pin_memory,
     to_time_major,
 )
-from sparsesnn.batching import SeededBatches as SeededBatches
-from sparsesnn.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from sparsesnn.config import Config, SelectAmong, config_differences, load_config, validate_config
-from sparsesnn.distributed import all_reduce_sum, barrier, check_identical, init_from_env
-from sparsesnn.errors import CheckpointError, ConfigError, TrainingDivergedError
-from sparsesnn.factory import (
+from sparsesnn.train.batching import SeededBatches as SeededBatches
+from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint
+from sparsesnn.train.config import Config, SelectAmong, config_differences, load_config, validate_config
+from sparsesnn.train.distributed import init_from_env
+from sparsesnn.train.factory import (
     build_data,
     build_distiller,
     build_learner,
@@ -57,20 +63,10 @@ from sparsesnn.factory import (
     device_available,
     resolve_device,
 )
-from sparsesnn.layers import make_encoder
-from sparsesnn.losses import LossFn, build_loss
-from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
-from sparsesnn.rundir import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    METRICS_FILE,
-    SELECTED_FILE,
-    SUMMARY_FILE,
-    RunDirLock,
-)
-from sparsesnn.sparse import StructureLearner
-from sparsesnn.tb import open_tensorboard
-from sparsesnn.train_step import TrainStep
+from sparsesnn.train.losses import LossFn, build_loss
+from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SELECTED_FILE, SUMMARY_FILE, RunDirLock
+from sparsesnn.train.step import TrainStep
+from sparsesnn.train.tensorboard import open_tensorboard
 
 CHECKPOINTS = {"last": CHECKPOINT_FILE, "selected": SELECTED_FILE}
 #: config keys a resumed run may change (``Trainer.resume(device=...)``): where it runs, not what it computes

@@ -20,10 +20,12 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from pydantic import Field, model_validator
 from torch import nn
 
-from sparsesnn.neurons import LIF, PLIF, SPIKING_ATTRIBUTE, Backend
-from sparsesnn.registry import Registry
-from sparsesnn.settings import Settings, validate_settings
-from sparsesnn.surrogates import SURROGATES, ATan, Surrogate, make_surrogate
+from sparsesnn.core.registry import Registry
+from sparsesnn.core.settings import Settings, validate_settings
+from sparsesnn.neuron.kernels.op import Backend
+from sparsesnn.neuron.lif import LIF, PLIF
+from sparsesnn.neuron.spiking import SPIKING_ATTRIBUTE
+from sparsesnn.neuron.surrogates import SURROGATES, ATan, Surrogate, make_surrogate
 
 
 class NeuronFamilySettings(Settings):
@@ -130,12 +132,7 @@ class NeuronSpec:
         return replace(self, **changes)  # type: ignore[arg-type]
 
 
-def _lif_to_nir(module: Any, name: str, shape: Sequence[int], dt: float, nir: Any) -> Any:
-    from sparsesnn.nir_io import lif_to_nir  # the nir package is an extra: imported when exporting
-
-    return lif_to_nir(module, name, shape, dt, nir)
-
-
-# LIF and PLIF build themselves from a spec (LIF.from_spec); registering them adds their settings, name and mapping
-register_neuron("lif", to_nir=_lif_to_nir)(LIF)
-register_neuron("plif", to_nir=_lif_to_nir)(PLIF)
+# LIF and PLIF build themselves from a spec (LIF.from_spec); registering them adds their settings and name. Their NIR
+# mapping belongs to the NIR writer (sparsesnn.interop.nir_write), which knows the LIF family itself.
+register_neuron("lif")(LIF)
+register_neuron("plif")(PLIF)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.event_layers import EventBackend, resolve_backend
-from sparsesnn.lif_kernels import lif_forward_loop
-from sparsesnn.neurons import LIF, PLIF
+from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
+from sparsesnn.neuron.kernels.loops import lif_forward_loop
+from sparsesnn.neuron.lif import LIF, PLIF
 
 
 @functools.cache

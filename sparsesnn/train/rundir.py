@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from sparsesnn.errors import CheckpointError
+from sparsesnn.core.errors import CheckpointError
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"

@@ -56,11 +56,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sparsesnn.checkpoint import atomic_write_text
-from sparsesnn.config import flatten
-from sparsesnn.errors import ConfigError, SparseSNNError
-from sparsesnn.rundir import CONFIG_FILE, is_run_dir, read_metrics, read_summary
-from sparsesnn.settings import settings_errors
+from sparsesnn.core.errors import ConfigError, SparseSNNError
+from sparsesnn.core.files import atomic_write_text
+from sparsesnn.core.settings import settings_errors
+from sparsesnn.train.config import flatten
+from sparsesnn.train.rundir import CONFIG_FILE, is_run_dir, read_metrics, read_summary
 
 #: config keys that do not change what a run computes (or that tell seeds apart): ignored when grouping
 IGNORED_KEYS = frozenset(

@@ -33,10 +33,10 @@ from pydantic import (
     model_validator,
 )
 
-from sparsesnn.errors import ConfigError
-from sparsesnn.losses import TET_LAMBDA, TET_TARGET
-from sparsesnn.neuron_kinds import NeuronFamilySettings
-from sparsesnn.registry import Registry
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.core.registry import Registry
+from sparsesnn.neuron.kinds import NeuronFamilySettings
+from sparsesnn.train.losses import TET_LAMBDA, TET_TARGET
 
 
 def _registered(value: str, registry: Registry[Any]) -> str:
@@ -49,7 +49,7 @@ def _registered(value: str, registry: Registry[Any]) -> str:
 def _plugin_params(what: str, registry: Registry[Any], name: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` if the plugin ``name`` of ``registry`` takes them (its ``Settings`` model), else the error that
     names each bad key, its value and the rule; nothing to check when the name itself was invalid (``None``)."""
-    from sparsesnn.settings import problems_of
+    from sparsesnn.core.settings import problems_of
 
     if name is None:
         return params
@@ -215,14 +215,14 @@ class NeuronConfig(NeuronFamilySettings):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, v: str) -> str:
-        from sparsesnn.neuron_kinds import NEURONS
+        from sparsesnn.neuron.kinds import NEURONS
 
         return _registered(v, NEURONS)
 
     @field_validator("params")
     @classmethod
     def _kind_params(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        from sparsesnn.neuron_kinds import NEURONS
+        from sparsesnn.neuron.kinds import NEURONS
 
         return _plugin_params("neuron kind", NEURONS, info.data.get("kind"), v)
 

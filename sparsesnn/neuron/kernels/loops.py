@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from sparsesnn.surrogates import Surrogate
+from sparsesnn.neuron.surrogates import Surrogate
 
 
 def is_time_outer_dense(x: torch.Tensor) -> bool:

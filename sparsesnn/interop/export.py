@@ -44,13 +44,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.checkpoint import atomic_write_bytes
-from sparsesnn.config import Config, validate_config
+from sparsesnn.core.errors import CheckpointError, SparseSNNError
+from sparsesnn.core.files import atomic_write_bytes
 from sparsesnn.data import DatasetInfo
-from sparsesnn.errors import CheckpointError, SparseSNNError
 from sparsesnn.sparse.shrink import CompactionReport, compact
+from sparsesnn.train.config import Config, validate_config
 
-FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir", "deploy")
+#: the formats of :func:`export_run`; the ``deploy`` format is :func:`sparsesnn.deploy.export_run_deployed`
+FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
 
 
 class ExportOptionError(SparseSNNError, ValueError):
@@ -108,8 +109,8 @@ def prepare_export(
     """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected") on ``device`` (default: the run's own, or the
     CPU where this machine lacks it), finalize its learner, compact the model on ``samples`` test samples; model on
     CPU, eval."""
-    from sparsesnn.batching import derive_seed, epoch_order, iterate_batches, to_time_major
-    from sparsesnn.engine import Trainer, inference_device
+    from sparsesnn.train.batching import derive_seed, epoch_order, iterate_batches, to_time_major
+    from sparsesnn.train.trainer import Trainer, inference_device
 
     trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint, device=inference_device(run_dir, device))
     cfg = trainer.config
@@ -204,7 +205,7 @@ def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def rebuild_model(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
     """Build the architecture ``meta`` describes, narrow it to the tensors' shapes, load ``state`` (eval mode)."""
-    from sparsesnn.factory import build_model_from_config
+    from sparsesnn.train.factory import build_model_from_config
 
     if meta.get("format") != EXPORT_FORMAT or meta.get("version") != EXPORT_VERSION:
         raise CheckpointError(
@@ -292,7 +293,8 @@ def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor, *, dt:
     """Write ``model`` as NIR with time step ``dt`` seconds (default :data:`sparsesnn.nir_io.DEFAULT_DT`), read the
     file back with ``nir.read``, re-simulate it with our loader (which reads ``dt`` from the file) on ``example``
     (time-major) and return the largest output difference to ``model``."""
-    from sparsesnn.nir_io import DEFAULT_DT, load_nir, max_output_difference, write_nir
+    from sparsesnn.interop.nir_read import load_nir, max_output_difference
+    from sparsesnn.interop.nir_write import DEFAULT_DT, write_nir
 
     write_nir(model, path, tuple(example.shape[2:]), dt=DEFAULT_DT if dt is None else dt)
     simulator = load_nir(path, backend="eager")
@@ -322,7 +324,7 @@ def export_run(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if dt is not None:
-        from sparsesnn.nir_io import check_dt
+        from sparsesnn.interop.nir_write import check_dt
 
         if fmt != "nir":
             raise ExportOptionError(
@@ -336,17 +338,12 @@ def export_run(
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
     path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
-    if fmt == "deploy":
-        from sparsesnn.deploy import export_deployed
-
-        report = export_deployed(bundle.model, path, bundle.meta(), bundle.example[:, :1])
-        return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), deploy=report)
     if fmt == "pt":
         export_pt(bundle.model, path, bundle.meta())
     elif fmt == "safetensors":
         export_safetensors(bundle.model, path, bundle.meta())
     else:
-        from sparsesnn.nir_io import DEFAULT_DT
+        from sparsesnn.interop.nir_write import DEFAULT_DT
 
         dt = DEFAULT_DT if dt is None else dt
         diff = export_nir(bundle.model, path, bundle.example, dt=dt)

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.deploy_passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
-from sparsesnn.event_layers import EventBackend, EventConv2d, EventLinear
+from sparsesnn.core.errors import CheckpointError
+from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
+from sparsesnn.deploy.passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
+from sparsesnn.interop.export import ExportResult, default_path, export_pt, prepare_export, read_pt, rebuild_model
 
 
 @dataclass
@@ -208,8 +210,6 @@ def evaluate_deployed(
     and the median time per sample at batch 1 over the first ``latency_samples`` test samples, for the compacted
     model, the rewritten one (the passes of :mod:`sparsesnn.deploy_passes`, every layer dense) and the deployed one,
     timed in turn on each sample."""
-    from sparsesnn.export import prepare_export
-
     bundle = prepare_export(run_dir, checkpoint=checkpoint, device="cpu")
     assert bundle.test_batches is not None
     compacted = bundle.model
@@ -253,12 +253,27 @@ def export_deployed(model: nn.Module, path: str | Path, meta: dict[str, Any], ex
     """Deploy ``model`` (a finalized, compacted export model) on ``example`` (time-major, batch 1), and write the
     ``deploy`` export format: the ``pt`` payload, the report under ``meta["deploy"]`` and the example; returns the
     report as a dict."""
-    from sparsesnn.export import export_pt
-
     _, report = deploy(model, example)
     data = report.as_dict()
     export_pt(model, path, {**meta, "deploy": data}, extra={"deploy_example": example.detach().cpu().contiguous()})
     return data
+
+
+def export_run_deployed(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    samples: int = 32,
+    checkpoint: str = "last",
+    device: str | None = None,
+) -> ExportResult:
+    """The ``deploy`` export of a run: its finalized, compacted model (:func:`~sparsesnn.interop.export.prepare_export`)
+    deployed on one test sample and written by :func:`export_deployed` to ``out`` (default
+    ``RUN_DIR/model.deploy.pt``)."""
+    bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
+    path = Path(out) if out is not None else default_path(run_dir, "deploy", checkpoint)
+    report = export_deployed(bundle.model, path, bundle.meta(), bundle.example[:, :1])
+    return ExportResult(path, "deploy", bundle.report, int(bundle.example.shape[1]), deploy=report)
 
 
 def load_deployed(
@@ -266,9 +281,6 @@ def load_deployed(
 ) -> tuple[nn.Module, DeployReport, dict[str, Any]]:
     """Rebuild a ``deploy`` export: the model with the layer choices recorded at export, or, with ``remeasure``,
     with choices measured again on this machine on the stored example. Returns ``(model, report, meta)``."""
-    from sparsesnn.errors import CheckpointError
-    from sparsesnn.export import read_pt, rebuild_model
-
     payload = read_pt(path)
     meta = payload["meta"]
     if "deploy" not in meta or "deploy_example" not in payload:

@@ -115,21 +115,22 @@ from __future__ import annotations
 import io
 import math
 import operator
-import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from sparsesnn.checkpoint import atomic_write_bytes
-from sparsesnn.errors import SparseSNNError
-from sparsesnn.layers import SeqFolded, TimeFolded
-from sparsesnn.neurons import LIF, Backend, is_spiking
+from sparsesnn.core.errors import SparseSNNError
+from sparsesnn.core.files import atomic_write_bytes
+from sparsesnn.interop.fold import UnfoldableNormError, fold_batchnorm
+from sparsesnn.neuron.kinds import NIRMapping
+from sparsesnn.neuron.layers import SeqFolded, TimeFolded
+from sparsesnn.neuron.lif import LIF
+from sparsesnn.neuron.spiking import is_spiking
 
 #: the simulation time step (seconds) written by default: the one snnTorch's and SpikingJelly's NIR readers assume
 DEFAULT_DT = 1e-4
@@ -190,6 +191,15 @@ def lif_to_nir(module: LIF, name: str, shape: Sequence[int], dt: float, nir: Any
     )
 
 
+def nir_mapping(module: nn.Module) -> NIRMapping | None:
+    """The NIR mapping of a neuron: its kind's own (``register_neuron(..., to_nir=...)``), else the writer's for the
+    LIF family (:func:`lif_to_nir`, LIF and PLIF and their subclasses), else None."""
+    registered = getattr(type(module), "to_nir", None)
+    if registered is not None:
+        return registered  # type: ignore[no-any-return]
+    return lif_to_nir if isinstance(module, LIF) else None
+
+
 def require_nir() -> Any:
     """Import and return the ``nir`` package, or explain how to install it."""
     try:
@@ -218,32 +228,6 @@ class _Value:
     sources: list[str]
     shape: tuple[int, ...]
     binary: bool
-
-
-def fold_batchnorm(
-    weight: torch.Tensor, bias: torch.Tensor | None, norm: nn.modules.batchnorm._BatchNorm
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of ``norm(layer(x))`` as one layer (eval-mode statistics), computed in float64.
-
-    >>> import torch
-    >>> bn = torch.nn.BatchNorm1d(2).eval()
-    >>> w, b = fold_batchnorm(torch.ones(2, 3), None, bn)
-    >>> bool(torch.allclose(w, torch.ones(2, 3) / (1 + bn.eps) ** 0.5)), b.tolist()
-    (True, [0.0, 0.0])
-    """
-    if norm.running_mean is None or norm.running_var is None:
-        raise NIRUnsupportedError(
-            f"{type(norm).__name__} without running statistics normalises with batch statistics; it cannot be folded"
-        )
-    mean = norm.running_mean.detach().double()
-    var = norm.running_var.detach().double()
-    gamma = norm.weight.detach().double() if norm.weight is not None else torch.ones_like(mean)
-    beta = norm.bias.detach().double() if norm.bias is not None else torch.zeros_like(mean)
-    scale = gamma / torch.sqrt(var + norm.eps)
-    w = weight.detach().double() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-    b0 = bias.detach().double() if bias is not None else torch.zeros_like(mean)
-    b = beta + (b0 - mean) * scale
-    return w.to(weight.dtype), b.to(weight.dtype)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -313,11 +297,11 @@ class _NIRBuilder:
         )
 
     def neuron(self, name: str, module: nn.Module, value: _Value) -> _Value:
-        to_nir = getattr(type(module), "to_nir", None)
+        to_nir = nir_mapping(module)
         if to_nir is None:
             raise NIRUnsupportedError(
                 f"neuron {name!r} ({type(module).__name__}) has no NIR mapping: give its kind one, "
-                "register_neuron(name, settings, to_nir=...) (sparsesnn.neuron_kinds), or use LIF / PLIF"
+                "register_neuron(name, settings, to_nir=...) (sparsesnn.neuron.kinds), or use LIF / PLIF"
             )
         return self.add(name, to_nir(module, name, value.shape, self.dt, self.nir), value, value.shape, binary=True)
 
@@ -351,7 +335,10 @@ class _NIRBuilder:
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
             weight, bias = m.weight.detach(), m.bias.detach() if m.bias is not None else None
             if norm is not None:
-                weight, bias = fold_batchnorm(weight, bias, norm)  # type: ignore[arg-type]
+                try:
+                    weight, bias = fold_batchnorm(weight, bias, norm)  # type: ignore[arg-type]
+                except UnfoldableNormError as e:
+                    raise NIRUnsupportedError(f"{name}: {e}") from e
                 meta["folded_batchnorm"] = "yes"
             out = self._probe(m, shape)
             if isinstance(m, nn.Linear):
@@ -522,267 +509,3 @@ def write_nir(model: nn.Module, path: str | Path, input_shape: Sequence[int], *,
     nir.write(buf, graph)
     atomic_write_bytes(path, buf.getvalue())
     return graph
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# import: NIR -> torch
-# ----------------------------------------------------------------------------------------------------------------------
-class _SumPool2d(nn.Module):
-    """Sum over 2-d windows (zero padding): an average pool with divisor 1."""
-
-    def __init__(self, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> None:
-        super().__init__()
-        self.kernel, self.stride, self.padding = kernel, stride, padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(x, self.kernel, self.stride, self.padding, count_include_pad=True, divisor_override=1)
-
-
-class _Threshold(nn.Module):
-    """NIR ``Threshold``: 1 where ``x > threshold``, else 0 (on ``[T, B, *shape]``)."""
-
-    def __init__(self, threshold: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("threshold", threshold)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x > self.threshold).to(x.dtype)
-
-
-class _Scale(nn.Module):
-    """Elementwise product with a fixed per-sample array (on ``[T, B, *shape]``)."""
-
-    def __init__(self, scale: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("scale", scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
-
-
-class _Flatten(nn.Module):
-    """Flatten per-sample dims ``start..end`` of a folded ``[N, *shape]`` tensor."""
-
-    def __init__(self, start: int, end: int) -> None:
-        super().__init__()
-        self.start, self.end = start, end
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(self.start + 1, self.end + 1 if self.end >= 0 else self.end)
-
-
-class NIRModule(nn.Module):
-    """A feed-forward NIR graph run on time-major input ``[T, B, *input]`` -> ``[T, B, *output]``.
-
-    ``names`` lists the NIR nodes in topological order; ``layers[i]`` is the module of ``names[i]`` (an identity for
-    ``Input``/``Output``) and ``inputs[i]`` the indices of its predecessors, whose outputs are summed.
-    """
-
-    def __init__(self, names: list[str], layers: list[nn.Module], inputs: list[list[int]], metadata: dict[str, Any]):
-        super().__init__()
-        self.names = names
-        self.layers = nn.ModuleList(layers)
-        self.inputs = inputs
-        self.metadata = metadata
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values: list[torch.Tensor] = []
-        for layer, preds in zip(self.layers, self.inputs, strict=True):
-            if not preds:
-                v = x
-            else:
-                v = values[preds[0]]
-                for p in preds[1:]:
-                    v = v + values[p]
-            values.append(layer(v))
-        return values[-1]
-
-    def extra_repr(self) -> str:
-        return f"nodes={self.names}"
-
-
-def _arr(v: Any) -> np.ndarray:
-    return np.asarray(v)
-
-
-def _uniform(node_name: str, field: str, v: Any) -> float:
-    a = np.asarray(v, dtype=np.float64)
-    if a.size == 0 or not np.all(a == a.flat[0]):
-        raise NIRUnsupportedError(
-            f"LIF node {node_name!r}: {field} differs between neurons; our LIF takes one value per layer"
-        )
-    return float(a.flat[0])
-
-
-def _lif_module(name: str, node: Any, backend: Backend, dt: float) -> nn.Module:
-    """Our LIF for a NIR LIF node simulated with time step ``dt`` (the inverse of the export mapping; see the module
-    docstring)."""
-    tau = _uniform(name, "tau", node.tau) / dt  # in time steps
-    r = _uniform(name, "r", node.r)
-    v_leak = _uniform(name, "v_leak", node.v_leak)
-    v_threshold = _uniform(name, "v_threshold", node.v_threshold)
-    v_reset = _uniform(name, "v_reset", node.v_reset if node.v_reset is not None else 0.0)
-    if v_leak != v_reset:
-        raise NIRUnsupportedError(
-            f"LIF node {name!r}: v_leak ({v_leak}) != v_reset ({v_reset}); our neurons decay towards v_reset"
-        )
-    if not tau > 1.0:
-        raise NIRUnsupportedError(
-            f"LIF node {name!r}: tau / dt = {tau:g} <= 1 is unstable with forward Euler (need dt < tau); was the "
-            f"graph written with another time step than dt = {dt:g} s? Pass that dt to load_nir"
-        )
-    if not v_reset < v_threshold:
-        raise NIRUnsupportedError(f"LIF node {name!r}: v_reset ({v_reset}) must be below v_threshold ({v_threshold})")
-    if r == 1.0:
-        return LIF(tau, v_threshold, v_reset, decay_input=True, backend=backend)
-    if math.isclose(r, tau, rel_tol=1e-12):  # r = tau / dt, up to the rounding of (dt * tau_s) / dt
-        return LIF(r, v_threshold, v_reset, decay_input=False, backend=backend)
-    neuron = LIF(tau, v_threshold, v_reset, decay_input=False, backend=backend)
-    scale = torch.full(tuple(np.asarray(node.tau).shape), r / tau, dtype=torch.float32)
-    return nn.Sequential(_Scale(scale), neuron)
-
-
-def _param(values: np.ndarray) -> nn.Parameter:
-    return nn.Parameter(torch.from_numpy(np.array(values, dtype=np.float32, copy=True)))
-
-
-def _node_module(name: str, node: Any, nir: Any, backend: Backend, dt: float) -> nn.Module:
-    """The time-major module of one NIR node."""
-    if isinstance(node, (nir.Input, nir.Output)):
-        return nn.Identity()
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = _arr(node.weight)
-        if w.ndim != 2:
-            raise NIRUnsupportedError(f"{type(node).__name__} node {name!r}: weight of rank {w.ndim} is not mapped")
-        bias = isinstance(node, nir.Affine)
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=bias)
-        lin.weight = _param(w)
-        if bias:
-            lin.bias = _param(_arr(node.bias))
-        return TimeFolded(lin)
-    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        w = _arr(node.weight)
-        two_d = isinstance(node, nir.Conv2d)
-        pad = node.padding
-        if isinstance(pad, bytes):
-            pad = pad.decode()
-
-        def dims(v: Any) -> Any:
-            return _pair(np.asarray(v).reshape(-1).tolist()) if two_d else int(np.asarray(v).reshape(-1)[0])
-
-        padding: Any = pad if isinstance(pad, str) else dims(pad)
-        stride, dilation = dims(node.stride), dims(node.dilation)
-        groups = int(np.asarray(node.groups))
-        cls = nn.Conv2d if two_d else nn.Conv1d
-        conv = cls(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), stride, padding, dilation, groups, bias=True)
-        conv.weight = _param(w)
-        conv.bias = _param(np.broadcast_to(_arr(node.bias), (w.shape[0],)))
-        return TimeFolded(conv)
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        k = _pair(np.asarray(node.kernel_size).tolist())
-        s = _pair(np.asarray(node.stride).tolist())
-        p = _pair(np.asarray(node.padding).tolist())
-        pool = _SumPool2d(k, s, p) if isinstance(node, nir.SumPool2d) else nn.AvgPool2d(k, s, p)
-        return TimeFolded(pool)
-    if isinstance(node, nir.Flatten):
-        in_type = node.input_type.get("input") if isinstance(node.input_type, dict) else None
-        start, end = int(node.start_dim), int(node.end_dim)
-        if start < 0 or end < -1:
-            if in_type is None:
-                raise NIRUnsupportedError(f"Flatten node {name!r}: negative dims need the node's input_type")
-            nd = len(np.asarray(in_type))
-            start, end = start % nd, end % nd
-        return TimeFolded(_Flatten(start, end))
-    if isinstance(node, nir.Threshold):
-        return _Threshold(torch.from_numpy(np.array(node.threshold, dtype=np.float32, copy=True)))
-    if isinstance(node, nir.Scale):
-        return _Scale(torch.from_numpy(np.array(node.scale, dtype=np.float32, copy=True)))
-    if isinstance(node, nir.LIF):
-        return _lif_module(name, node, backend, dt)
-    raise NIRUnsupportedError(f"NIR node {name!r} of type {type(node).__name__} is not supported by our loader")
-
-
-def graph_dt(graph: Any, dt: float | None = None) -> float:
-    """The time step to simulate ``graph`` with: ``dt`` when given, else the graph's ``metadata["dt"]`` (what
-    :func:`model_to_nir` writes), else :data:`DEFAULT_DT`. A ``dt`` that differs from the graph's own is used, with a
-    warning naming both."""
-    metadata = getattr(graph, "metadata", None)
-    stored = metadata.get("dt") if isinstance(metadata, dict) else None
-    if stored is not None:
-        try:
-            stored = check_dt(float(np.asarray(stored).reshape(-1)[0]))
-        except (TypeError, ValueError, IndexError):
-            raise NIRUnsupportedError(f"the graph's metadata['dt'] = {stored!r} is not a time step > 0") from None
-    if dt is None:
-        return stored if stored is not None else DEFAULT_DT
-    dt = check_dt(dt)
-    if stored is not None and dt != stored:
-        warnings.warn(
-            f"simulating the NIR graph with dt = {dt:g} s although it was written with dt = {stored:g} s "
-            "(metadata['dt']): every neuron's time constant in steps changes by their ratio; pass dt=None to use "
-            "the graph's own",
-            UserWarning,
-            stacklevel=3,
-        )
-    return dt
-
-
-def nir_to_module(graph: Any, *, dt: float | None = None, backend: Backend = "auto") -> NIRModule:
-    """Build a :class:`NIRModule` from a ``nir.NIRGraph`` (see the module docstring for the node mapping), simulated
-    with time step ``dt`` seconds (default: the graph's ``metadata["dt"]``, else :data:`DEFAULT_DT`; see
-    :func:`graph_dt`)."""
-    nir = require_nir()
-    step = graph_dt(graph, dt)
-    nodes: dict[str, Any] = dict(graph.nodes)
-    inputs = [n for n, v in nodes.items() if isinstance(v, nir.Input)]
-    outputs = [n for n, v in nodes.items() if isinstance(v, nir.Output)]
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise NIRUnsupportedError(f"need exactly one Input and one Output node, got inputs {inputs}, outputs {outputs}")
-    preds: dict[str, list[str]] = {n: [] for n in nodes}
-    succs: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in graph.edges:
-        preds[b].append(a)
-        succs[a].append(b)
-    # Kahn's topological order, starting at the Input; the Output is placed last
-    pending = {n: len(p) for n, p in preds.items()}
-    ready = [inputs[0]] if pending[inputs[0]] == 0 else []
-    order: list[str] = []
-    while ready:
-        n = ready.pop(0)
-        order.append(n)
-        for s in succs[n]:
-            pending[s] -= 1
-            if pending[s] == 0:
-                ready.append(s)
-    if len(order) != len(nodes):
-        stuck = sorted(set(nodes) - set(order))
-        raise NIRUnsupportedError(
-            f"the graph is not feed-forward from its Input (recurrent or unreachable nodes: {stuck}); "
-            "our simulator runs each node over all time steps at once"
-        )
-    if order[-1] != outputs[0]:
-        order.remove(outputs[0])
-        order.append(outputs[0])
-    index = {n: i for i, n in enumerate(order)}
-    layers = [_node_module(n, nodes[n], nir, backend, step) for n in order]
-    metadata = dict(graph.metadata) if isinstance(getattr(graph, "metadata", None), dict) else {}
-    metadata["dt"] = step
-    return NIRModule(order, layers, [[index[p] for p in preds[n]] for n in order], metadata).eval()
-
-
-def load_nir(source: str | Path | Any, *, dt: float | None = None, backend: Backend = "auto") -> NIRModule:
-    """Read a NIR file with ``nir.read`` (or take a ``NIRGraph``) and build our time-major simulator of it, with time
-    step ``dt`` seconds (default: the one the file was written with, see :func:`graph_dt`)."""
-    nir = require_nir()
-    graph = nir.read(str(source)) if isinstance(source, (str, Path)) else source
-    return nir_to_module(graph, dt=dt, backend=backend)
-
-
-def max_output_difference(a: Callable[[torch.Tensor], torch.Tensor], b: Callable[[torch.Tensor], torch.Tensor],
-                          example: torch.Tensor) -> float:  # fmt: skip
-    """Largest absolute difference between the outputs of ``a`` and ``b`` on ``example`` (inf on a shape mismatch)."""
-    with torch.no_grad():
-        ya, yb = a(example), b(example)
-    if ya.shape != yb.shape:
-        return float("inf")
-    return float((ya - yb).abs().max()) if ya.numel() else 0.0

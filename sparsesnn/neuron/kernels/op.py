@@ -21,12 +21,15 @@ parameter (:data:`SURROGATE_CODES`); a surrogate of the user's own goes through 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import os
+import shutil
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 
-from sparsesnn import lif_triton
-from sparsesnn.lif_kernels import (
+from sparsesnn.neuron.kernels import triton_kernels
+from sparsesnn.neuron.kernels.loops import (
     accumulator_dtype,
     lif_backward_loop,
     lif_forward_loop,
@@ -34,7 +37,7 @@ from sparsesnn.lif_kernels import (
     match_layout,
     storage_view,
 )
-from sparsesnn.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Surrogate, Triangle
+from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Surrogate, Triangle
 
 #: surrogate class -> (code in the kernels, name of its one parameter)
 SURROGATE_CODES: dict[type, tuple[int, str]] = {
@@ -76,14 +79,14 @@ def _cpu_kernels(fused: bool, x: torch.Tensor) -> tuple[Any, Any]:
     """The forward and backward loops to run: ``torch.compile``'d ones in eager mode when ``fused``, else the plain
     loops (also what a compiler tracing this call records, to fuse them with the rest of its graph)."""
     if fused and not _is_traced(x):
-        from sparsesnn.neurons import compiled_kernels
+        from sparsesnn.neuron.kernels.op import compiled_kernels
 
         return compiled_kernels()
     return lif_forward_loop, lif_backward_loop
 
 
 def _use_triton(x: torch.Tensor, fused: bool) -> bool:
-    return fused and lif_triton.AVAILABLE and x.device.type == "cuda"
+    return fused and triton_kernels.AVAILABLE and x.device.type == "cuda"
 
 
 def _k_tensor(k: torch.Tensor | None, k_value: float, like: torch.Tensor) -> torch.Tensor:
@@ -107,7 +110,7 @@ def _forward(
     torch loop (compiled or plain, see :func:`_cpu_kernels`)."""
     flat = storage_view(x)
     if triton and _use_triton(x, fused):
-        spikes, charge = lif_triton.lif_forward(
+        spikes, charge = triton_kernels.lif_forward(
             flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset, traced=_is_traced(x)
         )
     else:
@@ -136,7 +139,7 @@ def _backward(
     grad = storage_view(match_layout(grad_spikes, charge))
     flat = storage_view(charge)
     if code is not None and _use_triton(charge, fused):
-        grad_x, grad_k = lif_triton.lif_backward(
+        grad_x, grad_k = triton_kernels.lif_backward(
             grad,
             flat,
             k,
@@ -211,7 +214,7 @@ def _define(name: str, impl: Any) -> Any:
     """A ``sparsesnn::name`` operator running ``impl``: a ``triton_op`` (decomposed by ``torch.compile``) when Triton
     is installed, else a ``custom_op`` whose fake implementation is ``impl`` itself (it only allocates like its
     inputs when given fake tensors)."""
-    if lif_triton.AVAILABLE:
+    if triton_kernels.AVAILABLE:
         return torch.library.triton_op(f"sparsesnn::{name}", impl, mutates_args=())
     op = torch.library.custom_op(f"sparsesnn::{name}", impl, mutates_args=())
     op.register_fake(impl)
@@ -304,3 +307,70 @@ def lif_fused(
         spikes, _ = lif_forward_op(x, k_tensor, *settings, *code, fused)
         return spikes  # type: ignore[no-any-return]
     return EagerLIF.apply(x, k_tensor, *settings, surrogate, code, fused)  # type: ignore[no-any-return]
+
+
+Backend = Literal["auto", "compiled", "eager"]
+BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# dispatch: the operators of sparsesnn.lif_op, or an autograd.Function for a surrogate of the user's own
+# ----------------------------------------------------------------------------------------------------------------------
+@functools.cache
+def _cxx_on_path(cxx: str) -> bool:
+    """Whether a C++ compiler (``$CXX`` or a usual name) is on the PATH; looked up once per process (a stat per
+    candidate and call would cost more than a small layer's kernel)."""
+    return any(shutil.which(c) for c in (cxx, "g++", "c++", "clang++") if c)
+
+
+def _compiler_available(device: torch.device) -> bool:
+    """Whether a fused kernel can be built for ``device`` here: a C++ compiler for ``torch.compile`` on the CPU,
+    Triton on CUDA. ``SPARSESNN_NO_COMPILE=1`` forces the plain loops everywhere, ``=cpu`` (or ``=cuda``) on that
+    device type only (a GPU machine whose C++ compiler is slow)."""
+    flag = os.environ.get("SPARSESNN_NO_COMPILE", "")
+    if (flag not in ("", "0") and flag not in ("cpu", "cuda")) or flag == device.type:
+        return False
+    if device.type == "cpu":
+        return _cxx_on_path(os.environ.get("CXX", ""))
+    if device.type == "cuda":
+        return triton_kernels.AVAILABLE
+    return False
+
+
+# torch.compile keeps its own code cache keyed on these function objects; wrapping them once here (rather than per
+# neuron instance) lets every layer with the same (dtype, T, flags) share one compiled kernel.
+#: kernels compiled per function: one per (dtype, T, flags, surrogate, static or dynamic N); a process that trains
+#: several models in fp32 and bf16 (a benchmark, the tests) needs more than Dynamo's default of 8
+KERNEL_RECOMPILE_LIMIT = 64
+
+
+def _compile_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under ``torch.compile``, its float arguments (``v_threshold``, ``v_reset``) specialised: one kernel per
+    value. With Dynamo's default (a float that changes becomes a symbolic input), a kernel compiled after ``v_reset``
+    changed from 0.0 to -0.25 was then reused for 0.0 and gave wrong spikes (torch 2.13: calls with
+    ``(N, v_reset)`` = (64, 0.0), (32, 0.0), (64, -0.25), (64, 0.0); the last differed from the plain loop)."""
+    compiled = torch.compile(fn, dynamic=None, fullgraph=True)
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        with torch._dynamo.config.patch(recompile_limit=KERNEL_RECOMPILE_LIMIT, specialize_float=True):
+            return compiled(*args)
+
+    return call
+
+
+_compiled_forward: Callable[..., Any] = _compile_kernel(lif_forward_loop)
+_compiled_backward: Callable[..., Any] = _compile_kernel(lif_backward_loop)
+
+
+def compiled_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The ``torch.compile``'d forward and backward loops of :mod:`sparsesnn.lif_kernels` (CPU, eager calls)."""
+    return _compiled_forward, _compiled_backward
+
+
+def _use_compiled(backend: str, device: torch.device) -> bool:
+    if backend == "eager":
+        return False
+    if backend == "compiled":
+        return True
+    return _compiler_available(device)

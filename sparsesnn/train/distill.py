@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsesnn.losses import mean_over_time
+from sparsesnn.train.losses import mean_over_time
 
 DIVERGENCES = ("forward", "reverse", "reversed_roles")
 

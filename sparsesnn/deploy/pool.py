@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsesnn.event_layers import EventBackend, resolve_backend
+from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
 
 
 @functools.cache

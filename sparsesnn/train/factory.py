@@ -11,17 +11,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from sparsesnn.batching import to_time_major
-from sparsesnn.config import Config, NeuronConfig, SparseConfig
+from sparsesnn.core.errors import ConfigError
+from sparsesnn.core.settings import validate_settings
 from sparsesnn.data import DatasetInfo, build_dataset
-from sparsesnn.distill import Distiller, load_factory
-from sparsesnn.errors import ConfigError
-from sparsesnn.layers import make_encoder
 from sparsesnn.models import MODELS, NeuronSpec
-from sparsesnn.rundir import CHECKPOINT_FILE, CONFIG_FILE
-from sparsesnn.settings import validate_settings
+from sparsesnn.neuron.layers import make_encoder
 from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
 from sparsesnn.sparse.settings import params_problems
+from sparsesnn.train.batching import to_time_major
+from sparsesnn.train.config import Config, NeuronConfig, SparseConfig
+from sparsesnn.train.distill import Distiller, load_factory
+from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE
 
 
 def resolve_device(name: str) -> torch.device:
@@ -245,8 +245,8 @@ def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Dis
 def load_teacher_run(run_dir: Path, info: DatasetInfo) -> tuple[nn.Module, Config]:
     """The trained model of a sparsesnn run directory, with its config (mask buffers are dropped: weights are
     already zero where synapses are absent)."""
-    from sparsesnn.checkpoint import load_checkpoint
-    from sparsesnn.config import load_config
+    from sparsesnn.train.checkpoint import load_checkpoint
+    from sparsesnn.train.config import load_config
 
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"distill.teacher_run = {str(run_dir)!r}: not a run directory (no config.toml)")

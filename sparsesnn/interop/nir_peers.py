@@ -31,8 +31,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from sparsesnn.errors import SparseSNNError
-from sparsesnn.nir_io import require_nir
+from sparsesnn.core.errors import SparseSNNError
+from sparsesnn.interop.nir_write import require_nir
 
 #: the peers whose NIR importers are checked, by package name
 PEERS: tuple[str, ...] = ("snntorch", "spikingjelly")

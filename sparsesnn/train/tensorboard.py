@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sparsesnn.errors import ConfigError
+from sparsesnn.core.errors import ConfigError
 
 TB_DIR = "tb"
 

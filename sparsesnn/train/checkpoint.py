@@ -15,36 +15,15 @@ round; reading it with ``map_location=<cuda device>`` instead would move a CPU g
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sparsesnn.errors import CheckpointError
+from sparsesnn.core.errors import CheckpointError
+from sparsesnn.core.files import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
-
-
-def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -71,18 +50,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p} is not a sparsesnn checkpoint of format {CHECKPOINT_FORMAT}")
     return state
-
-
-def restore_like(saved: torch.Tensor, live: torch.Tensor) -> torch.Tensor:
-    """``saved`` as a new tensor on ``live``'s device with ``live``'s dtype: a checkpoint tensor put back where the
-    state it restores lives (``live`` is the tensor it replaces)."""
-    return saved.detach().to(device=live.device, dtype=live.dtype, copy=True)
-
-
-def generator_state(saved: torch.Tensor) -> torch.Tensor:
-    """A saved ``torch.Generator`` state as ``set_state`` takes it: a CPU byte tensor, wherever it was read to.
-
-    >>> g = torch.Generator().manual_seed(1)
-    >>> _ = g.set_state(generator_state(g.get_state().double()))  # any device or dtype the state came back with
-    """
-    return saved.detach().to(device="cpu", dtype=torch.uint8)
