@@ -46,7 +46,7 @@ Method
     samples per second, whose median and min/max over rounds are reported, with the parameter counts.
 
 Allocator
-    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.runtime.tune_allocator`
+    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.train.runtime.tune_allocator`
     (``SPARSESNN_TUNE_MALLOC=0`` turns it off; the JSON records whether it was applied).
 
 Output: a JSON object on stdout (and in ``--json PATH``), then a Markdown summary.

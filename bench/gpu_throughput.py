@@ -24,7 +24,7 @@ Variants (``--variants``; a name is a family and flags joined by ``-``)
     ``run.channels_last``), in the precision of the row.
 
 One step (identical for every variant, what ``sparsesnn train`` does): forward and cross-entropy on the time-mean
-output under ``torch.autocast`` for bf16 (``sparsesnn.train_step.TrainStep``), backward, one host read of the loss
+output under ``torch.autocast`` for bf16 (``sparsesnn.train.step.TrainStep``), backward, one host read of the loss
 and accuracy (the engine's per-step synchronisation), SGD (momentum 0.9) step, then the learner's step or
 SpikingJelly's ``reset_net``. ``torch.backends.cudnn.benchmark`` is on for every variant, as in a recipe with
 ``run.deterministic = false``.

@@ -7,7 +7,7 @@ Reproduce (from the repository root, inside the project's virtualenv)::
     python bench/loader_speed.py --json loader.json  # the same, and write the JSON to a file too
     python bench/loader_speed.py --quick             # smoke test: 2 rounds, small data sets
 
-What is delivered (``sparsesnn.batching.iterate_batches``, the engine's loader, batch 64)
+What is delivered (``sparsesnn.train.batching.iterate_batches``, the engine's loader, batch 64)
     * ``cifar10``: the real CIFAR loader (``build_dataset("cifar10", ..., augment=True)``: pickles -> float32,
       normalised per channel) over a synthesised CIFAR-10 python pickle of ``--cifar-train`` random images
       (``sparsesnn.data.images.write_cifar10``; there is no CIFAR-10 on disk), with the CIFAR recipes' augmentation:

@@ -18,11 +18,11 @@ ship inside sparsesnn, with ``--set`` overrides; ``--epochs`` epochs, default 10
 - ``mlp-vreset``: the quickstart with ``neuron.v_reset = -0.25``, which snnTorch's importer cannot read as written.
 
 What is measured, per run: the model is finalized and compacted as ``sparsesnn export`` does
-(:func:`sparsesnn.export.prepare_export` on ``--samples`` test samples, encoded time-major as in evaluation); the
-graph is built with :func:`sparsesnn.nir_io.model_to_nir`, written with ``nir.write`` and read back with
-``nir.read``. Each peer imports it with its own importer and its defaults (snnTorch 1.0.0
+(:func:`sparsesnn.interop.export.prepare_export` on ``--samples`` test samples, encoded time-major as in
+evaluation); the graph is built with :func:`sparsesnn.interop.nir_write.model_to_nir`, written with ``nir.write``
+and read back with ``nir.read``. Each peer imports it with its own importer and its defaults (snnTorch 1.0.0
 ``snntorch.import_nir.import_from_nir``; SpikingJelly 2.0 ``nir_exchange.import_from_nir``, ``dt`` not given) and
-simulates the test samples (:mod:`sparsesnn.nir_peers`). Reported: the fraction of spike entries (time step x
+simulates the test samples (:mod:`sparsesnn.interop.nir_peers`). Reported: the fraction of spike entries (time step x
 sample x neuron) equal to the model's, over all neuron layers and per layer, the mismatching entries, the spike
 counts of both sides per layer (an agreement near 1 means little when few neurons fire), the largest
 absolute difference of the output (the last Affine's, every step), and our firing rate per layer. Graphs:
@@ -30,8 +30,8 @@ absolute difference of the output (the last Affine's, every step), and our firin
 - ``default``: ``dt = 1e-4`` s, the export default;
 - ``dt=1``: what sparsesnn wrote before the ``dt`` option (``tau`` in steps), read by each peer with its default;
   for SpikingJelly also with ``dt=graph.metadata["dt"]`` (``told dt``);
-- ``zero_reset``: for a run with ``v_reset != 0``, :func:`sparsesnn.nir_peers.zero_reset` (the membrane shifted by
-  ``-v_reset``), the documented fix for snnTorch.
+- ``zero_reset``: for a run with ``v_reset != 0``, :func:`sparsesnn.interop.nir_peers.zero_reset` (the membrane
+  shifted by ``-v_reset``), the documented fix for snnTorch.
 
 A peer that refuses a graph is reported with its error message. Output: a JSON object on stdout (and in
 ``--json PATH``), then a Markdown table.

@@ -52,7 +52,7 @@ A single rewire in isolation
     rounds), and amortised over ``update_every`` steps.
 
 Allocator
-    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.runtime.tune_allocator`
+    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.train.runtime.tune_allocator`
     (``SPARSESNN_TUNE_MALLOC=0`` turns it off; the JSON records whether it was applied).
 
 Output: a JSON object on stdout (and in ``--json PATH``), then a Markdown summary.

@@ -61,7 +61,7 @@ The neuron alone
     repeats.
 
 Allocator
-    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.runtime.tune_allocator` (glibc
+    Like the ``sparsesnn`` command line, the benchmark first calls :func:`sparsesnn.train.runtime.tune_allocator` (glibc
     keeps freed activations in the heap instead of unmapping them; see PERF-NOTES.md), for every variant alike.
     ``SPARSESNN_TUNE_MALLOC=0`` turns it off; the JSON records whether it was applied.
 
