@@ -5,6 +5,7 @@ frames equal to the dataset loaders' -- for every chunking."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import tomllib
 from collections.abc import Iterator
 from fractions import Fraction
@@ -348,3 +349,15 @@ def test_aedat4_sample_streamed_equals_its_frames() -> None:
     mid = (t0 + t1) // 2
     ranged = np.concatenate(list(iter_aedat4(AEDAT4_SAMPLE, start_us=mid, end_us=mid + 100_000)))
     assert same_events(ranged, events[(events["t"] >= mid) & (events["t"] < mid + 100_000)])
+
+
+@needs_nmnist
+def test_bench_stream_binning_quick(tmp_path: Path) -> None:
+    from tests.conftest import load_bench
+
+    bench = load_bench("stream_binning")
+    out = tmp_path / "stream.json"
+    assert bench.main(["--quick", "--chunks", "100", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["replay_equals_dataset_frames"] and result["files"] == 10
+    assert all(v["median_events_per_s"] > 0 for v in result["variants"].values())

@@ -54,7 +54,10 @@ The datasets (:mod:`sparsesnn.data.neuromorphic`) frame a sample in one of three
 
 * ``frame_duration_us = d`` with ``length = L``: windows ``[t0 + k d, t0 + (k + 1) d)`` from the sample's first
   event ``t0``, the first ``L`` of them. **Exact live**: :meth:`EventBinner.for_dataset` bins by ``d`` from the first
-  event, and its first ``L`` frames equal the dataset's sample (zero frames appended if the stream ends earlier).
+  event, and its first ``L`` frames equal the dataset's sample (zero frames appended if the stream ends earlier)
+  when the stream starts where the sample starts (for a DVS Gesture recording: stream the gesture's time range, or
+  ``reset(origin_us=...)`` at its first event; a binner running across the whole recording has its window grid
+  anchored at the recording's first event instead).
 * ``n_frames = T``, ``split_by = "time"`` (the default of every dataset): ``T`` equal windows over the sample's own
   ``[t0, t1]``, first to last event, the last window closed on the right. The window length ``(t1 - t0) / T``
   depends on the last event, which a live stream has not seen when its first windows must close. **Exact only as a
@@ -583,7 +586,7 @@ class EventBinner:
             raise ValueError(f"events outside the {width}x{height} sensor")
         if self._origin is None:
             self._origin = int(t[0])
-        p = events["p"]
+        p = events["p"].astype(bool)  # a copy, like x and y: the caller may reuse its buffer
         before = int(np.searchsorted(t, self._origin, side="left"))  # before the origin: in no window
         if before:
             t, x, y, p = t[before:], x[before:], y[before:], p[before:]
