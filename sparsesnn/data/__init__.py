@@ -2,11 +2,13 @@
 
 Static images live in :mod:`~sparsesnn.data.images`; event-camera datasets (``nmnist``, ``dvs_gesture``,
 ``cifar10_dvs``) in :mod:`~sparsesnn.data.neuromorphic`, built on the decoders of :mod:`~sparsesnn.data.events`.
+Streaming input (event files read incrementally, binned into the datasets' frames window by window) is
+:mod:`~sparsesnn.data.stream`.
 
 ``build_dataset("mnist", "data/mnist", "train")`` builds one by name; ``DATASETS.names()`` lists what is available.
 """
 
-from sparsesnn.data import event_transforms, events, frames, images, neuromorphic, transforms
+from sparsesnn.data import event_transforms, events, frames, images, neuromorphic, stream, transforms
 from sparsesnn.data.base import DATASETS, ArrayDataset, DatasetInfo, build_dataset
 from sparsesnn.data.images import read_idx
 
@@ -21,5 +23,6 @@ __all__ = [
     "images",
     "neuromorphic",
     "read_idx",
+    "stream",
     "transforms",
 ]

@@ -219,13 +219,21 @@ _ATIS_RECORD = np.dtype({"names": ["x", "word"], "formats": ["u1", ">u4"], "offs
 
 
 def _decode_atis(
-    data: bytes | memoryview, path: Path, sensor: tuple[int, int] | None, on_backwards: str, on_invalid: str
+    data: bytes | memoryview,
+    path: Path,
+    sensor: tuple[int, int] | None,
+    on_backwards: str,
+    on_invalid: str,
+    offset: int = 0,
+    overflows_before: int = 0,
 ) -> np.ndarray:
+    """Decode whole 5-byte records. ``offset`` is the file offset of ``data[0]`` and ``overflows_before`` the number
+    of overflow markers before it, for a reader that decodes a file chunk by chunk (:mod:`sparsesnn.data.stream`)."""
     if len(data) % 5:
         whole = len(data) - len(data) % 5
         raise DatasetError(
-            f"{path}: byte offset {whole}: truncated ATIS/N-MNIST file: {len(data)} bytes is not a whole number of "
-            f"5-byte records ({len(data) % 5} trailing bytes)"
+            f"{path}: byte offset {offset + whole}: truncated ATIS/N-MNIST file: {offset + len(data)} bytes is not a "
+            f"whole number of 5-byte records ({len(data) % 5} trailing bytes)"
         )
     # One 5-byte record = x, then a big-endian 32-bit word y<<24 | p<<23 | t (23 bits): read it in one strided view.
     raw = np.frombuffer(data, dtype=_ATIS_RECORD)
@@ -234,6 +242,8 @@ def _decode_atis(
     y = (word >> 24).astype(np.uint8)
     p = (word & 0x800000).astype(bool)
     t = (word & 0x7FFFFF).astype(np.int64)
+    if overflows_before:
+        t += overflows_before * _ATIS_OVERFLOW_US
     index: np.ndarray | None = None
     overflow = y == _ATIS_OVERFLOW_Y if y.size and int(y.max()) >= _ATIS_OVERFLOW_Y else None
     if overflow is not None and overflow.any():
@@ -242,7 +252,7 @@ def _decode_atis(
         x, y, t, p = x[index], y[index], t[index], p[index]
 
     def offset_of(i: int) -> int:
-        return 5 * (int(index[i]) if index is not None else i)
+        return offset + 5 * (int(index[i]) if index is not None else i)
 
     return _finish(path, x, y, t, p, sensor, on_backwards, on_invalid, offset_of, "ATIS/N-MNIST")
 
@@ -315,6 +325,49 @@ def _aedat3_header_end(data: bytes, path: Path) -> int:
         pos = end + 1
 
 
+def _aedat31_packet_header(head: bytes | memoryview, path: Path, pos: int) -> tuple[int, int, int, int, int]:
+    """Check the 28-byte packet header ``head`` found at byte ``pos``: ``(eventType, eventTSOverflow, eventNumber,
+    eventCapacity, eventSize)``. A polarity packet must hold 8-byte events with the timestamp at offset 4."""
+    if len(head) < _PACKET_HEADER.size:
+        raise DatasetError(
+            f"{path}: byte offset {pos}: truncated packet header ({len(head)} of {_PACKET_HEADER.size} bytes)"
+        )
+    etype, _source, esize, tsoffset, tsoverflow, capacity, number, valid = _PACKET_HEADER.unpack_from(head, 0)
+    if esize <= 0 or capacity < 0 or not 0 <= number <= capacity or not 0 <= valid <= number or tsoverflow < 0:
+        raise DatasetError(
+            f"{path}: byte offset {pos}: corrupt packet header (eventType={etype}, eventSize={esize}, "
+            f"eventTSOverflow={tsoverflow}, eventCapacity={capacity}, eventNumber={number}, eventValid={valid}); "
+            "expected eventSize > 0, 0 <= eventValid <= eventNumber <= eventCapacity, eventTSOverflow >= 0"
+        )
+    if etype == _POLARITY_EVENT and (esize != 8 or tsoffset != 4):
+        raise DatasetError(
+            f"{path}: byte offset {pos}: polarity packet with eventSize={esize}, eventTSOffset={tsoffset}; "
+            "expected 8 and 4"
+        )
+    return etype, tsoverflow, number, capacity, esize
+
+
+def _aedat31_check_payload(path: Path, pos: int, capacity: int, esize: int, remaining: int) -> None:
+    """The packet at byte ``pos`` declares ``capacity`` events of ``esize`` bytes; ``remaining`` bytes follow it."""
+    if capacity * esize > remaining:
+        raise DatasetError(
+            f"{path}: byte offset {pos}: truncated packet: its header declares {capacity} events of {esize} "
+            f"bytes ({capacity * esize} bytes) but only {remaining} bytes remain"
+        )
+
+
+def _aedat31_fields(
+    word: np.ndarray, ts: np.ndarray, overflow: np.ndarray | int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, t, p)`` of AEDAT 3.1 polarity events from their ``data`` words, 31-bit timestamps and the packets'
+    eventTSOverflow (per event, or one for all)."""
+    t = (np.asarray(overflow, dtype=np.int64) << 31) | ts.astype(np.int64)
+    x = ((word >> 17) & 0x7FFF).astype(np.int16)
+    y = ((word >> 2) & 0x7FFF).astype(np.int16)
+    p = ((word >> 1) & 1).astype(bool)
+    return x, y, t, p
+
+
 def read_aedat31(
     path: str | Path,
     sensor_size: tuple[int, int] | None = DVS128_SENSOR,
@@ -337,34 +390,16 @@ def read_aedat31(
     overflows: list[int] = []
     size = len(data)
     while pos < size:
-        if size - pos < _PACKET_HEADER.size:
-            raise DatasetError(
-                f"{path}: byte offset {pos}: truncated packet header ({size - pos} of {_PACKET_HEADER.size} bytes)"
-            )
-        etype, _source, esize, tsoffset, tsoverflow, capacity, number, valid = _PACKET_HEADER.unpack_from(data, pos)
-        if esize <= 0 or capacity < 0 or not 0 <= number <= capacity or not 0 <= valid <= number or tsoverflow < 0:
-            raise DatasetError(
-                f"{path}: byte offset {pos}: corrupt packet header (eventType={etype}, eventSize={esize}, "
-                f"eventTSOverflow={tsoverflow}, eventCapacity={capacity}, eventNumber={number}, eventValid={valid}); "
-                "expected eventSize > 0, 0 <= eventValid <= eventNumber <= eventCapacity, eventTSOverflow >= 0"
-            )
+        etype, tsoverflow, number, capacity, esize = _aedat31_packet_header(
+            data[pos : pos + _PACKET_HEADER.size], path, pos
+        )
         payload = pos + _PACKET_HEADER.size
+        _aedat31_check_payload(path, pos, capacity, esize, size - payload)
         nbytes = capacity * esize
-        if payload + nbytes > size:
-            raise DatasetError(
-                f"{path}: byte offset {pos}: truncated packet: its header declares {capacity} events of {esize} "
-                f"bytes ({nbytes} bytes) but only {size - payload} bytes remain"
-            )
-        if etype == _POLARITY_EVENT:
-            if esize != 8 or tsoffset != 4:
-                raise DatasetError(
-                    f"{path}: byte offset {pos}: polarity packet with eventSize={esize}, eventTSOffset={tsoffset}; "
-                    "expected 8 and 4"
-                )
-            if number:
-                starts.append(payload)
-                counts.append(number)
-                overflows.append(tsoverflow)
+        if etype == _POLARITY_EVENT and number:
+            starts.append(payload)
+            counts.append(number)
+            overflows.append(tsoverflow)
         pos = payload + nbytes
     if starts:
         raw = np.concatenate([np.frombuffer(data, _AEDAT3_EVENT, n, s) for s, n in zip(starts, counts, strict=True)])
@@ -378,10 +413,7 @@ def read_aedat31(
     if keep is not None:
         word, ts, overflow = word[keep], ts[keep], overflow[keep]
     negative = ts < 0
-    t = (overflow << 31) | ts.astype(np.int64)
-    x = ((word >> 17) & 0x7FFF).astype(np.int16)
-    y = ((word >> 2) & 0x7FFF).astype(np.int16)
-    p = ((word >> 1) & 1).astype(bool)
+    x, y, t, p = _aedat31_fields(word, ts, overflow)
 
     def offset_of(i: int) -> int:
         j = int(keep[i]) if keep is not None else i

@@ -42,7 +42,7 @@ import numpy as np
 
 from sparsesnn.core.errors import ConfigError
 
-__all__ = ["ToFrames", "area_matrix", "frame_index"]
+__all__ = ["ToFrames", "area_matrix", "count_frames", "frame_index"]
 
 SplitBy = Literal["time", "count"]
 
@@ -100,6 +100,41 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     lo = np.maximum(i[:, None] * n_in, j[None, :] * n_out)
     hi = np.minimum((i[:, None] + 1) * n_in, (j[None, :] + 1) * n_out)
     return (np.clip(hi - lo, 0, None) / n_out).astype(np.float32)
+
+
+def count_frames(
+    index: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    n_frames: int,
+    sensor_size: tuple[int, int],
+    output_hw: tuple[int, int],
+) -> np.ndarray:
+    """Float32 counts ``[n_frames, 2, H, W]`` of events already assigned to frames (``0 <= index < n_frames``):
+    entry ``[k, c, i, j]`` is the number of events with ``index == k`` and polarity ``c`` (0 = OFF, 1 = ON) at the
+    input pixels of output pixel ``(i, j)``, each input pixel weighted by the fraction of it inside that pixel's
+    footprint (area pooling, see the module docstring; sum pooling when the sizes divide). ``x``, ``y`` must lie
+    inside ``sensor_size`` (width, height). The one binning :class:`ToFrames` and
+    :class:`~sparsesnn.data.stream.EventBinner` share, so that both give the same frames bit for bit."""
+    width, height = sensor_size
+    out_h, out_w = output_hw
+    index = np.asarray(index, dtype=np.int64)
+    x = np.asarray(x, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p).astype(np.int64)
+    if height % out_h == 0 and width % out_w == 0:  # sum pooling = integer binning of coordinates
+        y = y // (height // out_h)
+        x = x // (width // out_w)
+        flat = ((index * 2 + p) * out_h + y) * out_w + x
+        counts = np.bincount(flat, minlength=n_frames * 2 * out_h * out_w)
+        return counts.astype(np.float32).reshape(n_frames, 2, out_h, out_w)
+    flat = ((index * 2 + p) * height + y) * width + x
+    full = np.bincount(flat, minlength=n_frames * 2 * height * width).astype(np.float32)
+    full = full.reshape(n_frames, 2, height, width)
+    rows = area_matrix(height, out_h)
+    cols = area_matrix(width, out_w)
+    return np.ascontiguousarray(rows @ full @ cols.T, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -186,20 +221,7 @@ class ToFrames:
                 index, x, y = index[inside], x[inside], y[inside]
                 events = events[inside]
             n_frames = self.length
-        p = events["p"].astype(np.int64)
-        out_h, out_w = self.output_hw
-        if height % out_h == 0 and width % out_w == 0:  # sum pooling = integer binning of coordinates
-            y //= height // out_h
-            x //= width // out_w
-            flat = ((index * 2 + p) * out_h + y) * out_w + x
-            counts = np.bincount(flat, minlength=n_frames * 2 * out_h * out_w)
-            return counts.astype(np.float32).reshape(n_frames, 2, out_h, out_w)
-        flat = ((index * 2 + p) * height + y) * width + x
-        full = np.bincount(flat, minlength=n_frames * 2 * height * width).astype(np.float32)
-        full = full.reshape(n_frames, 2, height, width)
-        rows = area_matrix(height, out_h)
-        cols = area_matrix(width, out_w)
-        return np.ascontiguousarray(rows @ full @ cols.T, dtype=np.float32)
+        return count_frames(index, x, y, events["p"], n_frames, self.sensor_size, self.output_hw)
 
     def __repr__(self) -> str:
         mode = (
