@@ -87,18 +87,24 @@ ENERGY_PER_MAC_PJ = 4.6
 
 
 def connections(model: nn.Module) -> dict[str, Any]:
-    """Active (non-zero) and total synapses of every Conv/Linear, per layer and in total."""
+    """Active and total synapses of every Conv/Linear, per layer and in total. A layer a structure learner masks
+    (it carries a ``weight_mask`` buffer) counts its mask: between an optimiser step and the next forward an absent
+    weight may be nonzero for a moment, and a synapse just grown at zero is active. Any other layer counts its
+    nonzero weights."""
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, _SYNAPTIC):
             w = module.weight.detach()
-            layers[name] = {"active": int((w != 0).sum()), "total": w.numel()}
+            mask = getattr(module, _MASK_BUFFER, None)  # sparsesnn.sparse.masks.MASK_BUFFER (a peer: not imported)
+            live = mask if isinstance(mask, torch.Tensor) and mask.shape == w.shape else w != 0
+            layers[name] = {"active": int(live.sum()), "total": w.numel()}
     active = sum(v["active"] for v in layers.values())
     total = sum(v["total"] for v in layers.values())
     return {"active": active, "total": total, "density": active / total if total else 1.0, "layers": layers}
 
 
 _SYNAPTIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_MASK_BUFFER = "weight_mask"
 
 
 def fan_out_map(module: nn.Module, input_shape: tuple[int, ...], weight_mask: torch.Tensor) -> torch.Tensor:
