@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.neuron.spiking import is_spiking
+from sparsesnn.neuron.spiking import SPIKING_ATTRIBUTE, is_spiking
 
 
 def correct_tensor(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -25,13 +26,41 @@ def correct_count(output: torch.Tensor, target: torch.Tensor) -> int:
     return int(correct_tensor(output, target))
 
 
+#: a class name that suggests a spiking neuron: "neuron" or "spik" in any case, or "IF" as a capitalised word part
+#: (LIF, IFNode, PLIF, LIFCell; not "Classifier")
+_NEURON_NAME = re.compile(r"(?i:neuron|spik)|IF(?=$|[A-Z0-9_])")
+
+
+def looks_like_neuron(module: nn.Module) -> bool:
+    """Whether ``module`` looks like a spiking neuron that is not declared either way: its class name matches
+    ``neuron`` / ``spik`` (any case) or ``IF`` as a capitalised word part (``LIF``, ``IFNode``, not ``Classifier``),
+    or it has a ``v_threshold`` attribute, and it neither is recognised by :func:`~sparsesnn.neuron.spiking.is_spiking`
+    nor declares ``sparsesnn_spiking`` (``mark_spiking(m, False)`` settles it as not spiking)."""
+    if getattr(module, SPIKING_ATTRIBUTE, None) is not None or is_spiking(module):
+        return False
+    return bool(_NEURON_NAME.search(type(module).__name__)) or hasattr(module, "v_threshold")
+
+
+def unrecognised_neurons(model: nn.Module) -> dict[str, str]:
+    """The modules of ``model`` that :func:`looks_like_neuron` flags, by name, with their class names; a module that
+    holds a recognised spiking module (a block around a LIF) or lies inside one (a neuron's own parts) is not one."""
+    spiking = [name for name, m in model.named_modules() if is_spiking(m)]
+
+    def related(name: str) -> bool:
+        return any(s == name or s.startswith(f"{name}.") or name.startswith(f"{s}.") or not name for s in spiking)
+
+    return {name: type(m).__name__ for name, m in model.named_modules() if looks_like_neuron(m) and not related(name)}
+
+
 class FiringRateMonitor:
     """Accumulates the mean firing rate of every spiking module while active (forward hooks, no grad kept).
 
     ``rates()`` maps module names to the mean of their output spikes over time, batch and neurons. A module counts
     as spiking by :func:`sparsesnn.neurons.is_spiking`: ours, a peer library's, or a user's own declared with
     :func:`sparsesnn.spiking_neuron` / :func:`sparsesnn.mark_spiking`. A model with none of them warns (once per
-    monitor) instead of reporting empty rates as if nothing fired.
+    monitor) instead of reporting empty rates as if nothing fired. A model with some warns (once per monitor) when
+    other modules look like neurons but are not declared (:func:`looks_like_neuron`: a class name with ``neuron``,
+    ``spik`` or a capitalised ``IF``, or a ``v_threshold`` attribute), naming them: their rates are not measured.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -55,6 +84,19 @@ class FiringRateMonitor:
                 UserWarning,
                 stacklevel=3,
             )
+        if handles and not self._warned:
+            lookalikes = unrecognised_neurons(self.model)
+            if lookalikes:
+                self._warned = True
+                listed = ", ".join(f"{name!r} ({cls})" for name, cls in lookalikes.items())
+                warnings.warn(
+                    f"FiringRateMonitor: {listed} look(s) like spiking neurons but are not declared spiking, so their "
+                    "firing rates are not measured (only the recognised neurons' are); declare the class with "
+                    "@sparsesnn.spiking_neuron, or one module with sparsesnn.mark_spiking(module) (spiking=False if "
+                    "it is not a neuron)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         try:
             yield self
         finally:
@@ -87,18 +129,24 @@ ENERGY_PER_MAC_PJ = 4.6
 
 
 def connections(model: nn.Module) -> dict[str, Any]:
-    """Active (non-zero) and total synapses of every Conv/Linear, per layer and in total."""
+    """Active and total synapses of every Conv/Linear, per layer and in total. A layer a structure learner masks
+    (it carries a ``weight_mask`` buffer) counts its mask: between an optimiser step and the next forward an absent
+    weight may be nonzero for a moment, and a synapse just grown at zero is active. Any other layer counts its
+    nonzero weights."""
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, _SYNAPTIC):
             w = module.weight.detach()
-            layers[name] = {"active": int((w != 0).sum()), "total": w.numel()}
+            mask = getattr(module, _MASK_BUFFER, None)  # sparsesnn.sparse.masks.MASK_BUFFER (a peer: not imported)
+            live = mask if isinstance(mask, torch.Tensor) and mask.shape == w.shape else w != 0
+            layers[name] = {"active": int(live.sum()), "total": w.numel()}
     active = sum(v["active"] for v in layers.values())
     total = sum(v["total"] for v in layers.values())
     return {"active": active, "total": total, "density": active / total if total else 1.0, "layers": layers}
 
 
 _SYNAPTIC = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_MASK_BUFFER = "weight_mask"
 
 
 def fan_out_map(module: nn.Module, input_shape: tuple[int, ...], weight_mask: torch.Tensor) -> torch.Tensor:

@@ -82,21 +82,33 @@ def _trained_norm(bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
     return bn.eval()
 
 
+class ThreeBranches(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, bias=False), _trained_norm(nn.BatchNorm2d(5)))
+        self.linear = nn.Sequential(nn.Linear(6, 4), _trained_norm(nn.BatchNorm1d(4)))
+        self.batch_stats = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, track_running_stats=False).eval())
+
+    def forward(self, xv: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        x, v = xv
+        return self.conv(x), self.linear(v), self.batch_stats(v)
+
+
 def test_fold_norms_keeps_the_outputs_and_leaves_what_it_cannot_fold() -> None:
     torch.manual_seed(0)
-    conv = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, bias=False), _trained_norm(nn.BatchNorm2d(5)))
-    linear = nn.Sequential(nn.Linear(6, 4), _trained_norm(nn.BatchNorm1d(4)))
-    batch_stats = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, track_running_stats=False).eval())
-    model = nn.ModuleDict({"conv": conv, "linear": linear, "batch_stats": batch_stats})
+    model = ThreeBranches()
+    conv, linear, batch_stats = model.conv, model.linear, model.batch_stats
     x, v = torch.randn(2, 3, 6, 6), torch.randn(8, 6)
     with torch.no_grad():
-        expected = (conv(x), linear(v), batch_stats(v))
-    assert sorted(fold_norms(model)) == ["conv.1", "linear.1"]
+        expected = model((x, v))
+    folded, not_folded = fold_norms(model, (x, v))  # type: ignore[arg-type]
+    assert sorted(folded) == ["conv.1", "linear.1"]
+    assert list(not_folded) == ["batch_stats.1"] and "running statistics" in not_folded["batch_stats.1"]
     assert isinstance(conv[1], nn.Identity) and isinstance(linear[1], nn.Identity)
     assert conv[0].bias is not None  # the norm's shift became the conv's bias
     assert isinstance(batch_stats[1], nn.BatchNorm1d)
     with torch.no_grad():
-        for got, want in zip((conv(x), linear(v), batch_stats(v)), expected, strict=True):
+        for got, want in zip(model((x, v)), expected, strict=True):
             torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 

@@ -8,6 +8,7 @@ back; :func:`evaluate_deployed` checks a run's deployed model against its compac
 """
 
 from sparsesnn.deploy.api import (
+    DeployMismatchError,
     DeployReport,
     LayerChoice,
     deploy,
@@ -18,6 +19,7 @@ from sparsesnn.deploy.api import (
 )
 
 __all__ = [
+    "DeployMismatchError",
     "DeployReport",
     "LayerChoice",
     "deploy",

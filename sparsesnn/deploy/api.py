@@ -6,7 +6,9 @@ the example, times the layer as it is and as its event-driven form (:mod:`sparse
 this machine, and keeps whichever is faster. The report says, per layer, the input's nonzero fraction, the weight
 density, both times and the choice. ``force=True`` makes every eligible layer event-driven (for tests and maps).
 The outputs equal the model's up to the order of float summation; a spike exactly at threshold can therefore flip,
-which the tests bound on real data.
+which the tests bound on real data. Every rewrite is checked on the example (:func:`deploy`, "the equality guard"):
+a rewrite that changes the outputs beyond that is a :class:`DeployMismatchError` naming the pass, never a silent
+change.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsesnn.core.errors import CheckpointError
+from sparsesnn.core.errors import CheckpointError, SparseSNNError
 from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
 from sparsesnn.deploy.passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
 from sparsesnn.interop.export import ExportResult, default_path, export_pt, prepare_export, read_pt, rebuild_model
@@ -55,6 +57,8 @@ class DeployReport:
     inference_neurons: list[str] = field(default_factory=list)
     inference_pools: list[str] = field(default_factory=list)
     step_invariant: list[str] = field(default_factory=list)
+    #: every BatchNorm the fold left as it is, with the reason (:func:`~sparsesnn.deploy.passes.fold_norms`)
+    not_folded: dict[str, str] = field(default_factory=dict)
     model_ms: float | None = None  # the model as given
     rewritten_ms: float | None = None  # after the passes, every layer dense
     deployed_ms: float | None = None  # after the passes, with the chosen event-driven layers
@@ -66,6 +70,7 @@ class DeployReport:
         return {
             "layers": {name: c.as_dict() for name, c in self.layers.items()},
             "folded_norms": list(self.folded_norms),
+            "not_folded": dict(self.not_folded),
             "inference_neurons": list(self.inference_neurons),
             "inference_pools": list(self.inference_pools),
             "step_invariant": list(self.step_invariant),
@@ -74,6 +79,63 @@ class DeployReport:
             "deployed_ms": self.deployed_ms,
             "chosen": self.chosen,
         }
+
+
+class DeployMismatchError(SparseSNNError, RuntimeError):
+    """A rewrite of :func:`deploy` changed the model's outputs on the example beyond float rounding."""
+
+
+#: the deploy passes in the order they run, by the name a :class:`DeployMismatchError` gives them
+PASS_NAMES = ("fold", "neurons", "pools", "step-invariant")
+
+
+def _run(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """``model(x)`` as a list of tensors (one, or a tuple's), with torch's random generator at a fixed seed (a Poisson
+    encoder draws the same spikes every time)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        out = model(x)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    if not outs or not all(isinstance(o, torch.Tensor) for o in outs):
+        raise TypeError(f"deploy needs a model that returns a tensor or a tuple of tensors, got {type(out).__name__}")
+    return [o.detach() for o in outs]
+
+
+def _outputs_mismatch(reference: list[torch.Tensor], out: list[torch.Tensor], tolerance: float) -> str | None:
+    if len(out) != len(reference):
+        return f"{len(out)} outputs instead of {len(reference)}"
+    for i, (r, o) in enumerate(zip(reference, out, strict=True)):
+        problem = _mismatch(r, o, tolerance)
+        if problem is not None:
+            return problem if len(reference) == 1 else f"output {i}: {problem}"
+    return None
+
+
+def _mismatch(reference: torch.Tensor, out: torch.Tensor, tolerance: float) -> str | None:
+    """Why ``out`` is not ``reference`` up to ``tolerance`` (None: it is). The outputs must have the same shape, differ
+    by at most ``tolerance * max(1, max|reference|)`` anywhere, and, for a ``[B, K]`` or time-major ``[T, B, K]``
+    output, give the same predictions (argmax of the time mean) wherever the reference's top two scores are further
+    apart than twice that bound."""
+    if out.shape != reference.shape:
+        return f"output shape {tuple(out.shape)} instead of {tuple(reference.shape)}"
+    if not torch.equal(torch.isfinite(out), torch.isfinite(reference)):
+        return "non-finite outputs where the model's are finite (or the other way round)"
+    finite = torch.isfinite(reference)
+    ref, got = reference.double()[finite], out.double()[finite]
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    bound = tolerance * scale
+    diff = float((got - ref).abs().max()) if ref.numel() else 0.0
+    if diff > bound:
+        return f"largest output difference {diff:.4g} > {bound:.4g} (tolerance {tolerance:g} x scale {scale:.4g})"
+    if reference.dim() in (2, 3) and reference.shape[-1] > 1 and bool(finite.all()):
+        a = (reference.mean(0) if reference.dim() == 3 else reference).double()
+        b = (out.mean(0) if out.dim() == 3 else out).double()
+        top2 = a.topk(2, dim=-1).values
+        clear = (top2[..., 0] - top2[..., 1]) > 2 * bound
+        differ = (a.argmax(-1) != b.argmax(-1)) & clear
+        if bool(differ.any()):
+            return f"{int(differ.sum())} of {differ.numel()} predictions differ"
+    return None
 
 
 def _eligible(module: nn.Module) -> bool:
@@ -107,6 +169,7 @@ def deploy(
     margin: float = 0.1,
     rewrite: bool = True,
     choices: dict[str, bool] | None = None,
+    tolerance: float = 1e-3,
 ) -> tuple[nn.Module, DeployReport]:
     """A copy of ``model`` (eval mode, CPU, float32) for inference, faster where this machine measures it faster.
 
@@ -121,20 +184,44 @@ def deploy(
        kernels (the N-MNIST convnet at batch 64, one thread: 12.8 ms against 6.5 ms per sample).
 
     ``force``: every eligible layer event-driven, no timing. ``choices``: the event/dense choice per layer name,
-    as a report's ``layers`` gives it (e.g. read back from an export), applied without timing."""
+    as a report's ``layers`` gives it (e.g. read back from an export), applied without timing.
+
+    **The equality guard.** The rewritten model (after all passes) and the deployed one (with its event-driven
+    layers) are run on ``example_input`` and compared with the model as given (torch's generator at one seed for
+    each run): same output shapes, largest absolute difference at most ``tolerance * max(1, max|output|)``, and the
+    same predictions (argmax of the time mean of a ``[T, B, K]`` or ``[B, K]`` output) wherever the model's top two
+    scores are further apart than twice that bound. A mismatch raises :class:`DeployMismatchError` naming the pass
+    that caused it (``fold``, ``neurons``, ``pools``, ``step-invariant``, found by replaying the passes one at a time,
+    or ``event layers``). A spike that float rounding flips at the threshold can change a spiking model's output by
+    more than rounding; raise ``tolerance`` if the error says so for a pass you trust. A model whose output on the
+    example differs between two calls (state kept between calls) cannot be checked and raises too. BatchNorms the
+    fold leaves are in ``report.not_folded`` with the reason."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not 0.0 <= margin < 1.0:
         raise ValueError(f"margin must be in [0, 1), got {margin}")
+    if not tolerance > 0.0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
     original = copy.deepcopy(model).cpu().float().eval()
     rewritten = copy.deepcopy(original)
     x = example_input.cpu().float()
     report = DeployReport()
+    reference = _run(original, x)
+    again = _outputs_mismatch(reference, _run(original, x), tolerance)
+    if again is not None:
+        raise DeployMismatchError(
+            f"the model's output on the example differs between two calls ({again}): state kept between calls (reset "
+            "it in forward) or randomness outside torch's generator; deploy cannot check its rewrites on such a model"
+        )
     if rewrite:
-        report.folded_norms = fold_norms(rewritten)
-        report.inference_neurons = replace_neurons(rewritten, backend)
-        report.inference_pools = replace_pools(rewritten, backend)
-        report.step_invariant = wrap_step_invariant(rewritten, x)
+        _rewrite(rewritten, x, backend, report)
+        problem = _outputs_mismatch(reference, _run(rewritten, x), tolerance)
+        if problem is not None:
+            culprit = _replay(original, x, backend, reference, tolerance)
+            raise DeployMismatchError(
+                f"deploy's {culprit} pass changed the model's outputs on the example: {problem}. This is a bug of "
+                "deploy for this model; deploy(..., rewrite=False) skips the passes"
+            )
     deployed = copy.deepcopy(rewritten)
     candidates = {name: m for name, m in deployed.named_modules() if name and _eligible(m)}
     if choices is not None:
@@ -178,6 +265,14 @@ def deploy(
         )
         if chosen:
             set_child(deployed, name, event)
+    if any(c.event for c in report.layers.values()):
+        problem = _outputs_mismatch(reference, _run(deployed, x), tolerance)
+        if problem is not None:
+            events = [name for name, c in report.layers.items() if c.event]
+            raise DeployMismatchError(
+                f"deploy's event layers pass ({', '.join(events)}) changed the model's outputs on the example: "
+                f"{problem}"
+            )
     if not timed:
         return deployed, report
     report.model_ms = _median_ms(lambda: original(x), repeats)
@@ -192,8 +287,45 @@ def deploy(
             choice.event = False
     if report.chosen == "model":  # the rewrites made it slower here (e.g. large batches): keep the model as given
         report.folded_norms, report.inference_neurons, report.inference_pools, report.step_invariant = [], [], [], []
+        report.not_folded = {}
         return original, report
     return (deployed if report.chosen == "deployed" else rewritten), report
+
+
+def _passes(backend: EventBackend, report: DeployReport) -> list[tuple[str, Callable[[nn.Module, torch.Tensor], None]]]:
+    """The rewriting passes in order, each recording what it did in ``report``."""
+
+    def fold(m: nn.Module, x: torch.Tensor) -> None:
+        report.folded_norms, report.not_folded = fold_norms(m, x)
+
+    def neurons(m: nn.Module, _x: torch.Tensor) -> None:
+        report.inference_neurons = replace_neurons(m, backend)
+
+    def pools(m: nn.Module, _x: torch.Tensor) -> None:
+        report.inference_pools = replace_pools(m, backend)
+
+    def step_invariant(m: nn.Module, x: torch.Tensor) -> None:
+        report.step_invariant = wrap_step_invariant(m, x)
+
+    return list(zip(PASS_NAMES, (fold, neurons, pools, step_invariant), strict=True))
+
+
+def _rewrite(model: nn.Module, x: torch.Tensor, backend: EventBackend, report: DeployReport) -> None:
+    for _name, apply in _passes(backend, report):
+        apply(model, x)
+
+
+def _replay(
+    original: nn.Module, x: torch.Tensor, backend: EventBackend, reference: list[torch.Tensor], tolerance: float
+) -> str:
+    """The first pass after which the outputs no longer match, replaying them on a fresh copy one at a time."""
+    model = copy.deepcopy(original)
+    scratch = DeployReport()
+    for name, apply in _passes(backend, scratch):
+        apply(model, x)
+        if _outputs_mismatch(reference, _run(model, x), tolerance) is not None:
+            return name
+    return "/".join(PASS_NAMES) + " (together, not one alone)"
 
 
 @torch.no_grad()

@@ -234,8 +234,12 @@ class StructureLearner:
 
     # -- lifecycle --------------------------------------------------------------------------------------------------
     def step(self) -> bool:
-        """Call after every ``optimizer.step()``. Returns True when the topology changed."""
+        """Call after every ``optimizer.step()``. Returns True when the topology changed. First restores the masks'
+        invariant (absent weights exactly 0) wherever the step wrote, also for an optimiser the learner was not
+        given (whose moments it cannot zero)."""
         self.steps += 1
+        if self.masks is not None:  # absent weights back to zero, whichever optimiser stepped (one not given too)
+            self.masks.restore()
         self._check_epoch_hook()
         for grad in self._dense_grads.values():  # several processes: every rank decides on the same gradient
             all_reduce_mean_(grad)

@@ -2,7 +2,8 @@
 
 Invariant kept by this module: **an absent synapse has weight exactly 0 and optimiser moments exactly 0**. It is
 established when a mask is attached or changed, restored after every step of the optimiser the masks were given (a
-step post-hook), after every ``load_state_dict`` of a masked module, and **before every forward call** of a masked
+step post-hook), after every ``learner.step()`` (:meth:`MaskSet.restore`: whatever optimiser stepped), after every
+``load_state_dict`` of a masked module, before its ``state_dict`` is read, and **before every forward call** of a masked
 layer whose weight (or, with pruned neurons, bias / following BatchNorm) was written in place since the invariant
 last held: a forward pre-hook compares the tensors' version counters, so any optimiser, the one the masks were
 given, another one or none, and any in-place update, cannot bring an absent synapse back into the computation (the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -57,12 +59,30 @@ def select_layers(
     """The layers to mask: all Conv/Linear, filtered by fnmatch ``include``/``exclude`` patterns on module names.
 
     ``dense_first`` / ``dense_last`` keep the first / last Conv/Linear of the model dense (unmasked).
+
+    Warns (``UserWarning``) for each ``include`` / ``exclude`` pattern that matches no Conv/Linear, naming the
+    pattern and the layer names it could match (a typo would otherwise mask what it meant to keep dense, or the
+    reverse). A frozen layer (weight with ``requires_grad=False``) is not masked: a mask could never regrow there
+    and its gradient hook cannot be registered; the selection skips it with a warning naming it. Layers whose weight
+    is one shared Parameter (tied weights) are refused (``ValueError``, naming them): one tensor cannot carry two
+    masks. Exclude all but one of them; its mask then holds for the shared weight wherever it is used.
     """
     layers = prunable_layers(model)
     if not layers:
         raise ValueError("the model has no Conv/Linear layers to sparsify")
+    names = [n for n, _ in layers]
+    for kind, patterns in (("include", include), ("exclude", exclude)):
+        for p in patterns:
+            if not any(fnmatch.fnmatchcase(n, p) for n in names):
+                warnings.warn(
+                    f"{kind} pattern {p!r} matches no layer, so it {kind}s nothing; the Conv/Linear layers are "
+                    f"{names} (fnmatch patterns on these names, e.g. 'features.*')",
+                    UserWarning,
+                    stacklevel=3,
+                )
     first, last = layers[0][0], layers[-1][0]
     chosen = []
+    frozen = []
     for name, module in layers:
         if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
             continue
@@ -70,13 +90,41 @@ def select_layers(
             continue
         if (dense_first and name == first) or (dense_last and name == last):
             continue
+        if not module.weight.requires_grad:
+            frozen.append(name)
+            continue
         chosen.append((name, module))
+    if frozen:
+        warnings.warn(
+            f"frozen layers (weight with requires_grad=False) are left dense, not masked: {frozen}; exclude them "
+            "to silence this, or unfreeze them before building the learner to sparsify them",
+            UserWarning,
+            stacklevel=3,
+        )
     if not chosen:
         raise ValueError(
             f"no layer left to sparsify after include={list(include)}, exclude={list(exclude)}, "
-            f"dense_first={dense_first}, dense_last={dense_last}; layers are {[n for n, _ in layers]}"
+            f"dense_first={dense_first}, dense_last={dense_last}"
+            + (f", frozen layers skipped {frozen}" if frozen else "")
+            + f"; layers are {names}"
         )
+    check_untied(chosen)
     return chosen
+
+
+def check_untied(layers: Sequence[tuple[str, nn.Module]]) -> None:
+    """Refuse layers that share one weight Parameter (tied weights), naming them: one tensor cannot carry a mask per
+    layer (two masks on it made autograd fail with "modified by an inplace operation")."""
+    by_weight: dict[int, list[str]] = {}
+    for name, module in layers:
+        by_weight.setdefault(id(module.weight), []).append(name)
+    for tied in by_weight.values():
+        if len(tied) > 1:
+            raise ValueError(
+                f"layers {' and '.join(repr(n) for n in tied)} share one weight Parameter (tied weights), which "
+                "cannot carry a mask per layer: exclude all but one of them (sparse.exclude); the one left masks the "
+                "shared weight wherever it is used"
+            )
 
 
 def following_norm(model: nn.Module, name: str) -> nn.Module | None:
@@ -234,16 +282,23 @@ class MaskSet:
         self.capture = False
         self.grad_sink: GradSink | None = None
         self._opt_handle: RemovableHandle | None = None
+        check_untied(layers)
         for name, module in layers:
             if hasattr(module, MASK_BUFFER):
                 raise ValueError(f"layer {name!r} already carries a {MASK_BUFFER!r}: is the model prepared twice?")
             weight = module.weight
+            if not weight.requires_grad:
+                raise ValueError(
+                    f"layer {name!r} is frozen (weight with requires_grad=False) and cannot be masked: its gradient "
+                    "cannot be masked; leave it out of the masked layers (select_layers skips frozen layers)"
+                )
             module.register_buffer(MASK_BUFFER, torch.ones_like(weight, dtype=torch.bool))
             module.register_buffer(NEURON_BUFFER, torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device))
             layer = MaskedLayer(name, module, following_norm(model, name) if model is not None else None)
             layer.handles.append(weight.register_hook(self._grad_hook(layer)))
             layer.handles.append(module.register_forward_pre_hook(self._before_forward(layer)))
             layer.handles.append(module.register_load_state_dict_post_hook(self._after_load(layer)))
+            layer.handles.append(module.register_state_dict_pre_hook(self._before_save(layer)))
             self.layers.append(layer)
         if optimizer is not None:
             self._opt_handle = optimizer.register_step_post_hook(lambda *_: self.apply())
@@ -274,6 +329,12 @@ class MaskSet:
         for t in layer.guarded()[1:]:
             t.mul_(alive)
 
+    def _before_save(self, layer: MaskedLayer) -> Callable[..., None]:
+        def hook(_module: nn.Module, _prefix: str, _keep_vars: bool) -> None:
+            self.restore_layer(layer)
+
+        return hook
+
     def _after_load(self, layer: MaskedLayer) -> Callable[..., None]:
         def hook(_module: nn.Module, _incompatible: object) -> None:
             self.apply_layer(layer)
@@ -303,6 +364,17 @@ class MaskSet:
     def apply(self) -> None:
         for layer in self.layers:
             self.apply_layer(layer)
+
+    def restore_layer(self, layer: MaskedLayer) -> None:
+        """:meth:`apply_layer` if ``layer``'s guarded tensors were written in place since the invariant last held."""
+        if layer.versions() != layer.clean_versions:
+            self.apply_layer(layer)
+
+    def restore(self) -> None:
+        """Restore the invariant wherever an in-place write (an optimiser step, the masks' own or another's) broke
+        it: what :class:`~sparsesnn.sparse.learner.StructureLearner` does after every optimiser step it is told of."""
+        for layer in self.layers:
+            self.restore_layer(layer)
 
     @torch.no_grad()
     def set_mask(self, layer: MaskedLayer, mask: torch.Tensor) -> None:
