@@ -52,6 +52,7 @@ from sparsesnn.train.config import Config, SelectAmong
 from sparsesnn.train.distributed import init_from_env
 from sparsesnn.train.evaluation import evaluate_model
 from sparsesnn.train.factory import resolve_device
+from sparsesnn.train.losses import LossFn
 from sparsesnn.train.run_reader import CHECKPOINTS as CHECKPOINTS
 from sparsesnn.train.run_reader import RELOCATABLE_KEYS as RELOCATABLE_KEYS
 from sparsesnn.train.run_reader import check_checkpoint_config, checkpoint_path, read_run_config
@@ -127,7 +128,6 @@ class Trainer:
         self.total_steps = parts.total_steps
         self.learner = parts.learner
         self.scheduler = parts.scheduler
-        self.loss_fn = parts.loss_fn
         self.distiller = parts.distiller
         self.train_model = parts.train_model
         self.step = parts.step
@@ -135,7 +135,7 @@ class Trainer:
             self.step,
             self.info,
             self.encoder,
-            self.loss_fn,
+            parts.loss_fn,
             self.distiller,
             self.dist,
             self.device,
@@ -152,6 +152,15 @@ class Trainer:
         self.restored_from = CHECKPOINT_FILE
         self._compile_reported = False  # compile_s written to an epoch record
         self._compile_logged = False
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """The training loss (also the evaluation's); setting it changes what the next step trains on."""
+        return self.batch_step.loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, fn: LossFn) -> None:
+        self.batch_step.loss_fn = fn
 
     # -- construction from a run directory --------------------------------------------------------------------------
     @classmethod
