@@ -201,21 +201,20 @@ def _print_result(table: str, summary: dict[str, object]) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from sparsesnn.train.trainer import Trainer, inference_device
-
     if args.deploy:
         from sparsesnn.deploy.api import evaluate_deployed
 
         print(json.dumps(evaluate_deployed(args.run_dir, checkpoint=args.checkpoint), indent=2, sort_keys=True))
         return 0
 
-    device = inference_device(args.run_dir, args.device)
-    trainer = Trainer.resume(args.run_dir, quiet=True, checkpoint=args.checkpoint, device=device)
-    result = trainer.evaluate()
-    result["density"] = trainer.learner.density()
-    result["epoch"] = trainer.state.epoch
+    from sparsesnn.train.run_reader import read_run
+
+    run = read_run(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    result = run.evaluate()
+    result["density"] = run.learner.density()
+    result["epoch"] = run.epoch
     if not args.quiet:
-        print(trainer.learner.summary())
+        print(run.learner.summary())
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 

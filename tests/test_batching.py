@@ -152,7 +152,7 @@ def test_a_run_writes_the_same_metrics_with_any_loader_settings(
     Trainer(load_config_text(toml), tmp_path / "plain", quiet=True).fit()
     with monkeypatch.context() as patch:
         # the CPU reads nothing ahead by default: force the read-ahead thread an accelerator would get
-        patch.setattr("sparsesnn.train.trainer.default_prefetch", lambda _device: prefetch)
+        patch.setattr("sparsesnn.train.batching.default_prefetch", lambda _device: prefetch)
         cfg = load_config_text(toml, [f"data.num_workers={workers}"])
         Trainer(cfg, tmp_path / "loaded", quiet=True).fit()
     plain, loaded = run_metrics(tmp_path / "plain"), run_metrics(tmp_path / "loaded")

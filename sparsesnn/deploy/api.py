@@ -340,8 +340,9 @@ def evaluate_deployed(
     """Deploy a run's finalized, compacted model (choices measured at batch 1 on its first test sample) and evaluate
     it against the compacted model on the whole test split: accuracy of both, how many predictions are identical,
     and the median time per sample at batch 1 over the first ``latency_samples`` test samples, for the compacted
-    model, the rewritten one (the passes of :mod:`sparsesnn.deploy_passes`, every layer dense) and the deployed one,
-    timed in turn on each sample."""
+    model, the rewritten one (the passes of :mod:`sparsesnn.deploy.passes`, every layer dense) and the deployed one,
+    timed in turn on each sample. The run is read on the CPU by :func:`~sparsesnn.interop.export.prepare_export`
+    (:func:`~sparsesnn.train.run_reader.read_run`: no trainer is built)."""
     bundle = prepare_export(run_dir, checkpoint=checkpoint, device="cpu")
     assert bundle.test_batches is not None
     compacted = bundle.model

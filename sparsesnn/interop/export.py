@@ -2,7 +2,7 @@
 
 ``sparsesnn export RUN_DIR --format pt|safetensors|nir|deploy [--out PATH]`` (or :func:`export_run`):
 
-1. :func:`prepare_export` rebuilds the run with :meth:`Trainer.resume <sparsesnn.engine.Trainer.resume>`,
+1. :func:`prepare_export` reads the run with :func:`~sparsesnn.train.run_reader.read_run` (no trainer is built),
    bakes the masks into the weights (:meth:`StructureLearner.finalize`, which also drops the mask buffers and
    hooks) and removes dead units with :func:`~sparsesnn.sparse.shrink.compact`, which checks every removal on an
    example batch: the first ``samples`` test samples, encoded time-major as in evaluation. The model is in eval mode
@@ -16,11 +16,12 @@
      on this machine (which layers run event-driven, with their times) and the batch-1 example they were measured
      on; :func:`sparsesnn.deploy.load_deployed` rebuilds the model and applies those choices, or measures again
      on the machine it runs on;
-   * ``nir``: a NIR graph (:mod:`sparsesnn.nir_io`; BatchNorm folded into the convs), which is then read back with
-     ``nir.read``, re-simulated by our loader on the example batch and compared with the model. ``dt`` (``--dt``)
-     is the duration of one time step in seconds, written into every neuron's ``tau = dt * tau_steps`` and into the
-     graph's metadata; its default 1e-4 is the step snnTorch's and SpikingJelly's NIR readers assume, so they
-     compute the model's spikes (:mod:`sparsesnn.nir_io` gives the equations and each peer's conventions).
+   * ``nir``: a NIR graph (:mod:`sparsesnn.interop.nir_write`; BatchNorm folded into the convs), which is then read
+     back with ``nir.read``, re-simulated by our loader on the example batch and compared with the model. ``dt``
+     (``--dt``) is the duration of one time step in seconds, written into every neuron's ``tau = dt * tau_steps``
+     and into the graph's metadata; its default 1e-4 is the step snnTorch's and SpikingJelly's NIR readers assume,
+     so they compute the model's spikes (:mod:`sparsesnn.interop.nir_write` gives the equations and each peer's
+     conventions).
 
 Why a state dict plus a description and not a pickled module: a pickled ``nn.Module`` can only be loaded with
 ``torch.load(weights_only=False)``, which runs arbitrary code from the file, breaks when classes move, and has no
@@ -47,8 +48,12 @@ from torch import nn
 from sparsesnn.core.errors import CheckpointError, SparseSNNError
 from sparsesnn.core.files import atomic_write_bytes
 from sparsesnn.data import DatasetInfo
+from sparsesnn.interop.nir_read import load_nir, max_output_difference
+from sparsesnn.interop.nir_write import DEFAULT_DT, check_dt, write_nir
 from sparsesnn.sparse.shrink import CompactionReport, compact
 from sparsesnn.train.config import Config, validate_config
+from sparsesnn.train.factory import build_model_from_config
+from sparsesnn.train.run_reader import read_run
 
 #: the formats of :func:`export_run`; the ``deploy`` format is :func:`sparsesnn.deploy.export_run_deployed`
 FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
@@ -106,35 +111,15 @@ class ExportResult:
 def prepare_export(
     run_dir: str | Path, *, samples: int = 32, checkpoint: str = "last", device: str | None = None
 ) -> ExportBundle:
-    """Resume ``run_dir`` from ``checkpoint`` ("last" or "selected") on ``device`` (default: the run's own, or the
-    CPU where this machine lacks it), finalize its learner, compact the model on ``samples`` test samples; model on
-    CPU, eval."""
-    from sparsesnn.train.batching import derive_seed, epoch_order, iterate_batches, to_time_major
-    from sparsesnn.train.trainer import Trainer, inference_device
-
-    trainer = Trainer.resume(run_dir, quiet=True, checkpoint=checkpoint, device=inference_device(run_dir, device))
-    cfg = trainer.config
-    model = trainer.learner.finalize()
+    """Read ``run_dir`` at ``checkpoint`` ("last" or "selected") on ``device`` (default: the run's own, or the CPU
+    where this machine lacks it) with :func:`~sparsesnn.train.run_reader.read_run`, finalize its learner, compact the
+    model on ``samples`` test samples; model on CPU, eval."""
+    run = read_run(run_dir, checkpoint=checkpoint, device=device)
+    model = run.learner.finalize()
     model.eval()
-    test = trainer.data.test
-    n = min(int(samples), len(test))  # type: ignore[arg-type]
-    if n < 1:
-        raise CheckpointError(f"{run_dir}: the test split is empty; no example input to check the compaction on")
-    order = epoch_order(n, cfg.run.seed, 0, shuffle=False)
-    _, _, x, _ = next(iterate_batches(test, order, n, 0, 0, lambda b: derive_seed(cfg.run.seed, b, 3)))
-    torch.manual_seed(derive_seed(cfg.run.seed, 0, 4))  # the Poisson encoder draws from the global generator
-    with torch.no_grad():
-        example = to_time_major(x.to(trainer.device), trainer.info, trainer.encoder).detach().cpu().contiguous()
+    example = run.example(samples)
     small, report = compact(model.cpu(), example)
-
-    def test_batches(size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        everything = epoch_order(len(test), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
-        torch.manual_seed(derive_seed(cfg.run.seed, 0, 5))
-        for _, _, xb, yb in iterate_batches(test, everything, size, 0, 0, lambda b: derive_seed(cfg.run.seed, b, 6)):
-            with torch.no_grad():
-                yield to_time_major(xb.to(trainer.device), trainer.info, trainer.encoder).detach().cpu(), yb.cpu()
-
-    return ExportBundle(small.eval(), cfg, trainer.info, report, example, test_batches, model.eval())
+    return ExportBundle(small.eval(), run.config, run.info, report, example, run.test_batches, model.eval())
 
 
 def load_compact_model(run_dir: str | Path) -> tuple[nn.Module, DatasetInfo, CompactionReport]:
@@ -205,8 +190,6 @@ def _resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def rebuild_model(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> nn.Module:
     """Build the architecture ``meta`` describes, narrow it to the tensors' shapes, load ``state`` (eval mode)."""
-    from sparsesnn.train.factory import build_model_from_config
-
     if meta.get("format") != EXPORT_FORMAT or meta.get("version") != EXPORT_VERSION:
         raise CheckpointError(
             f"not a sparsesnn model export of version {EXPORT_VERSION} (format {meta.get('format')!r}, "
@@ -290,12 +273,10 @@ def load_export(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def export_nir(model: nn.Module, path: str | Path, example: torch.Tensor, *, dt: float | None = None) -> float:
-    """Write ``model`` as NIR with time step ``dt`` seconds (default :data:`sparsesnn.nir_io.DEFAULT_DT`), read the
-    file back with ``nir.read``, re-simulate it with our loader (which reads ``dt`` from the file) on ``example``
-    (time-major) and return the largest output difference to ``model``."""
-    from sparsesnn.interop.nir_read import load_nir, max_output_difference
-    from sparsesnn.interop.nir_write import DEFAULT_DT, write_nir
-
+    """Write ``model`` as NIR with time step ``dt`` seconds (default
+    :data:`~sparsesnn.interop.nir_write.DEFAULT_DT`), read the file back with ``nir.read``, re-simulate it with our
+    loader (which reads ``dt`` from the file) on ``example`` (time-major) and return the largest output difference
+    to ``model``."""
     write_nir(model, path, tuple(example.shape[2:]), dt=DEFAULT_DT if dt is None else dt)
     simulator = load_nir(path, backend="eager")
     return max_output_difference(model, simulator, example)
@@ -319,13 +300,11 @@ def export_run(
 ) -> ExportResult:
     """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected", rebuilt on
     ``device``: see :func:`prepare_export`) as ``fmt`` to ``out`` (default :func:`default_path`). ``dt``: the NIR
-    time step in seconds (``nir`` only; default :data:`sparsesnn.nir_io.DEFAULT_DT`, what snnTorch and SpikingJelly
-    read)."""
+    time step in seconds (``nir`` only; default :data:`~sparsesnn.interop.nir_write.DEFAULT_DT`, what snnTorch and
+    SpikingJelly read)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if dt is not None:
-        from sparsesnn.interop.nir_write import check_dt
-
         if fmt != "nir":
             raise ExportOptionError(
                 f"dt = {dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
@@ -343,8 +322,6 @@ def export_run(
     elif fmt == "safetensors":
         export_safetensors(bundle.model, path, bundle.meta())
     else:
-        from sparsesnn.interop.nir_write import DEFAULT_DT
-
         dt = DEFAULT_DT if dt is None else dt
         diff = export_nir(bundle.model, path, bundle.example, dt=dt)
     return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), diff, dt if fmt == "nir" else None)

@@ -3,7 +3,8 @@
 Every random stream of a run is derived from ``(seed, epoch, batch)`` by :func:`derive_seed`: the shuffle order of an
 epoch (:func:`epoch_order`) and each batch's augmentation (:class:`BatchSeed`). :func:`iterate_batches` turns an
 order into ``(batch_index, sample_indices, inputs, targets)`` from any batch on, so that a run resumed mid-epoch sees
-the same batches as an uninterrupted one. The engine imports this module; nothing here knows about training.
+the same batches as an uninterrupted one. The named ``*_STREAM`` constants say which stream each seed is; nothing here
+knows about training.
 
 Keeping an accelerator fed: batches can be read ahead of the step that consumes them and placed in pinned (page
 locked) host memory, from which ``tensor.to(device, non_blocking=True)`` copies asynchronously. Who reads ahead:
@@ -41,6 +42,7 @@ __all__ = [
     "derive_seed",
     "epoch_order",
     "iterate_batches",
+    "loader_batches",
     "one_intra_op_thread",
     "read_ahead",
     "resolve_pin_memory",
@@ -49,7 +51,28 @@ __all__ = [
 Batch = tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]  # (batch_index, sample_indices, inputs, targets)
 T = TypeVar("T")
 
-_MIX = 0x9E3779B97F4A7C15
+_MIX = 0x9E3779B97F4A7C15  # SplitMix64's increment (2**64 / golden ratio), not a stream
+
+# The random streams of a run. Each is seeded with ``derive_seed(run.seed, *position, STREAM)``: the last part says
+# which stream it is, so two streams at the same position never share a seed. (An epoch's shuffle order is
+# ``derive_seed(run.seed, epoch)``, :func:`epoch_order`.) Changing a value changes every run's numbers.
+#: torch's global generator while the model's weights are initialised (seeded once, before the data is built)
+MODEL_INIT_STREAM = 0xD0D0
+#: the structure learner's own generator: its initial masks and every random prune or growth decision
+LEARNER_STREAM = 0x5EED
+#: per training batch ``(epoch, batch)``: the batch's augmentation and Poisson encoding (:class:`BatchSeed`)
+TRAIN_BATCH_STREAM = 1
+#: per training batch ``(epoch, batch)``: torch's global generator before the step (dropout)
+TRAIN_GLOBAL_STREAM = 2
+#: per evaluation batch ``(batch,)``: the batch's augmentation (:class:`BatchSeed`)
+EVAL_BATCH_STREAM = 3
+#: per evaluation batch ``(batch,)``: torch's global generator before the forward pass (the Poisson encoder)
+EVAL_GLOBAL_STREAM = 4
+#: the pass over the whole test split that export and deploy evaluation read: torch's global generator, seeded once
+#: at ``(0,)``
+EXPORT_GLOBAL_STREAM = 5
+#: that pass, per batch ``(batch,)``: the batch's augmentation (:class:`BatchSeed`)
+EXPORT_BATCH_STREAM = 6
 
 
 def derive_seed(*parts: int) -> int:
@@ -110,10 +133,10 @@ def one_intra_op_thread() -> Iterator[None]:
 
     A sample's frames (tens of thousands of elements) are just big enough for torch to split each copy or flip over
     its threads, but far too small to gain from it, and collating them copies sample by sample; on a busy machine
-    every such parallel region also waits for threads the scheduler has parked, which made reading a batch of event
-    samples in the main process 10-20x slower than on one thread (bench/loader_speed.py). Loader workers already run
-    on one thread. Results do not depend on the number of threads. Not for a block that runs beside other torch work
-    of the same process (the setting is per process): the read-ahead thread does not use it.
+    every such parallel region also waits for threads the scheduler has parked (bench/loader_speed.py measures it).
+    Loader workers already run on one thread. Results do not depend on the number of threads. Not for a block that
+    runs beside other torch work of the same process (the setting is per process): the read-ahead thread does not
+    use it.
     """
     threads = torch.get_num_threads()
     if threads == 1:
@@ -285,6 +308,33 @@ def iterate_batches(
     )
     for offset, (x, y) in enumerate(loader):
         yield start_batch + offset, chunks[offset], x, torch.as_tensor(y)
+
+
+def loader_batches(
+    dataset: Dataset[Any],
+    order: torch.Tensor,
+    batch_size: int,
+    start_batch: int,
+    batch_seed: Callable[[int], int],
+    *,
+    device: torch.device,
+    num_workers: int = 0,
+    pin_memory: bool | None = None,
+) -> Iterator[Batch]:
+    """:func:`iterate_batches` as a run on ``device`` reads them: ``num_workers`` loader workers (``data.num_workers``),
+    pinned memory for a CUDA device (``pin_memory`` is the ``data.pin_memory`` setting, None for auto:
+    :func:`resolve_pin_memory`), and in-memory batches read ahead off the CPU (:func:`default_prefetch`). The batches
+    are the same whatever the settings."""
+    return iterate_batches(
+        dataset,
+        order,
+        batch_size,
+        start_batch,
+        num_workers,
+        batch_seed,
+        pin_memory=resolve_pin_memory(pin_memory, device),
+        prefetch=default_prefetch(device),
+    )
 
 
 def to_time_major(x: torch.Tensor, info: DatasetInfo, encoder: nn.Module) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Turn a validated :class:`~sparsesnn.config.Config` into live objects: data, model, optimiser, LR schedule, loss."""
+"""Turn a validated :class:`~sparsesnn.train.config.Config` into live objects: data, model, optimiser, LR schedule,
+structure learner, distiller (the loss is :func:`~sparsesnn.train.losses.build_loss`)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from torch.utils.data import Dataset, Subset
 
 from sparsesnn.core.errors import ConfigError
 from sparsesnn.core.settings import validate_settings
-from sparsesnn.data import DatasetInfo, build_dataset
+from sparsesnn.data import DATASETS, ArrayDataset, DatasetInfo, build_dataset
 from sparsesnn.models import MODELS, NeuronSpec
 from sparsesnn.neuron.layers import make_encoder
 from sparsesnn.sparse import METHODS, DenseLearner, StructureLearner
 from sparsesnn.sparse.settings import params_problems
 from sparsesnn.train.batching import to_time_major
-from sparsesnn.train.config import Config, NeuronConfig, SparseConfig
+from sparsesnn.train.checkpoint import load_checkpoint
+from sparsesnn.train.config import Config, NeuronConfig, SparseConfig, load_config
 from sparsesnn.train.distill import Distiller, load_factory
 from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE
 
@@ -69,8 +71,6 @@ VALIDATION_SPLIT_SEED = 0x5A11D  # data.validation_seed = None
 
 def build_data(cfg: Config) -> DataBundle:
     d = cfg.data
-    from sparsesnn.data import DATASETS
-
     fields = DATASETS[d.name].Settings.model_fields
     kw: dict[str, Any] = dict(d.params)
     if "normalize" in fields:
@@ -119,8 +119,6 @@ def validation_indices(
 
 def _take(ds: Dataset[Any], indices: range | torch.Tensor) -> Dataset[Any]:
     """The samples ``indices`` of ``ds``; an in-memory dataset stays one (fast batch indexing), others a Subset."""
-    from sparsesnn.data import ArrayDataset
-
     if not isinstance(ds, ArrayDataset):
         return Subset(ds, indices.tolist() if isinstance(indices, torch.Tensor) else indices)
     if isinstance(indices, range):
@@ -245,9 +243,6 @@ def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Dis
 def load_teacher_run(run_dir: Path, info: DatasetInfo) -> tuple[nn.Module, Config]:
     """The trained model of a sparsesnn run directory, with its config (mask buffers are dropped: weights are
     already zero where synapses are absent)."""
-    from sparsesnn.train.checkpoint import load_checkpoint
-    from sparsesnn.train.config import load_config
-
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"distill.teacher_run = {str(run_dir)!r}: not a run directory (no config.toml)")
     teacher_cfg = load_config(run_dir / CONFIG_FILE)

@@ -1,11 +1,10 @@
 """Process-level tuning for CPU training: the glibc allocator.
 
 With glibc's default settings every large tensor (above ``M_MMAP_THRESHOLD``, 128 KiB to 32 MiB) is a fresh
-``mmap``: each training step page-faults its activations in again and returns them on free. On the 2-core
-2-core CPU machine of BENCHMARKS.md this cost ~0.5-0.9 M minor faults per step of the MNIST convnet and made steps
-1.4-2x slower. :func:`tune_allocator` keeps freed memory in the heap instead (``M_MMAP_MAX = 0``, a large
-``M_TRIM_THRESHOLD``), the same effect as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment or
-an ``LD_PRELOAD`` of tcmalloc. The price: the resident size stays at the peak of the run.
+``mmap``: each training step page-faults its activations in again and returns them to the system on free.
+:func:`tune_allocator` keeps freed memory in the heap instead (``M_MMAP_MAX = 0``, a large ``M_TRIM_THRESHOLD``), the
+same effect as ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` in the environment or an ``LD_PRELOAD`` of tcmalloc.
+The price: the resident size stays at the peak of the run.
 
 It changes the whole process, so the library never calls it on import: the ``sparsesnn`` command line and the
 benchmarks do (``SPARSESNN_TUNE_MALLOC=0`` turns it off); a user's own script may call it once at start-up.

@@ -3,7 +3,7 @@
 ``run.precision``
     ``"fp32"`` (no autocast), ``"bf16"`` or ``"fp16"``: the forward pass and the loss run under
     ``torch.autocast(device, dtype)``; parameters, optimiser moments and gradients stay float32. The neurons run
-    natively in the autocast dtype (:mod:`sparsesnn.lif_kernels`). fp16 adds a ``torch.amp.GradScaler`` (loss scaled
+    natively in the autocast dtype (:mod:`sparsesnn.neuron.kernels`). fp16 adds a ``torch.amp.GradScaler`` (loss scaled
     before backward, gradients unscaled before clipping, the step skipped when they overflow), whose state is part of
     the checkpoint so a resumed run scales exactly as an unbroken one. bf16 has float32's exponent range and needs no
     scaler.
@@ -15,7 +15,7 @@
     PQ index's rounds and LTH's rewinds change no graph and cause no recompilation. ``reduce-overhead`` replays the
     compiled graphs as CUDA graphs. Evaluation runs the uncompiled model (the same parameters).
 
-The step is split where the engine reads the loss: :meth:`backward` queues the (scaled) backward pass, the engine
+The step is split where the trainer reads the loss: :meth:`backward` queues the (scaled) backward pass, the trainer
 then reads the loss once (one host synchronisation per step, while the device works through the backward pass) and
 refuses a non-finite one before anything changes, and :meth:`apply` unscales, clips and steps.
 """
@@ -51,6 +51,14 @@ def check_precision_supported(precision: str, device: torch.device) -> None:
         raise ValueError(f"run.precision = 'bf16': {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
     if not torch.amp.is_autocast_available(device.type):
         raise ValueError(f"run.precision = {precision!r}: torch cannot autocast on {device.type!r}")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast region of ``run.precision`` on ``device`` for a forward pass and its loss (a no-op for fp32)."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class TrainStep:
@@ -98,9 +106,7 @@ class TrainStep:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast region of the forward pass and the loss (a no-op for fp32)."""
-        if self.dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.precision)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The (compiled) model's output; call inside :meth:`autocast`."""

@@ -1,76 +1,66 @@
-"""Training and evaluation with exact resume.
+"""The training loop with exact resume: epochs, evaluation, model selection, checkpoints and stop signals.
 
 A run directory holds ``config.toml`` (the resolved config), ``metrics.jsonl`` (one JSON line per epoch),
-``summary.json`` and ``checkpoint.pt`` (written atomically at the end of every epoch, on Ctrl-C, and optionally
-every N steps).
+``summary.json`` and ``checkpoint.pt`` (written atomically at the end of every epoch, on a stop signal, and optionally
+every N steps); with a validation split also ``selected.pt``, the state of the epoch model selection chose.
 
-Determinism and exact resume: every source of randomness is derived from ``(seed, epoch, batch)``: the shuffling
-order of an epoch comes from a generator seeded with ``(seed, epoch)``, and before each training step the global
-torch RNG (dropout) and a per-batch generator (augmentation, Poisson encoding) are seeded from ``(seed, epoch,
-batch)``. A checkpoint therefore needs no RNG state: resuming at (epoch, batch) replays exactly the same stream,
-and the resumed run writes the same ``metrics.jsonl`` as an uninterrupted one (timing fields aside).
+:class:`Trainer` builds its parts with :func:`~sparsesnn.train.components.build_components`, runs each batch through
+:class:`~sparsesnn.train.batch_step.BatchStep`, evaluates with :func:`~sparsesnn.train.evaluation.evaluate_model`
+and reads a run back with the pieces of :mod:`~sparsesnn.train.run_reader`; what stays here is the loop around them.
+
+Determinism and exact resume: every source of randomness is derived from ``(seed, epoch, batch)`` (the named streams
+of :mod:`~sparsesnn.train.batching`): the shuffling order of an epoch comes from a generator seeded with ``(seed,
+epoch)``, and before each training step the global torch RNG (dropout) and a per-batch generator (augmentation,
+Poisson encoding) are seeded from ``(seed, epoch, batch)``. A checkpoint therefore needs no RNG state: resuming at
+(epoch, batch) replays exactly the same stream, and the resumed run writes the same ``metrics.jsonl`` as an
+uninterrupted one (timing fields aside).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from sparsesnn.core.collectives import all_reduce_sum, barrier, check_identical
-from sparsesnn.core.errors import CheckpointError, ConfigError, TrainingDivergedError
+from sparsesnn.core.collectives import barrier, check_identical
+from sparsesnn.core.errors import CheckpointError
 from sparsesnn.core.files import atomic_write_text
-from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count, correct_tensor
-from sparsesnn.neuron.layers import make_encoder
-from sparsesnn.sparse import StructureLearner
-
-# the batching helpers live in sparsesnn.batching; imported here too so that `from sparsesnn.engine import ...` works
+from sparsesnn.train.batch_step import BatchStep
 from sparsesnn.train.batching import (
+    TRAIN_BATCH_STREAM,
     Batch,
     BatchSeed,
-    default_prefetch,
-    derive_seed,
     epoch_order,
-    iterate_batches,
-    resolve_pin_memory,
-    to_time_major,
+    loader_batches,
 )
-from sparsesnn.train.batching import SeededBatches as SeededBatches
+from sparsesnn.train.batching import iterate_batches as iterate_batches
+from sparsesnn.train.batching import to_time_major as to_time_major
 from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint
-from sparsesnn.train.config import Config, SelectAmong, config_differences, load_config, validate_config
+from sparsesnn.train.components import apply_process_settings, build_components
+from sparsesnn.train.config import Config, SelectAmong
 from sparsesnn.train.distributed import init_from_env
-from sparsesnn.train.factory import (
-    build_data,
-    build_distiller,
-    build_learner,
-    build_model_from_config,
-    build_optimizer,
-    build_scheduler,
-    device_available,
-    resolve_device,
-)
-from sparsesnn.train.losses import LossFn, build_loss
-from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, SELECTED_FILE, SUMMARY_FILE, RunDirLock
-from sparsesnn.train.step import TrainStep
+from sparsesnn.train.evaluation import evaluate_model
+from sparsesnn.train.factory import resolve_device
+from sparsesnn.train.losses import LossFn
+from sparsesnn.train.run_reader import CHECKPOINTS as CHECKPOINTS
+from sparsesnn.train.run_reader import RELOCATABLE_KEYS as RELOCATABLE_KEYS
+from sparsesnn.train.run_reader import check_checkpoint_config, checkpoint_path, read_run_config
+from sparsesnn.train.run_reader import inference_device as inference_device
+from sparsesnn.train.rundir import CHECKPOINT_FILE, METRICS_FILE, SELECTED_FILE, SUMMARY_FILE, RunDirLock
+from sparsesnn.train.rundir import CONFIG_FILE as CONFIG_FILE
 from sparsesnn.train.tensorboard import open_tensorboard
 
-CHECKPOINTS = {"last": CHECKPOINT_FILE, "selected": SELECTED_FILE}
-#: config keys a resumed run may change (``Trainer.resume(device=...)``): where it runs, not what it computes
-RELOCATABLE_KEYS = frozenset({"run.device"})
 #: fields of a metrics line that measure wall time and so differ between otherwise identical runs
 TIMING_KEYS = frozenset({"time_s", "samples_per_s", "compile_s"})
 
@@ -121,64 +111,39 @@ class Trainer:
     """
 
     def __init__(self, config: Config, run_dir: str | Path, *, quiet: bool = False) -> None:
+        """Join the process group torchrun set up (if any), apply the config's process-wide settings
+        (:func:`~sparsesnn.train.components.apply_process_settings`) and build every part of the run."""
         self.config = config
         self.run_dir = Path(run_dir)
         self.quiet = quiet
-        cfg = config
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
-        if cfg.run.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        self.dist, self.device = init_from_env(resolve_device(cfg.run.device))
-        if self.device.type == "cuda":  # cuDNN times its algorithms and keeps the fastest unless runs must be exact
-            torch.backends.cudnn.benchmark = not cfg.run.deterministic
-        torch.manual_seed(derive_seed(cfg.run.seed, 0xD0D0))  # model initialisation
-        self.data = build_data(cfg)
-        self.info = self.data.info
-        self.model = build_model_from_config(cfg, self.info).to(self.device)
-        if cfg.run.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.encoder = make_encoder(cfg.data.encoder, cfg.data.time_steps)
-        self.optimizer = build_optimizer(cfg, self.model)
-        n_train = len(self.data.train)  # type: ignore[arg-type]
-        self.steps_per_epoch = math.ceil(n_train / cfg.data.batch_size)
-        if cfg.run.max_steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.run.max_steps_per_epoch)
-        self.total_steps = self.steps_per_epoch * cfg.run.epochs
-        self.learner: StructureLearner = build_learner(
-            cfg.sparse,
-            self.model,
-            self.optimizer,
-            total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch,
-            total_epochs=cfg.run.epochs,
-            seed=derive_seed(cfg.run.seed, 0x5EED),
+        self.dist, self.device = init_from_env(resolve_device(config.run.device))
+        apply_process_settings(config.run, self.device)
+        parts = build_components(config, self.device, self.dist)
+        self.data = parts.data
+        self.info = parts.info
+        self.model = parts.model
+        self.encoder = parts.encoder
+        self.optimizer = parts.optimizer
+        self.steps_per_epoch = parts.steps_per_epoch
+        self.total_steps = parts.total_steps
+        self.learner = parts.learner
+        self.scheduler = parts.scheduler
+        self.distiller = parts.distiller
+        self.train_model = parts.train_model
+        self.step = parts.step
+        self.batch_step = BatchStep(
+            self.step,
+            self.info,
+            self.encoder,
+            parts.loss_fn,
+            self.distiller,
+            self.dist,
+            self.device,
+            config.run.seed,
+            last_checkpoint=lambda: (
+                f"The last good checkpoint is kept at {self.run_dir / CHECKPOINT_FILE} ({self._saved_at})."
+            ),
         )
-        cycle = self.learner.cycle_epochs or None  # LTH restarts the LR schedule every round
-        self.scheduler = build_scheduler(cfg, self.optimizer, self.steps_per_epoch, cycle)
-        self.loss_fn: LossFn = build_loss(
-            cfg.loss.name, cfg.loss.label_smoothing, tet_lambda=cfg.loss.tet_lambda, tet_target=cfg.loss.tet_target
-        )
-        self.distiller = build_distiller(cfg, self.info, self.device)
-        # the model the training step runs: DDP's wrapper averages gradients over ranks (the masks' gradient hooks
-        # run before its all-reduce, so absent synapses stay at zero gradient everywhere)
-        self.train_model: nn.Module = self.model
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        try:
-            self.step = TrainStep(
-                self.train_model,
-                self.optimizer,
-                device=self.device,
-                precision=cfg.run.precision,
-                compile=cfg.run.compile,
-                compile_mode=cfg.run.compile_mode,
-                grad_clip=cfg.optim.grad_clip,
-                clip_parameters=self.model.parameters(),
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         self.topology_checks = 0
         self.state = TrainState()
         self._interrupt = threading.Event()
@@ -187,6 +152,15 @@ class Trainer:
         self.restored_from = CHECKPOINT_FILE
         self._compile_reported = False  # compile_s written to an epoch record
         self._compile_logged = False
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """The training loss (also the evaluation's); setting it changes what the next step trains on."""
+        return self.batch_step.loss_fn
+
+    @loss_fn.setter
+    def loss_fn(self, fn: LossFn) -> None:
+        self.batch_step.loss_fn = fn
 
     # -- construction from a run directory --------------------------------------------------------------------------
     @classmethod
@@ -199,23 +173,14 @@ class Trainer:
         epoch of best validation accuracy) is for evaluation and export only: :meth:`fit` refuses it.
 
         ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``) replaces the run's ``run.device``: a run written
-        on CUDA continues, evaluates or exports on the CPU and the other way round. The checkpoint is read to the CPU
-        and every state is restored where it lives (:mod:`sparsesnn.checkpoint`); a resumed run that goes on training
-        records the new device in its ``config.toml``.
+        on CUDA continues on the CPU and the other way round. The checkpoint is read to the CPU and every state is
+        restored where it lives (:mod:`sparsesnn.train.checkpoint`); a resumed run that goes on training records the
+        new device in its ``config.toml``. To evaluate or export a run without training it, read it with
+        :func:`~sparsesnn.train.run_reader.read_run`.
         """
         rd = Path(run_dir)
-        if checkpoint not in CHECKPOINTS:
-            raise ValueError(f"checkpoint must be one of {sorted(CHECKPOINTS)}, got {checkpoint!r}")
-        if not (rd / CONFIG_FILE).is_file():
-            raise CheckpointError(f"{rd} is not a run directory: {CONFIG_FILE} is missing")
-        overrides = [f'run.device="{device}"'] if device is not None else []
-        config = load_config(rd / CONFIG_FILE, overrides)
-        path = rd / CHECKPOINTS[checkpoint]
-        if checkpoint == "selected" and not path.is_file():
-            raise CheckpointError(
-                f"{rd} has no {SELECTED_FILE}: a run selects a checkpoint only when it holds out a validation split "
-                "(data.validation_samples > 0) and has finished an epoch"
-            )
+        config = read_run_config(rd, device)
+        path = checkpoint_path(rd, checkpoint)
         state = load_checkpoint(path)
         trainer = cls(config, rd, quiet=quiet)
         trainer.load_state(state)
@@ -240,20 +205,8 @@ class Trainer:
         }
 
     def _check_checkpoint_config(self, stored: Any) -> None:
-        """The checkpoint's config must resolve to this trainer's. It is read through today's schema, so a key added
-        since the checkpoint was written counts at its default (its absence is not a difference)."""
-        where = f"checkpoint in {self.run_dir}"
-        if not isinstance(stored, dict):
-            raise CheckpointError(f"{where} holds no config to check against {CONFIG_FILE}")
-        try:
-            then = validate_config(stored)
-        except ConfigError as exc:
-            raise CheckpointError(f"{where} holds a config this version cannot read: {exc}") from None
-        diffs = config_differences(then, self.config, ignore=RELOCATABLE_KEYS)
-        if diffs:
-            raise CheckpointError(
-                f"{where} was written with a different config than {CONFIG_FILE} ({'; '.join(diffs)})"
-            )
+        """The checkpoint's config must resolve to this trainer's (:func:`~.run_reader.check_checkpoint_config`)."""
+        check_checkpoint_config(stored, self.config, f"checkpoint in {self.run_dir}")
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self._check_checkpoint_config(ckpt.get("config"))
@@ -358,15 +311,15 @@ class Trainer:
         device is CUDA (``data.pin_memory``), and read-ahead of in-memory batches off the CPU. The batches are the
         same whatever the settings."""
         d = self.config.data
-        return iterate_batches(
+        return loader_batches(
             dataset,
             order,
             batch_size,
             start_batch,
-            d.num_workers,
             batch_seed,
-            pin_memory=resolve_pin_memory(d.pin_memory, self.device),
-            prefetch=default_prefetch(self.device),
+            device=self.device,
+            num_workers=d.num_workers,
+            pin_memory=d.pin_memory,
         )
 
     def _warn_untrained_end(self) -> None:
@@ -390,7 +343,11 @@ class Trainer:
         prog = self.state.progress
         t0 = time.perf_counter()
         batches = self._batches(
-            self.data.train, order, cfg.data.batch_size, self.state.batch, BatchSeed((cfg.run.seed, epoch), (1,))
+            self.data.train,
+            order,
+            cfg.data.batch_size,
+            self.state.batch,
+            BatchSeed((cfg.run.seed, epoch), (TRAIN_BATCH_STREAM,)),
         )
         bar = tqdm(
             batches,
@@ -404,41 +361,10 @@ class Trainer:
         if self.distiller is not None:
             self.distiller.start_epoch(inputs_are_deterministic=not cfg.data.augment and cfg.data.encoder == "direct")
         for b, idx, x, y in bar:
-            torch.manual_seed(derive_seed(cfg.run.seed, epoch, b, 2))
-            if self.dist.enabled:  # this rank's share of the global batch
-                idx, x, y = (t.tensor_split(self.dist.world_size)[self.dist.rank] for t in (idx, x, y))
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            with self.step.autocast():
-                model_in = to_time_major(x, self.info, self.encoder)
-                out = self.step.forward(model_in)
-                if self.distiller is not None:
-                    loss = self.distiller.loss(out, y, x, model_in, idx)
-                else:
-                    loss = self.loss_fn(out, y)
-            n = int(y.shape[0])
-            self.step.backward(loss)
-            # the step's one host synchronisation, while the device runs the backward pass: loss and accuracy, read
-            # before the optimiser changes anything
-            loss_value, correct_value = torch.stack([loss.detach().float(), correct_tensor(out.detach(), y)]).tolist()
-            # one small all-reduce per step (several processes only): global loss, accuracy, NaN and Ctrl-C flags
-            loss_sum, correct, seen, bad, stop = all_reduce_sum(
-                [
-                    loss_value * n,
-                    correct_value,
-                    float(n),
-                    float(not math.isfinite(loss_value)),
-                    float(self._interrupt.is_set()),
-                ]
+            done = self.batch_step(
+                epoch, b, idx, x, y, global_step=self.state.global_step, stop_requested=self._interrupt.is_set()
             )
-            if bad:
-                raise TrainingDivergedError(
-                    f"loss became {loss_value if not math.isfinite(loss_value) else 'nan on another rank'} at "
-                    f"epoch {epoch + 1}, batch {b + 1} (step {self.state.global_step + 1}); stopped. The last good "
-                    f"checkpoint is kept at {self.run_dir / CHECKPOINT_FILE} ({self._saved_at}). Try a lower "
-                    "optim.lr or optim.grad_clip."
-                )
-            self.step.apply()
+            stop = done.stop
             if self.step.first_step_s is not None and not self._compile_logged:
                 self._compile_logged = True
                 if not self.quiet and self.dist.is_main:
@@ -448,9 +374,9 @@ class Trainer:
             self.scheduler.step()
             if self.learner.step():
                 self._check_topology()
-            prog.loss_sum += loss_sum
-            prog.correct += int(correct)
-            prog.seen += int(seen)
+            prog.loss_sum += done.loss_sum
+            prog.correct += done.correct
+            prog.seen += done.seen
             prog.steps += 1
             self.state.batch = b + 1
             self.state.global_step += 1
@@ -459,7 +385,7 @@ class Trainer:
             if every and self.state.global_step % every == 0 and self.state.batch < self.steps_per_epoch:
                 self.save()
             if not self.dist.enabled:  # one process: react to Ctrl-C after this very step
-                stop = float(self._interrupt.is_set())
+                stop = self._interrupt.is_set()
             if stop:
                 self.save()
                 barrier()
@@ -501,7 +427,6 @@ class Trainer:
             self._compile_reported = True
         return record
 
-    @torch.no_grad()
     def evaluate(
         self, dataset: Dataset[Any] | None = None, *, split: str = "test", monitors: bool = True
     ) -> dict[str, Any]:
@@ -510,43 +435,19 @@ class Trainer:
 
         ``sops`` are effective accumulates (spikes x live fan-out), ``macs`` the analog first layer's
         multiply-accumulates, ``dense_ops`` every synapse at every step; ``energy_uJ`` = 0.9 pJ x sops + 4.6 pJ x macs.
-        ``monitors=False`` (the engine's validation pass) skips the hooks that count them.
+        ``monitors=False`` (the validation pass) skips the hooks that count them.
         """
-        cfg = self.config
-        ds = dataset if dataset is not None else self.data.test
-        self.model.eval()
-        monitor = FiringRateMonitor(self.model) if monitors else None
-        ops = SynapticOpsMonitor(self.model) if monitors else None
-        loss_sum, correct, seen = 0.0, 0, 0
-        order = epoch_order(len(ds), cfg.run.seed, 0, shuffle=False)  # type: ignore[arg-type]
-        batches = self._batches(ds, order, cfg.data.eval_batch_size, 0, BatchSeed((cfg.run.seed,), (3,)))
-        with ExitStack() as hooks:
-            if monitor is not None and ops is not None:
-                hooks.enter_context(monitor.active())
-                hooks.enter_context(ops.active())
-            for b, _idx, x, y in batches:
-                torch.manual_seed(derive_seed(cfg.run.seed, b, 4))
-                x = x.to(self.device, non_blocking=True)
-                y = y.to(self.device, non_blocking=True)
-                with self.step.autocast():
-                    out = self.model(to_time_major(x, self.info, self.encoder))
-                    loss = self.loss_fn(out, y)
-                n = int(y.shape[0])
-                loss_sum += float(loss) * n
-                correct += correct_count(out, y)
-                seen += n
-        result: dict[str, Any] = {f"{split}_loss": loss_sum / max(seen, 1), f"{split}_acc": correct / max(seen, 1)}
-        if monitor is not None and ops is not None:
-            counted = ops.result(max(seen, 1))
-            result |= {
-                "firing_rate": monitor.mean_rate(),
-                "firing_rates": monitor.rates(),
-                "sops": counted["Effective_ACs"],
-                "macs": counted["Effective_MACs"],
-                "dense_ops": counted["Dense"],
-                "energy_uJ": counted["energy_uJ"],
-            }
-        return result
+        return evaluate_model(
+            self.model,
+            dataset if dataset is not None else self.data.test,
+            config=self.config,
+            info=self.info,
+            encoder=self.encoder,
+            loss_fn=self.loss_fn,
+            device=self.device,
+            split=split,
+            monitors=monitors,
+        )
 
     def summary(self) -> dict[str, Any]:
         hist = self.state.history
@@ -633,7 +534,7 @@ def selection_candidates(history: list[dict[str, Any]], among: SelectAmong = "fi
     ``"final_density"`` keeps a method that prunes while it learns (SD-SNN, GMP, LTH) from being scored at an earlier,
     denser epoch than the structure it ends with; for a method at a fixed density (dense, static, SET, RigL, ESL)
     every epoch qualifies. It is computable as the run goes: when the density changes, the current epoch is the only
-    candidate, so ``selected.pt`` is always the best candidate so far (the engine writes it whenever the current epoch
+    candidate, so ``selected.pt`` is always the best candidate so far (the trainer writes it whenever the current epoch
     is the one selected). Densities are compared exactly: they are ratios of the same integer counts."""
     records = [r for r in history if "val_acc" in r]
     if among == "all_epochs" or not records:
@@ -653,21 +554,6 @@ def selected_record(history: list[dict[str, Any]], among: SelectAmong = "final_d
     if not candidates:
         return None
     return max(reversed(candidates), key=lambda r: r["val_acc"])
-
-
-def inference_device(run_dir: str | Path, device: str | None = None) -> str | None:
-    """The device to evaluate or export ``run_dir`` on: ``device`` if given; else the run's own when this machine has
-    it (None: keep it); else the CPU, with a warning (a run trained on CUDA is evaluated on a machine without one)."""
-    if device is not None or not (Path(run_dir) / CONFIG_FILE).is_file():
-        return device  # Trainer.resume names what is missing
-    recorded = load_config(Path(run_dir) / CONFIG_FILE).run.device
-    if device_available(recorded):
-        return None
-    warnings.warn(
-        f"{run_dir} ran on run.device = {recorded!r}, which this machine lacks: using the CPU (--device picks one)",
-        stacklevel=2,
-    )
-    return "cpu"
 
 
 def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:
