@@ -1,8 +1,8 @@
 """sparsesnn: brain-inspired sparse structure learning for spiking neural networks.
 
-Time-major SNN building blocks (:mod:`sparsesnn.neurons`, :mod:`sparsesnn.layers`), the papers' models
+Time-major SNN building blocks (:mod:`sparsesnn.neuron`, :mod:`sparsesnn.neuron.layers`), the papers' models
 (:mod:`sparsesnn.models`), datasets read from their original files (:mod:`sparsesnn.data`), the structure learners
-(:mod:`sparsesnn.sparse`) and a training engine with exact resume (:mod:`sparsesnn.engine`).
+(:mod:`sparsesnn.sparse`) and a training engine with exact resume (:mod:`sparsesnn.train.trainer`).
 """
 
 from sparsesnn.neuron.functional import lif_multistep

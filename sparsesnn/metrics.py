@@ -56,7 +56,7 @@ class FiringRateMonitor:
     """Accumulates the mean firing rate of every spiking module while active (forward hooks, no grad kept).
 
     ``rates()`` maps module names to the mean of their output spikes over time, batch and neurons. A module counts
-    as spiking by :func:`sparsesnn.neurons.is_spiking`: ours, a peer library's, or a user's own declared with
+    as spiking by :func:`sparsesnn.neuron.is_spiking`: ours, a peer library's, or a user's own declared with
     :func:`sparsesnn.spiking_neuron` / :func:`sparsesnn.mark_spiking`. A model with none of them warns (once per
     monitor) instead of reporting empty rates as if nothing fired. A model with some warns (once per monitor) when
     other modules look like neurons but are not declared (:func:`looks_like_neuron`: a class name with ``neuron``,

@@ -2,9 +2,9 @@
 
 :func:`deploy` takes a finished model (masks baked in, e.g. by ``learner.finalize()``, dead units removed by
 :func:`~sparsesnn.sparse.shrink.compact`) and an example input. It records the input every Conv2d and Linear sees on
-the example, times the layer as it is and as its event-driven form (:mod:`sparsesnn.event_layers`) on that input, on
-this machine, and keeps whichever is faster. The report says, per layer, the input's nonzero fraction, the weight
-density, both times and the choice. ``force=True`` makes every eligible layer event-driven (for tests and maps).
+the example, times the layer as it is and as its event-driven form (:mod:`sparsesnn.deploy.event_layers`) on that
+input, on this machine, and keeps whichever is faster. The report says, per layer, the input's nonzero fraction, the
+weight density, both times and the choice. ``force=True`` makes every eligible layer event-driven (for tests and maps).
 The outputs equal the model's up to the order of float summation; a spike exactly at threshold can therefore flip,
 which the tests bound on real data. Every rewrite is checked on the example (:func:`deploy`, "the equality guard"):
 a rewrite that changes the outputs beyond that is a :class:`DeployMismatchError` naming the pass, never a silent
@@ -51,7 +51,7 @@ class DeployReport:
     layer choices are kept only when the whole model got faster, unless forced)."""
 
     layers: dict[str, LayerChoice] = field(default_factory=dict)
-    #: what the rewriting passes did (:mod:`sparsesnn.deploy_passes`): norms folded, neurons replaced, layer groups
+    #: what the rewriting passes did (:mod:`sparsesnn.deploy.passes`): norms folded, neurons replaced, layer groups
     #: run on one time step
     folded_norms: list[str] = field(default_factory=list)
     inference_neurons: list[str] = field(default_factory=list)
@@ -173,7 +173,7 @@ def deploy(
 ) -> tuple[nn.Module, DeployReport]:
     """A copy of ``model`` (eval mode, CPU, float32) for inference, faster where this machine measures it faster.
 
-    1. With ``rewrite``, the passes of :mod:`sparsesnn.deploy_passes` run on the copy: BatchNorm folded into the
+    1. With ``rewrite``, the passes of :mod:`sparsesnn.deploy.passes` run on the copy: BatchNorm folded into the
        layer before it, LIF / PLIF and max pools replaced by their inference loops, layer groups whose input is
        equal over time run on one step.
     2. Each eligible Conv2d / Linear is replaced by its event-driven form where that measured faster, on the input it

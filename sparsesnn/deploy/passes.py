@@ -6,12 +6,12 @@
   computed in float64) where the example proves that it normalises that layer's output channels and nothing else
   reads that layer (its docstring gives the rule); every other norm is left, with the reason. One pass over the
   activations fewer, and an event-driven layer then carries the normalisation in its synapses.
-- :func:`replace_neurons`: our LIF / PLIF become :class:`~sparsesnn.inference_lif.InferenceLIF` (one compiled loop,
+- :func:`replace_neurons`: our LIF / PLIF become :class:`~sparsesnn.deploy.lif.InferenceLIF` (one compiled loop,
   no autograd dispatch).
-- :func:`replace_pools`: a plain ``nn.MaxPool2d`` becomes :class:`~sparsesnn.inference_pool.InferenceMaxPool2d`
+- :func:`replace_pools`: a plain ``nn.MaxPool2d`` becomes :class:`~sparsesnn.deploy.pool.InferenceMaxPool2d`
   (exact).
-- :func:`wrap_step_invariant`: a :class:`~sparsesnn.layers.SeqFolded` of stateless layers whose input was the same at
-  every time step on the example (direct encoding repeats the static image ``T`` times) is wrapped in
+- :func:`wrap_step_invariant`: a :class:`~sparsesnn.neuron.layers.SeqFolded` of stateless layers whose input was the
+  same at every time step on the example (direct encoding repeats the static image ``T`` times) is wrapped in
   :class:`StepInvariant`, which checks that at each call and then computes one step instead of ``T``.
 """
 

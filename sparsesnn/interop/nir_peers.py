@@ -3,9 +3,9 @@ with the model's.
 
 This is how another tool's user would read a file written by ``sparsesnn export --format nir``; the tests and
 ``bench/nir_interop.py`` use it to measure the agreement. The conventions each importer applies (``dt``, reset,
-input scaling, spike condition) and the mapping from our neurons are in :mod:`sparsesnn.nir_io`. Both importers
-need ``nir`` and ``nirtorch`` (``nirtorch>=2.6,<2.7``: the dev extra); snnTorch 1.0.0 and SpikingJelly 2.0 are the
-versions checked.
+input scaling, spike condition) and the mapping from our neurons are in :mod:`sparsesnn.interop.nir_write`. Both
+importers need ``nir`` and ``nirtorch`` (``nirtorch>=2.6,<2.7``: the dev extra); snnTorch 1.0.0 and SpikingJelly 2.0
+are the versions checked.
 
 * **snnTorch**: ``snntorch.import_nir.import_from_nir(graph)`` returns a ``torch.fx.GraphModule`` whose neurons are
   ``snn.Leaky(init_hidden=True)``: they keep their membrane inside the module, so the network is called once per

@@ -7,9 +7,9 @@ stores it as HDF5 and ``nir.read`` reads it back. The ``nir`` package is an opti
 
 Export (:func:`model_to_nir`, :func:`write_nir`)
 ------------------------------------------------
-The model's ``forward`` is traced with ``torch.fx``, treating :class:`~sparsesnn.layers.SeqFolded`,
-:class:`~sparsesnn.layers.TimeFolded` and spiking neurons as leaves, so the graph is read from the code, not guessed
-from the module order. Every traced operation maps to NIR nodes as follows; anything else raises
+The model's ``forward`` is traced with ``torch.fx``, treating :class:`~sparsesnn.neuron.layers.SeqFolded`,
+:class:`~sparsesnn.neuron.layers.TimeFolded` and spiking neurons as leaves, so the graph is read from the code, not
+guessed from the module order. Every traced operation maps to NIR nodes as follows; anything else raises
 :class:`NIRUnsupportedError` naming the module or operation.
 
 =====================================  ===============================================================================
@@ -37,7 +37,7 @@ ours (time-major ``[T, B, ...]``)      NIR (one time step, one sample)
                                        NIR node
 =====================================  ===============================================================================
 
-Neuron mapping and ``dt``. Our LIF (:mod:`sparsesnn.neurons`) is discrete: with ``k = 1/tau_s``, ``tau_s`` its
+Neuron mapping and ``dt``. Our LIF (:mod:`sparsesnn.neuron`) is discrete: with ``k = 1/tau_s``, ``tau_s`` its
 time constant counted in time steps (``LIF.tau``; PLIF learns ``k = sigmoid(w)``), at step ``n``::
 
     H[n] = V[n-1] + k (X[n] - (V[n-1] - v_reset))        decay_input=True
@@ -100,7 +100,7 @@ Loader (:func:`load_nir`)
 ``nir.read`` (or a ``NIRGraph``) -> :class:`NIRModule`, a time-major module ``[T, B, *input] -> [T, B, *output]``
 built from our layers: ``Affine``/``Linear``/``Conv1d``/``Conv2d``/``AvgPool2d`` as the matching ``torch.nn`` layer
 run once over ``T*B`` (time folded into the batch, as the models do), ``SumPool2d`` as a sum pool, ``Flatten``,
-``Scale``, ``Threshold`` (``x > threshold``), ``Input``/``Output``, and ``LIF`` as our :class:`~sparsesnn.neurons.LIF`
+``Scale``, ``Threshold`` (``x > threshold``), ``Input``/``Output``, and ``LIF`` as our :class:`~sparsesnn.neuron.LIF`
 through the inverse of the mapping above with ``tau_s = tau / dt``: ``r = 1`` -> ``decay_input=True``,
 ``r = tau_s`` -> ``decay_input=False``, any other ``r`` -> ``decay_input=False`` after scaling the input by
 ``r / tau_s``. ``dt`` is the ``dt`` argument, else the graph's ``metadata["dt"]`` (what we write), else

@@ -1,5 +1,5 @@
 """Building blocks shared by the model zoo: conv/linear blocks on time-major input (and the neuron spec, from
-:mod:`sparsesnn.neuron_kinds`)."""
+:mod:`sparsesnn.neuron.kinds`)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ What we decided where it is silent [D] (docs/methods.md; all are config options)
 
 EvoKD ("evolutionary structure construction with reverse knowledge distillation") is the same rewiring while the
 SNN learns from a teacher: one learner (this one) composed with a distillation loss
-(:mod:`sparsesnn.distill`, default divergence reverse KL). The full text of the paper was not available to us; the
+(:mod:`sparsesnn.train.distill`, default divergence reverse KL). The full text of the paper was not available to us; the
 composition is our reconstruction (docs/methods.md, EvoKD).
 """
 
