@@ -154,7 +154,9 @@ if AVAILABLE:
             tl.store(gx_ptr + idx, gx.to(gx_ptr.dtype.element_ty), mask=keep)
             if NEED_K_GRAD:
                 has_prev = t > 0
-                up = tl.load(u_ptr + idx - n_neurons, mask=keep & has_prev, other=-1.0).to(tl.float32)
+                # a mask from the index (idx >= n_neurons iff t > 0 on the kept lanes), not keep & has_prev: the
+                # interpreter refuses a mask combined with a scalar boolean
+                up = tl.load(u_ptr + idx - n_neurons, mask=keep & (idx >= n_neurons), other=-1.0).to(tl.float32)
                 sp = (up >= 0.0).to(tl.float32)
                 hp = up + v_threshold
                 if HARD_RESET:
