@@ -8,7 +8,7 @@ nothing is shared with the worker's process), and the script prints one line per
 
 Every combination of dtype (float32, bfloat16, float16) x decay_input x hard / soft reset x detach_reset x constant /
 learnable ``1/tau`` is checked, the surrogate rotating through the five the kernels know: the forward kernel's spikes
-equal the loop's and its ``U`` is within the dtype's rounding; the backward kernel's ``dL/dX`` is within the dtype's
+equal the loop's and its charge is within the dtype's rounding; the backward kernel's ``dL/dX`` is within the dtype's
 rounding and its ``dL/d(1/tau)`` (a float32 sum over neurons, in another order) within float32 rounding of the sum.
 The neuron count spans two programs of the kernels' block, the second one partly masked.
 """
@@ -42,7 +42,7 @@ def _check_all() -> list[str]:
 
     from sparsesnn.neuron.kernels import triton_kernels
     from sparsesnn.neuron.kernels.loops import lif_backward_loop, lif_forward_loop
-    from sparsesnn.neuron.kernels.op import SURROGATE_CODES, surrogate_from_code
+    from sparsesnn.neuron.kernels.params import SURROGATE_CODES, LIFParameters, surrogate_from_code
 
     assert triton_kernels.AVAILABLE, "triton did not import"
     assert isinstance(triton_kernels._lif_forward_kernel, InterpretedFunction), "TRITON_INTERPRET was not honoured"
@@ -55,28 +55,34 @@ def _check_all() -> list[str]:
         gen = torch.Generator().manual_seed(len(failures) + 7)
         x = (torch.randn(STEPS, NEURONS, generator=gen) * 1.5 + 0.3).to(dtype)
         grad = torch.randn(STEPS, NEURONS, generator=gen).to(dtype)
-        inv_tau = 0.4
-        k = torch.tensor(inv_tau) if learn_tau else None
-        v_threshold, v_reset = 0.8, (-0.2 if hard_reset else 0.0)
-        surrogate = surrogate_from_code(code, params[code])
+        # a learnable 1/tau is a tensor the kernels read, a constant one a float passed by value
+        inv_tau = torch.tensor(0.4) if learn_tau else 0.4
+        lif = LIFParameters(
+            v_threshold=0.8,
+            v_reset=-0.2 if hard_reset else 0.0,
+            hard_reset=hard_reset,
+            decay_input=decay_input,
+            detach_reset=detach_reset,
+            surrogate=surrogate_from_code(code, params[code]),
+        )
 
-        s_ref, u_ref = lif_forward_loop(x, torch.tensor(inv_tau), v_threshold, v_reset, decay_input, hard_reset)
-        s, u = triton_kernels.lif_forward(x, k, inv_tau, v_threshold, v_reset, decay_input, hard_reset)
-        if s.dtype != dtype or u.dtype != dtype:
-            failures.append(f"{case}: forward outputs in {s.dtype} / {u.dtype}")
-        if not torch.equal(s, s_ref):
-            failures.append(f"{case}: {int((s != s_ref).sum())} spikes differ")
-        failures += _close(f"{case}: U", u, u_ref)
+        spikes_ref, charge_ref = lif_forward_loop(x, inv_tau, lif)
+        spikes, charge = triton_kernels.lif_forward(x, inv_tau, lif)
+        if spikes.dtype != dtype or charge.dtype != dtype:
+            failures.append(f"{case}: forward outputs in {spikes.dtype} / {charge.dtype}")
+        if not torch.equal(spikes, spikes_ref):
+            failures.append(f"{case}: {int((spikes != spikes_ref).sum())} spikes differ")
+        failures += _close(f"{case}: charge", charge, charge_ref)
 
-        settings = (v_threshold, v_reset, decay_input, hard_reset, detach_reset)
-        gx_ref, gk_ref = lif_backward_loop(grad, u_ref, torch.tensor(inv_tau), *settings, surrogate, learn_tau)
-        gx, gk = triton_kernels.lif_backward(grad, u_ref, k, inv_tau, *settings, code, params[code], learn_tau)
-        if gx.dtype != dtype:
-            failures.append(f"{case}: dL/dX in {gx.dtype}")
-        failures += _close(f"{case}: dL/dX", gx, gx_ref)
+        grad_x_ref, grad_inv_tau_ref = lif_backward_loop(grad, charge_ref, inv_tau, lif, learn_tau)
+        grad_x, grad_inv_tau = triton_kernels.lif_backward(grad, charge_ref, inv_tau, lif, learn_tau)
+        if grad_x.dtype != dtype:
+            failures.append(f"{case}: dL/dX in {grad_x.dtype}")
+        failures += _close(f"{case}: dL/dX", grad_x, grad_x_ref)
         if learn_tau:
-            assert gk_ref is not None
-            failures += _close(f"{case}: dL/d(1/tau)", gk, gk_ref, rtol=1e-5, atol=1e-5 * float(grad.abs().sum()))
+            assert grad_inv_tau_ref is not None
+            tol = dict(rtol=1e-5, atol=1e-5 * float(grad.abs().sum()))
+            failures += _close(f"{case}: dL/d(1/tau)", grad_inv_tau, grad_inv_tau_ref, **tol)
     return failures
 
 
