@@ -301,22 +301,22 @@ class BeforeLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        from sparsesnn.neuron.kernels.op import compiled_kernels
+        from sparsesnn.neuron.kernels.op import LIFParameters, compiled_kernels
 
         forward, _ = compiled_kernels()
-        spikes, charge = forward(x.detach().reshape(x.shape[0], -1), k, 1.0, 0.0, True, True)
+        spikes, charge = forward(x.detach().reshape(x.shape[0], -1), k, LIFParameters())
         ctx.save_for_backward(charge, k)
         ctx.shape = x.shape
         return spikes.reshape(x.shape)  # type: ignore[no-any-return]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        from sparsesnn.neuron.kernels.op import compiled_kernels, surrogate_from_code
+        from sparsesnn.neuron.kernels.op import LIFParameters, compiled_kernels
 
         charge, k = ctx.saved_tensors
         _, backward = compiled_kernels()
         flat = grad.contiguous().reshape(charge.shape)
-        grad_x, _ = backward(flat, charge, k, 1.0, 0.0, True, True, False, surrogate_from_code(0, 2.0), False)
+        grad_x, _ = backward(flat, charge, k, LIFParameters(), False)
         return grad_x.reshape(ctx.shape), None
 
 

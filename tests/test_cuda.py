@@ -18,7 +18,7 @@ import torch._dynamo.utils
 from sparsesnn.interop.export import export_run
 from sparsesnn.neuron.functional import lif_multistep
 from sparsesnn.neuron.kernels.loops import lif_backward_loop, lif_forward_loop
-from sparsesnn.neuron.kernels.op import surrogate_from_code
+from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle
 from sparsesnn.train.config import load_config_text
 from sparsesnn.train.trainer import Trainer
@@ -150,10 +150,10 @@ def test_kernels_agree_with_the_loops_they_replace():
     x = torch.randn(5, 4000, device="cuda") * 2
     g = torch.randn_like(x)
     k = torch.tensor(0.3, device="cuda")
-    s_loop, u_loop = lif_forward_loop(x, k, 1.0, 0.0, True, True)
+    s_loop, charge_loop = lif_forward_loop(x, k, LIFParameters())
     s_op = lif_multistep(x, 0.3)
     assert (s_op != s_loop).float().mean() < 1e-4
-    gx_loop, _ = lif_backward_loop(g, u_loop, k, 1.0, 0.0, True, True, False, surrogate_from_code(0, 2.0), False)
+    gx_loop, _ = lif_backward_loop(g, charge_loop, k, LIFParameters(), False)
     xr = x.clone().requires_grad_()
     lif_multistep(xr, 0.3).backward(g)
     assert (xr.grad - gx_loop).norm() / gx_loop.norm() < 1e-4

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sparsesnn.neuron.functional import lif_multistep, lif_reference
+from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF, PLIF
 from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Triangle, make_surrogate
 
@@ -25,7 +26,7 @@ def _compare(x, k, backend, **kw):
     gx, gk = torch.autograd.grad(out, (x1, k1), g)
     x2 = x.clone().requires_grad_()
     k2 = k.clone().requires_grad_()
-    ref = lif_reference(x2, k2, **kw)
+    ref = lif_reference(x2, k2, LIFParameters(**kw))  # the keywords of lif_multistep are its fields
     rx, rk = torch.autograd.grad(ref, (x2, k2), g)
     return out, ref, gx, rx, gk, rk
 
@@ -93,7 +94,7 @@ def test_float32_compiled_spikes_equal_eager():
 
 def test_compiled_kernel_follows_v_reset_changes():
     """Two models with different v_reset in one process (a sweep, a benchmark, this suite): the compiled kernel must
-    not reuse the code of one value for the other (it did with Dynamo's symbolic floats: issue 23's NIR benchmark)."""
+    not reuse the code of one value for the other."""
     from sparsesnn.neuron.kernels.loops import lif_forward_loop
     from sparsesnn.neuron.kernels.op import compiled_kernels
 
@@ -101,8 +102,9 @@ def test_compiled_kernel_follows_v_reset_changes():
     k = torch.tensor(0.5)
     for n, v_reset in [(64, 0.0), (32, 0.0), (64, -0.25), (64, 0.0), (32, -0.25)]:
         x = torch.randn(4, n, generator=torch.Generator().manual_seed(n)) * 2
-        got = forward(x, k, 1.0, v_reset, True, True)[0]
-        assert torch.equal(got, lif_forward_loop(x, k, 1.0, v_reset, True, True)[0]), (n, v_reset)
+        params = LIFParameters(v_reset=v_reset)
+        got = forward(x, k, params)[0]
+        assert torch.equal(got, lif_forward_loop(x, k, params)[0]), (n, v_reset)
 
 
 def test_lif_known_sequence():
@@ -191,11 +193,12 @@ def test_operators_pass_opcheck_and_match_the_eager_path():
     gradients as the eager ``autograd.Function`` path that ``lif_multistep`` takes outside a compiler."""
     x = torch.randn(3, 4, 5) * 2
     k = torch.tensor(0.4, requires_grad=True)
-    args = (x.clone().requires_grad_(), k, 0.0, 1.0, 0.0, True, True, False, 0, 2.0, False)
+    flat = LIFParameters().flat()  # v_threshold 1, v_reset 0, hard reset, decay_input, ATan(2)
+    args = (x.clone().requires_grad_(), k, 0.0, False, *flat)
     torch.library.opcheck(torch.ops.sparsesnn.lif_forward.default, args)
     spikes, charge = torch.ops.sparsesnn.lif_forward(*args)
     g = torch.randn_like(spikes)
-    backward_args = (g, charge.detach(), k.detach(), 0.0, 1.0, 0.0, True, True, False, 0, 2.0, True, False)
+    backward_args = (g, charge.detach(), k.detach(), 0.0, False, True, *flat)
     torch.library.opcheck(torch.ops.sparsesnn.lif_backward.default, backward_args)
     gx_op, gk_op = torch.autograd.grad(spikes, (args[0], k), g)
     x2 = x.clone().requires_grad_()
@@ -222,3 +225,23 @@ def test_a_users_own_surrogate_matches_the_reference(backend):
     assert torch.equal(out, ref)
     torch.testing.assert_close(gx, rx, atol=1e-6, rtol=0)
     torch.testing.assert_close(gk, rk, atol=1e-6, rtol=1e-9)
+
+
+def test_lif_parameters_travel_whole_and_flatten_only_for_the_schema():
+    """The module hands its settings to the kernels as one LIFParameters (a soft reset leaks towards 0); the operators'
+    schema takes them flat and gets back the same object."""
+    from sparsesnn.neuron.functional import lif_run
+    from sparsesnn.neuron.kernels.params import FLAT_FIELDS, LIFParameters
+
+    neuron = LIF(tau=3.0, v_threshold=0.7, v_reset=None, decay_input=False, surrogate=Sigmoid(4.0), backend="eager")
+    params = neuron.lif_parameters()
+    assert params == LIFParameters(0.7, 0.0, False, False, False, Sigmoid(4.0))
+    assert LIFParameters.from_flat(*params.flat()) == params and len(params.flat()) == len(FLAT_FIELDS)
+    schema = str(torch.ops.sparsesnn.lif_forward.default._schema)
+    assert all(f" {name}" in schema for name, _ in FLAT_FIELDS)
+    x = torch.randn(5, 3, 4) * 2
+    expected = lif_multistep(x, 1 / 3.0, v_threshold=0.7, v_reset=0.0, hard_reset=False, decay_input=False,
+                             surrogate=Sigmoid(4.0), backend="eager")  # fmt: skip
+    assert torch.equal(neuron(x), expected) and torch.equal(lif_run(x, 1 / 3.0, params, "eager"), expected)
+    with pytest.raises(TypeError, match="library's surrogates"):
+        params._replace(surrogate=_HalfATan()).flat()

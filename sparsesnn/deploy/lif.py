@@ -1,20 +1,21 @@
 """The LIF family's forward pass for inference only: one compiled loop, no autograd, no per-call dispatch.
 
-A trained :class:`~sparsesnn.neurons.LIF` (or :class:`~sparsesnn.neurons.PLIF`, its ``1/tau`` fixed at the trained
-value) runs in inference as (:mod:`sparsesnn.neurons`, after Fang et al. ICCV 2021, eq. 1-4), for ``t = 0 .. T-1``
-with ``V[-1] = v_reset`` and ``k = 1/tau``::
+A trained :class:`~sparsesnn.neuron.lif.LIF` (or :class:`~sparsesnn.neuron.lif.PLIF`, its ``1/tau`` fixed at the
+trained value) runs in inference as (:mod:`sparsesnn.neuron.functional`, after Fang et al. ICCV 2021, eq. 1-4), for
+``t = 0 .. T-1`` with ``V[-1] = v_reset``::
 
-    H[t] = V[t-1] + k * (X[t] - (V[t-1] - v_reset))       (decay_input)   or   V[t-1] - k * (V[t-1] - v_reset) + X[t]
+    H[t] = V[t-1] + inv_tau * (X[t] - (V[t-1] - v_reset))    (decay_input)
+           V[t-1] - inv_tau * (V[t-1] - v_reset) + X[t]          (otherwise)
     S[t] = 1[H[t] - v_threshold >= 0]
-    V[t] = v_reset if S[t] else H[t]                       (hard reset)   or   H[t] - v_threshold * S[t]   (soft)
+    V[t] = v_reset if S[t] else H[t]                         (hard reset)
+           H[t] - v_threshold * S[t]                         (soft reset)
 
-The training path goes through an autograd-aware operator (a ``torch.compile``'d loop on the CPU), which costs
-~0.1-0.3 ms per call at batch 1 whatever the layer's size: at batch 1 that overhead, three times over, was a third of
-the MNIST convnet's inference time. :class:`InferenceLIF` runs the same float32 arithmetic in one numba loop (no
-``fastmath``, so no reassociation or fused multiply-add: the hard reset's ``H * (1 - S) + v_reset * S`` equals the
+The training path goes through an autograd-aware operator (a ``torch.compile``'d loop on the CPU), whose fixed cost
+per call dominates a small layer at batch 1. :class:`InferenceLIF` runs the same float32 arithmetic in one numba loop
+(no ``fastmath``, so no reassociation or fused multiply-add: the hard reset's ``H * (1 - S) + v_reset * S`` equals the
 select above exactly for ``S`` in {0, 1}), and falls back to the plain tensor loop of
-:mod:`sparsesnn.lif_kernels` without numba. Spikes equal the training kernels' up to float rounding of ``H``, i.e.
-except for a membrane within about one float32 ulp of the threshold.
+:mod:`sparsesnn.neuron.kernels.loops` without numba. Spikes equal the training kernels' up to float rounding of
+``H``, i.e. except for a membrane within about one float32 ulp of the threshold.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 
 from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
 from sparsesnn.neuron.kernels.loops import lif_forward_loop
+from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF, PLIF
 
 
@@ -38,7 +40,7 @@ def _numba_lif() -> Any:
 
     @numba.njit(nogil=True, cache=False, boundscheck=False)
     def lif(  # pragma: no cover - compiled
-        x: Any, k: Any, v_threshold: Any, v_reset: Any, decay_input: bool, hard_reset: bool, out: Any
+        x: Any, inv_tau: Any, v_threshold: Any, v_reset: Any, hard_reset: bool, decay_input: bool, out: Any
     ) -> None:
         steps, n = x.shape
         v = np.full(n, v_reset, dtype=np.float32)
@@ -48,9 +50,9 @@ def _numba_lif() -> Any:
             for i in range(n):
                 vi = v[i]
                 if decay_input:
-                    h = vi + k * (xt[i] - (vi - v_reset))
+                    h = vi + inv_tau * (xt[i] - (vi - v_reset))
                 else:
-                    h = vi - k * (vi - v_reset) + xt[i]
+                    h = vi - inv_tau * (vi - v_reset) + xt[i]
                 if h - v_threshold >= 0:
                     st[i] = 1.0
                     v[i] = v_reset if hard_reset else h - v_threshold
@@ -75,12 +77,9 @@ class InferenceLIF(nn.Module):
         if not is_plain_lif(neuron):
             raise TypeError(f"InferenceLIF takes a sparsesnn LIF or PLIF, got {type(neuron).__name__}")
         assert isinstance(neuron, LIF)
-        k = neuron.inv_tau()
-        self.k = float(k.detach()) if isinstance(k, torch.Tensor) else float(k)
-        self.v_threshold = float(neuron.v_threshold)
-        self.hard_reset = neuron.v_reset is not None
-        self.v_reset = 0.0 if neuron.v_reset is None else float(neuron.v_reset)
-        self.decay_input = bool(neuron.decay_input)
+        inv_tau = neuron.inv_tau()
+        self.inv_tau = float(inv_tau.detach()) if isinstance(inv_tau, torch.Tensor) else float(inv_tau)
+        self.params: LIFParameters = neuron.lif_parameters()
         self.backend = resolve_backend(backend)
 
     @torch.no_grad()
@@ -90,20 +89,20 @@ class InferenceLIF(nn.Module):
         flat = x.to(torch.float32).reshape(x.shape[0], -1).contiguous()
         if self.backend == "numba":
             out = np.empty(flat.shape, np.float32)
+            p = self.params
             _numba_lif()(
-                flat.numpy(), np.float32(self.k), np.float32(self.v_threshold), np.float32(self.v_reset),
-                self.decay_input, self.hard_reset, out,
+                flat.numpy(), np.float32(self.inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset),
+                p.hard_reset, p.decay_input, out,
             )  # fmt: skip
             spikes = torch.from_numpy(out)
         else:
-            spikes, _ = lif_forward_loop(
-                flat, self.k, self.v_threshold, self.v_reset, self.decay_input, self.hard_reset
-            )
+            spikes, _ = lif_forward_loop(flat, self.inv_tau, self.params)
         return spikes.view(x.shape)
 
     def extra_repr(self) -> str:
-        reset = f"v_reset={self.v_reset}" if self.hard_reset else "soft reset"
+        p = self.params
+        reset = f"v_reset={p.v_reset}" if p.hard_reset else "soft reset"
         return (
-            f"k={self.k:.6g}, v_threshold={self.v_threshold}, {reset}, decay_input={self.decay_input}, "
+            f"inv_tau={self.inv_tau:.6g}, v_threshold={p.v_threshold}, {reset}, decay_input={p.decay_input}, "
             f"backend={self.backend}"
         )

@@ -5,9 +5,9 @@ carries the LIF family's settings (``tau``, ``v_threshold``, ``v_reset``, ``deca
 ``surrogate``, ``backend``: the ``[neuron]`` section); a kind with settings of its own declares them in a settings
 model (``[neuron.params]``, validated when the config is read) and builds itself with
 ``from_spec(spec, settings)``. Registration also declares the class spiking, so firing-rate metrics, SOP counts and
-compaction see it (:func:`sparsesnn.neurons.is_spiking`).
+compaction see it (:func:`sparsesnn.neuron.spiking.is_spiking`).
 
-``lif`` (:class:`~sparsesnn.neurons.LIF`) and ``plif`` (:class:`~sparsesnn.neurons.PLIF`, learnable tau) are
+``lif`` (:class:`~sparsesnn.neuron.lif.LIF`) and ``plif`` (:class:`~sparsesnn.neuron.lif.PLIF`, learnable tau) are
 registered here; docs/architecture.md ("Neurons as plugins") adds an adaptive LIF in one file.
 """
 

@@ -1,5 +1,6 @@
-"""The LIF and PLIF neuron modules: thin ``nn.Module`` wrappers over :func:`sparsesnn.neuron.functional.lif_multistep`
-(whose docstring gives the equations), with their settings checked at construction. Both declare themselves spiking
+"""The LIF and PLIF neuron modules: thin ``nn.Module`` wrappers over :func:`sparsesnn.neuron.functional.lif_run`
+(the module :mod:`sparsesnn.neuron.functional` gives the equations), with their settings checked at construction and
+handed to the kernels as one :class:`~sparsesnn.neuron.kernels.params.LIFParameters`. Both declare themselves spiking
 (``sparsesnn_spiking = True``, see :mod:`sparsesnn.neuron.spiking`)."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from sparsesnn.neuron.functional import lif_multistep
+from sparsesnn.neuron.functional import lif_run
 from sparsesnn.neuron.kernels.op import BACKENDS, Backend
+from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.surrogates import ATan, Surrogate
 
 
@@ -86,20 +88,23 @@ class LIF(nn.Module):
         )
 
     def inv_tau(self) -> torch.Tensor | float:
+        """``1/tau``: a float here, a tensor that requires grad in :class:`PLIF`."""
         return 1.0 / self.tau
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lif_multistep(
-            x,
-            self.inv_tau(),
-            v_threshold=self.v_threshold,
-            v_reset=0.0 if self.v_reset is None else self.v_reset,
-            decay_input=self.decay_input,
+    def lif_parameters(self) -> LIFParameters:
+        """The settings as the kernels take them (read from the attributes on every call, so a change applies): a
+        soft reset (``v_reset=None``) leaks towards 0."""
+        return LIFParameters(
+            v_threshold=float(self.v_threshold),
+            v_reset=0.0 if self.v_reset is None else float(self.v_reset),
             hard_reset=self.v_reset is not None,
-            detach_reset=self.detach_reset,
+            decay_input=bool(self.decay_input),
+            detach_reset=bool(self.detach_reset),
             surrogate=self.surrogate,
-            backend=self.backend,
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lif_run(x, self.inv_tau(), self.lif_parameters(), self.backend)
 
     def extra_repr(self) -> str:
         return (

@@ -1,26 +1,28 @@
 """The fused LIF as PyTorch operators: ``torch.ops.sparsesnn.lif_forward`` and ``lif_backward``, with autograd.
 
-Why operators and not an ``autograd.Function`` around a compiled function: each call of a ``torch.compile``'d
-function from Python pays for its guards and wrapper (~0.2 ms forward and ~0.8 ms backward of CPU time per layer on
-the H200 host measured for issue 22, BENCHMARKS.md), so a 19-neuron ResNet19 step was bound by the host. An
-operator has a schema, so
+Operators and not an ``autograd.Function`` around a compiled function, because each call of a ``torch.compile``'d
+function from Python pays for its guards and wrapper, while an operator has a schema, so
 
 - in eager mode a call is one dispatch to the kernel of the tensor's device: on CUDA the Triton kernels of
-  :mod:`sparsesnn.lif_triton`, launched directly; elsewhere the loops of :mod:`sparsesnn.lif_kernels`, under
-  ``torch.compile`` on the CPU when a C++ compiler is present (``fused``) or plain;
+  :mod:`sparsesnn.neuron.kernels.triton_kernels`, launched directly; elsewhere the loops of
+  :mod:`sparsesnn.neuron.kernels.loops`, under ``torch.compile`` on the CPU when a C++ compiler is present (``fused``)
+  or plain;
 - under a whole-model ``torch.compile`` the operators are defined with ``torch.library.triton_op`` when Triton is
   installed, so the compiler decomposes them into their implementation: on CUDA it calls the Triton kernels from its
   generated code (no Python in between, and CUDA graphs can capture them), on the CPU it fuses the plain loop with the
   surrounding graph. Without Triton they are ordinary custom operators with a fake (shape) implementation.
 
-Forward returns ``(S, U)``: the spikes and the charge relative to threshold that backward needs, both in the input's
-dtype and layout (see :mod:`sparsesnn.lif_kernels`). The surrogate travels as a small integer code and its one
-parameter (:data:`SURROGATE_CODES`); a surrogate of the user's own goes through :class:`EagerLIF` only.
+Forward returns ``(spikes, charge)``: the spikes and the charge relative to threshold that backward needs, both in the
+input's dtype and layout (see :mod:`sparsesnn.neuron.kernels.loops`). The settings travel as one
+:class:`~sparsesnn.neuron.kernels.params.LIFParameters` and ``1/tau`` beside them as ``inv_tau`` (a float, or a 0-d
+tensor that may require grad); the operators' schema takes them flat (:data:`FLAT_FIELDS`, the surrogate as a small
+integer code and its one parameter), so a surrogate of the user's own goes through :class:`EagerLIF` only.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import shutil
 from collections.abc import Callable
@@ -37,34 +39,15 @@ from sparsesnn.neuron.kernels.loops import (
     match_layout,
     storage_view,
 )
-from sparsesnn.neuron.surrogates import ATan, Rectangular, Sigmoid, SuperSpike, Surrogate, Triangle
+from sparsesnn.neuron.kernels.params import (
+    FLAT_FIELDS,
+    SURROGATE_CODES,
+    LIFParameters,
+    surrogate_code,
+    surrogate_from_code,
+)
 
-#: surrogate class -> (code in the kernels, name of its one parameter)
-SURROGATE_CODES: dict[type, tuple[int, str]] = {
-    ATan: (0, "alpha"),
-    Sigmoid: (1, "alpha"),
-    Rectangular: (2, "width"),
-    SuperSpike: (3, "beta"),
-    Triangle: (4, "gamma"),
-}
-_BY_CODE: dict[int, tuple[type, str]] = {code: (cls, param) for cls, (code, param) in SURROGATE_CODES.items()}
-
-
-def surrogate_code(surrogate: Surrogate) -> tuple[int, float] | None:
-    """``(code, parameter)`` of one of the library's surrogates; None for any other object."""
-    entry = SURROGATE_CODES.get(type(surrogate))
-    if entry is None:
-        return None
-    code, param = entry
-    return code, float(getattr(surrogate, param))
-
-
-@functools.lru_cache(maxsize=64)
-def surrogate_from_code(code: int, param: float) -> Surrogate:
-    """The surrogate object of ``(code, param)``; the same object for the same pair, so that the CPU kernels compiled
-    with ``torch.compile`` (which guard on it) are reused."""
-    cls, name = _BY_CODE[code]
-    return cls(**{name: param})  # type: ignore[no-any-return]
+__all__ = ["SURROGATE_CODES", "EagerLIF", "LIFParameters", "lif_fused", "surrogate_code", "surrogate_from_code"]
 
 
 def _is_traced(x: torch.Tensor) -> bool:
@@ -79,135 +62,95 @@ def _cpu_kernels(fused: bool, x: torch.Tensor) -> tuple[Any, Any]:
     """The forward and backward loops to run: ``torch.compile``'d ones in eager mode when ``fused``, else the plain
     loops (also what a compiler tracing this call records, to fuse them with the rest of its graph)."""
     if fused and not _is_traced(x):
-        from sparsesnn.neuron.kernels.op import compiled_kernels
-
         return compiled_kernels()
     return lif_forward_loop, lif_backward_loop
 
 
-def _use_triton(x: torch.Tensor, fused: bool) -> bool:
-    return fused and triton_kernels.AVAILABLE and x.device.type == "cuda"
+def _use_triton(x: torch.Tensor, fused: bool, params: LIFParameters) -> bool:
+    """Whether the Triton kernels serve this call: CUDA, the compiled backend, and one of the library's surrogates."""
+    return (
+        fused and triton_kernels.AVAILABLE and x.device.type == "cuda" and surrogate_code(params.surrogate) is not None
+    )
 
 
-def _k_tensor(k: torch.Tensor | None, k_value: float, like: torch.Tensor) -> torch.Tensor:
+def _inv_tau_tensor(inv_tau: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """``1/tau`` as a 0-d tensor in the membrane's dtype: a tensor argument keeps the compiled CPU kernels from
     specialising (and recompiling) on every value of tau."""
-    return k if k is not None else torch.tensor(k_value, dtype=accumulator_dtype(like.dtype), device=like.device)
+    if isinstance(inv_tau, torch.Tensor):
+        return inv_tau
+    return torch.tensor(inv_tau, dtype=accumulator_dtype(like.dtype), device=like.device)
 
 
 def _forward(
-    x: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    fused: bool,
-    triton: bool,
+    x: torch.Tensor, inv_tau: torch.Tensor | float, params: LIFParameters, fused: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(S, U)`` in ``x``'s dtype and layout: the Triton kernel when ``triton`` is allowed and applies, else the
-    torch loop (compiled or plain, see :func:`_cpu_kernels`)."""
+    """``(spikes, charge)`` in ``x``'s dtype and layout: the Triton kernel where it applies (:func:`_use_triton`),
+    else the torch loop (compiled or plain, see :func:`_cpu_kernels`)."""
     flat = storage_view(x)
-    if triton and _use_triton(x, fused):
-        spikes, charge = triton_kernels.lif_forward(
-            flat, k, k_value, v_threshold, v_reset, decay_input, hard_reset, traced=_is_traced(x)
-        )
+    if _use_triton(x, fused, params):
+        spikes, charge = triton_kernels.lif_forward(flat, inv_tau, params, traced=_is_traced(x))
     else:
         forward, _ = _cpu_kernels(fused, x)
-        spikes, charge = forward(flat, _k_tensor(k, k_value, x), v_threshold, v_reset, decay_input, hard_reset)
+        spikes, charge = forward(flat, _inv_tau_tensor(inv_tau, x), params)
     return like_input(spikes, x), like_input(charge, x)
 
 
 def _backward(
     grad_spikes: torch.Tensor,
     charge: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: Surrogate,
-    code: tuple[int, float] | None,
-    need_k_grad: bool,
+    inv_tau: torch.Tensor | float,
+    params: LIFParameters,
+    need_inv_tau_grad: bool,
     fused: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dX, dL/dk)``: the Triton kernel for a surrogate with a ``code`` when it applies, else the torch loop
-    with the ``surrogate`` object (any object with ``grad``). dL/dk is unset memory unless ``need_k_grad``."""
+    """``(dL/dX, dL/d(1/tau))``: the Triton kernel where it applies, else the torch loop with the surrogate object
+    (any object with ``grad``). dL/d(1/tau) is unset memory unless ``need_inv_tau_grad``."""
     grad = storage_view(match_layout(grad_spikes, charge))
     flat = storage_view(charge)
-    if code is not None and _use_triton(charge, fused):
-        grad_x, grad_k = triton_kernels.lif_backward(
-            grad,
-            flat,
-            k,
-            k_value,
-            v_threshold,
-            v_reset,
-            decay_input,
-            hard_reset,
-            detach_reset,
-            code[0],
-            code[1],
-            need_k_grad,
-            traced=_is_traced(charge),
+    if _use_triton(charge, fused, params):
+        traced = _is_traced(charge)
+        grad_x, grad_inv_tau = triton_kernels.lif_backward(
+            grad, flat, inv_tau, params, need_inv_tau_grad, traced=traced
         )
     else:
         _, backward = _cpu_kernels(fused, charge)
-        grad_x, maybe_k = backward(
-            grad,
-            flat,
-            _k_tensor(k, k_value, charge),
-            v_threshold,
-            v_reset,
-            decay_input,
-            hard_reset,
-            detach_reset,
-            surrogate,
-            need_k_grad,
-        )
-        grad_k = maybe_k if maybe_k is not None else charge.new_empty((), dtype=torch.float32)  # unread
-    return like_input(grad_x, charge), grad_k
+        grad_x, maybe = backward(grad, flat, _inv_tau_tensor(inv_tau, charge), params, need_inv_tau_grad)
+        grad_inv_tau = maybe if maybe is not None else charge.new_empty((), dtype=torch.float32)  # unread
+    return like_input(grad_x, charge), grad_inv_tau
 
 
-def _forward_impl(
-    x: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: int,
-    surrogate_param: float,
-    fused: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sparsesnn::lif_forward`` (the reset and surrogate settings are for the backward pass)."""
-    return _forward(x, k, k_value, v_threshold, v_reset, decay_input, hard_reset, fused, triton=True)
+def _inv_tau_of(tensor: torch.Tensor | None, value: float) -> torch.Tensor | float:
+    """``1/tau`` from the schema's pair ``(Tensor? inv_tau, float inv_tau_value)``: the tensor when there is one."""
+    return tensor if tensor is not None else value
 
 
-def _backward_impl(
-    grad_spikes: torch.Tensor,
-    charge: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: int,
-    surrogate_param: float,
-    need_k_grad: bool,
-    fused: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sparsesnn::lif_backward``."""
-    code = (surrogate, surrogate_param)
-    settings = (k_value, v_threshold, v_reset, decay_input, hard_reset, detach_reset)
-    return _backward(grad_spikes, charge, k, *settings, surrogate_from_code(*code), code, need_k_grad, fused)
+def _forward_impl(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sparsesnn::lif_forward(x, inv_tau, inv_tau_value, fused, *flat settings)``: its signature is set by
+    :func:`_schema` (the reset and surrogate settings are for the backward pass)."""
+    x, inv_tau, inv_tau_value, fused, *params = args
+    return _forward(x, _inv_tau_of(inv_tau, inv_tau_value), LIFParameters.from_flat(*params), fused)
+
+
+def _backward_impl(*args: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sparsesnn::lif_backward(grad_spikes, charge, inv_tau, inv_tau_value, fused, need_inv_tau_grad, *flat
+    settings)``: its signature is set by :func:`_schema`."""
+    grad_spikes, charge, inv_tau, inv_tau_value, fused, need_inv_tau_grad, *params = args
+    settings = LIFParameters.from_flat(*params)
+    return _backward(grad_spikes, charge, _inv_tau_of(inv_tau, inv_tau_value), settings, need_inv_tau_grad, fused)
+
+
+def _schema(impl: Callable[..., Any], *leading: tuple[str, Any]) -> Callable[..., Any]:
+    """``impl`` (which takes ``*args``) with the signature its operator's schema is inferred from: the ``leading``
+    parameters, then the settings' :data:`FLAT_FIELDS`."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    fields = [inspect.Parameter(name, kind, annotation=annotation) for name, annotation in (*leading, *FLAT_FIELDS)]
+    impl.__signature__ = inspect.Signature(fields, return_annotation=tuple[torch.Tensor, torch.Tensor])  # type: ignore[attr-defined]
+    return impl
+
+
+_INV_TAU = (("inv_tau", torch.Tensor | None), ("inv_tau_value", float), ("fused", bool))
+_schema(_forward_impl, ("x", torch.Tensor), *_INV_TAU)
+_schema(_backward_impl, ("grad_spikes", torch.Tensor), ("charge", torch.Tensor), *_INV_TAU, ("need_inv_tau_grad", bool))
 
 
 def _define(name: str, impl: Any) -> Any:
@@ -226,19 +169,21 @@ lif_backward_op = _define("lif_backward", _backward_impl)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
-    _x, k, *config, fused = inputs
-    ctx.save_for_backward(output[1], k)
-    ctx.config = tuple(config)
+    _x, inv_tau, inv_tau_value, fused, *params = inputs
+    ctx.save_for_backward(output[1], inv_tau)
+    ctx.inv_tau_value = inv_tau_value
     ctx.fused = fused
-    ctx.k_dtype = k.dtype if k is not None else None
+    ctx.params = params
 
 
 def _op_backward(ctx: Any, grad_spikes: torch.Tensor, _grad_charge: torch.Tensor) -> tuple[Any, ...]:
-    charge, k = ctx.saved_tensors
-    need_k = k is not None and bool(ctx.needs_input_grad[1])
-    grad_x, grad_k = lif_backward_op(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
-    k_grad = grad_k.to(ctx.k_dtype) if need_k else None
-    return (grad_x, k_grad) + (None,) * (len(ctx.config) + 1)
+    charge, inv_tau = ctx.saved_tensors
+    need = inv_tau is not None and bool(ctx.needs_input_grad[1])
+    grad_x, grad_inv_tau = lif_backward_op(
+        grad_spikes, charge, inv_tau, ctx.inv_tau_value, ctx.fused, need, *ctx.params
+    )
+    # one gradient per input: x, inv_tau, and None for the rest
+    return (grad_x, grad_inv_tau.to(inv_tau.dtype) if need else None) + (None,) * (len(ctx.needs_input_grad) - 2)
 
 
 lif_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
@@ -246,67 +191,43 @@ lif_forward_op.register_autograd(_op_backward, setup_context=_setup_context)
 
 class EagerLIF(torch.autograd.Function):
     """The implementations behind a plain ``autograd.Function``: what an eager call runs. It skips the
-    custom-operator dispatch (Python on every call: about 0.5 ms of host time per layer and direction on the H200 host
-    of BENCHMARKS.md), which only a compiler needs; the kernels and numbers are the operators'. It also serves a
-    surrogate of the user's own (any object with ``grad``; ``code`` None), which the operators cannot carry: its
-    backward pass runs the torch loop on every device.
+    custom-operator dispatch (Python on every call), which only a compiler needs; the kernels and numbers are the
+    operators'. It also serves a surrogate of the user's own (any object with ``grad``), which the operators cannot
+    carry: such a neuron runs the torch loops on every device.
 
-    ``apply(x, k, k_value, v_threshold, v_reset, decay_input, hard_reset, detach_reset, surrogate, code, fused)``
+    ``apply(x, inv_tau, params, fused)``
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        k: torch.Tensor | None,
-        k_value: float,
-        v_threshold: float,
-        v_reset: float,
-        decay_input: bool,
-        hard_reset: bool,
-        detach_reset: bool,
-        surrogate: Surrogate,
-        code: tuple[int, float] | None,
-        fused: bool,
+        ctx: Any, x: torch.Tensor, inv_tau: torch.Tensor | float, params: LIFParameters, fused: bool
     ) -> torch.Tensor:
-        k_in = k.detach() if k is not None else None
-        settings = (k_value, v_threshold, v_reset, decay_input, hard_reset)
-        spikes, charge = _forward(x.detach(), k_in, *settings, fused, triton=code is not None)
-        ctx.save_for_backward(charge, k)
-        ctx.config = (*settings, detach_reset, surrogate, code)
+        learnable = isinstance(inv_tau, torch.Tensor)
+        spikes, charge = _forward(x.detach(), inv_tau.detach() if learnable else inv_tau, params, fused)
+        ctx.save_for_backward(charge, inv_tau if learnable else None)
+        ctx.inv_tau = None if learnable else inv_tau
+        ctx.params = params
         ctx.fused = fused
         return spikes
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
-        charge, k = ctx.saved_tensors
-        need_k = k is not None and bool(ctx.needs_input_grad[1])
-        grad_x, grad_k = _backward(grad_spikes, charge, k, *ctx.config, need_k, ctx.fused)
-        return (grad_x, grad_k.to(k.dtype) if need_k else None) + (None,) * 9
+        charge, inv_tau_tensor = ctx.saved_tensors
+        inv_tau = inv_tau_tensor if inv_tau_tensor is not None else ctx.inv_tau
+        need = inv_tau_tensor is not None and bool(ctx.needs_input_grad[1])
+        grad_x, grad_inv_tau = _backward(grad_spikes, charge, inv_tau, ctx.params, need, ctx.fused)
+        return grad_x, grad_inv_tau.to(inv_tau_tensor.dtype) if need else None, None, None
 
 
-def lif_fused(
-    x: torch.Tensor,
-    k: torch.Tensor | float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: Surrogate,
-    fused: bool,
-) -> torch.Tensor:
-    """Spikes of the LIF over ``x`` ``[T, ...]`` (``k`` = 1/tau, a float or a 0-d tensor): through the operators when
-    a compiler traces the call and the surrogate is one of the library's, else through :class:`EagerLIF` (the same
-    implementations, less host time)."""
-    k_tensor = k if isinstance(k, torch.Tensor) else None
-    k_value = 0.0 if isinstance(k, torch.Tensor) else float(k)
-    settings = (k_value, float(v_threshold), float(v_reset), decay_input, hard_reset, detach_reset)
-    code = surrogate_code(surrogate)
-    if code is not None and torch.compiler.is_compiling():
-        spikes, _ = lif_forward_op(x, k_tensor, *settings, *code, fused)
+def lif_fused(x: torch.Tensor, inv_tau: torch.Tensor | float, params: LIFParameters, fused: bool) -> torch.Tensor:
+    """Spikes of the LIF over ``x`` ``[T, ...]`` (``inv_tau`` = 1/tau, a float or a 0-d tensor): through the operators
+    when a compiler traces the call and the surrogate is one of the library's, else through :class:`EagerLIF` (the
+    same implementations, less host time)."""
+    if torch.compiler.is_compiling() and surrogate_code(params.surrogate) is not None:
+        tensor, value = (inv_tau, 0.0) if isinstance(inv_tau, torch.Tensor) else (None, float(inv_tau))
+        spikes, _ = lif_forward_op(x, tensor, value, fused, *params.flat())
         return spikes  # type: ignore[no-any-return]
-    return EagerLIF.apply(x, k_tensor, *settings, surrogate, code, fused)  # type: ignore[no-any-return]
+    return EagerLIF.apply(x, inv_tau, params, fused)  # type: ignore[no-any-return]
 
 
 Backend = Literal["auto", "compiled", "eager"]
@@ -314,7 +235,7 @@ BACKENDS: tuple[str, ...] = ("auto", "compiled", "eager")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# dispatch: the operators of sparsesnn.lif_op, or an autograd.Function for a surrogate of the user's own
+# the choice of kernel: compiled (Triton on CUDA, torch.compile on the CPU) or the plain loops
 # ----------------------------------------------------------------------------------------------------------------------
 @functools.cache
 def _cxx_on_path(cxx: str) -> bool:
@@ -345,10 +266,8 @@ KERNEL_RECOMPILE_LIMIT = 64
 
 
 def _compile_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` under ``torch.compile``, its float arguments (``v_threshold``, ``v_reset``) specialised: one kernel per
-    value. With Dynamo's default (a float that changes becomes a symbolic input), a kernel compiled after ``v_reset``
-    changed from 0.0 to -0.25 was then reused for 0.0 and gave wrong spikes (torch 2.13: calls with
-    ``(N, v_reset)`` = (64, 0.0), (32, 0.0), (64, -0.25), (64, 0.0); the last differed from the plain loop)."""
+    """``fn`` under ``torch.compile``, its float arguments (the settings' ``v_threshold`` and ``v_reset``) specialised:
+    one kernel per value, none with a symbolic float input."""
     compiled = torch.compile(fn, dynamic=None, fullgraph=True)
 
     @functools.wraps(fn)
@@ -364,7 +283,8 @@ _compiled_backward: Callable[..., Any] = _compile_kernel(lif_backward_loop)
 
 
 def compiled_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """The ``torch.compile``'d forward and backward loops of :mod:`sparsesnn.lif_kernels` (CPU, eager calls)."""
+    """The ``torch.compile``'d forward and backward loops of :mod:`sparsesnn.neuron.kernels.loops` (CPU, eager
+    calls)."""
     return _compiled_forward, _compiled_backward
 
 

@@ -1,15 +1,19 @@
 """The LIF time loop as Triton kernels, for CUDA: one program per block of neurons, the membrane in float32 registers
 across all ``T`` steps, one read of the input and one write of each output per element.
 
-The same arithmetic as :mod:`sparsesnn.lif_kernels` (see there for what is saved and why, and
-:mod:`sparsesnn.neurons` for the equations); loads and stores use the tensors' own dtype (float32, bf16, fp16), all
-arithmetic is float32. Eager calls launch the kernels directly; a call a compiler traces (the ``sparsesnn::lif_*``
-operators of :mod:`sparsesnn.lif_op` under ``torch.compile``) launches them through ``torch.library.wrap_triton``, so
-the compiler sees them and calls them from its generated code without a Python wrapper. Without Triton (a CPU-only
-install) this module defines nothing and :data:`AVAILABLE` is False.
+The same arithmetic as :mod:`sparsesnn.neuron.kernels.loops` (see there for what is saved and why, and
+:mod:`sparsesnn.neuron.functional` for the equations); loads and stores use the tensors' own dtype (float32, bf16,
+fp16), all arithmetic is float32. The wrappers take the settings as one
+:class:`~sparsesnn.neuron.kernels.params.LIFParameters` and ``inv_tau`` (1/tau: a float, or a 0-d tensor read by the
+kernel) and flatten them at the launch. Eager calls launch the kernels directly; a call a compiler traces (the
+``sparsesnn::lif_*`` operators of :mod:`sparsesnn.neuron.kernels.op` under ``torch.compile``) launches them through
+``torch.library.wrap_triton``, so the compiler sees them and calls them from its generated code without a Python
+wrapper. Without Triton (a CPU-only install) this module defines no kernels and :data:`AVAILABLE` is False. With
+``TRITON_INTERPRET=1`` set before Triton is imported, the kernels run on CPU tensors (tests/test_triton_interpreter.py).
 
-Memory traffic per element and step: forward reads ``X`` and writes ``S`` and ``U`` (3 x the dtype's bytes);
-backward reads ``dL/dS`` and ``U`` (and ``U[t-1]`` for a learnable tau) and writes ``dL/dX``.
+Memory traffic per element and step: forward reads ``X`` and writes the spikes and the charge (3 x the dtype's
+bytes); backward reads ``dL/dS`` and the charge (and the previous step's charge for a learnable tau) and writes
+``dL/dX``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import Any
 
 import torch
 
+from sparsesnn.neuron.kernels.params import LIFParameters, surrogate_code
+
 try:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only installs: the pure-torch kernels of sparsesnn.lif_kernels serve every device
+except ImportError:  # CPU-only installs: the torch loops of sparsesnn.neuron.kernels.loops serve every device
     triton = None  # type: ignore[assignment]
     tl = None  # type: ignore[assignment]
 
@@ -34,35 +40,44 @@ NUM_WARPS = 4
 if AVAILABLE:
 
     @triton.jit
-    def _surrogate_grad(u, param, SURROGATE: tl.constexpr):  # type: ignore[no-untyped-def]
-        """``sigma'(u)`` of the surrogate numbered as in :data:`sparsesnn.lif_op.SURROGATE_CODES`."""
-        if SURROGATE == 0:  # ATan(alpha): alpha / 2 / (1 + (pi/2 alpha u)^2)
-            z = 1.5707963267948966 * param * u
+    def _surrogate_grad(x, param, SURROGATE: tl.constexpr):  # type: ignore[no-untyped-def]
+        """``sigma'(x)`` of the surrogate numbered as in :data:`sparsesnn.neuron.kernels.params.SURROGATE_CODES`."""
+        if SURROGATE == 0:  # ATan(alpha): alpha / 2 / (1 + (pi/2 alpha x)^2)
+            z = 1.5707963267948966 * param * x
             g = (param * 0.5) / (1.0 + z * z)
-        elif SURROGATE == 1:  # Sigmoid(alpha): alpha sig(alpha u) (1 - sig(alpha u))
-            sg = tl.sigmoid(param * u)
+        elif SURROGATE == 1:  # Sigmoid(alpha): alpha sig(alpha x) (1 - sig(alpha x))
+            sg = tl.sigmoid(param * x)
             g = param * sg * (1.0 - sg)
-        elif SURROGATE == 2:  # Rectangular(width): 1/width inside |u| < width/2
-            g = tl.where(tl.abs(u) < param * 0.5, 1.0 / param, 0.0)
-        elif SURROGATE == 3:  # SuperSpike(beta): 1 / (1 + beta |u|)^2
-            d = 1.0 + param * tl.abs(u)
+        elif SURROGATE == 2:  # Rectangular(width): 1/width inside |x| < width/2
+            g = tl.where(tl.abs(x) < param * 0.5, 1.0 / param, 0.0)
+        elif SURROGATE == 3:  # SuperSpike(beta): 1 / (1 + beta |x|)^2
+            d = 1.0 + param * tl.abs(x)
             g = 1.0 / (d * d)
-        else:  # Triangle(gamma): max(0, gamma - |u|) / gamma^2
-            g = tl.maximum(param - tl.abs(u), 0.0) / (param * param)
+        else:  # Triangle(gamma): max(0, gamma - |x|) / gamma^2
+            g = tl.maximum(param - tl.abs(x), 0.0) / (param * param)
         return g
+
+    @triton.jit
+    def _inv_tau(inv_tau_ptr, inv_tau_value, FROM_PTR: tl.constexpr):  # type: ignore[no-untyped-def]
+        """``1/tau`` in float32: read from the 0-d tensor at ``inv_tau_ptr`` (a learnable tau), else the value."""
+        if FROM_PTR:
+            inv_tau = tl.load(inv_tau_ptr).to(tl.float32)
+        else:
+            inv_tau = tl.cast(inv_tau_value, tl.float32)
+        return inv_tau
 
     @triton.jit
     def _lif_forward_kernel(  # type: ignore[no-untyped-def]
         x_ptr,
-        k_ptr,
-        s_ptr,
-        u_ptr,
+        inv_tau_ptr,
+        spikes_ptr,
+        charge_ptr,
         n_neurons,
         n_steps,
-        k_value,
+        inv_tau_value,
         v_threshold,
         v_reset,
-        K_FROM_PTR: tl.constexpr,
+        INV_TAU_FROM_PTR: tl.constexpr,
         DECAY_INPUT: tl.constexpr,
         HARD_RESET: tl.constexpr,
         BLOCK_SIZE: tl.constexpr,
@@ -72,48 +87,45 @@ if AVAILABLE:
         # float scalars arrive as fp32 from an eager launch and as fp64 from torch.compile's generated code
         v_threshold = tl.cast(v_threshold, tl.float32)
         v_reset = tl.cast(v_reset, tl.float32)
-        if K_FROM_PTR:
-            k = tl.load(k_ptr).to(tl.float32)
-        else:
-            k = tl.cast(k_value, tl.float32)
+        inv_tau = _inv_tau(inv_tau_ptr, inv_tau_value, INV_TAU_FROM_PTR)
         v = tl.zeros([BLOCK_SIZE], dtype=tl.float32) + v_reset
         idx = offs  # int64: (t * n_neurons + neuron), advanced by n_neurons per step
         for _t in range(n_steps):
             x = tl.load(x_ptr + idx, mask=keep, other=0.0).to(tl.float32)
             if DECAY_INPUT:
-                h = v + k * (x - (v - v_reset))
+                h = v + inv_tau * (x - (v - v_reset))
             else:
-                h = v - k * (v - v_reset) + x
-            u = h - v_threshold
-            s = (u >= 0.0).to(tl.float32)
+                h = v - inv_tau * (v - v_reset) + x
+            charge = h - v_threshold
+            s = (charge >= 0.0).to(tl.float32)
             if HARD_RESET:
                 v = h * (1.0 - s) + v_reset * s
             else:
                 v = h - v_threshold * s
-            tl.store(s_ptr + idx, s.to(s_ptr.dtype.element_ty), mask=keep)
-            tl.store(u_ptr + idx, u.to(u_ptr.dtype.element_ty), mask=keep)
+            tl.store(spikes_ptr + idx, s.to(spikes_ptr.dtype.element_ty), mask=keep)
+            tl.store(charge_ptr + idx, charge.to(charge_ptr.dtype.element_ty), mask=keep)
             idx += n_neurons
 
     @triton.jit
     def _lif_backward_kernel(  # type: ignore[no-untyped-def]
-        g_ptr,
-        u_ptr,
-        k_ptr,
-        gx_ptr,
-        gk_ptr,
+        grad_spikes_ptr,
+        charge_ptr,
+        inv_tau_ptr,
+        grad_x_ptr,
+        grad_inv_tau_ptr,
         n_neurons,
         n_steps,
         last_step_offset,
-        k_value,
+        inv_tau_value,
         v_threshold,
         v_reset,
         surrogate_param,
-        K_FROM_PTR: tl.constexpr,
+        INV_TAU_FROM_PTR: tl.constexpr,
         DECAY_INPUT: tl.constexpr,
         HARD_RESET: tl.constexpr,
         DETACH_RESET: tl.constexpr,
         SURROGATE: tl.constexpr,
-        NEED_K_GRAD: tl.constexpr,
+        NEED_INV_TAU_GRAD: tl.constexpr,
         BLOCK_SIZE: tl.constexpr,
     ):
         pid = tl.program_id(0)
@@ -122,19 +134,16 @@ if AVAILABLE:
         v_threshold = tl.cast(v_threshold, tl.float32)
         v_reset = tl.cast(v_reset, tl.float32)
         surrogate_param = tl.cast(surrogate_param, tl.float32)
-        if K_FROM_PTR:
-            k = tl.load(k_ptr).to(tl.float32)
-        else:
-            k = tl.cast(k_value, tl.float32)
+        inv_tau = _inv_tau(inv_tau_ptr, inv_tau_value, INV_TAU_FROM_PTR)
         grad_v = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
-        grad_k = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
+        grad_inv_tau = tl.zeros([BLOCK_SIZE], dtype=tl.float32)
         idx = offs + last_step_offset  # int64: (t * n_neurons + neuron), from t = T - 1 down
         for i in range(n_steps):
             t = n_steps - 1 - i
-            u = tl.load(u_ptr + idx, mask=keep, other=-1.0).to(tl.float32)
-            h = u + v_threshold
-            s = (u >= 0.0).to(tl.float32)
-            sg = _surrogate_grad(u, surrogate_param, SURROGATE)
+            charge = tl.load(charge_ptr + idx, mask=keep, other=-1.0).to(tl.float32)
+            h = charge + v_threshold
+            s = (charge >= 0.0).to(tl.float32)
+            sg = _surrogate_grad(charge, surrogate_param, SURROGATE)
             if HARD_RESET:
                 if DETACH_RESET:
                     dv_dh = 1.0 - s
@@ -145,31 +154,34 @@ if AVAILABLE:
                     dv_dh = tl.zeros([BLOCK_SIZE], dtype=tl.float32) + 1.0
                 else:
                     dv_dh = 1.0 - v_threshold * sg
-            g = tl.load(g_ptr + idx, mask=keep, other=0.0).to(tl.float32)
-            grad_h = g * sg + grad_v * dv_dh
+            grad_s = tl.load(grad_spikes_ptr + idx, mask=keep, other=0.0).to(tl.float32)
+            grad_h = grad_s * sg + grad_v * dv_dh
             if DECAY_INPUT:
-                gx = grad_h * k
+                grad_x = grad_h * inv_tau
             else:
-                gx = grad_h
-            tl.store(gx_ptr + idx, gx.to(gx_ptr.dtype.element_ty), mask=keep)
-            if NEED_K_GRAD:
+                grad_x = grad_h
+            tl.store(grad_x_ptr + idx, grad_x.to(grad_x_ptr.dtype.element_ty), mask=keep)
+            if NEED_INV_TAU_GRAD:
                 has_prev = t > 0
-                up = tl.load(u_ptr + idx - n_neurons, mask=keep & has_prev, other=-1.0).to(tl.float32)
-                sp = (up >= 0.0).to(tl.float32)
-                hp = up + v_threshold
+                # the mask from the index (idx >= n_neurons iff t > 0 on the kept lanes), not keep & has_prev: the
+                # interpreter refuses a mask combined with a scalar boolean
+                prev_mask = keep & (idx >= n_neurons)
+                charge_prev = tl.load(charge_ptr + idx - n_neurons, mask=prev_mask, other=-1.0).to(tl.float32)
+                s_prev = (charge_prev >= 0.0).to(tl.float32)
+                h_prev = charge_prev + v_threshold
                 if HARD_RESET:
-                    v_prev = hp * (1.0 - sp) + v_reset * sp
+                    v_prev = h_prev * (1.0 - s_prev) + v_reset * s_prev
                 else:
-                    v_prev = hp - v_threshold * sp
+                    v_prev = h_prev - v_threshold * s_prev
                 v_prev = tl.where(has_prev, v_prev, v_reset)
                 if DECAY_INPUT:
-                    grad_k += grad_h * (h - v_prev) / k
+                    grad_inv_tau += grad_h * (h - v_prev) / inv_tau
                 else:
-                    grad_k -= grad_h * (v_prev - v_reset)
-            grad_v = grad_h * (1.0 - k)
+                    grad_inv_tau -= grad_h * (v_prev - v_reset)
+            grad_v = grad_h * (1.0 - inv_tau)
             idx -= n_neurons
-        if NEED_K_GRAD:
-            tl.store(gk_ptr + pid, tl.sum(tl.where(keep, grad_k, 0.0), axis=0))
+        if NEED_INV_TAU_GRAD:
+            tl.store(grad_inv_tau_ptr + pid, tl.sum(tl.where(keep, grad_inv_tau, 0.0), axis=0))
 
 
 def _launcher(kernel: Any, traced: bool) -> Any:
@@ -182,33 +194,35 @@ def _grid(n_neurons: int) -> tuple[int]:
     return (max(1, triton.cdiv(n_neurons, BLOCK)),)
 
 
+def _inv_tau_args(inv_tau: torch.Tensor | float, placeholder: torch.Tensor) -> tuple[torch.Tensor, float, bool]:
+    """``(inv_tau_ptr, inv_tau_value, INV_TAU_FROM_PTR)`` of a kernel: a tensor is read by the kernel, a float passed
+    by value (with any tensor as the unread pointer)."""
+    if isinstance(inv_tau, torch.Tensor):
+        return inv_tau, 0.0, True
+    return placeholder, float(inv_tau), False
+
+
 def lif_forward(
-    x: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    traced: bool = False,
+    x: torch.Tensor, inv_tau: torch.Tensor | float, params: LIFParameters, traced: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(S, U)`` for ``x`` ``[T, N]`` (contiguous), both in ``x``'s dtype; ``k`` (a 0-d tensor) or ``k_value``."""
+    """``(spikes, charge)`` for ``x`` ``[T, N]`` (contiguous), both in ``x``'s dtype."""
     steps, neurons = x.shape
     spikes = torch.empty_like(x)
     charge = torch.empty_like(x)
+    inv_tau_ptr, inv_tau_value, from_ptr = _inv_tau_args(inv_tau, x)
     _launcher(_lif_forward_kernel, traced)[_grid(neurons)](
         x,
-        k if k is not None else x,
+        inv_tau_ptr,
         spikes,
         charge,
         neurons,
         steps,
-        float(k_value),
-        float(v_threshold),
-        float(v_reset),
-        K_FROM_PTR=k is not None,
-        DECAY_INPUT=decay_input,
-        HARD_RESET=hard_reset,
+        inv_tau_value,
+        float(params.v_threshold),
+        float(params.v_reset),
+        INV_TAU_FROM_PTR=from_ptr,
+        DECAY_INPUT=params.decay_input,
+        HARD_RESET=params.hard_reset,
         BLOCK_SIZE=BLOCK,
         num_warps=NUM_WARPS,
     )
@@ -218,45 +232,43 @@ def lif_forward(
 def lif_backward(
     grad_spikes: torch.Tensor,
     charge: torch.Tensor,
-    k: torch.Tensor | None,
-    k_value: float,
-    v_threshold: float,
-    v_reset: float,
-    decay_input: bool,
-    hard_reset: bool,
-    detach_reset: bool,
-    surrogate: int,
-    surrogate_param: float,
-    need_k_grad: bool,
+    inv_tau: torch.Tensor | float,
+    params: LIFParameters,
+    need_inv_tau_grad: bool,
     traced: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dL/dX [T, N] in U's dtype, dL/dk as a 0-d float32 tensor)``; inputs contiguous. Without ``need_k_grad`` the
-    second tensor is unset memory that the caller does not read (no extra kernel for a constant tau)."""
+    """``(dL/dX [T, N] in the charge's dtype, dL/d(1/tau) as a 0-d float32 tensor)``; inputs contiguous, the
+    surrogate one of the library's. Without ``need_inv_tau_grad`` the second tensor is unset memory that the caller
+    does not read (no extra kernel for a constant tau)."""
+    code = surrogate_code(params.surrogate)
+    if code is None:
+        raise TypeError(f"the Triton kernels take only the library's surrogates, got {params.surrogate!r}")
     steps, neurons = charge.shape
     grad_x = torch.empty_like(charge)
     grid = _grid(neurons)
-    # per-program partial sums of dL/dk (every program writes its entry); a placeholder when dL/dk is not needed
-    partial_k = torch.empty(grid[0] if need_k_grad else 1, device=charge.device, dtype=torch.float32)
+    # per-program partial sums of dL/d(1/tau) (every program writes its entry); a placeholder when it is not needed
+    partial = torch.empty(grid[0] if need_inv_tau_grad else 1, device=charge.device, dtype=torch.float32)
+    inv_tau_ptr, inv_tau_value, from_ptr = _inv_tau_args(inv_tau, charge)
     _launcher(_lif_backward_kernel, traced)[grid](
         grad_spikes,
         charge,
-        k if k is not None else charge,
+        inv_tau_ptr,
         grad_x,
-        partial_k,
+        partial,
         neurons,
         steps,
         (steps - 1) * neurons,
-        float(k_value),
-        float(v_threshold),
-        float(v_reset),
-        float(surrogate_param),
-        K_FROM_PTR=k is not None,
-        DECAY_INPUT=decay_input,
-        HARD_RESET=hard_reset,
-        DETACH_RESET=detach_reset,
-        SURROGATE=surrogate,
-        NEED_K_GRAD=need_k_grad,
+        inv_tau_value,
+        float(params.v_threshold),
+        float(params.v_reset),
+        code[1],
+        INV_TAU_FROM_PTR=from_ptr,
+        DECAY_INPUT=params.decay_input,
+        HARD_RESET=params.hard_reset,
+        DETACH_RESET=params.detach_reset,
+        SURROGATE=code[0],
+        NEED_INV_TAU_GRAD=need_inv_tau_grad,
         BLOCK_SIZE=BLOCK,
         num_warps=NUM_WARPS,
     )
-    return grad_x, partial_k.sum() if need_k_grad else partial_k[0]
+    return grad_x, partial.sum() if need_inv_tau_grad else partial[0]
