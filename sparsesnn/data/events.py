@@ -368,6 +368,33 @@ def _aedat31_fields(
     return x, y, t, p
 
 
+def _finish_aedat31(
+    path: Path,
+    fields: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    negative: np.ndarray,
+    sensor_size: tuple[int, int] | None,
+    on_backwards: str,
+    on_invalid: str,
+    offset_of: Callable[[int], int | None],
+) -> np.ndarray:
+    """:func:`_finish` for AEDAT 3.1 polarity events, whose negative 32-bit timestamps are invalid."""
+    x, y, t, p = fields
+    return _finish(
+        path,
+        x,
+        y,
+        t,
+        p,
+        sensor_size,
+        on_backwards,
+        on_invalid,
+        offset_of,
+        "AEDAT 3.1 polarity",
+        invalid=negative if negative.any() else None,
+        invalid_reason="negative 32-bit timestamp (expected 31 bits)",
+    )
+
+
 def read_aedat31(
     path: str | Path,
     sensor_size: tuple[int, int] | None = DVS128_SENSOR,
@@ -421,20 +448,7 @@ def read_aedat31(
         before = int(np.sum(counts[:packet]))
         return starts[packet] + 8 * (j - before)
 
-    return _finish(
-        path,
-        x,
-        y,
-        t,
-        p,
-        sensor_size,
-        on_backwards,
-        on_invalid,
-        offset_of,
-        "AEDAT 3.1 polarity",
-        invalid=negative if negative.any() else None,
-        invalid_reason="negative 32-bit timestamp (expected 31 bits)",
-    )
+    return _finish_aedat31(path, (x, y, t, p), negative, sensor_size, on_backwards, on_invalid, offset_of)
 
 
 # --------------------------------------------------------------------------------------------------------- AEDAT 2.0

@@ -112,6 +112,7 @@ from sparsesnn.data.events import (
     _check_options,
     _decode_atis,
     _finish,
+    _finish_aedat31,
 )
 from sparsesnn.data.frames import ToFrames, count_frames
 from sparsesnn.data.neuromorphic import (
@@ -293,20 +294,7 @@ def _aedat31_batch(
         packet = int(np.searchsorted(ends, j, side="right"))
         return packets[packet][0] + 8 * (j - int(ends[packet] - counts[packet]))
 
-    return _finish(
-        path,
-        x,
-        y,
-        t,
-        p,
-        sensor_size,
-        on_backwards,
-        on_invalid,
-        offset_of,
-        "AEDAT 3.1 polarity",
-        invalid=negative if negative.any() else None,
-        invalid_reason="negative 32-bit timestamp (expected 31 bits)",
-    )
+    return _finish_aedat31(path, (x, y, t, p), negative, sensor_size, on_backwards, on_invalid, offset_of)
 
 
 def iter_aedat31(
