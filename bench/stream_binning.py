@@ -173,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(markdown(result))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     return 0 if result["replay_equals_dataset_frames"] else 1
 
