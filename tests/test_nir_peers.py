@@ -15,7 +15,7 @@ Conventions a peer cannot follow, each documented with the fix a user needs and 
   with another ``dt`` (such as ``dt = 1``, what sparsesnn wrote before) is misread; fix: export with the default, or
   give SpikingJelly ``dt=graph.metadata["dt"]``.
 * reset value: snnTorch asserts ``v_leak = 0`` and always resets to 0; fix for ``neuron.v_reset != 0``:
-  :func:`sparsesnn.nir_peers.zero_reset` (shift the membrane by ``-v_reset``; the spikes are the same).
+  :func:`sparsesnn.interop.nir_peers.zero_reset` (shift the membrane by ``-v_reset``; the spikes are the same).
 * max pools, written as ``SumPool2d`` + ``Threshold``: neither peer maps ``Threshold``; fix: ``pool = "avg"``.
 * the soft reset has no NIR node and is refused at export (tests/test_export.py).
 """

@@ -81,7 +81,8 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
 
 
 def root_dir(dataset: str, root: str | Path | None) -> Path:
-    """``root`` as a directory that exists, or the :class:`~sparsesnn.errors.DatasetError` that says what is wrong."""
+    """``root`` as a directory that exists, or the :class:`~sparsesnn.core.errors.DatasetError` that says what is
+    wrong."""
     if root is None:
         raise DatasetError(f"{dataset}: root is required (the directory holding the original files); got None")
     path = Path(root).expanduser()
@@ -102,7 +103,7 @@ Loaded = tuple[Dataset[Any], DatasetInfo]
 @dataclass(frozen=True)
 class DatasetLoader(Generic[S]):
     """A registered dataset: its settings model and ``load(root, split, settings)``. Calling it with keyword
-    settings validates them first (a bad one is a :class:`~sparsesnn.errors.ConfigError` naming it)."""
+    settings validates them first (a bad one is a :class:`~sparsesnn.core.errors.ConfigError` naming it)."""
 
     name: str
     Settings: type[S]
@@ -136,7 +137,7 @@ def build_dataset(name: str, root: str | Path | None, split: str, **params: Any)
     """Build a registered dataset: ``build_dataset("mnist", "data/mnist", "train")``.
 
     ``split`` is "train" or "test". ``root`` is the directory of the original files (ignored by embedded sets).
-    Loaders never download: a missing file raises :class:`sparsesnn.errors.DatasetError`.
+    Loaders never download: a missing file raises :class:`sparsesnn.core.errors.DatasetError`.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")

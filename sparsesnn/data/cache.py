@@ -10,7 +10,7 @@ that preserves timestamps) is the one change the key does not see.
 
 File layout: the 8-byte magic ``SSNNFRM1``, the 32-byte SHA-256 of the body, then the body: an ``.npy`` array
 (uint16 when every count is an integer below 65536, else float32), loaded without pickle. Entries are written
-atomically (temporary file, fsync, ``os.replace``; :func:`sparsesnn.checkpoint.atomic_write_bytes`), so readers,
+atomically (temporary file, fsync, ``os.replace``; :func:`sparsesnn.train.checkpoint.atomic_write_bytes`), so readers,
 including concurrent ``DataLoader`` workers, see a complete entry or none. An entry that cannot be read, fails its
 checksum, or has an unexpected shape is counted in ``stats["rebuilt"]``, rebuilt from the source and rewritten;
 it never raises and is never served.

@@ -6,7 +6,7 @@ the layout Tonic uses (``tonic.io.events_struct``). Decoding is numpy-vectorised
 AEDAT 3.1 reader loops over packets, each holding thousands of events).
 
 Nothing is ever silently wrong: a missing or truncated file, a wrong header, a coordinate outside the sensor or a
-timestamp that goes backwards raises :class:`~sparsesnn.errors.DatasetError` whose message names the file and the
+timestamp that goes backwards raises :class:`~sparsesnn.core.errors.DatasetError` whose message names the file and the
 byte offset of the offending record. Two documented repairs exist for real-world recordings:
 
 * ``on_backwards``: ``"error"`` (default), ``"sort"`` (stable sort by time) or ``"drop"`` (drop every event whose

@@ -3,7 +3,7 @@
 Every loader reads the original files as distributed, validates them, and keeps the result in memory as an
 :class:`~sparsesnn.data.base.ArrayDataset` of float32 ``[N, C, H, W]`` inputs; nothing is downloaded and nothing is
 cached on disk. Any problem with a file (missing, truncated, corrupt, the wrong kind) raises
-:class:`~sparsesnn.errors.DatasetError` whose message names the file and what was expected against what was found.
+:class:`~sparsesnn.core.errors.DatasetError` whose message names the file and what was expected against what was found.
 
 Formats
 -------

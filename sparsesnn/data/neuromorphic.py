@@ -4,7 +4,7 @@ Each registry entry returns ``(EventFrameDataset, DatasetInfo)``. A sample is ``
 a float32 tensor ``[T, 2, H, W]`` of event counts (:class:`~sparsesnn.data.frames.ToFrames`; channel 0 = OFF,
 1 = ON) and ``DatasetInfo(time_major=True, sample_shape=(T, 2, H, W), default_time_steps=T)``; the engine batches
 them and transposes to ``[T, B, 2, H, W]``. Nothing is downloaded. Every file problem raises
-:class:`~sparsesnn.errors.DatasetError` naming the file (and the byte offset, see :mod:`sparsesnn.data.events`).
+:class:`~sparsesnn.core.errors.DatasetError` naming the file (and the byte offset, see :mod:`sparsesnn.data.events`).
 
 Frame parameters (all three datasets): ``n_frames`` (default: the dataset's T), ``split_by`` ("time" or "count"),
 or instead ``frame_duration_us`` with ``length`` (frames per sample; required so that samples batch); ``size``:
