@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import Field
 
 from sparsesnn.cli import main
 from sparsesnn.core.errors import TrainingDivergedError
@@ -26,8 +27,10 @@ TOML = tiny_toml().replace("epochs = 3", "epochs = 2")
 
 
 class FaultySettings(DigitsSettings):
-    fault: str = "none"
-    sample: int = 0
+    """The packaged digits with one fault planted in one training sample (the tests of bad data)."""
+
+    fault: str = Field("none", description="none, nan, inf, or label<N> (that sample's label becomes N)")
+    sample: int = Field(0, ge=0, description="the index of the training sample that carries the fault")
 
 
 def _faulty(root, split, s: FaultySettings):  # type: ignore[no-untyped-def]

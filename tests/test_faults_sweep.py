@@ -76,3 +76,15 @@ def test_dry_run_marks_the_runs_train_would_refuse(tmp_path: Path, capsys: pytes
     assert "fresh" in lines["method-rigl__seed-0"]
     assert "invalid" in lines["method-set__seed-0"] and "rewiring would never run" in lines["method-set__seed-0"]
     assert not (tmp_path / "o").exists()
+
+
+def test_a_run_started_before_but_without_a_checkpoint_is_started_again_over_its_files(tmp_path: Path) -> None:
+    from sparsesnn.experiments.sweep import _command, plan_sweep
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(tiny_toml())
+    (run,) = plan_sweep(config, [], out_dir=tmp_path / "o", threads=1)
+    assert "--overwrite" not in _command(run, config, resume=False)
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "config.toml").write_text(run.config.to_toml())  # died before its first checkpoint
+    assert "--overwrite" in _command(run, config, resume=False)  # train would refuse the folder otherwise

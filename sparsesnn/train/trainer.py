@@ -46,7 +46,7 @@ from sparsesnn.train.batching import (
 )
 from sparsesnn.train.batching import iterate_batches as iterate_batches
 from sparsesnn.train.batching import to_time_major as to_time_major
-from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint
+from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint, write_error
 from sparsesnn.train.components import apply_process_settings, build_components
 from sparsesnn.train.config import Config, SelectAmong
 from sparsesnn.train.distributed import env_context, init_from_env
@@ -249,20 +249,33 @@ class Trainer:
             self._saved_at = self._position()
 
     # -- run files --------------------------------------------------------------------------------------------------
+    def _write_text(self, name: str, text: str) -> None:
+        """Write a run file atomically; a full disk is a one-line :class:`FileWriteError` naming it."""
+        try:
+            atomic_write_text(self.run_dir / name, text)
+        except OSError as exc:
+            kept = f"the previous {name} is intact" if (self.run_dir / name).is_file() else ""
+            raise write_error(self.run_dir / name, exc, kept) from None
+
     def _write_run_files(self) -> None:
         if not self.dist.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_toml())
+        self._write_text(CONFIG_FILE, self.config.to_toml())
         # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run's file matches an unbroken one
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.state.history)
-        atomic_write_text(self.run_dir / METRICS_FILE, lines)
+        self._write_text(METRICS_FILE, lines)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:  # the checkpoint holds the record: --resume rewrites metrics.jsonl from it
+            raise write_error(
+                self.run_dir / METRICS_FILE, exc, f"{CHECKPOINT_FILE} holds this epoch; --resume rewrites the file"
+            ) from None
 
     # -- loop -------------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -312,7 +325,7 @@ class Trainer:
                 tb.close()
         summary = self.summary()
         if self.dist.is_main:
-            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            self._write_text(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         barrier()
         return summary
 
