@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--run-dir", type=Path, help="run directory (default: run.out_dir/run.name)")
     t.add_argument("--device", help="with --resume: continue on this device (cpu, cuda, cuda:N, auto)")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="with --config: start a new run in a --run-dir that already holds a run's files (or your own "
+        "config.toml); they are moved to RUN_DIR/previous-<time>/ first, nothing is deleted",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
     e = sub.add_parser("eval", help="evaluate the checkpoint of a run on its test split")
@@ -84,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--device", help=_DEVICE_HELP)
     x.add_argument(
         "--out", type=Path, metavar="PATH", help="output file (default: RUN_DIR/model.<ext>, model_selected.<ext>)"
+    )
+    x.add_argument(
+        "--force",
+        action="store_true",
+        help="export even while another process trains the run (its checkpoint as it is at this moment)",
     )
     x.add_argument(
         "--dt",
@@ -142,8 +153,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from sparsesnn.train.trainer import Trainer, new_run_dir
 
     if args.resume is not None:
-        if args.overrides or args.run_dir:
-            raise SystemExit("sparsesnn train: --resume takes the run's own config; --set and --run-dir do not apply")
+        if args.overrides or args.run_dir or args.overwrite:
+            raise SystemExit(
+                "sparsesnn train: --resume takes the run's own config and continues it; --set, --run-dir and "
+                "--overwrite do not apply"
+            )
         trainer = Trainer.resume(args.resume, quiet=args.quiet, device=args.device)
         if trainer.dist.is_main:
             print(f"sparsesnn: resuming {args.resume}: {trainer.resume_position()}", file=sys.stderr, flush=True)
@@ -153,7 +167,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 "sparsesnn train: --device moves a run given with --resume; for a new run use --set run.device=..."
             )
         config = load_config(args.config, name_from_run_dir(args.overrides, args.run_dir))
-        trainer = Trainer(config, new_run_dir(config, args.run_dir), quiet=args.quiet)
+        from sparsesnn.interop.export import EXTENSIONS
+
+        run_dir = new_run_dir(
+            config,
+            args.run_dir,
+            overwrite=args.overwrite,
+            exports=tuple("." + ext for ext in EXTENSIONS.values()),
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        trainer = Trainer(config, run_dir, quiet=args.quiet)
     summary = trainer.fit()
     if trainer.dist.is_main:
         _print_result(trainer.learner.summary(), summary)
@@ -201,6 +224,16 @@ def _print_result(table: str, summary: dict[str, object]) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from sparsesnn.train.rundir import RunDirLock, describe_holder
+
+    holder = RunDirLock(args.run_dir).holder()
+    if holder is not None:
+        print(
+            f"sparsesnn: warning: {args.run_dir} is being trained by {describe_holder(holder)}; evaluating its "
+            "checkpoint as it is now (it changes every epoch)",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.deploy:
         from sparsesnn.deploy.api import evaluate_deployed
 
@@ -221,7 +254,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.deploy import export_run_deployed
-    from sparsesnn.interop.export import ExportOptionError, export_run
+    from sparsesnn.interop.export import ExportOptionError, export_run, export_target
 
     if args.format == "deploy":
         if args.dt is not None:
@@ -229,10 +262,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"dt = {args.dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
                 "the deploy format stores the model's own time constants: drop dt, or use --format nir"
             )
-        result = export_run_deployed(args.run_dir, args.out, checkpoint=args.checkpoint, device=args.device)
+        out = export_target(args.run_dir, "deploy", args.out, args.checkpoint, force=args.force)
+        result = export_run_deployed(args.run_dir, out, checkpoint=args.checkpoint, device=args.device)
     else:
         result = export_run(
-            args.run_dir, args.format, args.out, checkpoint=args.checkpoint, device=args.device, dt=args.dt
+            args.run_dir,
+            args.format,
+            args.out,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            dt=args.dt,
+            force=args.force,
         )
     report = result.report
     print(result.path)
@@ -286,7 +326,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         log=lambda m: print(m, file=sys.stderr, flush=True),
     )
     if args.dry_run:
-        return 0
+        return 2 if result.invalid else 0
     counts = {st: sum(r.status == st for r in result.runs) for st in ("finished", "failed")}
     print(
         f"sweep: {counts['finished']} of {len(result.runs)} runs finished, {counts['failed']} failed: {result.manifest}"

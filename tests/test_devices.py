@@ -21,7 +21,7 @@ from sparsesnn.core.errors import ConfigError
 from sparsesnn.core.files import atomic_write_bytes
 from sparsesnn.core.state import generator_state
 from sparsesnn.sparse import METHODS
-from sparsesnn.train.checkpoint import load_checkpoint
+from sparsesnn.train.checkpoint import load_checkpoint, state_checksum
 from sparsesnn.train.config import load_config, load_config_text
 from sparsesnn.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
@@ -38,6 +38,7 @@ def _as_if_written_on_cuda(run_dir: Path) -> None:
     (run_dir / CONFIG_FILE).write_text(text)
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
     state["config"]["run"]["device"] = "cuda"
+    state["checksum"] = state_checksum(state)
     buf = io.BytesIO()
     torch.serialization.register_package(1, _tag_cuda, lambda obj, location: None)
     try:

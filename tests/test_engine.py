@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sparsesnn.core.errors import CheckpointError, TrainingDivergedError
+from sparsesnn.train.checkpoint import save_checkpoint
 from sparsesnn.train.config import load_config_text
 from sparsesnn.train.trainer import CHECKPOINT_FILE, METRICS_FILE, RunInterrupted, Trainer
 from tests.conftest import fit_killed_after_epoch, run_metrics, tiny_toml
@@ -156,11 +157,11 @@ def test_checkpoint_from_before_a_new_config_key_still_resumes(tmp_path):
     ckpt = torch.load(path, weights_only=True)
     del ckpt["config"]["data"]["validation_samples"]  # as written before the key existed
     del ckpt["config"]["run"]["checkpoint_every_steps"]
-    torch.save(ckpt, path)
+    save_checkpoint(path, ckpt)  # with the checksum of the edited state
     resumed = Trainer.resume(tmp_path / "a", quiet=True)
     assert resumed.state.epoch == ckpt["epoch"]
     ckpt["config"]["data"]["no_such_key"] = 1  # a key this version does not know: refused, with the reason
-    torch.save(ckpt, path)
+    save_checkpoint(path, ckpt)
     with pytest.raises(CheckpointError, match=r"(?s)config this version cannot read.*data\.no_such_key"):
         Trainer.resume(tmp_path / "a", quiet=True)
 

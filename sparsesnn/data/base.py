@@ -80,6 +80,32 @@ class ArrayDataset(Dataset[tuple[torch.Tensor, int]]):
         return x, self.targets[indices]
 
 
+def label_problem(targets: torch.Tensor, indices: torch.Tensor, info: DatasetInfo) -> str | None:
+    """Why a batch's integer ``targets`` are not class labels of ``info`` (None when they all are in
+    ``[0, num_classes)``), naming the first bad sample by its index in the dataset (``indices``). Soft or
+    floating-point targets are not checked. One min/max over the batch's labels: run it on the host copy of the
+    batch, where it costs microseconds and no device synchronisation."""
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool or targets.ndim != 1:
+        return None
+    low, high = (int(v) for v in targets.aminmax())
+    if low >= 0 and high < info.num_classes:
+        return None
+    bad = ((targets < 0) | (targets >= info.num_classes)).nonzero()[0, 0]
+    return (
+        f"sample {int(indices[bad])} has label {int(targets[bad])}, outside [0, {info.num_classes}) for its "
+        f"{info.num_classes} classes"
+    )
+
+
+def non_finite_sample(inputs: torch.Tensor, indices: torch.Tensor) -> int | None:
+    """The dataset index (from ``indices``) of the first sample of a batch whose inputs hold NaN or infinity, or None
+    (the slow path, after one fused check found some)."""
+    finite = torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
+    if bool(finite.all()):
+        return None
+    return int(indices[(~finite).nonzero()[0, 0].cpu()])
+
+
 def root_dir(dataset: str, root: str | Path | None) -> Path:
     """``root`` as a directory that exists, or the :class:`~sparsesnn.core.errors.DatasetError` that says what is
     wrong."""

@@ -27,6 +27,13 @@
   and jobs = cores // T; with ``--jobs`` alone, T = cores // jobs. A run's stdout and stderr go to ``stdout.log``
   and ``stderr.log`` in its directory; a failing run leaves the tail of its stderr in ``error.log`` and does not
   stop the others. The sweep's exit status is non-zero when any run failed.
+* **Stopping.** Ctrl-C, SIGTERM and SIGUSR1 are passed on to every running training (which checkpoints after its
+  current step and stops); the sweep waits for them, records them as 'interrupted' in ``sweep.json`` and exits with
+  128 + the signal (130, 143, 138). Invoking it again resumes them. A second signal is passed on too (the trainings
+  then stop at once, without a checkpoint).
+* **Dry run.** ``--dry-run`` lists every run with what the sweep would do, after checking each as ``sparsesnn
+  train`` would at its start (the data loads, the model builds, the learner accepts its settings for the run's
+  budget); a run that would be refused is listed as ``invalid`` with the reason, and the exit status is 2.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +54,29 @@ from typing import Any
 
 from sparsesnn.core.errors import ConfigError
 from sparsesnn.core.files import atomic_write_text
+from sparsesnn.train.components import start_problem
 from sparsesnn.train.config import Config, config_differences, load_config, parse_override_value
-from sparsesnn.train.rundir import CHECKPOINT_FILE, CONFIG_FILE, RunDirBusyError, RunDirLock, read_summary
+from sparsesnn.train.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    RunDirBusyError,
+    RunDirLock,
+    read_summary,
+    run_files_in,
+)
+
+#: the signals that stop a sweep as Ctrl-C does: each is passed on to every running training (which checkpoints and
+#: stops), the runs are recorded as 'interrupted', and the sweep exits with 128 + the signal
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by a signal once its runs have checkpointed; ``signum`` gives the exit status 128 + signum."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
 
 MANIFEST_FILE = "sweep.json"
 LOCK_FILE = ".sweep.lock"
@@ -283,6 +312,11 @@ class SweepResult:
         return [r for r in self.runs if r.status == "failed"]
 
     @property
+    def invalid(self) -> list[PlannedRun]:
+        """The runs a dry run found ``sparsesnn train`` would refuse at start."""
+        return [r for r in self.runs if r.status == "invalid"]
+
+    @property
     def ok(self) -> bool:
         return all(r.status == "finished" for r in self.runs)
 
@@ -337,6 +371,8 @@ def _command(run: PlannedRun, config_path: Path, resume: bool) -> list[str]:
     if resume:
         return [*cmd, "--resume", str(run.run_dir)]
     cmd += ["--config", str(config_path), "--run-dir", str(run.run_dir)]
+    if run_files_in(run.run_dir):  # a start of this same run that ended before its first checkpoint: set it aside
+        cmd.append("--overwrite")
     for o in run.overrides:
         cmd += ["--set", o]
     return cmd
@@ -379,8 +415,9 @@ def run_sweep(
 ) -> SweepResult:
     """Plan, validate and run the sweep (see the module docstring); returns what happened to every run.
 
-    A Ctrl-C is passed on to the running trainings (which checkpoint and stop), the manifest is written, and
-    ``KeyboardInterrupt`` propagates; the next invocation resumes them.
+    A Ctrl-C, SIGTERM or SIGUSR1 is passed on to the running trainings (which checkpoint and stop), the manifest is
+    written, and :class:`SweepInterrupted` (a ``KeyboardInterrupt`` with ``signum``) propagates; the next invocation
+    resumes them.
     """
     say = log or (lambda _msg: None)
     config_path = Path(config_path)
@@ -414,8 +451,19 @@ def run_sweep(
     )
     result = SweepResult(out, manifest, runs, jobs_n, threads_n)
     if dry_run:
+        cache: dict[str, Any] = {}
         for r in runs:
-            say(f"  {r.name}: {r.status if r.status != 'pending' else states[r.name]}  {' '.join(r.overrides)}")
+            if r.status == "pending":
+                problem = start_problem(r.config, cache)
+                if problem is not None:
+                    r.status, r.error = "invalid", problem
+        for r in runs:
+            state = states[r.name] if r.status == "pending" else r.status
+            if r.status == "invalid":
+                state = f"invalid: {r.error}"
+            say(f"  {r.name}: {state}  {' '.join(r.overrides)}")
+        if result.invalid:
+            say(f"sweep: {len(result.invalid)} of {len(runs)} runs would be refused at start (invalid above)")
         return result
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock_sweep_dir(out)
@@ -423,6 +471,20 @@ def run_sweep(
         return _run_planned(result, runs, todo, states, header, config_path, jobs_n, threads_n, say, poll_s)
     finally:
         lock.release()
+
+
+def _stop_runs(running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], float]], signum: int) -> None:
+    """Pass ``signum`` on to every running training (each checkpoints after its current step and stops) and wait for
+    them; one that has not ended after two minutes is killed (its previous checkpoint stays)."""
+    for _run, proc, _t0 in running.values():
+        if proc.poll() is None:
+            proc.send_signal(signum)
+    for _run, proc, _t0 in running.values():
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _lock_sweep_dir(out: Path) -> RunDirLock:
@@ -455,9 +517,23 @@ def _run_planned(
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(threads_n)
+    stop: list[int] = []  # the signals received, in order
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop:  # a second signal: pass it on now (the trainings stop at once)
+            for _run, proc, _t0 in running.values():
+                if proc.poll() is None:
+                    proc.send_signal(signum)
+        stop.append(signum)
+
+    previous = (
+        {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
-        while queue or running:
-            while queue and len(running) < jobs_n:
+        while (queue or running) and not stop:
+            while queue and len(running) < jobs_n and not stop:
                 run = queue.pop(0)
                 resume = states[run.name] == "resume"
                 run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -491,19 +567,24 @@ def _run_planned(
                         f"(see {run.run_dir / ERROR_FILE})"
                     )
                 write_manifest(manifest, header, runs)
-    except KeyboardInterrupt:
-        for _run, proc, _t0 in running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)  # the trainer checkpoints after its current step and stops
+        if stop:
+            _stop_runs(running, stop[0])
+    except KeyboardInterrupt:  # not the main thread (no handler of ours): a Ctrl-C is passed on as before
+        stop.append(int(signal.SIGINT))
+        _stop_runs(running, signal.SIGINT)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if stop:
         for run, proc, _t0 in running.values():
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
             run.status, run.returncode = "interrupted", proc.returncode
         write_manifest(manifest, header, runs)
-        raise KeyboardInterrupt(f"sweep interrupted; run the same command again to resume ({manifest})") from None
+        name = signal.Signals(stop[0]).name
+        raise SweepInterrupted(
+            f"sweep stopped by {name}; its running trainings checkpointed. Run the same command again to resume "
+            f"({manifest})",
+            stop[0],
+        )
     for run in runs:
         if run.status == "failed" and run.action == "conflict":
             say(f"{run.name}: FAILED: {run.error}")

@@ -35,6 +35,7 @@ bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -51,9 +52,11 @@ from sparsesnn.data import DatasetInfo
 from sparsesnn.interop.nir_read import load_nir, max_output_difference
 from sparsesnn.interop.nir_write import DEFAULT_DT, check_dt, write_nir
 from sparsesnn.sparse.shrink import CompactionReport, compact
+from sparsesnn.train.checkpoint import FileWriteError, non_finite_tensors, write_error
 from sparsesnn.train.config import Config, validate_config
 from sparsesnn.train.factory import build_model_from_config
 from sparsesnn.train.run_reader import read_run
+from sparsesnn.train.rundir import RunDirBusyError, RunDirLock, describe_holder
 
 #: the formats of :func:`export_run`; the ``deploy`` format is :func:`sparsesnn.deploy.export_run_deployed`
 FORMATS: tuple[str, ...] = ("pt", "safetensors", "nir")
@@ -65,6 +68,8 @@ class ExportOptionError(SparseSNNError, ValueError):
 
 #: file extension of each format (NIR files are HDF5 and conventionally named ``*.nir``)
 EXTENSIONS: dict[str, str] = {"pt": "pt", "safetensors": "safetensors", "nir": "nir", "deploy": "deploy.pt"}
+#: the errors of a write that failed for want of room or permission (a full disk, a quota, a read-only file system)
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO})
 EXPORT_FORMAT = "sparsesnn.model"
 EXPORT_VERSION = 1
 
@@ -117,6 +122,12 @@ def prepare_export(
     run = read_run(run_dir, checkpoint=checkpoint, device=device)
     model = run.learner.finalize()
     model.eval()
+    bad = non_finite_tensors({"model": model.state_dict()})
+    if bad:
+        raise CheckpointError(
+            f"{run_dir}: the model holds non-finite values (NaN or infinity) in {', '.join(bad[:5])}; a diverged "
+            "model is not exported"
+        )
     example = run.example(samples)
     small, report = compact(model.cpu(), example)
     return ExportBundle(small.eval(), run.config, run.info, report, example, run.test_batches, model.eval())
@@ -219,8 +230,17 @@ def export_pt(
     ``extra``: further named tensors, e.g. the ``deploy`` format's example input)."""
     buf = io.BytesIO()
     torch.save({"meta": meta, "state_dict": _tensors(model), **(extra or {})}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    _write(path, buf.getvalue())
     return Path(path)
+
+
+def _write(path: str | Path, payload: bytes) -> None:
+    """Write atomically; a full disk (or a read-only file system) is a one-line error naming the file."""
+    try:
+        atomic_write_bytes(path, payload)
+    except OSError as exc:
+        kept = f"the previous {Path(path).name} is intact" if Path(path).is_file() else ""
+        raise write_error(path, exc, kept) from None
 
 
 def read_pt(path: str | Path) -> dict[str, Any]:
@@ -244,7 +264,7 @@ def export_safetensors(model: nn.Module, path: str | Path, meta: dict[str, Any])
     """Write the state dict as safetensors; ``meta`` goes, as JSON, into the header under ``"sparsesnn"``."""
     from safetensors.torch import save
 
-    atomic_write_bytes(path, save(_tensors(model), metadata={"format": EXPORT_FORMAT, "sparsesnn": json.dumps(meta)}))
+    _write(path, save(_tensors(model), metadata={"format": EXPORT_FORMAT, "sparsesnn": json.dumps(meta)}))
     return Path(path)
 
 
@@ -288,6 +308,48 @@ def default_path(run_dir: str | Path, fmt: str, checkpoint: str = "last") -> Pat
     return Path(run_dir) / f"{stem}.{EXTENSIONS[fmt]}"
 
 
+def is_export_name(name: str) -> bool:
+    """Whether ``name`` is one an export may have inside a run directory: ``model*.<ext>`` of a format
+    (:data:`EXTENSIONS`), e.g. ``model.pt``, ``model_selected.nir``, ``model-small.safetensors``."""
+    return name.startswith("model") and any(name.endswith("." + ext) for ext in EXTENSIONS.values())
+
+
+def export_target(
+    run_dir: str | Path, fmt: str, out: str | Path | None = None, checkpoint: str = "last", *, force: bool = False
+) -> Path:
+    """The file an export of ``run_dir`` as ``fmt`` writes (``out``, default :func:`default_path`), checked before
+    any work; every format (``deploy`` included) goes through it. Refused, as :class:`ExportOptionError`: a
+    directory, and a path inside the run directory other than an export name (:func:`is_export_name`), so that no
+    export replaces the run's ``checkpoint.pt``, ``config.toml``, ``metrics.jsonl`` or anything else there. Refused as
+    :class:`~sparsesnn.train.rundir.RunDirBusyError` unless ``force``: a run another process is training now (its
+    ``run.lock`` is held), whose checkpoint changes under the export."""
+    rd = Path(run_dir)
+    path = Path(out) if out is not None else default_path(rd, fmt, checkpoint)
+    if path.is_dir():
+        raise ExportOptionError(
+            f"--out {path} is a directory; give the file to write, e.g. {path / default_path(rd, fmt, checkpoint).name}"
+        )
+    try:
+        inside = path.resolve().is_relative_to(rd.resolve())
+    except OSError:
+        inside = False
+    if inside and not is_export_name(path.name):
+        raise ExportOptionError(
+            f"--out {path} is inside the run directory {rd}, where an export may only be named model*.<ext> "
+            f"({', '.join(sorted({default_path(rd, f).name for f in EXTENSIONS}))}, model_selected.pt, ...): the "
+            "run's own files (checkpoint, config, metrics, summary) are what resume, eval and report read. Name the "
+            "export model<something>.<ext>, or write it outside the run directory"
+        )
+    if not force:
+        holder = RunDirLock(rd).holder()
+        if holder is not None:
+            raise RunDirBusyError(
+                f"{rd} is being trained by {describe_holder(holder)}: its checkpoint changes every epoch. Export it "
+                "when the training ends, or pass --force to export the checkpoint as it is now"
+            )
+    return path
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str,
@@ -297,11 +359,14 @@ def export_run(
     checkpoint: str = "last",
     device: str | None = None,
     dt: float | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """Export the finalized, compacted model of ``run_dir`` (from ``checkpoint``: "last" or "selected", rebuilt on
     ``device``: see :func:`prepare_export`) as ``fmt`` to ``out`` (default :func:`default_path`). ``dt``: the NIR
     time step in seconds (``nir`` only; default :data:`~sparsesnn.interop.nir_write.DEFAULT_DT`, what snnTorch and
-    SpikingJelly read)."""
+    SpikingJelly read). The target is checked first (:func:`export_target`: no directory, none of the run's own
+    files, not a run being trained unless ``force``); a failed write is a
+    :class:`~sparsesnn.train.checkpoint.FileWriteError` naming the file and the free space."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if dt is not None:
@@ -314,14 +379,21 @@ def export_run(
             dt = check_dt(dt)
         except ValueError as exc:
             raise ExportOptionError(str(exc)) from None
+    path = export_target(run_dir, fmt, out, checkpoint, force=force)
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
-    path = Path(out) if out is not None else default_path(run_dir, fmt, checkpoint)
     diff = None
-    if fmt == "pt":
-        export_pt(bundle.model, path, bundle.meta())
-    elif fmt == "safetensors":
-        export_safetensors(bundle.model, path, bundle.meta())
-    else:
-        dt = DEFAULT_DT if dt is None else dt
-        diff = export_nir(bundle.model, path, bundle.example, dt=dt)
+    try:
+        if fmt == "pt":
+            export_pt(bundle.model, path, bundle.meta())
+        elif fmt == "safetensors":
+            export_safetensors(bundle.model, path, bundle.meta())
+        else:
+            dt = DEFAULT_DT if dt is None else dt
+            diff = export_nir(bundle.model, path, bundle.example, dt=dt)
+    except FileWriteError:
+        raise
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_error(path, exc) from None
     return ExportResult(path, fmt, bundle.report, int(bundle.example.shape[1]), diff, dt if fmt == "nir" else None)

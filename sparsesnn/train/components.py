@@ -10,6 +10,7 @@ settings: :func:`apply_process_settings` does, and only the trainer and the run 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -83,6 +84,24 @@ def build_run_learner(
         total_epochs=cfg.run.epochs,
         seed=derive_seed(cfg.run.seed, LEARNER_STREAM),
     )
+
+
+def start_problem(cfg: Config, data_cache: dict[str, DataBundle] | None = None) -> str | None:
+    """Why ``sparsesnn train`` would refuse ``cfg`` when it starts (None when it would not): the data does not load,
+    the model does not build on it, or the structure learner refuses its settings for this run's budget (e.g. a
+    schedule whose updates would never run). Builds the data (shared through ``data_cache`` by runs with the same
+    ``[data]``), the model on the CPU and the learner without an optimiser; trains nothing."""
+    try:
+        key = json.dumps(cfg.to_dict().get("data"), sort_keys=True, default=str)
+        cache = data_cache if data_cache is not None else {}
+        if key not in cache:
+            cache[key] = build_data(cfg)
+        data = cache[key]
+        model = build_model_from_config(cfg, data.info)
+        build_run_learner(cfg, model, None, steps_per_epoch(cfg, len(data.train)))  # type: ignore[arg-type]
+    except (ValueError, KeyError) as exc:  # ConfigError and DatasetError are ValueErrors
+        return str(exc).strip("'\"")
+    return None
 
 
 def build_run_loss(cfg: Config) -> LossFn:

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from sparsesnn.core.errors import DatasetError
 from sparsesnn.data import DatasetInfo
+from sparsesnn.data.base import label_problem
 from sparsesnn.metrics import FiringRateMonitor, SynapticOpsMonitor, correct_count
 from sparsesnn.train.batching import (
     EVAL_BATCH_STREAM,
@@ -72,7 +74,10 @@ def evaluate_model(
         if monitor is not None and ops is not None:
             hooks.enter_context(monitor.active())
             hooks.enter_context(ops.active())
-        for b, _idx, x, y in batches:
+        for b, idx, x, y in batches:
+            problem = label_problem(y, idx, info)  # on the host copy: no synchronisation
+            if problem is not None:
+                raise DatasetError(f"dataset {info.name!r}, {split} split: {problem}; fix the data")
             torch.manual_seed(derive_seed(seed, b, EVAL_GLOBAL_STREAM))
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)

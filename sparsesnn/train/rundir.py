@@ -35,6 +35,12 @@ SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 SELECTED_FILE = "selected.pt"  # the state at the epoch of best validation accuracy (data.validation_samples > 0)
 LOCK_FILE = "run.lock"
+TENSORBOARD_DIR = "tb"
+#: what ``sparsesnn train`` writes into a run directory (besides ``run.lock``): a fresh run refuses a directory that
+#: holds any of them unless asked to set them aside (:func:`set_aside`)
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, SELECTED_FILE, TENSORBOARD_DIR)
+#: the folder :func:`set_aside` moves a previous run's files into: ``previous-<YYYYmmdd-HHMMSS>``
+PREVIOUS_PREFIX = "previous-"
 
 
 def is_run_dir(path: Path) -> bool:
@@ -65,6 +71,36 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
+def run_files_in(run_dir: Path, exports: tuple[str, ...] = ()) -> list[str]:
+    """The names of :data:`RUN_FILES` present in ``run_dir``, then of the files there whose name starts with
+    ``model`` and ends with one of ``exports`` (a previous run's model exports)."""
+    present = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if exports and run_dir.is_dir():
+        present += sorted(
+            p.name for p in run_dir.iterdir() if p.is_file() and p.name.startswith("model") and p.name.endswith(exports)
+        )
+    return present
+
+
+def set_aside(run_dir: Path, exports: tuple[str, ...] = ()) -> Path | None:
+    """Move what a previous run (or the user) left in ``run_dir`` (:func:`run_files_in`) into a new folder
+    ``run_dir/previous-<time>/``; returns that folder, or None when there was nothing to move. Nothing is deleted, and
+    ``run.lock`` stays where it is (a lock file is never moved or deleted: see the module docstring)."""
+    names = run_files_in(run_dir, exports)
+    if not names:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir / f"{PREVIOUS_PREFIX}{stamp}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir / f"{PREVIOUS_PREFIX}{stamp}-{n}"
+    target.mkdir()
+    for name in names:
+        os.replace(run_dir / name, target / name)
+    return target
+
+
 class RunDirBusyError(CheckpointError):
     """Another process is training into this run directory."""
 
@@ -88,7 +124,7 @@ def _command_line() -> str:
     return " ".join([name, *sys.argv[1:]])
 
 
-def _describe(holder: dict[str, Any]) -> str:
+def describe_holder(holder: dict[str, Any]) -> str:
     since = holder.get("started")
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) else "?"
     command = holder.get("command") or "?"
@@ -136,8 +172,8 @@ class RunDirLock:
                 else "no longer running"
             )
             warnings.warn(
-                f"{self.path}: left by {_describe(previous)}, which ended without releasing it ({state}: killed or "
-                "crashed); taking the run directory over",
+                f"{self.path}: left by {describe_holder(previous)}, which ended without releasing it ({state}: "
+                "killed or crashed); taking the run directory over",
                 UserWarning,
                 stacklevel=3,
             )
@@ -182,11 +218,23 @@ class RunDirLock:
                 raise self._busy(self._read(handle)) from None
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    def holder(self) -> dict[str, Any] | None:
+        """The record of the process holding the lock now (another process, or this one through another object),
+        or None when it is free. Writes nothing."""
+        if not self.path.is_file():
+            return None
+        try:
+            self.check_free()
+        except RunDirBusyError:
+            with open(self.path, encoding="utf-8") as handle:
+                return self._read(handle) or {"pid": "?"}
+        return None
+
     def _busy(self, holder: dict[str, Any]) -> RunDirBusyError:
         if self.path.name != LOCK_FILE:  # another directory's lock (a sweep's): its owner words the advice
-            return RunDirBusyError(f"{self.path} is held by {_describe(holder)}")
+            return RunDirBusyError(f"{self.path} is held by {describe_holder(holder)}")
         return RunDirBusyError(
-            f"{self.run_dir} is being written by {_describe(holder)}; a second writer would mix the two runs' "
+            f"{self.run_dir} is being written by {describe_holder(holder)}; a second writer would mix the two runs' "
             "metrics and checkpoints. Wait for it to finish, stop it (it checkpoints on Ctrl-C or SIGTERM, then "
             "continue with --resume), or train into another --run-dir"
         )

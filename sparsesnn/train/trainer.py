@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,10 @@ from sparsesnn.train.batching import (
 )
 from sparsesnn.train.batching import iterate_batches as iterate_batches
 from sparsesnn.train.batching import to_time_major as to_time_major
-from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint
+from sparsesnn.train.checkpoint import load_checkpoint, save_checkpoint, write_error
 from sparsesnn.train.components import apply_process_settings, build_components
 from sparsesnn.train.config import Config, SelectAmong
-from sparsesnn.train.distributed import init_from_env
+from sparsesnn.train.distributed import env_context, init_from_env
 from sparsesnn.train.evaluation import evaluate_model
 from sparsesnn.train.factory import resolve_device
 from sparsesnn.train.losses import LossFn
@@ -57,7 +57,16 @@ from sparsesnn.train.run_reader import CHECKPOINTS as CHECKPOINTS
 from sparsesnn.train.run_reader import RELOCATABLE_KEYS as RELOCATABLE_KEYS
 from sparsesnn.train.run_reader import check_checkpoint_config, checkpoint_path, read_run_config
 from sparsesnn.train.run_reader import inference_device as inference_device
-from sparsesnn.train.rundir import CHECKPOINT_FILE, METRICS_FILE, SELECTED_FILE, SUMMARY_FILE, RunDirLock
+from sparsesnn.train.rundir import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    PREVIOUS_PREFIX,
+    SELECTED_FILE,
+    SUMMARY_FILE,
+    RunDirLock,
+    run_files_in,
+    set_aside,
+)
 from sparsesnn.train.rundir import CONFIG_FILE as CONFIG_FILE
 from sparsesnn.train.tensorboard import open_tensorboard
 
@@ -231,26 +240,42 @@ class Trainer:
         return f"after epoch {e}" if b == 0 else f"in epoch {e + 1} after batch {b}"
 
     def save(self, name: str = CHECKPOINT_FILE) -> None:
+        """Write the state to ``name``, after checking that the last optimiser step left every weight finite
+        (:meth:`BatchStep.check_weights`: a diverged state is never written over the last good one)."""
+        self.batch_step.check_weights()
         if self.dist.is_main:  # every rank holds the same state; one writes it
             save_checkpoint(self.run_dir / name, self.state_dict())
         if name == CHECKPOINT_FILE:
             self._saved_at = self._position()
 
     # -- run files --------------------------------------------------------------------------------------------------
+    def _write_text(self, name: str, text: str) -> None:
+        """Write a run file atomically; a full disk is a one-line :class:`FileWriteError` naming it."""
+        try:
+            atomic_write_text(self.run_dir / name, text)
+        except OSError as exc:
+            kept = f"the previous {name} is intact" if (self.run_dir / name).is_file() else ""
+            raise write_error(self.run_dir / name, exc, kept) from None
+
     def _write_run_files(self) -> None:
         if not self.dist.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / CONFIG_FILE, self.config.to_toml())
+        self._write_text(CONFIG_FILE, self.config.to_toml())
         # metrics.jsonl is rewritten from the checkpoint's history, so a resumed run's file matches an unbroken one
         lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.state.history)
-        atomic_write_text(self.run_dir / METRICS_FILE, lines)
+        self._write_text(METRICS_FILE, lines)
 
     def _append_metrics(self, record: dict[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:  # the checkpoint holds the record: --resume rewrites metrics.jsonl from it
+            raise write_error(
+                self.run_dir / METRICS_FILE, exc, f"{CHECKPOINT_FILE} holds this epoch; --resume rewrites the file"
+            ) from None
 
     # -- loop -------------------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -300,7 +325,7 @@ class Trainer:
                 tb.close()
         summary = self.summary()
         if self.dist.is_main:
-            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            self._write_text(SUMMARY_FILE, json.dumps(summary, indent=2, sort_keys=True) + "\n")
         barrier()
         return summary
 
@@ -556,13 +581,38 @@ def selected_record(history: list[dict[str, Any]], among: SelectAmong = "final_d
     return max(reversed(candidates), key=lambda r: r["val_acc"])
 
 
-def new_run_dir(config: Config, run_dir: str | Path | None = None) -> Path:
-    """The run directory for a fresh run: refuses to overwrite one that already holds a checkpoint."""
+def new_run_dir(
+    config: Config,
+    run_dir: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    exports: tuple[str, ...] = (),
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """The run directory for a fresh run. It refuses a directory another process is training into, and one that
+    holds any file a run writes (:data:`~.rundir.RUN_FILES`: a previous run's results, or the user's own
+    ``config.toml``): train would replace them. With ``overwrite`` those files, and model exports named ``model*``
+    ending in one of ``exports``, are moved into ``RUN_DIR/previous-<time>/`` instead (by the main process only;
+    ``log`` hears where), so nothing is lost."""
     rd = Path(run_dir) if run_dir is not None else Path(config.run.out_dir) / config.run.name
     RunDirLock(rd).check_free()  # a run in progress is named as such
-    if (rd / CHECKPOINT_FILE).exists():
+    if overwrite:
+        if env_context().is_main:  # one process moves; every rank checks before any of them writes
+            moved = set_aside(rd, exports)
+            if moved is not None and log is not None:
+                log(f"sparsesnn: the files of the previous run in {rd} were moved to {moved}")
+        return rd
+    present = run_files_in(rd)
+    if CHECKPOINT_FILE in present:
         raise CheckpointError(
-            f"run directory {rd} already holds a run; continue it with --resume {rd} or pick another "
-            "name with --set run.name=..."
+            f"run directory {rd} already holds a run; continue it with --resume {rd}, pick another name with "
+            f"--set run.name=... (or another --run-dir), or start a new run there with --overwrite (its files are "
+            f"moved to {rd / PREVIOUS_PREFIX}<time>/ first)"
+        )
+    if present:
+        raise CheckpointError(
+            f"{rd} holds {', '.join(present)} (a previous run's results, or your own files), which a new run would "
+            f"replace; train into another --run-dir, or pass --overwrite to start a new run there (the files are "
+            f"moved to {rd / PREVIOUS_PREFIX}<time>/ first)"
         )
     return rd
