@@ -104,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default 1e-4, the step snnTorch's and SpikingJelly's NIR readers assume)",
     )
 
-    s = sub.add_parser("sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.sweep)")
+    s = sub.add_parser(
+        "sweep", help="train every combination of --grid values x seeds, resumable (sparsesnn.experiments.sweep)"
+    )
     s.add_argument("--config", type=Path, required=True, help="the base TOML recipe")
     s.add_argument(
         "--grid",
@@ -130,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="validate and list the runs; train nothing")
     s.add_argument("--report", action="store_true", help="then write the HTML report to OUT/report")
 
-    r = sub.add_parser("report", help="HTML report (plots, tables, results.json) of runs or sweeps (sparsesnn.report)")
+    r = sub.add_parser(
+        "report", help="HTML report (plots, tables, results.json) of runs or sweeps (sparsesnn.experiments.report)"
+    )
     r.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories or sweep directories")
     r.add_argument("--out", type=Path, help="output directory (default: the runs' common parent/report)")
     r.add_argument(

@@ -488,9 +488,9 @@ def _stop_runs(running: dict[str, tuple[PlannedRun, subprocess.Popen[bytes], flo
 
 
 def _lock_sweep_dir(out: Path) -> RunDirLock:
-    """Hold the one-writer lock of ``OUT/.sweep.lock`` for the sweep's lifetime (:class:`~sparsesnn.rundir.RunDirLock`,
-    the lock every run directory has), so that a second sweep started in the same directory (which would start the
-    same runs twice) is refused instead of racing the first."""
+    """Hold the one-writer lock of ``OUT/.sweep.lock`` for the sweep's lifetime
+    (:class:`~sparsesnn.train.rundir.RunDirLock`, the lock every run directory has), so that a second sweep started
+    in the same directory (which would start the same runs twice) is refused instead of racing the first."""
     try:
         return RunDirLock(out, LOCK_FILE).acquire()
     except RunDirBusyError as exc:

@@ -207,9 +207,9 @@ class ModelConfig(_Section):
 
 class NeuronConfig(NeuronFamilySettings):
     """Spiking neuron settings applied to every neuron of the model: the family's (declared once, in
-    :class:`~sparsesnn.neuron_kinds.NeuronFamilySettings`), the kind and the kind's own settings."""
+    :class:`~sparsesnn.neuron.kinds.NeuronFamilySettings`), the kind and the kind's own settings."""
 
-    kind: str = Field("lif", description="a registered neuron kind (sparsesnn.neuron_kinds.NEURONS)")
+    kind: str = Field("lif", description="a registered neuron kind (sparsesnn.neuron.kinds.NEURONS)")
     params: dict[str, Any] = Field(default_factory=dict, description="the neuron kind's own settings")
 
     @field_validator("kind")
@@ -262,7 +262,7 @@ TET_KEYS = ("tet_lambda", "tet_target")
 class LossConfig(_Section):
     """``ce``: cross-entropy on the time-averaged output; ``mse``: MSE between firing rates and one-hot targets;
     ``tet``: cross-entropy at every time step plus ``tet_lambda`` x an MSE pull towards ``tet_target`` (TET, Deng et
-    al. ICLR 2022; :func:`sparsesnn.losses.tet_loss`).
+    al. ICLR 2022; :func:`sparsesnn.train.losses.tet_loss`).
 
     The TET keys are unset (None) unless ``name = "tet"``, where an unset key takes the default of the TET authors'
     code, so a resolved ``config.toml`` records the values a TET run used and a config written before these keys
@@ -339,7 +339,7 @@ class SparseConfig(_Section):
 
 
 class DistillConfig(_Section):
-    """Knowledge distillation from a teacher (see :mod:`sparsesnn.distill`). Present only when distilling."""
+    """Knowledge distillation from a teacher (see :mod:`sparsesnn.train.distill`). Present only when distilling."""
 
     source: Literal["run", "module", "online"] = "run"
     teacher_run: str | None = Field(None, description="run directory of a trained sparsesnn teacher (source = run)")
@@ -392,8 +392,8 @@ class Config(_Section):
         if self.distill is not None and self.loss.name == "tet":
             raise ValueError(
                 "loss.name = 'tet' with a [distill] section: distillation trains on its own loss "
-                "((1 - weight) CE + weight KD on time-averaged logits, sparsesnn.distill), so TET would only score the "
-                "evaluation; use loss.name = 'ce' with [distill]"
+                "((1 - weight) CE + weight KD on time-averaged logits, sparsesnn.train.distill), so TET would only "
+                "score the evaluation; use loss.name = 'ce' with [distill]"
             )
         return self
 

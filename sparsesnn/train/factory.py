@@ -197,7 +197,7 @@ def build_scheduler(
 
 
 def build_distiller(cfg: Config, info: DatasetInfo, device: torch.device) -> Distiller | None:
-    """The :class:`~sparsesnn.distill.Distiller` a ``[distill]`` section describes (None without one)."""
+    """The :class:`~sparsesnn.train.distill.Distiller` a ``[distill]`` section describes (None without one)."""
     d = cfg.distill
     if d is None:
         return None
