@@ -258,7 +258,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.deploy import export_run_deployed
-    from sparsesnn.interop.export import ExportOptionError, export_run, export_target
+    from sparsesnn.interop.export import ExportOptionError, export_run
 
     if args.format == "deploy":
         if args.dt is not None:
@@ -266,8 +266,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 f"dt = {args.dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
                 "the deploy format stores the model's own time constants: drop dt, or use --format nir"
             )
-        out = export_target(args.run_dir, "deploy", args.out, args.checkpoint, force=args.force)
-        result = export_run_deployed(args.run_dir, out, checkpoint=args.checkpoint, device=args.device)
+        result = export_run_deployed(
+            args.run_dir, args.out, checkpoint=args.checkpoint, device=args.device, force=args.force
+        )
     else:
         result = export_run(
             args.run_dir,

@@ -27,7 +27,7 @@ from torch import nn
 from sparsesnn.core.errors import CheckpointError, SparseSNNError
 from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
 from sparsesnn.deploy.passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
-from sparsesnn.interop.export import ExportResult, default_path, export_pt, prepare_export, read_pt, rebuild_model
+from sparsesnn.interop.export import ExportResult, export_pt, export_target, prepare_export, read_pt, rebuild_model
 
 
 @dataclass
@@ -399,12 +399,14 @@ def export_run_deployed(
     samples: int = 32,
     checkpoint: str = "last",
     device: str | None = None,
+    force: bool = False,
 ) -> ExportResult:
     """The ``deploy`` export of a run: its finalized, compacted model (:func:`~sparsesnn.interop.export.prepare_export`)
     deployed on one test sample and written by :func:`export_deployed` to ``out`` (default
-    ``RUN_DIR/model.deploy.pt``)."""
+    ``RUN_DIR/model.deploy.pt``). The target is checked first, as every export's is
+    (:func:`~sparsesnn.interop.export.export_target`; ``force`` exports a run that is being trained)."""
+    path = export_target(run_dir, "deploy", out, checkpoint, force=force)
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
-    path = Path(out) if out is not None else default_path(run_dir, "deploy", checkpoint)
     report = export_deployed(bundle.model, path, bundle.meta(), bundle.example[:, :1])
     return ExportResult(path, "deploy", bundle.report, int(bundle.example.shape[1]), deploy=report)
 
