@@ -329,3 +329,20 @@ def test_cli_writes_the_early_decision_curve(
     assert [r["threshold"] for r in stored["margin_rule"]] == [0.1, 0.3, 0.5, 0.7, 0.9]
     with pytest.raises(SystemExit):
         main(["stream", str(nmnist_run)])  # --input or --curve
+
+
+@needs_nmnist
+def test_bench_stream_latency_on_the_tiny_run(
+    nmnist_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import load_bench
+
+    bench = load_bench("stream_latency")
+    out = tmp_path / "stream.json"
+    assert bench.main(["--run", str(nmnist_run), "--limit", "3", "--rounds", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["files"] == 3 and result["windows"] >= 24 and result["realtime_factor"] > 0
+    assert result["latency_ms_p50"] <= result["latency_ms_p99"]
+    assert len(result["live_windows"]["accuracy"]) == 8 and result["dataset_frames"]["samples"] == 20
+    assert (tmp_path / "stream_latency" / "live_windows.png").is_file()
+    assert "real-time factor" in capsys.readouterr().out

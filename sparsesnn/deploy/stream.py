@@ -70,8 +70,8 @@ class StreamingLIF(nn.Module):
     Each call on ``[t, B, ...]`` float32 input runs the equations of :mod:`sparsesnn.deploy.lif` for ``t`` steps
     from ``V[-1] = v`` (the membrane the previous call left; ``v_reset`` everywhere after :meth:`reset` or at the
     start) and keeps ``V[t-1]``. The membrane has the shape of one step ``[B, ...]``: a call with another shape
-    than the calls since the last :meth:`reset` is a :class:`StreamError`. :attr:`last_spikes` counts the spikes of
-    the last call."""
+    than the calls since the last :meth:`reset` is a :class:`StreamError`. ``last_spikes`` counts the spikes of the
+    last call."""
 
     sparsesnn_spiking = True  # declared spiking (sparsesnn.neuron.spiking): metrics and compaction see it
 
@@ -80,9 +80,11 @@ class StreamingLIF(nn.Module):
         self.inv_tau = float(inv_tau)
         self.params = params
         self.backend = resolve_backend(backend)
-        self.v: torch.Tensor | None = None  # [N] float32, the membrane in the step's contiguous order
-        self.step_shape: tuple[int, ...] | None = None
-        self._spikes: torch.Tensor | None = None
+        # the state lives in the instance's __dict__ (nn.Module.__setattr__ would cost more than the step's loop)
+        self.__dict__.update(v=None, step_shape=None, last_spikes=0)
+        self.v: torch.Tensor | None  # [N] float32, the membrane in the step's contiguous order
+        self.step_shape: tuple[int, ...] | None
+        self.last_spikes: int  # spikes of the last call
 
     @classmethod
     def of(cls, neuron: nn.Module, backend: EventBackend = "auto") -> StreamingLIF:
@@ -98,36 +100,26 @@ class StreamingLIF(nn.Module):
 
     def reset(self) -> None:
         """Back to rest: the next call starts from ``V[-1] = v_reset``."""
-        self.v = None
-        self.step_shape = None
-        self._spikes = None
+        self.__dict__.update(v=None, step_shape=None, last_spikes=0)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise StreamError(f"LIF input must be time-major [t, B, ...], got shape {tuple(x.shape)}")
-        step_shape = tuple(x.shape[1:])
         flat = x.reshape(x.shape[0], -1)
-        if flat.dtype != torch.float32 or not flat.is_contiguous():
-            flat = flat.to(torch.float32).contiguous()
-        if self.v is None:
-            self.v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
-            self.step_shape = step_shape
-        elif step_shape != self.step_shape:
+        if flat.dtype != torch.float32 or not flat.is_contiguous() or flat.requires_grad:
+            flat = flat.detach().to(torch.float32).contiguous()
+        state = self.__dict__
+        v = state["v"]
+        if v is None:
+            v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
+            state.update(v=v, step_shape=tuple(x.shape[1:]))
+        elif x.shape[1:] != state["step_shape"]:
             raise StreamError(
-                f"a neuron's input changed shape from {self.step_shape} to {step_shape} per step mid-stream (another "
-                "batch size or frame size); reset() the stream first"
+                f"a neuron's input changed shape from {state['step_shape']} to {tuple(x.shape[1:])} per step "
+                "mid-stream (another batch size or frame size); reset() the stream first"
             )
-        spikes = lif_from(flat, self.v, self.inv_tau, self.params, self.backend)
-        self._spikes = spikes
+        spikes, state["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
         return spikes.view(x.shape)
-
-    @property
-    def last_spikes(self) -> int:
-        """How many spikes the last call emitted (counted when asked)."""
-        if self._spikes is None:
-            return 0
-        return int(np.count_nonzero(self._spikes.numpy()))
 
     def extra_repr(self) -> str:
         p = self.params
@@ -484,7 +476,7 @@ def stream_events(
         s.step(torch.zeros((1, *binner.frame_shape)))
     s.reset()
     latencies: list[float] = []
-    total: torch.Tensor | None = None
+    total: np.ndarray | None = None
     since_reset = 0
     events = 0
     first_t: int | None = None
@@ -503,20 +495,21 @@ def stream_events(
             out = s.step(torch.from_numpy(frame).unsqueeze(0))
             latency = (clock() - t0) * 1e3
             latencies.append(latency)
-            y = (out[0] if isinstance(out, (tuple, list)) else out)[0].double()
-            total = y.clone() if total is None else total + y
+            y = (out[0] if isinstance(out, (tuple, list)) else out)[0].numpy().astype(np.float64)
+            total = y if total is None else total + y
             since_reset += 1
             mean = total / since_reset
-            probs = torch.softmax(mean, -1)
-            top2 = probs.topk(min(2, probs.numel())).values
+            e = np.exp(mean - mean.max())
+            probs = e / e.sum()
+            top2 = np.sort(probs)[-2:] if probs.size > 1 else np.array([0.0, probs[0]])
             index = len(latencies) - 1
             assert binner.origin_us is not None
             last = {
                 "window": index,
                 "end_us": int(binner.origin_us + (index + 1) * binner.window_us),
                 "prediction": int(mean.argmax()),
-                "confidence": round(float(top2[0]), 6),
-                "margin": round(float(top2[0] - (top2[1] if top2.numel() > 1 else 0.0)), 6),
+                "confidence": round(float(top2[1]), 6),
+                "margin": round(float(top2[1] - top2[0]), 6),
                 "spikes": s.last_spikes(),
                 "latency_ms": round(latency, 4),
             }
