@@ -6,6 +6,7 @@
     sparsesnn export RUN_DIR --format pt|safetensors|nir|deploy [--out PATH] [--dt SECONDS]
     sparsesnn sweep --config FILE --grid sparse.method=rigl,set --grid sparse.density=0.5,0.1 [--seeds 3] [--jobs N]
     sparsesnn report RUN_OR_SWEEP_DIR... [--out DIR] [--reference FILE]
+    sparsesnn stream RUN_DIR --input FILE [--window-us W] [--realtime] | --curve DIR
     sparsesnn info [METHOD|MODEL|DATASET|NEURON] [--config-keys]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint; also a run directory another process is training into),
@@ -149,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
         "name", nargs="?", help="a method, model, dataset or neuron kind: its settings, type, default, meaning"
     )
     i.add_argument("--config-keys", action="store_true", help="list every config key with its default")
+    _add_stream_parser(sub)
     return p
 
 
@@ -406,6 +408,47 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_stream_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    st = sub.add_parser("stream", help="run a run's deployed model on an event file as a live stream, window by window")
+    st.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    what = st.add_mutually_exclusive_group(required=True)
+    what.add_argument("--input", type=Path, metavar="FILE", help="event file (.bin, .bs2, .aedat, .aedat4)")
+    what.add_argument(
+        "--curve", type=Path, metavar="DIR", help="write the accuracy-against-time curve of the test split to DIR"
+    )
+    st.add_argument("--model", type=Path, metavar="PATH", help="a model.deploy.pt (default: deploy the run here)")
+    st.add_argument("--window-us", type=int, help="window length in us (default: the run's own framing)")
+    st.add_argument("--sample-duration-us", type=int, help="for framings split by sample duration (DVS Gesture)")
+    st.add_argument("--realtime", action="store_true", help="pace the file to its timestamps")
+    st.add_argument("--reset-every", type=int, default=0, metavar="N", help="reset the neurons every N windows")
+    st.add_argument("--checkpoint", **_CHECKPOINT_ARG)  # type: ignore[arg-type]
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from sparsesnn.data.stream import EventBinner, iter_events
+    from sparsesnn.deploy.stream import run_early_decision, stream_events, stream_run
+
+    rs = stream_run(
+        args.run_dir, checkpoint=args.checkpoint, model_path=args.model, sample_duration_us=args.sample_duration_us
+    )
+    if args.curve is not None:
+        print(json.dumps(run_early_decision(rs, args.curve), sort_keys=True))
+        return 0
+    binner = rs.binner
+    if args.window_us is not None:
+        binner = EventBinner(binner.sensor_size, args.window_us, size=binner.output_hw, time_steps=binner.time_steps)
+    summary = stream_events(
+        rs.stream,
+        binner,
+        iter_events(args.input, chunk_events=256) if args.realtime else iter_events(args.input),
+        realtime=args.realtime,
+        reset_every=args.reset_every,
+        on_window=lambda w: print(json.dumps(w), flush=True),
+    )
+    print(json.dumps({"summary": summary, "input": str(args.input), "model": rs.source}), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     tune_allocator()
@@ -416,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sweep": _cmd_sweep,
         "report": _cmd_report,
         "info": _cmd_info,
+        "stream": _cmd_stream,
     }
     try:
         return handlers[args.command](args)

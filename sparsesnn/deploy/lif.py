@@ -28,22 +28,22 @@ import torch
 from torch import nn
 
 from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
-from sparsesnn.neuron.kernels.loops import lif_forward_loop
 from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF, PLIF
 
 
 @functools.cache
 def _numba_lif() -> Any:
-    """The loop, compiled on first use (once per process)."""
+    """The loop, compiled on first use (once per process): spikes into ``out`` ``[T, N]``, the membrane ``v`` ``[N]``
+    read as ``V[-1]`` and left holding ``V[T-1]``; returns the number of spikes."""
     import numba
 
     @numba.njit(nogil=True, cache=False, boundscheck=False)
     def lif(  # pragma: no cover - compiled
-        x: Any, inv_tau: Any, v_threshold: Any, v_reset: Any, hard_reset: bool, decay_input: bool, out: Any
-    ) -> None:
+        x: Any, inv_tau: Any, v_threshold: Any, v_reset: Any, hard_reset: bool, decay_input: bool, out: Any, v: Any
+    ) -> int:
         steps, n = x.shape
-        v = np.full(n, v_reset, dtype=np.float32)
+        count = 0
         for t in range(steps):
             xt = x[t]
             st = out[t]
@@ -55,12 +55,57 @@ def _numba_lif() -> Any:
                     h = vi - inv_tau * (vi - v_reset) + xt[i]
                 if h - v_threshold >= 0:
                     st[i] = 1.0
+                    count += 1
                     v[i] = v_reset if hard_reset else h - v_threshold
                 else:
                     st[i] = 0.0
                     v[i] = h
+        return count
 
     return lif
+
+
+def lif_from(
+    flat: torch.Tensor, v: torch.Tensor, inv_tau: float, params: LIFParameters, backend: EventBackend
+) -> tuple[torch.Tensor, int]:
+    """Spikes ``[T, N]`` of contiguous float32 input ``flat`` ``[T, N]`` and their number, starting from the membrane
+    ``v`` (``[N]``, contiguous float32, the ``V[-1]`` of the equations) and leaving ``V[T-1]`` in ``v``, in place.
+    With ``v = v_reset`` everywhere this is :class:`InferenceLIF`'s call; with the ``v`` a previous call left, ``T``
+    calls of one step each give the spikes of one ``T``-step call bit for bit (the same float32 operations in the
+    same order, one step after the other). ``backend`` "numba" runs the compiled loop, "torch" the plain loop of
+    :func:`~sparsesnn.neuron.kernels.loops.lif_forward_loop`'s arithmetic."""
+    if backend == "numba":
+        out = np.empty(flat.shape, np.float32)
+        p = params
+        count = _numba_lif()(
+            flat.numpy(), np.float32(inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset),
+            p.hard_reset, p.decay_input, out, v.numpy(),
+        )  # fmt: skip
+        return torch.from_numpy(out), int(count)
+    spikes, v_last = _torch_loop_from(flat, v, inv_tau, params)
+    v.copy_(v_last)
+    return spikes, int(spikes.count_nonzero())
+
+
+def _torch_loop_from(
+    x: torch.Tensor, v: torch.Tensor, inv_tau: float, params: LIFParameters
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~sparsesnn.neuron.kernels.loops.lif_forward_loop`'s forward arithmetic from the membrane ``v``:
+    ``(spikes [T, N], V[T-1])``."""
+    if x.shape[0] == 0:
+        return x.clone(), v
+    v_threshold, v_reset = params.v_threshold, params.v_reset
+    spikes = []
+    for t in range(x.shape[0]):
+        xt = x[t]
+        if params.decay_input:
+            h = v + inv_tau * (xt - (v - v_reset))
+        else:
+            h = v - inv_tau * (v - v_reset) + xt
+        s = (h - v_threshold >= 0).to(torch.float32)
+        v = h * (1.0 - s) + v_reset * s if params.hard_reset else h - v_threshold * s
+        spikes.append(s)
+    return torch.stack(spikes), v
 
 
 def is_plain_lif(module: nn.Module) -> bool:
@@ -87,17 +132,8 @@ class InferenceLIF(nn.Module):
         if x.dim() < 2:
             raise ValueError(f"LIF input must be time-major [T, B, ...], got shape {tuple(x.shape)}")
         flat = x.to(torch.float32).reshape(x.shape[0], -1).contiguous()
-        if self.backend == "numba":
-            out = np.empty(flat.shape, np.float32)
-            p = self.params
-            _numba_lif()(
-                flat.numpy(), np.float32(self.inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset),
-                p.hard_reset, p.decay_input, out,
-            )  # fmt: skip
-            spikes = torch.from_numpy(out)
-        else:
-            spikes, _ = lif_forward_loop(flat, self.inv_tau, self.params)
-        return spikes.view(x.shape)
+        v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
+        return lif_from(flat, v, self.inv_tau, self.params, self.backend)[0].view(x.shape)
 
     def extra_repr(self) -> str:
         p = self.params
