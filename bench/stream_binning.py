@@ -46,7 +46,8 @@ from sparsesnn.data.events import read_nmnist
 from sparsesnn.data.frames import ToFrames
 from sparsesnn.data.stream import EventBinner, iter_nmnist
 
-DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist" / "Test"
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist" / "Test"
+DEFAULT_ROOT = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/data/nmnist/Test")
 CHUNKS = (64, 1024, 65_536)
 
 

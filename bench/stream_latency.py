@@ -43,7 +43,8 @@ from sparsesnn.deploy.stream import (
     write_early_decision,
 )
 
-DEFAULT_DATA = Path("/work/shared/data/nmnist/Test")
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist" / "Test"
+DEFAULT_DATA = _BESIDE if _BESIDE.is_dir() else Path("/work/shared/data/nmnist/Test")
 
 
 def labelled_files(root: Path, limit: int | None) -> list[tuple[Path, int]]:

@@ -357,7 +357,7 @@ def test_bench_stream_binning_quick(tmp_path: Path) -> None:
 
     bench = load_bench("stream_binning")
     out = tmp_path / "stream.json"
-    assert bench.main(["--quick", "--chunks", "100", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--root", str(NMNIST / "Test"), "--chunks", "100", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["replay_equals_dataset_frames"] and result["files"] == 10
     assert all(v["median_events_per_s"] > 0 for v in result["variants"].values())

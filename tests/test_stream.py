@@ -335,11 +335,27 @@ def test_cli_writes_the_early_decision_curve(
 def test_bench_stream_latency_on_the_tiny_run(
     nmnist_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import load_bench
+    from conftest import DATA, load_bench
 
     bench = load_bench("stream_latency")
     out = tmp_path / "stream.json"
-    assert bench.main(["--run", str(nmnist_run), "--limit", "3", "--rounds", "1", "--json", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--run",
+                str(nmnist_run),
+                "--data",
+                str(DATA / "nmnist" / "Test"),
+                "--limit",
+                "3",
+                "--rounds",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     assert result["files"] == 3 and result["windows"] >= 24 and result["realtime_factor"] > 0
     assert result["latency_ms_p50"] <= result["latency_ms_p99"]
