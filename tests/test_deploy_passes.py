@@ -59,6 +59,30 @@ def test_inference_max_pool_equals_torch_bit_for_bit(backend, kernel, stride, si
     x = torch.randn(3, 4, *size)
     got = InferenceMaxPool2d(pool, backend)(x)
     assert torch.equal(got, pool(x))
+    # a channels-last input (an event conv's output, through the LIF) is pooled in its own layout, exactly
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    got_cl = InferenceMaxPool2d(pool, backend)(x_cl)
+    assert torch.equal(got_cl, pool(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_activations_pass_through_lif_and_event_conv_unchanged(backend) -> None:  # type: ignore[no-untyped-def]
+    """The deployed layers take a channels-last activation as it is: InferenceLIF's spikes keep its layout and equal
+    those of the NCHW copy; the event conv on a channels-last input equals the one on the NCHW copy."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(4, 2, 8, 6, 5, generator=gen) * 1.5).contiguous()  # [T, B, C, H, W]
+    x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(x.shape)
+    assert not x_cl.is_contiguous()
+    lif = InferenceLIF(LIF(tau=2.0), backend)
+    spikes_cl = lif(x_cl)
+    assert spikes_cl.stride() == x_cl.stride() and torch.equal(spikes_cl, lif(x))
+    conv = nn.Conv2d(8, 5, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_((torch.rand(conv.weight.shape, generator=gen) < 0.3).float())
+    event = EventConv2d(conv, backend)
+    s = spikes_cl.flatten(0, 1)
+    assert not s.is_contiguous() and s.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(event(s), event(s.contiguous()))
 
 
 def test_only_plain_max_pools_are_replaced() -> None:

@@ -276,7 +276,9 @@ class EventConv2d(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float32).contiguous()
+        x = x.to(torch.float32)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()  # the kernels read NCHW or channels-last input as it is (a strided view)
         n_samples, _c, h, w = x.shape
         ho, wo = self.output_size(h, w)
         if self.backend == "numba":

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
+from sparsesnn.neuron.kernels.loops import like_input, storage_view
 from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF, PLIF
 
@@ -131,9 +132,10 @@ class InferenceLIF(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"LIF input must be time-major [T, B, ...], got shape {tuple(x.shape)}")
-        flat = x.to(torch.float32).reshape(x.shape[0], -1).contiguous()
+        x = x.detach().to(torch.float32)
+        flat = storage_view(x)  # [T, N] in x's own memory order (channels-last stays channels-last, no copy)
         v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
-        return lif_from(flat, v, self.inv_tau, self.params, self.backend)[0].view(x.shape)
+        return like_input(lif_from(flat, v, self.inv_tau, self.params, self.backend)[0], x)
 
     def extra_repr(self) -> str:
         p = self.params

@@ -1,10 +1,10 @@
 """Max pooling for inference in one compiled loop: ``out[n, c, oy, ox] = max over the window`` of
 ``x[n, c, oy * s + ky, ox * s + kx]`` (``nn.MaxPool2d`` without padding, dilation or ``ceil_mode``).
 
-At batch 1 ``nn.MaxPool2d(2)`` on a ``[4, 32, 28, 28]`` spike map took ~0.1-0.2 ms on the 2-vCPU VM, as long as an
-event-driven conv; the loop specialised to 2x2 windows of stride 2 takes ~0.014 ms. The maximum is exact, so the
-output equals ``nn.MaxPool2d``'s bit for bit (NaN aside). Without numba the module calls
-``torch.nn.functional.max_pool2d``.
+The usual 2x2 window of stride 2 has a loop of its own, in either memory order: a channels-last input (what an
+event-driven conv and the LIF after it produce) is pooled in place of its layout and the output stays channels-last,
+so nothing is copied into NCHW. The maximum is exact, so the output equals ``nn.MaxPool2d``'s bit for bit (NaN
+aside). Without numba the module calls ``torch.nn.functional.max_pool2d``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,18 @@ def _numba_max_pool() -> Any:
                 for ox in range(wo):
                     row[ox] = max(max(upper[2 * ox], upper[2 * ox + 1]), max(lower[2 * ox], lower[2 * ox + 1]))
 
-    return max_pool, max_pool_2x2
+    @numba.njit(nogil=True, cache=False, boundscheck=False)
+    def max_pool_2x2_nhwc(x: Any, out: Any) -> None:  # pragma: no cover - compiled
+        n_samples, ho, wo, n_ch = out.shape
+        for n in range(n_samples):
+            for oy in range(ho):
+                upper, lower = x[n, 2 * oy], x[n, 2 * oy + 1]
+                for ox in range(wo):
+                    a, b, c, d, row = upper[2 * ox], upper[2 * ox + 1], lower[2 * ox], lower[2 * ox + 1], out[n, oy, ox]
+                    for ch in range(n_ch):
+                        row[ch] = max(max(a[ch], b[ch]), max(c[ch], d[ch]))
+
+    return max_pool, max_pool_2x2, max_pool_2x2_nhwc
 
 
 def is_plain_max_pool(module: nn.Module) -> bool:
@@ -83,9 +94,19 @@ class InferenceMaxPool2d(nn.Module):
             return F.max_pool2d(x, self.kernel, self.stride)
         n, c, h, w = x.shape
         ho, wo = (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1
-        flat = x.to(torch.float32).contiguous().view(n * c, h, w)
+        x = x.to(torch.float32)
+        generic, two_by_two, two_by_two_nhwc = _numba_max_pool()
+        if (
+            self.kernel == 2
+            and self.stride == 2
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
+            out_nhwc = np.empty((n, ho, wo, c), np.float32)
+            two_by_two_nhwc(x.permute(0, 2, 3, 1).numpy(), out_nhwc)
+            return torch.from_numpy(out_nhwc).permute(0, 3, 1, 2)  # [N, C, Ho, Wo], channels-last in memory
+        flat = x.contiguous().view(n * c, h, w)
         out = np.empty((n * c, ho, wo), np.float32)
-        generic, two_by_two = _numba_max_pool()
         if self.kernel == 2 and self.stride == 2:  # the usual pool, ~9x faster than the generic loop
             two_by_two(flat.numpy(), out)
         else:

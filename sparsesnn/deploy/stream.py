@@ -55,6 +55,7 @@ from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
 from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif, lif_from
 from sparsesnn.deploy.passes import set_child
 from sparsesnn.interop.export import prepare_export
+from sparsesnn.neuron.kernels.loops import is_time_outer_dense, like_input, storage_view
 from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF
 from sparsesnn.neuron.spiking import is_spiking
@@ -81,7 +82,7 @@ class StreamingLIF(nn.Module):
         self.params = params
         self.backend = resolve_backend(backend)
         # the state lives in the instance's __dict__ (nn.Module.__setattr__ would cost more than the step's loop)
-        self.__dict__.update(v=None, step_shape=None, last_spikes=0)
+        self.__dict__.update(v=None, step_shape=None, step_strides=None, last_spikes=0)
         self.v: torch.Tensor | None  # [N] float32, the membrane in the step's contiguous order
         self.step_shape: tuple[int, ...] | None
         self.last_spikes: int  # spikes of the last call
@@ -100,26 +101,30 @@ class StreamingLIF(nn.Module):
 
     def reset(self) -> None:
         """Back to rest: the next call starts from ``V[-1] = v_reset``."""
-        self.__dict__.update(v=None, step_shape=None, last_spikes=0)
+        self.__dict__.update(v=None, step_shape=None, step_strides=None, last_spikes=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise StreamError(f"LIF input must be time-major [t, B, ...], got shape {tuple(x.shape)}")
-        flat = x.reshape(x.shape[0], -1)
-        if flat.dtype != torch.float32 or not flat.is_contiguous() or flat.requires_grad:
-            flat = flat.detach().to(torch.float32).contiguous()
+        x = x.detach().to(torch.float32)
         state = self.__dict__
         v = state["v"]
         if v is None:
-            v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
-            state.update(v=v, step_shape=tuple(x.shape[1:]))
+            v = torch.full((x[0].numel(),), self.params.v_reset, dtype=torch.float32)
+            # the membrane is kept in the memory order of the first call's input (channels-last stays so, no copy)
+            layout = x[:1] if is_time_outer_dense(x) else x[:1].contiguous()
+            state.update(v=v, step_shape=tuple(x.shape[1:]), step_strides=layout.stride()[1:])
         elif x.shape[1:] != state["step_shape"]:
             raise StreamError(
                 f"a neuron's input changed shape from {state['step_shape']} to {tuple(x.shape[1:])} per step "
                 "mid-stream (another batch size or frame size); reset() the stream first"
             )
+        if x.stride()[1:] != state["step_strides"] or not is_time_outer_dense(x):
+            # another memory order than the membrane's: copy into it (one neuron keeps one index per element)
+            x = torch.empty_strided(x.shape, (x[0].numel(), *state["step_strides"]), dtype=x.dtype).copy_(x)
+        flat = storage_view(x)
         spikes, state["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
-        return spikes.view(x.shape)
+        return like_input(spikes, x)
 
     def extra_repr(self) -> str:
         p = self.params
