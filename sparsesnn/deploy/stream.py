@@ -55,7 +55,7 @@ from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
 from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif, lif_from
 from sparsesnn.deploy.passes import set_child
 from sparsesnn.interop.export import prepare_export
-from sparsesnn.neuron.kernels.loops import is_time_outer_dense, like_input, storage_view
+from sparsesnn.neuron.kernels.loops import is_time_outer_dense
 from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF
 from sparsesnn.neuron.spiking import is_spiking
@@ -119,12 +119,14 @@ class StreamingLIF(nn.Module):
                 f"a neuron's input changed shape from {state['step_shape']} to {tuple(x.shape[1:])} per step "
                 "mid-stream (another batch size or frame size); reset() the stream first"
             )
-        if x.stride()[1:] != state["step_strides"] or not is_time_outer_dense(x):
+        steps, n = x.shape[0], v.shape[0]
+        dense = (n, *state["step_strides"])  # time outermost, then the membrane's memory order
+        if x.stride()[1:] != state["step_strides"] or (steps > 1 and x.stride(0) != n):
             # another memory order than the membrane's: copy into it (one neuron keeps one index per element)
-            x = torch.empty_strided(x.shape, (x[0].numel(), *state["step_strides"]), dtype=x.dtype).copy_(x)
-        flat = storage_view(x)
+            x = torch.empty_strided(x.shape, dense, dtype=x.dtype).copy_(x)
+        flat = x.as_strided((steps, n), (n, 1), x.storage_offset())  # a view: [t, N] in the membrane's order
         spikes, state["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
-        return like_input(spikes, x)
+        return spikes.as_strided(x.shape, dense)
 
     def extra_repr(self) -> str:
         p = self.params
