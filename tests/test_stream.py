@@ -14,6 +14,7 @@ from torch import nn
 
 from sparsesnn.deploy.api import deploy
 from sparsesnn.deploy.event_layers import EventConv2d, EventLinear, numba_available
+from sparsesnn.deploy.fused import FusedEventBlock
 from sparsesnn.deploy.lif import InferenceLIF
 from sparsesnn.deploy.passes import StepInvariant
 from sparsesnn.deploy.stream import (
@@ -25,6 +26,7 @@ from sparsesnn.deploy.stream import (
     stream_events,
     stream_outputs,
 )
+from sparsesnn.models.common import SpikingBlock
 from sparsesnn.neuron.layers import SeqFolded
 from sparsesnn.neuron.lif import LIF, PLIF
 from sparsesnn.neuron.spiking import spiking_neuron
@@ -111,6 +113,42 @@ def test_t_steps_equal_one_t_step_call(backend, v_reset, pool, form) -> None:  #
     assert torch.equal(torch.cat(pieces), whole)
     assert torch.equal(_stepped(s, x.flip(0)), model(x.flip(0)))
     assert s.check(x, model) == 0.0
+
+
+@pytest.mark.skipif(not numba_available(), reason="the fused blocks call the numba kernels")
+@pytest.mark.parametrize("v_reset", [0.0, -0.2, None], ids=["hard", "hard-negative", "soft"])
+def test_fused_event_blocks_equal_the_unfused_stream(v_reset) -> None:  # type: ignore[no-untyped-def]
+    """The library's block structure (SpikingBlock: conv [+ BN] -> LIF, then a 2x2 max pool), deployed event-driven:
+    the stream fuses each block into one call, and its outputs and spike counts equal the unfused stream's and one
+    T-step call's, bit for bit, over two samples."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        SpikingBlock(
+            [nn.Conv2d(2, 8, 3, padding=1), nn.BatchNorm2d(8)], LIF(tau=2.0, v_threshold=0.5, v_reset=v_reset)
+        ),
+        SeqFolded(nn.MaxPool2d(2)),
+        SpikingBlock([nn.Conv2d(8, 16, 3, padding=1)], PLIF(init_tau=2.5, v_threshold=0.6, v_reset=v_reset)),
+        SeqFolded(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 10)),
+    ).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    x = (torch.rand(8, 3, 2, 16, 16, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    model, _ = deploy(net.requires_grad_(False), x, force=True, backend="numba", repeats=1)
+    fused, plain = stream(model, backend="numba"), stream(model, backend="numba", fuse=False)
+    assert sum(isinstance(m, FusedEventBlock) for m in fused.model.modules()) == 2
+    assert not any(isinstance(m, FusedEventBlock) for m in plain.model.modules())
+    for sample in (x, x.flip(0)):
+        fused.reset()
+        plain.reset()
+        for t in range(sample.shape[0]):
+            assert torch.equal(fused.step(sample[t]), plain.step(sample[t]))
+            assert fused.last_spikes() == plain.last_spikes() > 0
+        assert torch.equal(_stepped(fused, sample), model(sample))
 
 
 def test_the_stream_keeps_the_model_it_was_given_untouched_and_counts_spikes() -> None:

@@ -49,89 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.core.errors import SparseSNNError
 from sparsesnn.data.stream import EventBinner
-from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear, resolve_backend
-from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif, lif_from
+from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
+from sparsesnn.deploy.fused import fuse_event_blocks
+from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif
 from sparsesnn.deploy.passes import set_child
+from sparsesnn.deploy.stateful import StreamError, StreamingLIF
 from sparsesnn.interop.export import prepare_export
-from sparsesnn.neuron.kernels.loops import is_time_outer_dense
-from sparsesnn.neuron.kernels.params import LIFParameters
-from sparsesnn.neuron.lif import LIF
 from sparsesnn.neuron.spiking import is_spiking
-
-
-class StreamError(SparseSNNError):
-    """A model the stream cannot run step by step, or input it cannot take."""
-
-
-class StreamingLIF(nn.Module):
-    """A LIF / PLIF (or its :class:`InferenceLIF`) whose membrane persists between calls.
-
-    Each call on ``[t, B, ...]`` float32 input runs the equations of :mod:`sparsesnn.deploy.lif` for ``t`` steps
-    from ``V[-1] = v`` (the membrane the previous call left; ``v_reset`` everywhere after :meth:`reset` or at the
-    start) and keeps ``V[t-1]``. The membrane has the shape of one step ``[B, ...]``: a call with another shape
-    than the calls since the last :meth:`reset` is a :class:`StreamError`. ``last_spikes`` counts the spikes of the
-    last call."""
-
-    sparsesnn_spiking = True  # declared spiking (sparsesnn.neuron.spiking): metrics and compaction see it
-
-    def __init__(self, inv_tau: float, params: LIFParameters, backend: EventBackend = "auto") -> None:
-        super().__init__()
-        self.inv_tau = float(inv_tau)
-        self.params = params
-        self.backend = resolve_backend(backend)
-        # the state lives in the instance's __dict__ (nn.Module.__setattr__ would cost more than the step's loop)
-        self.__dict__.update(v=None, step_shape=None, step_strides=None, last_spikes=0)
-        self.v: torch.Tensor | None  # [N] float32, the membrane in the step's contiguous order
-        self.step_shape: tuple[int, ...] | None
-        self.last_spikes: int  # spikes of the last call
-
-    @classmethod
-    def of(cls, neuron: nn.Module, backend: EventBackend = "auto") -> StreamingLIF:
-        """The streaming form of a :class:`LIF` / :class:`PLIF` (exactly those classes) or an :class:`InferenceLIF`."""
-        if isinstance(neuron, InferenceLIF):
-            return cls(neuron.inv_tau, neuron.params, backend)
-        if not is_plain_lif(neuron):
-            raise TypeError(f"StreamingLIF takes a sparsesnn LIF, PLIF or InferenceLIF, got {type(neuron).__name__}")
-        assert isinstance(neuron, LIF)
-        inv_tau = neuron.inv_tau()
-        value = float(inv_tau.detach()) if isinstance(inv_tau, torch.Tensor) else float(inv_tau)
-        return cls(value, neuron.lif_parameters(), backend)
-
-    def reset(self) -> None:
-        """Back to rest: the next call starts from ``V[-1] = v_reset``."""
-        self.__dict__.update(v=None, step_shape=None, step_strides=None, last_spikes=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2:
-            raise StreamError(f"LIF input must be time-major [t, B, ...], got shape {tuple(x.shape)}")
-        x = x.detach().to(torch.float32)
-        state = self.__dict__
-        v = state["v"]
-        if v is None:
-            v = torch.full((x[0].numel(),), self.params.v_reset, dtype=torch.float32)
-            # the membrane is kept in the memory order of the first call's input (channels-last stays so, no copy)
-            layout = x[:1] if is_time_outer_dense(x) else x[:1].contiguous()
-            state.update(v=v, step_shape=tuple(x.shape[1:]), step_strides=layout.stride()[1:])
-        elif x.shape[1:] != state["step_shape"]:
-            raise StreamError(
-                f"a neuron's input changed shape from {state['step_shape']} to {tuple(x.shape[1:])} per step "
-                "mid-stream (another batch size or frame size); reset() the stream first"
-            )
-        steps, n = x.shape[0], v.shape[0]
-        dense = (n, *state["step_strides"])  # time outermost, then the membrane's memory order
-        if x.stride()[1:] != state["step_strides"] or (steps > 1 and x.stride(0) != n):
-            # another memory order than the membrane's: copy into it (one neuron keeps one index per element)
-            x = torch.empty_strided(x.shape, dense, dtype=x.dtype).copy_(x)
-        flat = x.as_strided((steps, n), (n, 1), x.storage_offset())  # a view: [t, N] in the membrane's order
-        spikes, state["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
-        return spikes.as_strided(x.shape, dense)
-
-    def extra_repr(self) -> str:
-        p = self.params
-        reset = f"v_reset={p.v_reset}" if p.hard_reset else "soft reset"
-        return f"inv_tau={self.inv_tau:.6g}, v_threshold={p.v_threshold}, {reset}, decay_input={p.decay_input}"
 
 
 def _frame_dims(model: nn.Module) -> int | None:
@@ -236,12 +161,15 @@ class ModelStream:
         return worst
 
 
-def stream(model: nn.Module, *, frame_dims: int | None = None, backend: EventBackend = "auto") -> ModelStream:
+def stream(
+    model: nn.Module, *, frame_dims: int | None = None, backend: EventBackend = "auto", fuse: bool = True
+) -> ModelStream:
     """A :class:`ModelStream` of ``model``: the model as given (our LIF / PLIF), deploy's rewritten model or its
     deployed model (:func:`sparsesnn.deploy.deploy`, :func:`~sparsesnn.deploy.load_deployed`), copied (eval mode,
     CPU, float32) with every neuron made a :class:`StreamingLIF`. ``frame_dims``: the rank of one step's input
     ``[B, ...]`` (default: 4 for a first Conv2d, 2 for a first Linear). Raises :class:`StreamError` naming every
-    spiking module whose state the stream cannot carry."""
+    spiking module whose state the stream cannot carry. With ``fuse`` (the default) each event-driven conv block is
+    one call (:func:`~sparsesnn.deploy.fused.fuse_event_blocks`, outputs equal bit for bit)."""
     copied = copy.deepcopy(model).cpu().float().eval()
     names = [name for name, m in copied.named_modules() if is_plain_lif(m) or isinstance(m, InferenceLIF)]
     if "" in names:
@@ -260,7 +188,10 @@ def stream(model: nn.Module, *, frame_dims: int | None = None, backend: EventBac
             "the stream carries the membrane of sparsesnn's LIF / PLIF only; it cannot keep the state of "
             + ", ".join(refused)
         )
-    return ModelStream(copied, neurons, frame_dims if frame_dims is not None else _frame_dims(copied))
+    dims = frame_dims if frame_dims is not None else _frame_dims(copied)
+    if fuse:
+        fuse_event_blocks(copied)
+    return ModelStream(copied, neurons, dims)
 
 
 # ------------------------------------------------------------------------------------------------ early decisions
