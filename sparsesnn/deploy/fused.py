@@ -56,10 +56,12 @@ class FusedEventBlock(nn.Module):
             out += self._bias
         spikes = self._neuron(out, steps, batch)
         if self.pool is not None:
-            pooled = np.empty((n, ho // 2, wo // 2, channels), np.float32)
-            _numba_max_pool()[2](spikes.reshape(n, ho, wo, channels), pooled)
-            spikes = pooled
-        result = torch.from_numpy(spikes.reshape(n, *spikes.shape[-3:])).permute(0, 3, 1, 2)
+            # pooled straight into NCHW order (the loop writes through a channels-last view of the buffer), so that a
+            # flatten or the next conv after the block reads it without a copy
+            pooled = np.empty((n, channels, ho // 2, wo // 2), np.float32)
+            _numba_max_pool()[2](spikes.reshape(n, ho, wo, channels), pooled.transpose(0, 2, 3, 1))
+            return torch.from_numpy(pooled).reshape(steps, batch, *pooled.shape[1:])
+        result = torch.from_numpy(spikes.reshape(n, ho, wo, channels)).permute(0, 3, 1, 2)
         return result.reshape(steps, batch, *result.shape[1:])  # channels-last in memory, like the unfused block
 
     def _neuron(self, charge: np.ndarray, steps: int, batch: int) -> np.ndarray:

@@ -421,6 +421,8 @@ def stream_events(
     last_t: int | None = None
     slept = 0.0
     last: dict[str, Any] = {}
+    # an integral window (every dataset's but a fraction of a sample) is added in integers, not Fractions
+    window = int(binner.window_us) if binner.window_us == int(binner.window_us) else None
     start = clock()
 
     def run(frames: list[np.ndarray]) -> None:
@@ -444,7 +446,9 @@ def stream_events(
             assert binner.origin_us is not None
             last = {
                 "window": index,
-                "end_us": int(binner.origin_us + (index + 1) * binner.window_us),
+                "end_us": int(binner.origin_us) + (index + 1) * window
+                if window is not None
+                else int(binner.origin_us + (index + 1) * binner.window_us),
                 "prediction": int(mean.argmax()),
                 "confidence": round(float(top2[1]), 6),
                 "margin": round(float(top2[1] - top2[0]), 6),
