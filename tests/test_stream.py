@@ -36,6 +36,19 @@ NMNIST = DATA / "nmnist"
 needs_nmnist = pytest.mark.skipif(not (NMNIST / "Test").is_dir(), reason=f"N-MNIST subset not found at {NMNIST}")
 
 
+def _busy(net: nn.Module) -> nn.Module:
+    """Weights scaled up so that every neuron layer fires, and BatchNorm running statistics that are not the
+    identity; frozen."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(3.0)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.requires_grad_(False)
+
+
 def _net(v_reset: float | None, pool: nn.Module) -> nn.Module:
     """Conv + BatchNorm -> LIF -> pool -> conv -> PLIF -> max pool, flatten, linear -> LIF -> linear; BatchNorm with
     running statistics that are not the identity."""
@@ -50,14 +63,7 @@ def _net(v_reset: float | None, pool: nn.Module) -> nn.Module:
         LIF(tau=3.0, v_threshold=0.4, v_reset=v_reset),
         SeqFolded(nn.Linear(32, 10)),
     ).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_(3.0)
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return net.requires_grad_(False)
+    return _busy(net)
 
 
 def _spikes_of(model: nn.Module, x: torch.Tensor, kinds: tuple[type, ...]) -> list[torch.Tensor]:
@@ -130,15 +136,9 @@ def test_fused_event_blocks_equal_the_unfused_stream(v_reset) -> None:  # type: 
         SpikingBlock([nn.Conv2d(8, 16, 3, padding=1)], PLIF(init_tau=2.5, v_threshold=0.6, v_reset=v_reset)),
         SeqFolded(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16 * 4 * 4, 10)),
     ).eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_(3.0)
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
+    net = _busy(net)
     x = (torch.rand(8, 3, 2, 16, 16, generator=torch.Generator().manual_seed(1)) < 0.3).float()
-    model, _ = deploy(net.requires_grad_(False), x, force=True, backend="numba", repeats=1)
+    model, _ = deploy(net, x, force=True, backend="numba", repeats=1)
     fused, plain = stream(model, backend="numba"), stream(model, backend="numba", fuse=False)
     assert sum(isinstance(m, FusedEventBlock) for m in fused.model.modules()) == 2
     assert not any(isinstance(m, FusedEventBlock) for m in plain.model.modules())
