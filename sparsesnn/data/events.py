@@ -60,12 +60,13 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import struct
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -130,19 +131,29 @@ def _check_options(on_backwards: str, on_invalid: str) -> None:
         raise ValueError(f"on_invalid must be one of {_ON_INVALID}, got {on_invalid!r}")
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
+def open_event_file(path: Path, what: str) -> BinaryIO:
+    """``path`` opened for reading, or a :class:`DatasetError` that says what is wrong: missing, a directory,
+    unreadable, or empty (an interrupted copy or download; a recording, even a silent one, has more than 0 bytes)."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-        if not data:  # an interrupted copy or download; a recording, even a silent one, has more than 0 bytes
-            raise DatasetError(f"{path}: byte offset 0: empty file (0 bytes; expected {what}): an interrupted copy?")
-        return data
+        fh = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found (expected {what})") from None
     except IsADirectoryError:
         raise DatasetError(f"{path}: expected a file ({what}), found a directory") from None
     except OSError as err:
         raise DatasetError(f"{path}: cannot read the file ({err})") from err
+    if os.fstat(fh.fileno()).st_size == 0:
+        fh.close()
+        raise DatasetError(f"{path}: byte offset 0: empty file (0 bytes; expected {what}): an interrupted copy?")
+    return fh
+
+
+def _read_bytes(path: Path, what: str) -> bytes:
+    with open_event_file(path, what) as fh:
+        try:
+            return fh.read()
+        except OSError as err:
+            raise DatasetError(f"{path}: cannot read the file ({err})") from err
 
 
 def _at(offset: int | None) -> str:

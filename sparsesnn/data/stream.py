@@ -84,7 +84,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -113,6 +112,7 @@ from sparsesnn.data.events import (
     _decode_atis,
     _finish,
     _finish_aedat31,
+    open_event_file,
 )
 from sparsesnn.data.frames import ToFrames, count_frames
 from sparsesnn.data.neuromorphic import (
@@ -146,23 +146,6 @@ _SPECS: dict[str, EventDatasetSpec] = {s.name: s for s in (NMNIST_SPEC, DVS_GEST
 
 
 # ----------------------------------------------------------------------------------------------- readers: shared
-
-
-def _open(path: Path, what: str) -> BinaryIO:
-    """``path`` opened for reading, or the :class:`DatasetError` the whole-file readers give (missing, a directory,
-    empty)."""
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - the generator that asks for it closes it
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found (expected {what})") from None
-    except IsADirectoryError:
-        raise DatasetError(f"{path}: expected a file ({what}), found a directory") from None
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read the file ({err})") from err
-    if os.fstat(fh.fileno()).st_size == 0:
-        fh.close()
-        raise DatasetError(f"{path}: byte offset 0: empty file (0 bytes; expected {what}): an interrupted copy?")
-    return fh
 
 
 def _check_stream_options(on_backwards: str, on_invalid: str) -> None:
@@ -232,7 +215,7 @@ def iter_atis_bin(
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     path = Path(path)
     order = _TimeOrder(path, on_backwards, start_us, end_us)
-    with _open(path, "an ATIS/N-MNIST binary file") as fh:
+    with open_event_file(path, "an ATIS/N-MNIST binary file") as fh:
         offset = 0
         overflows = 0
         while not order.done:
@@ -319,7 +302,7 @@ def iter_aedat31(
         raise ValueError(f"chunk_events must be >= 1, got {chunk_events}")
     path = Path(path)
     order = _TimeOrder(path, on_backwards, start_us, end_us)
-    with _open(path, "an AEDAT 3.1 file") as fh:
+    with open_event_file(path, "an AEDAT 3.1 file") as fh:
         pos = _aedat31_header(fh, path)
         fh.seek(pos)
         batch: list[tuple[int, int, int, bytes]] = []
@@ -358,7 +341,7 @@ def iter_aedat4(
     docstring: stream trusted files only). The sensor size comes from the stream's description in the file."""
     _check_stream_options(on_backwards, on_invalid)
     path = Path(path)
-    with _open(path, "an AEDAT 4 file") as fh:
+    with open_event_file(path, "an AEDAT 4 file") as fh:
         head = fh.read(14)
     if not head.startswith(b"#!AER-DAT4."):
         raise DatasetError(f"{path}: byte offset 0: expected the AEDAT 4 magic '#!AER-DAT4.0\\r\\n', found {head!r}")
