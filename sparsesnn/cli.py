@@ -260,14 +260,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from sparsesnn.deploy import export_run_deployed
-    from sparsesnn.interop.export import ExportOptionError, export_run
+    from sparsesnn.interop.export import export_dt, export_run
 
     if args.format == "deploy":
-        if args.dt is not None:
-            raise ExportOptionError(
-                f"dt = {args.dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
-                "the deploy format stores the model's own time constants: drop dt, or use --format nir"
-            )
+        export_dt("deploy", args.dt)
         result = export_run_deployed(
             args.run_dir, args.out, checkpoint=args.checkpoint, device=args.device, force=args.force
         )

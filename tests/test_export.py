@@ -300,6 +300,8 @@ def test_cli_export(runs, bundles, tmp_path, capsys):
     # dt applies to NIR only, and must be a time step
     assert main(["export", str(runs["mlp"]), "--format", "pt", "--dt", "0.001"]) == 2
     assert "applies to the NIR format only" in capsys.readouterr().err
+    assert main(["export", str(runs["mlp"]), "--format", "deploy", "--dt", "0.001"]) == 2
+    assert "the deploy format stores the model's own time constants" in capsys.readouterr().err
     assert main(["export", str(runs["mlp"]), "--format", "nir", "--dt", "0"]) == 2
     assert "finite number > 0" in capsys.readouterr().err
 

@@ -350,6 +350,22 @@ def export_target(
     return path
 
 
+def export_dt(fmt: str, dt: float | None) -> float | None:
+    """``dt`` checked for an export as ``fmt`` (any format, ``deploy`` included): None stays None; a time step is
+    taken by the NIR format only, and must be a positive finite number of seconds (:class:`ExportOptionError`)."""
+    if dt is None:
+        return None
+    if fmt != "nir":
+        raise ExportOptionError(
+            f"dt = {dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
+            f"the {fmt} format stores the model's own time constants: drop dt, or use --format nir"
+        )
+    try:
+        return check_dt(dt)
+    except ValueError as exc:
+        raise ExportOptionError(str(exc)) from None
+
+
 def export_run(
     run_dir: str | Path,
     fmt: str,
@@ -369,16 +385,7 @@ def export_run(
     :class:`~sparsesnn.train.checkpoint.FileWriteError` naming the file and the free space."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    if dt is not None:
-        if fmt != "nir":
-            raise ExportOptionError(
-                f"dt = {dt!r} applies to the NIR format only (a time step in seconds for its neurons); "
-                f"the {fmt} format stores the model's own time constants: drop dt, or use --format nir"
-            )
-        try:
-            dt = check_dt(dt)
-        except ValueError as exc:
-            raise ExportOptionError(str(exc)) from None
+    dt = export_dt(fmt, dt)
     path = export_target(run_dir, fmt, out, checkpoint, force=force)
     bundle = prepare_export(run_dir, samples=samples, checkpoint=checkpoint, device=device)
     diff = None
