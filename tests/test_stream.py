@@ -149,6 +149,8 @@ def test_fused_event_blocks_equal_the_unfused_stream(v_reset) -> None:  # type: 
             assert torch.equal(fused.step(sample[t]), plain.step(sample[t]))
             assert fused.last_spikes() == plain.last_spikes() > 0
         assert torch.equal(_stepped(fused, sample), model(sample))
+    with pytest.raises(StreamError, match="changed shape"):  # another batch size mid-stream, in a fused block too
+        fused.step(x[0, :2])
 
 
 def test_the_stream_keeps_the_model_it_was_given_untouched_and_counts_spikes() -> None:

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from sparsesnn.deploy.event_layers import EventConv2d, _numba_kernels
-from sparsesnn.deploy.lif import _numba_lif
+from sparsesnn.deploy.lif import lif_numba
 from sparsesnn.deploy.passes import FoldedNorm
 from sparsesnn.deploy.pool import InferenceMaxPool2d, _numba_max_pool
-from sparsesnn.deploy.stateful import StreamError, StreamingLIF
+from sparsesnn.deploy.stateful import StreamingLIF
 from sparsesnn.neuron.layers import SeqFolded
 
 
@@ -67,28 +67,11 @@ class FusedEventBlock(nn.Module):
     def _neuron(self, charge: np.ndarray, steps: int, batch: int) -> np.ndarray:
         """The neuron's loop on the conv output ``[t*B, Ho, Wo, O]`` (channels-last order, the membrane's order in the
         unfused block too), from the membrane the last call left; the spikes in the same shape."""
-        lif = self.lif
-        state = lif.__dict__
-        step_shape = (batch, charge.shape[3], charge.shape[1], charge.shape[2])
         ho, wo, channels = charge.shape[1], charge.shape[2], charge.shape[3]
-        if state["v"] is None:
-            v = torch.full((batch * ho * wo * channels,), lif.params.v_reset, dtype=torch.float32)
-            # the unfused block's per-step layout: [B, O, Ho, Wo] channels-last
-            state.update(v=v, step_shape=step_shape, step_strides=(ho * wo * channels, 1, wo * channels, channels))
-        elif state["step_shape"] != step_shape:
-            raise StreamError(
-                f"a neuron's input changed shape from {state['step_shape']} to {step_shape} per step mid-stream "
-                "(another batch size or frame size); reset() the stream first"
-            )
-        flat = charge.reshape(steps, -1)
-        spikes = np.empty_like(flat)
-        p = lif.params
-        state["last_spikes"] = int(
-            _numba_lif()(
-                flat, np.float32(lif.inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset), p.hard_reset,
-                p.decay_input, spikes, state["v"].numpy(),
-            )
-        )  # fmt: skip
+        # the unfused block's per-step layout: [B, O, Ho, Wo] channels-last
+        lif = self.lif
+        v = lif.membrane((batch, channels, ho, wo), (ho * wo * channels, 1, wo * channels, channels))
+        spikes, lif.__dict__["last_spikes"] = lif_numba(charge.reshape(steps, -1), v.numpy(), lif.inv_tau, lif.params)
         return spikes.reshape(charge.shape)
 
     def extra_repr(self) -> str:

@@ -66,6 +66,17 @@ def _numba_lif() -> Any:
     return lif
 
 
+def lif_numba(flat: np.ndarray, v: np.ndarray, inv_tau: float, params: LIFParameters) -> tuple[np.ndarray, int]:
+    """:func:`lif_from`'s compiled loop on numpy arrays (``flat`` ``[T, N]`` and ``v`` ``[N]``, contiguous float32,
+    ``v`` updated in place): the spikes and their number."""
+    out = np.empty(flat.shape, np.float32)
+    p = params
+    count = _numba_lif()(
+        flat, np.float32(inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset), p.hard_reset, p.decay_input, out, v
+    )
+    return out, int(count)
+
+
 def lif_from(
     flat: torch.Tensor, v: torch.Tensor, inv_tau: float, params: LIFParameters, backend: EventBackend
 ) -> tuple[torch.Tensor, int]:
@@ -76,13 +87,8 @@ def lif_from(
     same order, one step after the other). ``backend`` "numba" runs the compiled loop, "torch" the plain loop of
     :func:`~sparsesnn.neuron.kernels.loops.lif_forward_loop`'s arithmetic."""
     if backend == "numba":
-        out = np.empty(flat.shape, np.float32)
-        p = params
-        count = _numba_lif()(
-            flat.numpy(), np.float32(inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset),
-            p.hard_reset, p.decay_input, out, v.numpy(),
-        )  # fmt: skip
-        return torch.from_numpy(out), int(count)
+        out, count = lif_numba(flat.numpy(), v.numpy(), inv_tau, params)
+        return torch.from_numpy(out), count
     spikes, v_last = _torch_loop_from(flat, v, inv_tau, params)
     v.copy_(v_last)
     return spikes, int(spikes.count_nonzero())

@@ -4,6 +4,8 @@ refuses."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -62,25 +64,38 @@ class StreamingLIF(nn.Module):
             raise StreamError(f"LIF input must be time-major [t, B, ...], got shape {tuple(x.shape)}")
         x = x.detach().to(torch.float32)
         state = self.__dict__
-        v = state["v"]
-        if v is None:
-            v = torch.full((x[0].numel(),), self.params.v_reset, dtype=torch.float32)
-            # the membrane is kept in the memory order of the first call's input (channels-last stays so, no copy)
-            layout = x[:1] if is_time_outer_dense(x) else x[:1].contiguous()
-            state.update(v=v, step_shape=tuple(x.shape[1:]), step_strides=layout.stride()[1:])
-        elif x.shape[1:] != state["step_shape"]:
-            raise StreamError(
-                f"a neuron's input changed shape from {state['step_shape']} to {tuple(x.shape[1:])} per step "
-                "mid-stream (another batch size or frame size); reset() the stream first"
-            )
+        strides = state["step_strides"]
+        if strides is None:  # the first call keeps the memory order of its input (channels-last stays so, no copy)
+            strides = (x[:1] if is_time_outer_dense(x) else x[:1].contiguous()).stride()[1:]
+        v = self.membrane(tuple(x.shape[1:]), strides)
         steps, n = x.shape[0], v.shape[0]
         dense = (n, *state["step_strides"])  # time outermost, then the membrane's memory order
         if x.stride()[1:] != state["step_strides"] or (steps > 1 and x.stride(0) != n):
             # another memory order than the membrane's: copy into it (one neuron keeps one index per element)
             x = torch.empty_strided(x.shape, dense, dtype=x.dtype).copy_(x)
         flat = x.as_strided((steps, n), (n, 1), x.storage_offset())  # a view: [t, N] in the membrane's order
-        spikes, state["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
-        return spikes.as_strided(x.shape, dense)
+        return self.advance(flat, v).as_strided(x.shape, dense)
+
+    def membrane(self, step_shape: tuple[int, ...], step_strides: tuple[int, ...]) -> torch.Tensor:
+        """The carried membrane ``[N]`` for steps of ``step_shape`` laid out with ``step_strides``: at rest
+        (``v_reset``) on the first call after :meth:`reset`, which fixes shape and layout; the one the last call left
+        afterwards, where another shape is a :class:`StreamError`."""
+        state = self.__dict__
+        if state["v"] is None:
+            v = torch.full((math.prod(step_shape),), self.params.v_reset, dtype=torch.float32)
+            state.update(v=v, step_shape=step_shape, step_strides=step_strides)
+        elif step_shape != state["step_shape"]:
+            raise StreamError(
+                f"a neuron's input changed shape from {state['step_shape']} to {step_shape} per step "
+                "mid-stream (another batch size or frame size); reset() the stream first"
+            )
+        return state["v"]  # type: ignore[no-any-return]
+
+    def advance(self, flat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Spikes ``[t, N]`` of ``flat`` (float32, contiguous, in the membrane's order) from the membrane ``v``, which
+        is left holding the last step's; ``last_spikes`` counts them."""
+        spikes, self.__dict__["last_spikes"] = lif_from(flat, v, self.inv_tau, self.params, self.backend)
+        return spikes
 
     def extra_repr(self) -> str:
         p = self.params
