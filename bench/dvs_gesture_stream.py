@@ -43,11 +43,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.event_writers (the AEDAT 3.1 writer)
 from benchutil import emit, loadavg, machine
+from stream_latency import stream_files
 
 from sparsesnn.data.events import read_bs2
 from sparsesnn.data.stream import iter_events
 from sparsesnn.deploy.event_layers import EventConv2d, EventLinear
-from sparsesnn.deploy.stream import stream, stream_events, stream_run
+from sparsesnn.deploy.stream import stream, stream_run
 from sparsesnn.interop.export import prepare_export
 from tests.event_writers import write_aedat31
 
@@ -110,10 +111,6 @@ def train(folder: Path, run_dir: Path, epochs: int, threads: int, batch: int) ->
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     return time.perf_counter() - t0
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
 
 
 def time_steps(model: nn.Module, frames: torch.Tensor, repeats: int) -> float:
@@ -220,26 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     s, binner = rs.stream, rs.binner
     event_layers = [n for n, m in s.model.named_modules() if isinstance(m, (EventConv2d, EventLinear))]
     dense_layers_kept = [n for n, m in s.model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    stream_events(s, binner, iter_events(clips[0]))  # warm-up: numba, oneDNN primitives, file cache
-    latencies: list[float] = []
-    per_clip_rtf: list[float] = []
-    span = wall = 0.0
-    events = windows = 0
-    predictions: dict[str, int] = {}
-    for r in range(args.rounds):
-        for path in clips:
-            window_ms: list[float] = []
-            out = stream_events(
-                s, binner, iter_events(path), on_window=lambda w, acc=window_ms: acc.append(w["latency_ms"])
-            )
-            latencies.extend(window_ms)
-            per_clip_rtf.append(out["realtime_factor"])
-            span += out["stream_s"]
-            wall += out["wall_s"]
-            events += out["events"]
-            windows += out["windows"]
-            if r == 0:
-                predictions[path.name] = int(out["final_prediction"]) + 1  # 1-based like the labels
+    figures, finals = stream_files(s, binner, clips, args.rounds, unit="clip")
+    predictions = {path.name: final + 1 for path, final in zip(clips, finals, strict=True)}  # 1-based like the labels
     test_clips = [c.name for c in clips[N_TRAIN:]]
     # where a step's time goes: the same live frames through the model as trained (dense) and the deployed one
     binner.reset()
@@ -270,17 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_clips": len(clips),
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
-        "events": events,
-        "windows": windows,
-        "stream_s": span,
-        "wall_s": wall,
-        "realtime_factor": span / wall,
-        "realtime_factor_per_clip_median": statistics.median(per_clip_rtf),
-        "realtime_factor_per_clip_min": min(per_clip_rtf),
-        "events_per_s": events / wall,
-        "latency_ms_p50": percentile(latencies, 50),
-        "latency_ms_p99": percentile(latencies, 99),
-        "latency_ms_max": max(latencies),
+        **figures,
         "predictions_1_based": predictions,
         "accuracy_test_clips": sum(predictions[c] == folder["labels_1_based"][c] for c in test_clips) / len(test_clips),
         "accuracy_train_clips": sum(predictions[c.name] == folder["labels_1_based"][c.name] for c in clips[:N_TRAIN])

@@ -60,6 +60,48 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def stream_files(
+    s: Any, binner: Any, paths: list[Path], rounds: int, unit: str = "file", **read: int
+) -> tuple[dict[str, Any], list[int]]:
+    """Every file of ``paths`` streamed ``rounds`` times through ``s`` and ``binner`` (:func:`stream_events`, one step
+    per window), after one warm-up stream of the first file: the pooled figures (real-time factor over all files and
+    per ``unit``, events/s, per-window step latency) and each file's final prediction in the first round."""
+    stream_events(s, binner, iter_events(paths[0], **read))  # warm-up: numba, oneDNN primitives, file cache
+    latencies: list[float] = []
+    per_file_rtf: list[float] = []
+    span = wall = 0.0
+    events = windows = 0
+    predictions: list[int] = []
+    for r in range(rounds):
+        for path in paths:
+            window_ms: list[float] = []
+            out = stream_events(
+                s, binner, iter_events(path, **read), on_window=lambda w, acc=window_ms: acc.append(w["latency_ms"])
+            )
+            latencies.extend(window_ms)
+            per_file_rtf.append(out["realtime_factor"])
+            span += out["stream_s"]
+            wall += out["wall_s"]
+            events += out["events"]
+            windows += out["windows"]
+            if r == 0:
+                predictions.append(int(out["final_prediction"]))
+    figures = {
+        "events": events,
+        "windows": windows,
+        "stream_s": span,
+        "wall_s": wall,
+        "realtime_factor": span / wall,
+        f"realtime_factor_per_{unit}_median": statistics.median(per_file_rtf),
+        f"realtime_factor_per_{unit}_min": min(per_file_rtf),
+        "events_per_s": events / wall,
+        "latency_ms_p50": percentile(latencies, 50),
+        "latency_ms_p99": percentile(latencies, 99),
+        "latency_ms_max": max(latencies),
+    }
+    return figures, predictions
+
+
 def live_frames(binner: Any, path: Path, steps: int) -> torch.Tensor:
     """The first ``steps`` live windows of a file (zero frames appended if it ends earlier): ``[steps, 2, H, W]``."""
     binner.reset()
@@ -91,26 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         p.error(f"no LABEL/FILE event files under {args.data}")
     s, binner = rs.stream, rs.binner
-    stream_events(s, binner, iter_events(files[0][0]))  # warm-up: numba, oneDNN primitives, file cache
-    latencies: list[float] = []
-    per_file_rtf: list[float] = []
-    span = wall = 0.0
-    events = windows = 0
-    correct_end = 0
-    for r in range(args.rounds):
-        for path, label in files:
-            window_ms: list[float] = []
-            out = stream_events(
-                s, binner, iter_events(path, **read), on_window=lambda w, acc=window_ms: acc.append(w["latency_ms"])
-            )
-            latencies.extend(window_ms)
-            per_file_rtf.append(out["realtime_factor"])
-            span += out["stream_s"]
-            wall += out["wall_s"]
-            events += out["events"]
-            windows += out["windows"]
-            if r == 0:
-                correct_end += int(out["final_prediction"] == label)
+    figures, predictions = stream_files(s, binner, [path for path, _ in files], args.rounds, **read)
+    correct_end = sum(prediction == label for prediction, (_, label) in zip(predictions, files, strict=True))
     steps = int(binner.time_steps or rs.config.data.time_steps)
     labels = torch.tensor([label for _, label in files])
     frames = torch.stack([live_frames(binner, path, steps) for path, _ in files], 1)  # [T, N, 2, H, W]
@@ -136,17 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "threads": torch.get_num_threads(),
         "chunk_events": args.chunk_events,
-        "events": events,
-        "windows": windows,
-        "stream_s": span,
-        "wall_s": wall,
-        "realtime_factor": span / wall,
-        "realtime_factor_per_file_median": statistics.median(per_file_rtf),
-        "realtime_factor_per_file_min": min(per_file_rtf),
-        "events_per_s": events / wall,
-        "latency_ms_p50": percentile(latencies, 50),
-        "latency_ms_p99": percentile(latencies, 99),
-        "latency_ms_max": max(latencies),
+        **figures,
         "accuracy_end_of_file": correct_end / len(files),
         "live_windows": live,
         "dataset_frames": dataset,
