@@ -26,7 +26,14 @@ from torch import nn
 
 from sparsesnn.core.errors import CheckpointError, SparseSNNError
 from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
-from sparsesnn.deploy.passes import fold_norms, replace_neurons, replace_pools, set_child, wrap_step_invariant
+from sparsesnn.deploy.passes import (
+    fold_norms,
+    replace_neurons,
+    replace_pools,
+    run_with_hooks,
+    set_child,
+    wrap_step_invariant,
+)
 from sparsesnn.interop.export import ExportResult, export_pt, export_target, prepare_export, read_pt, rebuild_model
 
 
@@ -236,11 +243,7 @@ def deploy(
     handles = [
         m.register_forward_pre_hook(lambda _m, args, name=name: record(name, args[0])) for name, m in candidates.items()
     ]
-    try:
-        deployed(x)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(deployed, x, handles)
     timed = not force and choices is None
     for name, module in candidates.items():
         inp = seen.get(name)

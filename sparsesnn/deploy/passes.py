@@ -34,6 +34,17 @@ _NORM_AFTER: dict[type[nn.Module], type[nn.Module]] = {nn.Conv2d: nn.BatchNorm2d
 _FOLD_RANK: dict[type[nn.Module], int] = {nn.Conv2d: 4, nn.Linear: 2}
 
 
+def run_with_hooks(model: nn.Module, example: torch.Tensor, handles: list[torch.utils.hooks.RemovableHandle]) -> None:
+    """Run ``model`` on ``example`` without gradients for the hooks in ``handles`` to record what they see, then
+    remove them, also when the model raised."""
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class FoldedNorm(nn.Identity):
     """What stands where a BatchNorm was folded into the layer before it: passes its input through, and refuses an
     input of another rank than the fold was proven for (on it the norm would have acted on another axis, or failed)."""
@@ -146,12 +157,7 @@ def fold_norms(model: nn.Module, example: torch.Tensor) -> tuple[list[str], dict
         handles.append(
             norm.register_forward_pre_hook(lambda _m, args, name=name, rank=rank: before_norm(name, rank, args[0]))
         )
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, example, handles)
     folded: list[str] = []
     for name, seq, norm_child, layer, norm, layer_name in candidates:
         layer_calls, norm_calls, fed = calls[name]
@@ -235,12 +241,7 @@ def wrap_step_invariant(model: nn.Module, example: torch.Tensor) -> list[str]:
     handles = [
         m.register_forward_pre_hook(lambda _m, args, name=name: record(name, args[0])) for name, m in folded.items()
     ]
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_hooks(model, example, handles)
     names = [name for name, invariant in seen.items() if invariant]
     for name in names:
         set_child(model, name, StepInvariant(folded[name]))
