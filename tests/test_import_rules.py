@@ -74,14 +74,12 @@ def import_graph(package_dir: Path = PACKAGE) -> dict[str, set[str]]:
     modules = package_modules(package_dir)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        targets = set()
-        for imported in imported_modules(path, package_dir):
-            if imported in modules:
-                targets.add(imported)
+        imports = imported_modules(path, package_dir)
+        targets = {imported for imported in imports if imported in modules}
         # `from sparsesnn.x import y` adds both sparsesnn.x and sparsesnn.x.y: keep the deepest module only, so a
         # package's __init__ is an arrow only when a name is taken from it
         deepest = {t for t in targets if not any(o != t and o.startswith(t + ".") for o in targets)}
-        for imported in imported_modules(path, package_dir):
+        for imported in imports:
             stem = imported.rsplit(".", 1)[0]
             if imported not in modules and stem in modules:
                 deepest.add(stem)  # a name (function, class) taken from a module

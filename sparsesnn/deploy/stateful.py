@@ -39,7 +39,7 @@ class StreamingLIF(nn.Module):
         self.backend = resolve_backend(backend)
         # the state lives in the instance's __dict__ (nn.Module.__setattr__ would cost more than the step's loop)
         self.__dict__.update(v=None, step_shape=None, step_strides=None, last_spikes=0)
-        self.v: torch.Tensor | None  # [N] float32, the membrane in the step's contiguous order
+        self.v: torch.Tensor | None  # [N] float32, the membrane in the memory order of the first call's input
         self.step_shape: tuple[int, ...] | None
         self.last_spikes: int  # spikes of the last call
 
