@@ -43,6 +43,7 @@ from torch import nn
 from sparsesnn.core.collectives import all_reduce_mean_
 from sparsesnn.core.settings import validate_settings
 from sparsesnn.core.state import generator_state
+from sparsesnn.sparse.budget import layer_costs, weight_uses
 from sparsesnn.sparse.masks import (
     MaskedLayer,
     MaskSet,
@@ -129,6 +130,8 @@ class StructureLearner:
         model: nn.Module,
         optimizer: torch.optim.Optimizer | None = None,
         settings: LearnerSettings | None = None,
+        *,
+        example_input: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> None:
         if settings is None:
@@ -163,18 +166,29 @@ class StructureLearner:
         problem = self.schedule_problem()
         if problem is not None:
             raise ValueError(f"{self.name}: {problem}")
+        self.budget = s.budget
+        #: per Conv/Linear of the model, the uses of one weight per sample (:func:`weight_uses` on
+        #: ``example_input``); None without an example input (then no MAC figures, and no MAC budget)
+        self.weight_uses: dict[str, float] | None = None
+        if example_input is not None:
+            self.weight_uses = weight_uses(model, example_input, [n for n, _ in prunable_layers(model)])
         if self.uses_masks:
             layers = select_layers(model, s.include, s.exclude, s.dense_first, s.dense_last)
             self.masks = MaskSet(layers, optimizer, model)
             self.masks.grad_sink = self._sink_grad
+            #: what each masked layer weighs in the density budget: weights, or dense MACs (``budget``)
+            self.layer_costs = self._layer_costs()
             start = 1.0 if self.starts_dense else self.density_target
             self.targets = dict(
                 zip(
                     [layer.name for layer in self.masks.layers],
-                    layer_densities([layer.weight for layer in self.masks.layers], self.density_target, s.distribution),
+                    layer_densities(
+                        [layer.weight for layer in self.masks.layers], self.density_target, s.distribution,
+                        self.layer_costs,
+                    ),
                     strict=True,
                 )
-            )
+            )  # fmt: skip
             self.init_masks(start)
         self._arm_capture()
         self.prepared()
@@ -187,6 +201,11 @@ class StructureLearner:
         """Called last by the constructor, once the masks and the initial topology exist: a method's per-layer state
         (SD-SNN's ranges, LTH's rewind point) starts here."""
 
+    def _layer_costs(self) -> list[float]:
+        """What each masked layer weighs in the density budget (:func:`~sparsesnn.sparse.budget.layer_costs`)."""
+        uses = None if self.weight_uses is None else [self.weight_uses[layer.name] for layer in self.layers]
+        return layer_costs([layer.numel() for layer in self.layers], uses, self.budget)
+
     # -- topology ---------------------------------------------------------------------------------------------------
     @property
     def layers(self) -> list[MaskedLayer]:
@@ -195,7 +214,7 @@ class StructureLearner:
     def init_masks(self, density: float) -> None:
         """Draw random masks with ``density`` spread over layers by ``self.distribution`` (exact counts per layer)."""
         assert self.masks is not None
-        dens = layer_densities([layer.weight for layer in self.layers], density, self.distribution)
+        dens = layer_densities([layer.weight for layer in self.layers], density, self.distribution, self.layer_costs)
         for layer, d in zip(self.layers, dens, strict=True):
             n = active_count(layer.numel(), d)
             self.masks.set_mask(layer, random_mask(layer.mask.shape, n, self.generator, layer.mask.device))
@@ -373,27 +392,51 @@ class StructureLearner:
             if layer is not None:
                 alive &= layer.neuron_mask
             active = int(mask.sum())
-            rows.append(
-                {
-                    "layer": name,
-                    "shape": list(weight.shape),
-                    "masked": layer is not None,
-                    "active": active,
-                    "total": mask.numel(),
-                    "density": active / mask.numel(),
-                    "neurons_alive": int(alive.sum()),
-                    "neurons": int(mask.shape[0]),
-                }
-            )
+            row = {
+                "layer": name,
+                "shape": list(weight.shape),
+                "masked": layer is not None,
+                "active": active,
+                "total": mask.numel(),
+                "density": active / mask.numel(),
+                "neurons_alive": int(alive.sum()),
+                "neurons": int(mask.shape[0]),
+            }
+            if self.weight_uses is not None:  # MACs per sample: every weight is used weight_uses[name] times
+                uses = self.weight_uses[name]
+                row.update(macs=mask.numel() * uses, live_macs=active * uses)
+            rows.append(row)
         return rows
 
     def metrics(self) -> dict[str, Any]:
         rows = self.layer_table()
         total = sum(r["total"] for r in rows)
-        return {
+        out: dict[str, Any] = {
             "density": self.density(),
             "density_all": sum(r["active"] for r in rows) / total if total else 1.0,
             "layer_density": {r["layer"]: r["density"] for r in rows if r["masked"]},
+        }
+        if self.weight_uses is not None:
+            out.update(self.mac_densities(rows))
+        return out
+
+    def mac_densities(self, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The fraction of dense multiply-accumulates per sample that survives: ``mac_density`` over the masked
+        layers (what ``budget = "macs"`` holds at ``density``), ``mac_density_all`` over every Conv/Linear, and
+        ``layer_macs`` (live MACs per sample of each layer). Empty without :attr:`weight_uses`."""
+        if self.weight_uses is None:
+            return {}
+        rows = self.layer_table() if rows is None else rows
+        masked = [r for r in rows if r["masked"]]
+
+        def ratio(subset: list[dict[str, Any]]) -> float:
+            total = sum(r["macs"] for r in subset)
+            return sum(r["live_macs"] for r in subset) / total if total else 1.0
+
+        return {
+            "mac_density": ratio(masked) if masked else 1.0,
+            "mac_density_all": ratio(rows),
+            "layer_macs": {r["layer"]: r["live_macs"] for r in rows},
         }
 
     def parameter_count(self) -> dict[str, int]:
@@ -411,19 +454,33 @@ class StructureLearner:
         Conv/Linear, dense ones included: a dense first and last layer can hold most of the weights), ending with
         the whole network's live parameter count."""
         rows = self.layer_table()
+        macs = self.weight_uses is not None
         head = f"{'layer':<32} {'shape':<20} {'active/total':>22} {'density':>8} {'neurons':>13}"
+        if macs:
+            head += f" {'live/dense MACs per sample':>30}"
         n_dense = sum(not r["masked"] for r in rows)
+        metrics = self.metrics()
         headline = (
             f"{self.name} learner, density {self.density():.4f} over the {len(rows) - n_dense} masked layers, "
-            f"{self.metrics()['density_all']:.4f} over all {len(rows)} Conv/Linear layers ({n_dense} dense)"
+            f"{metrics['density_all']:.4f} over all {len(rows)} Conv/Linear layers ({n_dense} dense)"
         )
-        lines = [headline, head, "-" * len(head)]
+        lines = [headline]
+        if macs:
+            lines.append(
+                f"MAC density {metrics['mac_density']:.4f} over the masked layers, {metrics['mac_density_all']:.4f} "
+                f"over all (the density budget counts {'MACs' if self.budget == 'macs' else 'parameters'}; within "
+                "a layer the MAC density equals the weight density)"
+            )
+        lines += [head, "-" * len(head)]
         for r in rows:
             tag = "" if r["masked"] else " (dense)"
-            lines.append(
+            line = (
                 f"{r['layer'] + tag:<32} {'x'.join(map(str, r['shape'])):<20} "
                 f"{r['active']:>10,}/{r['total']:<11,} {r['density']:>8.4f} {r['neurons_alive']:>6}/{r['neurons']:<6}"
             )
+            if macs:
+                line += f" {round(r['live_macs']):>14,}/{round(r['macs']):<15,}"
+            lines.append(line)
         params = self.parameter_count()
         lines.append("-" * len(head))
         lines.append(

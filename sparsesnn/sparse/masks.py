@@ -168,18 +168,24 @@ def raw_density_scale(weight: torch.Tensor, distribution: str) -> float:
     raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
 
 
-def layer_densities(weights: Sequence[torch.Tensor], density: float, distribution: str) -> list[float]:
-    """Per-layer densities whose parameter-weighted mean is ``density``.
+def layer_densities(
+    weights: Sequence[torch.Tensor], density: float, distribution: str, costs: Sequence[float] | None = None
+) -> list[float]:
+    """Per-layer densities whose cost-weighted mean is ``density``.
 
-    ``uniform`` gives every layer ``density``. ER/ERK solve ``sum_l min(1, eps * s_l) * n_l = density * sum_l n_l``
-    for ``eps``: a layer whose density would exceed 1 is made dense and ``eps`` is re-solved over the rest (RigL's
-    ``get_sparsities`` procedure).
+    ``costs[l]`` is what layer ``l`` weighs in the budget: its number of weights ``n_l`` by default (the parameter
+    budget), its dense MACs with the MAC budget (:mod:`sparsesnn.sparse.budget`). ``uniform`` gives every layer
+    ``density``. ER/ERK solve ``sum_l min(1, eps * s_l) * c_l = density * sum_l c_l`` for ``eps``: a layer whose
+    density would exceed 1 is made dense and ``eps`` is re-solved over the rest (RigL's ``get_sparsities``
+    procedure, there with ``c_l = n_l``).
     """
     if not 0.0 < density <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density!r}")
     if distribution not in DISTRIBUTIONS:
         raise ValueError(f"unknown distribution {distribution!r}; choose one of {DISTRIBUTIONS}")
-    sizes = [w.numel() for w in weights]
+    sizes = [float(w.numel()) for w in weights] if costs is None else [float(c) for c in costs]
+    if len(sizes) != len(weights):
+        raise ValueError(f"{len(costs or ())} costs for {len(weights)} layers")
     if distribution == "uniform" or density == 1.0:
         return [density] * len(weights)
     scales = [raw_density_scale(w, distribution) for w in weights]

@@ -27,6 +27,11 @@ class LearnerSettings(Settings):
     distribution: Literal["uniform", "er", "erk"] = Field(
         "erk", description="how the density is spread over layers: uniform, Erdos-Renyi (er) or ERK"
     )
+    budget: Literal["params", "macs"] = Field(
+        "params",
+        description="what density counts: the masked layers' weights (params) or their dense multiply-accumulates "
+        "(macs, needs an example input)",
+    )
     dense_first: bool = Field(False, description="keep the first Conv/Linear dense")
     dense_last: bool = Field(False, description="keep the last Conv/Linear dense")
     include: tuple[str, ...] = Field((), description="fnmatch patterns of the module names to mask (empty: all)")

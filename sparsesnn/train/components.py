@@ -21,7 +21,7 @@ from sparsesnn.core.errors import ConfigError
 from sparsesnn.data import DatasetInfo
 from sparsesnn.neuron.layers import make_encoder
 from sparsesnn.sparse import StructureLearner
-from sparsesnn.train.batching import LEARNER_STREAM, MODEL_INIT_STREAM, derive_seed
+from sparsesnn.train.batching import LEARNER_STREAM, MODEL_INIT_STREAM, derive_seed, to_time_major
 from sparsesnn.train.config import Config, RunConfig
 from sparsesnn.train.distill import Distiller
 from sparsesnn.train.distributed import DistContext
@@ -70,11 +70,24 @@ def steps_per_epoch(cfg: Config, n_train: int) -> int:
     return steps
 
 
+def learner_example(cfg: Config, data: DataBundle, device: torch.device) -> torch.Tensor:
+    """The first training sample as the model takes it (time-major ``[T, 1, ...]``, encoded, on ``device``): what
+    the learner counts the layers' MACs on. No random stream moves (a Poisson encoder draws under ``fork_rng``)."""
+    if len(data.train) == 0:  # type: ignore[arg-type]
+        raise ConfigError("the training split is empty: no sample to count the layers' multiply-accumulates on")
+    devices = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=devices):
+        x = torch.as_tensor(data.train[0][0])[None].to(device)
+        encoder = make_encoder(cfg.data.encoder, cfg.data.time_steps)
+        return to_time_major(x, data.info, encoder)
+
+
 def build_run_learner(
-    cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch_steps: int
+    cfg: Config, model: nn.Module, optimizer: torch.optim.Optimizer | None, epoch_steps: int, data: DataBundle
 ) -> StructureLearner:
     """The ``[sparse]`` learner of ``model`` for a run of ``run.epochs`` epochs of ``epoch_steps`` steps, its
-    generator seeded from ``(run.seed, LEARNER_STREAM)`` (``optimizer`` None: to read a run, not to train it)."""
+    generator seeded from ``(run.seed, LEARNER_STREAM)`` (``optimizer`` None: to read a run, not to train it), with
+    the layers' MACs counted on the first training sample (:func:`learner_example`)."""
     return build_learner(
         cfg.sparse,
         model,
@@ -83,6 +96,7 @@ def build_run_learner(
         steps_per_epoch=epoch_steps,
         total_epochs=cfg.run.epochs,
         seed=derive_seed(cfg.run.seed, LEARNER_STREAM),
+        example_input=learner_example(cfg, data, next(model.parameters()).device),
     )
 
 
@@ -98,7 +112,7 @@ def start_problem(cfg: Config, data_cache: dict[str, DataBundle] | None = None) 
             cache[key] = build_data(cfg)
         data = cache[key]
         model = build_model_from_config(cfg, data.info)
-        build_run_learner(cfg, model, None, steps_per_epoch(cfg, len(data.train)))  # type: ignore[arg-type]
+        build_run_learner(cfg, model, None, steps_per_epoch(cfg, len(data.train)), data)  # type: ignore[arg-type]
     except (ValueError, KeyError) as exc:  # ConfigError and DatasetError are ValueErrors
         return str(exc).strip("'\"")
     return None
@@ -144,7 +158,7 @@ def build_components(cfg: Config, device: torch.device, dist: DistContext) -> Co
     encoder = make_encoder(cfg.data.encoder, cfg.data.time_steps)
     optimizer = build_optimizer(cfg, model)
     epoch_steps = steps_per_epoch(cfg, len(data.train))  # type: ignore[arg-type]
-    learner = build_run_learner(cfg, model, optimizer, epoch_steps)
+    learner = build_run_learner(cfg, model, optimizer, epoch_steps, data)
     cycle = learner.cycle_epochs or None  # LTH restarts the LR schedule every round
     scheduler = build_scheduler(cfg, optimizer, epoch_steps, cycle)
     loss_fn = build_run_loss(cfg)

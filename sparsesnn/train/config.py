@@ -309,6 +309,9 @@ class SparseConfig(_Section):
     method: str = "dense"
     density: float = Field(1.0, gt=0.0, le=1.0)
     distribution: Literal["uniform", "er", "erk"] | None = Field(None, description="None = the method's default")
+    budget: Literal["params", "macs"] | None = Field(
+        None, description="what density counts: weights (params) or dense MACs (macs); None = method default"
+    )
     dense_first: bool | None = Field(None, description="keep the first Conv/Linear dense; None = method default")
     dense_last: bool | None = Field(None, description="keep the last Conv/Linear dense; None = method default")
     include: list[str] = Field(default_factory=list, description="fnmatch patterns of module names to sparsify")

@@ -266,8 +266,11 @@ def build_learner(
     steps_per_epoch: int,
     total_epochs: int,
     seed: int,
+    example_input: torch.Tensor | None = None,
 ) -> StructureLearner:
-    """Build the learner a ``[sparse]`` config section names; bad settings raise :class:`ConfigError`."""
+    """Build the learner a ``[sparse]`` config section names; bad settings raise :class:`ConfigError`.
+    ``example_input`` (one sample as the model takes it) gives the learner the layers' MACs (``budget = "macs"``
+    needs it; with it, the MAC densities are reported too)."""
     factory = METHODS[cfg.method]
     if cfg.method == "dense":
         if cfg.density != 1.0:
@@ -282,13 +285,13 @@ def build_learner(
         steps_per_epoch=steps_per_epoch,
         total_epochs=total_epochs,
     )
-    for key in ("distribution", "dense_first", "dense_last"):  # None: the method's own default
+    for key in ("distribution", "budget", "dense_first", "dense_last"):  # None: the method's own default
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
     problems = params_problems(factory.Settings, cfg.params)
     if problems:
         raise ConfigError("; ".join(f"sparse.params.{p}" for p in problems))
     try:
-        return factory(model, optimizer, **kwargs, **cfg.params)
+        return factory(model, optimizer, example_input=example_input, **kwargs, **cfg.params)
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"[sparse] method {cfg.method!r}: {exc}") from None

@@ -199,7 +199,7 @@ def read_run(run_dir: str | Path, *, checkpoint: str = "last", device: str | Non
     apply_process_settings(config.run, dev)
     check_precision(config, dev)
     data, model = build_data_and_model(config, dev)
-    learner = build_run_learner(config, model, None, steps_per_epoch(config, len(data.train)))  # type: ignore[arg-type]
+    learner = build_run_learner(config, model, None, steps_per_epoch(config, len(data.train)), data)  # type: ignore[arg-type]
     model.load_state_dict(state["model"])
     learner.load_state_dict(state["learner"])
     model.eval()

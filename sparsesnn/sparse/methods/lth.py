@@ -104,12 +104,30 @@ class LotteryTicket(StructureLearner):
             return
         scores = torch.cat([layer.weight.abs().flatten() for layer in self.layers])
         active = torch.cat([layer.mask.flatten() for layer in self.layers])
-        drop = pick_lowest(scores, active, math.floor(self.prune_rate * int(active.sum())))
+        if self.budget == "macs":
+            drop = self._lowest_by_cost(scores, active)
+        else:
+            drop = pick_lowest(scores, active, math.floor(self.prune_rate * int(active.sum())))
         offset = 0
         for layer in self.layers:
             n = layer.numel()
             self.masks.set_mask(layer, layer.mask & ~drop[offset : offset + n].view_as(layer.mask))
             offset += n
+
+    def _lowest_by_cost(self, scores: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """The MAC budget's global prune: the active weights of lowest ``|w|``, taken in that order while the MACs
+        they remove (each weight costs its layer's uses per sample) stay within ``prune_rate`` of the active MACs."""
+        cost = torch.cat(
+            [torch.full((layer.numel(),), c / layer.numel(), device=scores.device)
+             for layer, c in zip(self.layers, self.layer_costs, strict=True)]
+        )  # fmt: skip
+        idx = torch.nonzero(active).flatten()
+        order = idx[torch.argsort(scores[idx], stable=True)]
+        budget = self.prune_rate * float(cost[idx].sum())
+        n = int((torch.cumsum(cost[order].double(), 0) <= budget).sum())
+        drop = torch.zeros_like(active)
+        drop[order[:n]] = True
+        return drop
 
     @torch.no_grad()
     def _rewind(self) -> None:

@@ -328,6 +328,8 @@ class SDSNN(StructureLearner):
             active = int(s.sum())
             alive = s.reshape(s.shape[0], -1).any(1) & self.alive[row["layer"]]
             row.update(active=active, density=active / s.numel(), neurons_alive=int(alive.sum()))
+            if "macs" in row:
+                row["live_macs"] = active * row["macs"] / row["total"]
         return rows
 
     def metrics(self) -> dict[str, Any]:
