@@ -6,16 +6,27 @@ is binary and mostly 0, and a pruned layer's weights are mostly 0, so what it re
 != 0]`` operations, the effective synaptic operations (SOPs) that :mod:`sparsesnn.metrics` counts. The weights are
 laid out once, by input, at construction:
 
-- :class:`EventLinear`: for input ``i`` the output indices and values of its surviving synapses (CSC of ``W``).
-- :class:`EventConv2d`: for input channel ``c`` its taps ``(ky, kx)`` that have a surviving weight, and for each tap
-  its output column ``W[:, c, ky, kx]`` (the compiled kernel adds the whole column, one contiguous vectorised add;
-  the torch fallback only its surviving entries). A spike at ``(c, iy, ix)`` adds them to the output pixel
-  ``(oy, ox)`` with ``oy * stride = iy + padding - ky * dilation`` (likewise ``ox``), where that is a whole pixel
-  inside the map. The output is accumulated channels-last, so the adds of one tap are contiguous in memory. At
-  stride 1 and dilation 1 the compiled kernel adds a whole kernel row at once instead: the taps ``kx = kw-1 .. 0``
-  of one ``(c, ky)`` reach adjacent output pixels, contiguous channels-last, so a spike costs ``kh`` vectorised adds
-  of ``kw x out_channels`` floats (1.7x faster than per tap on the MNIST convnet's hidden conv; input channels with
-  no synapse left are skipped).
+- :class:`EventLinear`: for input ``i`` its surviving synapses, as a ``layout``: ``"csc"`` (output indices and
+  values, one scalar add each), ``"blocks"`` (the blocks of 8 consecutive outputs that hold a surviving weight, one
+  vector add each) or ``"columns"`` (the whole column ``W[:, i]``, zeros included, one contiguous vectorised add).
+- :class:`EventConv2d`: a spike at ``(c, iy, ix)`` adds tap ``(ky, kx)``'s output column ``W[:, c, ky, kx]`` to the
+  output pixel ``(oy, ox)`` with ``oy * stride = iy + padding - ky * dilation`` (likewise ``ox``), where that is a
+  whole pixel inside the map; the output is accumulated channels-last, so the adds of one tap are contiguous.
+  ``"columns"``: each tap with a surviving weight adds its whole column. At stride 1 and dilation 1 the taps
+  ``kx = kw-1 .. 0`` of one ``(c, ky)`` reach adjacent output pixels, contiguous channels-last: ``"rows"`` adds the
+  whole kernel row (``kw x out_channels`` floats, zeros included) at once, ``"blocks"`` only its blocks of 8
+  output channels that hold a surviving weight (input channels with no synapse left are skipped by both).
+
+**Which layout.** The whole-row and whole-column adds stream through memory at the vector unit's pace (about
+:data:`VECTOR_ADD_NS` per 8 floats here); a block costs a vector add plus a jump to a new place in the output
+(:data:`BLOCK_ADD_NS`), a single weight a scalar add and a jump (:data:`SCALAR_ADD_NS`). The layer takes the layout
+whose cost per spike, summed over its inputs with these constants, is lowest (:func:`layout_costs`; measured on
+this repository's 2-core CPU by ``bench/deploy_speed.py``). A scattered 10 % mask leaves most blocks of 8 non-empty
+(57 %), so it keeps the whole rows; a block-structured mask (``sparse.granularity = "block"``) makes the blocks
+pay.
+
+**Threads.** With more than one torch intra-op thread the compiled kernels run on slices of the samples at once
+(:class:`~sparsesnn.deploy.threads.SampleThreads`), each writing its own rows of the output.
 
 The kernels are compiled with numba when it is installed (the ``deploy`` extra) and are plain vectorised torch ops
 otherwise (``backend``: "auto", "numba", "torch"); both give the dense layer's outputs up to the order of float
@@ -24,13 +35,15 @@ summation. Inference only (no autograd), float32 on the CPU; ``groups = 1``, zer
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
+
+from sparsesnn.deploy.event_kernels import BLOCK, event_kernels
+from sparsesnn.deploy.threads import SampleThreads
 
 EventBackend = Literal["auto", "numba", "torch"]
 
@@ -49,114 +62,6 @@ def resolve_backend(backend: EventBackend) -> Literal["numba", "torch"]:
     return backend
 
 
-@functools.cache
-def _numba_kernels() -> tuple[Any, Any, Any, Any]:
-    """The kernels, compiled on first use (once per process)."""
-    import numba
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True, inline="always")
-    def add_scaled(dst: Any, src: Any, v: float) -> None:  # pragma: no cover - compiled
-        """``dst += src * v``; a spike (``v == 1``) is a plain contiguous, vectorised add."""
-        if v == 1.0:
-            for o in range(dst.shape[0]):
-                dst[o] += src[o]
-        else:
-            for o in range(dst.shape[0]):
-                dst[o] += src[o] * v
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def linear(x: Any, indptr: Any, rows: Any, vals: Any, out: Any) -> None:  # pragma: no cover - compiled
-        n_samples, n_in = x.shape
-        for n in range(n_samples):
-            row = out[n]
-            for i in range(n_in):
-                v = x[n, i]
-                if v == 0.0:
-                    continue
-                for e in range(indptr[i], indptr[i + 1]):
-                    row[rows[e]] += vals[e] * v
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def conv(  # pragma: no cover - compiled
-        x: Any,
-        tap_start: Any,
-        tap_ky: Any,
-        tap_kx: Any,
-        columns: Any,
-        out: Any,
-        stride: int,
-        pad_y: int,
-        pad_x: int,
-        dil: int,
-    ) -> None:
-        n_samples, n_ch, h, w = x.shape
-        ho, wo = out.shape[1], out.shape[2]
-        for n in range(n_samples):
-            for c in range(n_ch):
-                t0, t1 = tap_start[c], tap_start[c + 1]
-                if t0 == t1:
-                    continue
-                for iy in range(h):
-                    for ix in range(w):
-                        v = x[n, c, iy, ix]
-                        if v == 0.0:
-                            continue
-                        for t in range(t0, t1):
-                            oy = iy + pad_y - tap_ky[t] * dil
-                            ox = ix + pad_x - tap_kx[t] * dil
-                            if oy < 0 or ox < 0:
-                                continue
-                            if stride != 1:  # integer division only where needed: it costs as much as the adds
-                                if oy % stride != 0 or ox % stride != 0:
-                                    continue
-                                oy //= stride
-                                ox //= stride
-                            if oy >= ho or ox >= wo:
-                                continue
-                            add_scaled(out[n, oy, ox], columns[t], v)  # the tap's whole column
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def linear_columns(x: Any, columns: Any, out: Any) -> None:  # pragma: no cover - compiled
-        n_samples, n_in = x.shape
-        for n in range(n_samples):
-            row = out[n]
-            for i in range(n_in):
-                v = x[n, i]
-                if v == 0.0:
-                    continue
-                add_scaled(row, columns[i], v)
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def conv_rows(x: Any, live: Any, rows: Any, out: Any, pad_y: int, pad_x: int) -> None:  # pragma: no cover
-        n_samples, n_ch, h, w = x.shape
-        ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
-        kh = rows.shape[1]
-        kw = rows.shape[2] // n_out
-        for n in range(n_samples):
-            flat_out = out[n].reshape(ho, wo * n_out)  # a view: one output row's pixels x channels, contiguous
-            for c in range(n_ch):
-                if not live[c]:
-                    continue
-                for iy in range(h):
-                    for ix in range(w):
-                        v = x[n, c, iy, ix]
-                        if v == 0.0:
-                            continue
-                        ox0 = ix + pad_x - (kw - 1)  # output column reached by the last tap, kx = kw - 1
-                        lo = max(0, -ox0)
-                        hi = min(kw, wo - ox0)
-                        if lo >= hi:
-                            continue
-                        for ky in range(kh):
-                            oy = iy + pad_y - ky
-                            if oy < 0 or oy >= ho:
-                                continue
-                            row = flat_out[oy, (ox0 + lo) * n_out : (ox0 + hi) * n_out]
-                            add_scaled(row, rows[c, ky, lo * n_out : hi * n_out], v)
-
-    return linear, conv, linear_columns, conv_rows
-
-
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For segments ``[starts[k], starts[k] + counts[k])``: the segment of every element and its index."""
     seg = torch.repeat_interleave(torch.arange(len(counts)), counts)
@@ -164,41 +69,87 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
     return seg, starts[seg] + offsets
 
 
-#: weight density at or above which the compiled EventLinear adds each spike's whole weight column (contiguous,
-#: vectorised) instead of its surviving entries (scattered): a scattered add costs several contiguous ones
-COLUMN_LAYOUT_DENSITY = 0.25
+#: the cost model's constants, ns per 8 floats added contiguously, per block of 8, per scattered weight (measured on
+#: this repository's 2-core CPU; only their ratios matter)
+VECTOR_ADD_NS = 0.6
+BLOCK_ADD_NS = 2.0
+SCALAR_ADD_NS = 3.0
+
+LinearLayout = Literal["auto", "csc", "blocks", "columns"]
+ConvLayout = Literal["auto", "rows", "blocks", "columns"]
+
+
+def blocks_of(weight_by_input: torch.Tensor) -> torch.Tensor:
+    """``[..., O]`` weights -> ``[..., ceil(O / 8)]``: whether each block of :data:`BLOCK` consecutive outputs holds a
+    surviving weight (the last block padded with zeros)."""
+    pad = (-weight_by_input.shape[-1]) % BLOCK
+    padded = nn.functional.pad(weight_by_input, (0, pad))
+    return (padded.reshape(*padded.shape[:-1], -1, BLOCK) != 0).any(-1)
+
+
+def layout_costs(nonzeros: int, blocks: int, dense_vectors: int) -> dict[str, float]:
+    """The cost model's estimate (ns, one spike on every input once) of each layout: ``nonzeros`` surviving weights
+    in ``blocks`` non-empty blocks of 8, against ``dense_vectors`` groups of 8 floats added whole."""
+    return {
+        "csc": nonzeros * SCALAR_ADD_NS,
+        "blocks": blocks * BLOCK_ADD_NS,
+        "dense": dense_vectors * VECTOR_ADD_NS,
+    }
+
+
+def _check_layout(layout: str, allowed: tuple[str, ...], backend: str) -> None:
+    if layout not in ("auto", *allowed):
+        raise ValueError(f"layout must be one of {('auto', *allowed)}, got {layout!r}")
+    if layout != "auto" and backend != "numba":
+        raise ValueError(f"layout {layout!r} is a layout of the compiled kernels: it needs backend 'numba'")
 
 
 class EventLinear(nn.Module):
-    """``nn.Linear`` computed per nonzero input over the surviving synapses (see the module docstring). With the
-    compiled backend and a weight density of at least :data:`COLUMN_LAYOUT_DENSITY`, each nonzero input adds its
-    whole column of ``W`` instead (zeros included), as :class:`EventConv2d` does."""
+    """``nn.Linear`` computed per nonzero input over the surviving synapses (see the module docstring).
 
-    def __init__(self, linear: nn.Linear, backend: EventBackend = "auto") -> None:
+    ``layout``: "auto" (the cost model's choice with the compiled backend), or "csc", "blocks", "columns"."""
+
+    def __init__(self, linear: nn.Linear, backend: EventBackend = "auto", layout: LinearLayout = "auto") -> None:
         super().__init__()
         weight = linear.weight.detach().to(torch.float32).cpu()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.backend = resolve_backend(backend)
-        density = float((weight != 0).float().mean()) if weight.numel() else 0.0
-        self.columns = weight.t().contiguous() if self.backend == "numba" and density >= COLUMN_LAYOUT_DENSITY else None
-        rows, cols = torch.nonzero(weight.t() != 0, as_tuple=True)  # by input (row of W^T), then output
+        _check_layout(layout, ("csc", "blocks", "columns"), self.backend)
+        by_input = weight.t().contiguous()  # [in, out]
+        nonempty = blocks_of(by_input)
+        self.padded_out = nonempty.shape[1] * BLOCK
+        if layout == "auto":
+            costs = layout_costs(int((by_input != 0).sum()), int(nonempty.sum()), self.in_features * nonempty.shape[1])
+            best = min(costs, key=costs.__getitem__) if self.backend == "numba" else "csc"
+            layout = "columns" if best == "dense" else best  # type: ignore[assignment]
+        self.layout = layout
+        rows, cols = torch.nonzero(by_input != 0, as_tuple=True)  # by input (row of W^T), then output
         self.indptr = torch.zeros(self.in_features + 1, dtype=torch.int64)
         self.indptr[1:] = torch.bincount(rows, minlength=self.in_features).cumsum(0)
-        self.rows, self.vals = cols.to(torch.int32).contiguous(), weight.t()[rows, cols].contiguous()
+        self.rows, self.vals = cols.to(torch.int32).contiguous(), by_input[rows, cols].contiguous()
+        self.columns = by_input if layout == "columns" else None
+        if layout == "blocks":
+            i, blk = torch.nonzero(nonempty, as_tuple=True)
+            padded = nn.functional.pad(by_input, (0, self.padded_out - self.out_features))
+            self.block_vals = padded.reshape(self.in_features, -1, BLOCK)[i, blk].reshape(-1).contiguous()
+            self.block_offsets = (blk * BLOCK).to(torch.int64).contiguous()
+            self.block_ptr = torch.zeros(self.in_features + 1, dtype=torch.int64)
+            self.block_ptr[1:] = torch.bincount(i, minlength=self.in_features).cumsum(0)
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
+        self.threads = SampleThreads()
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
         if self.backend == "numba":
-            out = np.zeros((flat.shape[0], self.out_features), np.float32)
-            if self.columns is not None:
-                _numba_kernels()[2](flat.numpy(), self.columns.numpy(), out)
-            else:
-                _numba_kernels()[0](flat.numpy(), self.indptr.numpy(), self.rows.numpy(), self.vals.numpy(), out)
+            width = self.padded_out if self.layout == "blocks" else self.out_features
+            out = np.zeros((flat.shape[0], width), np.float32)
+            self.threads.run(self._kernel(flat.numpy(), out), flat.shape[0])
             result = torch.from_numpy(out)
+            if width != self.out_features:
+                result = result[:, : self.out_features]
         else:
             n, i = torch.nonzero(flat, as_tuple=True)
             starts = self.indptr[i]
@@ -210,18 +161,32 @@ class EventLinear(nn.Module):
             result += self.bias
         return result.reshape(*lead, self.out_features)
 
+    def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
+        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop``."""
+        k = event_kernels()
+        if self.layout == "columns":
+            columns = self.columns.numpy()  # type: ignore[union-attr]
+            return lambda a, b: k.linear_columns(x[a:b], columns, out[a:b])
+        if self.layout == "blocks":
+            ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
+            return lambda a, b: k.linear_blocks(x[a:b], ptr, offsets, vals, out[a:b])
+        indptr, rows, vals = self.indptr.numpy(), self.rows.numpy(), self.vals.numpy()
+        return lambda a, b: k.linear_csc(x[a:b], indptr, rows, vals, out[a:b])
+
     def extra_repr(self) -> str:
-        layout = "columns" if self.columns is not None else "csc"
         return (
             f"{self.in_features} -> {self.out_features}, {self.synapses} synapses, backend={self.backend}, "
-            f"layout={layout}"
+            f"layout={self.layout}"
         )
 
 
 class EventConv2d(nn.Module):
-    """``nn.Conv2d`` (``groups = 1``, zero padding) computed per nonzero input over the surviving weights."""
+    """``nn.Conv2d`` (``groups = 1``, zero padding) computed per nonzero input over the surviving weights.
 
-    def __init__(self, conv: nn.Conv2d, backend: EventBackend = "auto") -> None:
+    ``layout``: "auto" (the cost model's choice with the compiled backend; "rows" or "blocks" need stride 1 and
+    dilation 1, else "columns"), or "rows", "blocks", "columns"."""
+
+    def __init__(self, conv: nn.Conv2d, backend: EventBackend = "auto", layout: ConvLayout = "auto") -> None:
         super().__init__()
         reason = self.unsupported(conv)
         if reason is not None:
@@ -231,8 +196,13 @@ class EventConv2d(nn.Module):
         self.stride, self.dilation = int(conv.stride[0]), int(conv.dilation[0])
         self.pad_y, self.pad_x = int(conv.padding[0]), int(conv.padding[1])
         self.backend = resolve_backend(backend)
+        _check_layout(layout, ("rows", "blocks", "columns"), self.backend)
+        unit_steps = self.stride == 1 and self.dilation == 1
+        if layout in ("rows", "blocks") and not unit_steps:
+            raise ValueError(f"layout {layout!r} needs stride 1 and dilation 1 (got {self.stride}, {self.dilation})")
         # entries sorted by input channel, then tap (ky, kx), then output channel
-        c, ky, kx, o = torch.nonzero(weight.permute(1, 2, 3, 0) != 0, as_tuple=True)
+        by_tap = weight.permute(1, 2, 3, 0)  # [C, kh, kw, O]
+        c, ky, kx, o = torch.nonzero(by_tap != 0, as_tuple=True)
         self.vals = weight[o, c, ky, kx].contiguous()
         self.out_ch = o.contiguous()
         tap = (c * self.kh + ky) * self.kw + kx  # nondecreasing
@@ -246,18 +216,41 @@ class EventConv2d(nn.Module):
         tap_channel = taps // (self.kh * self.kw)
         self.tap_start = torch.zeros(self.in_channels + 1, dtype=torch.int64)
         self.tap_start[1:] = torch.bincount(tap_channel, minlength=self.in_channels).cumsum(0)
-        # the compiled kernel adds each tap's whole output column (zeros included): one contiguous vectorised add per
-        # spike and tap beats a few scattered adds (bench/deploy_speed.py). At stride 1 and dilation 1 the taps of
-        # one kernel row reach adjacent output pixels, contiguous channels-last, so it adds a whole kernel row at once:
-        # rows[c, ky] = W[:, c, ky, kw-1], ..., W[:, c, ky, 0] (output column ascending), zeros included
-        self.row_layout = self.backend == "numba" and self.stride == 1 and self.dilation == 1
-        if self.row_layout:
-            self.rows = weight.permute(1, 2, 3, 0).flip(2).reshape(self.in_channels, self.kh, -1).contiguous()
-            self.live = (self.tap_start[1:] > self.tap_start[:-1]).to(torch.uint8)  # input channels with a synapse
+        self.live = (self.tap_start[1:] > self.tap_start[:-1]).to(torch.uint8)  # input channels with a synapse
+        # kernel rows, output column ascending: row[c, ky] = W[:, c, ky, kw-1], ..., W[:, c, ky, 0] (slot p = kw-1-kx)
+        rows = by_tap.flip(2).contiguous()  # [C, kh, kw, O]
+        nonempty = blocks_of(rows)  # [C, kh, kw, ceil(O / 8)]
+        self.padded_out = nonempty.shape[-1] * BLOCK
+        if layout == "auto":
+            if self.backend != "numba" or not unit_steps:
+                layout = "columns"
+            else:
+                live_rows = int(self.live.sum()) * self.kh
+                costs = layout_costs(0, int(nonempty.sum()), live_rows * -(-self.kw * self.out_channels // BLOCK))
+                layout = "blocks" if costs["blocks"] < costs["dense"] else "rows"
+        self.layout = layout
+        if layout == "rows":
+            self.rows = rows.reshape(self.in_channels, self.kh, -1)
+        elif layout == "blocks":
+            cc, kyy, p, blk = torch.nonzero(nonempty, as_tuple=True)  # row-major: by (c, ky), then slot, then block
+            padded = nn.functional.pad(rows, (0, self.padded_out - self.out_channels))
+            self.block_vals = padded.reshape(*rows.shape[:3], -1, BLOCK)[cc, kyy, p, blk].reshape(-1).contiguous()
+            self.block_offsets = (p * self.padded_out + blk * BLOCK).to(torch.int64).contiguous()
+            counts = nonempty.sum(-1).reshape(-1)  # blocks per (c, ky, slot), in block order
+            self.block_ptr = torch.zeros(self.in_channels, self.kh, self.kw + 1, dtype=torch.int64)
+            ends = counts.cumsum(0).reshape(self.in_channels, self.kh, self.kw)
+            self.block_ptr[:, :, 1:] = ends
+            self.block_ptr[:, :, 0] = ends[:, :, -1] - counts.reshape(self.in_channels, self.kh, self.kw).sum(-1)
         else:
             self.columns = weight[:, tap_channel, self.tap_ky, self.tap_kx].t().contiguous()  # [taps, out_channels]
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
+        self.threads = SampleThreads()
+
+    @property
+    def row_layout(self) -> bool:
+        """Whether the compiled kernel adds kernel rows (the "rows" or "blocks" layout: stride 1, dilation 1)."""
+        return self.layout in ("rows", "blocks")
 
     @staticmethod
     def unsupported(conv: nn.Conv2d) -> str | None:
@@ -274,24 +267,41 @@ class EventConv2d(nn.Module):
             w + 2 * self.pad_x - d * (self.kw - 1) - 1
         ) // s + 1
 
+    def charge(self, x: torch.Tensor) -> np.ndarray:
+        """The compiled kernels' output without the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for
+        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous."""
+        n_samples, _c, h, w = x.shape
+        ho, wo = self.output_size(h, w)
+        width = self.padded_out if self.layout == "blocks" else self.out_channels
+        out = np.zeros((n_samples, ho, wo, width), np.float32)
+        self.threads.run(self._kernel(x.numpy(), out), n_samples)
+        return out if width == self.out_channels else np.ascontiguousarray(out[..., : self.out_channels])
+
+    def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
+        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop``."""
+        k = event_kernels()
+        py, px = self.pad_y, self.pad_x
+        if self.layout == "rows":
+            live, rows = self.live.numpy(), self.rows.numpy()
+            return lambda a, b: k.conv_rows(x[a:b], live, rows, out[a:b], py, px)
+        if self.layout == "blocks":
+            ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
+            return lambda a, b: k.conv_blocks(x[a:b], ptr, offsets, vals, out[a:b], py, px)
+        tap_start, tap_ky, tap_kx = self.tap_start.numpy(), self.tap_ky.numpy(), self.tap_kx.numpy()
+        columns = self.columns.numpy()
+        return lambda a, b: k.conv_columns(
+            x[a:b], tap_start, tap_ky, tap_kx, columns, out[a:b], self.stride, py, px, self.dilation
+        )
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()  # the kernels read NCHW or channels-last input as it is (a strided view)
-        n_samples, _c, h, w = x.shape
-        ho, wo = self.output_size(h, w)
         if self.backend == "numba":
-            out = np.zeros((n_samples, ho, wo, self.out_channels), np.float32)
-            if self.row_layout:
-                _numba_kernels()[3](x.numpy(), self.live.numpy(), self.rows.numpy(), out, self.pad_y, self.pad_x)
-            else:
-                _numba_kernels()[1](
-                    x.numpy(), self.tap_start.numpy(), self.tap_ky.numpy(), self.tap_kx.numpy(), self.columns.numpy(),
-                    out, self.stride, self.pad_y, self.pad_x, self.dilation,
-                )  # fmt: skip
-            result = torch.from_numpy(out)
+            result = torch.from_numpy(self.charge(x))
         else:
+            ho, wo = self.output_size(x.shape[2], x.shape[3])
             result = self._torch_forward(x, ho, wo)
         if self.bias is not None:
             result += self.bias
@@ -319,5 +329,5 @@ class EventConv2d(nn.Module):
         return (
             f"{self.in_channels} -> {self.out_channels}, kernel {self.kh}x{self.kw}, stride {self.stride}, "
             f"padding ({self.pad_y}, {self.pad_x}), dilation {self.dilation}, {self.synapses} synapses, "
-            f"backend={self.backend}"
+            f"backend={self.backend}, layout={self.layout}"
         )

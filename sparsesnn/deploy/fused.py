@@ -7,12 +7,12 @@ block deploy builds from a spiking conv layer,
 
     SeqFolded(EventConv2d [, FoldedNorm]) -> StreamingLIF [-> SeqFolded(InferenceMaxPool2d(2, 2))]
 
-:class:`FusedEventBlock` calls the event conv's row kernel, adds the bias (a float32 add, as ``result += bias``
-does), runs the neuron's loop from its carried membrane and pools the spikes in their channels-last order: the same
-kernels on the same values in the same order, so its output equals the unfused block's bit for bit. The neuron stays
-the :class:`StreamingLIF` it was (its membrane, :meth:`~StreamingLIF.reset` and ``last_spikes`` are used as they
-are). :func:`fuse_event_blocks` finds such blocks in the ``nn.Sequential`` containers of a stream's model and
-replaces each by one module; anything else is left as it is.
+:class:`FusedEventBlock` calls the event conv's compiled kernel (its row or block layout), adds the bias (a
+float32 add, as ``result += bias`` does), runs the neuron's loop from its carried membrane and pools the spikes in
+their channels-last order: the same kernels on the same values in the same order, so its output equals the unfused
+block's bit for bit. The neuron stays the :class:`StreamingLIF` it was (its membrane, :meth:`~StreamingLIF.reset` and
+``last_spikes`` are used as they are). :func:`fuse_event_blocks` finds such blocks in the ``nn.Sequential``
+containers of a stream's model and replaces each by one module; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.deploy.event_layers import EventConv2d, _numba_kernels
+from sparsesnn.deploy.event_layers import EventConv2d
 from sparsesnn.deploy.lif import lif_numba
 from sparsesnn.deploy.passes import FoldedNorm
 from sparsesnn.deploy.pool import InferenceMaxPool2d, _numba_max_pool
@@ -38,8 +38,6 @@ class FusedEventBlock(nn.Module):
     def __init__(self, conv: EventConv2d, lif: StreamingLIF, pool: InferenceMaxPool2d | None) -> None:
         super().__init__()
         self.conv, self.lif, self.pool = conv, lif, pool
-        self._live = conv.live.numpy()
-        self._rows = conv.rows.numpy()
         self._bias = None if conv.bias is None else conv.bias.numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,11 +45,8 @@ class FusedEventBlock(nn.Module):
         frames = x.reshape(steps * batch, *x.shape[2:]).to(torch.float32)
         if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
             frames = frames.contiguous()
-        n, _c, h, w = frames.shape
-        ho, wo = self.conv.output_size(h, w)
-        channels = self.conv.out_channels
-        out = np.zeros((n, ho, wo, channels), np.float32)
-        _numba_kernels()[3](frames.numpy(), self._live, self._rows, out, self.conv.pad_y, self.conv.pad_x)
+        out = self.conv.charge(frames)  # [n, Ho, Wo, O]
+        n, ho, wo, channels = out.shape
         if self._bias is not None:
             out += self._bias
         spikes = self._neuron(out, steps, batch)
