@@ -132,8 +132,9 @@ def assert_grouped(learner: StructureLearner) -> None:
 @pytest.mark.parametrize("distribution", ["uniform", "erk"])
 @pytest.mark.parametrize(("granularity", "block_size"), COARSE)
 def test_initial_masks_are_whole_groups_at_exact_counts(granularity, block_size, distribution):
-    learner, _ = make("static", net(), density=0.3, distribution=distribution, granularity=granularity,
-                      block_size=block_size)  # fmt: skip
+    learner, _ = make(
+        "static", net(), density=0.3, distribution=distribution, granularity=granularity, block_size=block_size
+    )
     assert_grouped(learner)
     densities = layer_densities([layer.weight for layer in learner.layers], 0.3, distribution)
     for layer, d in zip(learner.layers, densities, strict=True):
@@ -176,8 +177,18 @@ def layer_state(learner: StructureLearner) -> dict[str, tuple[torch.Tensor, int,
 @pytest.mark.parametrize(("granularity", "block_size"), COARSE)
 def test_rewiring_moves_whole_groups_at_constant_density(method, kw, granularity, block_size):
     model = net(1)
-    learner, _ = make(method, model, density=0.3, update_every=2, drop_fraction=0.4, stop_at=1.0,
-                      granularity=granularity, block_size=block_size, seed=2, **kw)  # fmt: skip
+    learner, _ = make(
+        method,
+        model,
+        density=0.3,
+        update_every=2,
+        drop_fraction=0.4,
+        stop_at=1.0,
+        granularity=granularity,
+        block_size=block_size,
+        seed=2,
+        **kw,
+    )
     opt = learner.optimizer
     changes = 0
     for x, y in batches(10, seed=3):
@@ -218,8 +229,16 @@ def test_rewiring_moves_whole_groups_at_constant_density(method, kw, granularity
 @pytest.mark.parametrize(("granularity", "block_size"), COARSE)
 def test_magnitude_and_gradient_rank_group_sums(granularity, block_size):
     model = net(2)
-    learner, opt = make("rigl", model, density=0.3, update_every=1, drop_fraction=0.3, granularity=granularity,
-                        block_size=block_size, dense_first=False)  # fmt: skip
+    learner, opt = make(
+        "rigl",
+        model,
+        density=0.3,
+        update_every=1,
+        drop_fraction=0.3,
+        granularity=granularity,
+        block_size=block_size,
+        dense_first=False,
+    )
     captured: dict[str, torch.Tensor] = {}
     learner.masks.grad_sink = lambda n, g: captured.__setitem__(n, g.clone()) or learner._sink_grad(n, g)
     x, y = next(batches(1))
@@ -253,8 +272,17 @@ def test_magnitude_and_gradient_rank_group_sums(granularity, block_size):
 @pytest.mark.parametrize(("granularity", "block_size"), [("block", 4), ("kernel", 8)])
 def test_growth_avoids_groups_of_pruned_neurons(granularity, block_size):
     model = net(3)
-    learner, opt = make("rigl", model, density=0.2, update_every=1, drop_fraction=0.5, granularity=granularity,
-                        block_size=block_size, prune="random", grow="random")  # fmt: skip
+    learner, opt = make(
+        "rigl",
+        model,
+        density=0.2,
+        update_every=1,
+        drop_fraction=0.5,
+        granularity=granularity,
+        block_size=block_size,
+        prune="random",
+        grow="random",
+    )
     layer = learner.layers[0]  # the second conv (the first is dense in RigL)
     alive = torch.ones(16, dtype=torch.bool)
     alive[[1, 6]] = False
@@ -292,8 +320,18 @@ def test_kernel_granularity_on_linear_layers_is_weight_granularity():
 )
 def test_pqi_rounds_prune_and_regrow_whole_groups(granularity, block_size, scope):
     model = net(4)
-    learner, opt = make("pqi", model, scope=scope, granularity=granularity, block_size=block_size, density=0.6,
-                        dense_first=False, dense_last=False, total_epochs=6, steps_per_epoch=2)  # fmt: skip
+    learner, opt = make(
+        "pqi",
+        model,
+        scope=scope,
+        granularity=granularity,
+        block_size=block_size,
+        density=0.6,
+        dense_first=False,
+        dense_last=False,
+        total_epochs=6,
+        steps_per_epoch=2,
+    )
     assert_grouped(learner)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # inputs and taps of very different importance: group norms a PQ index calls compressible
@@ -335,8 +373,9 @@ def test_pqi_rounds_prune_and_regrow_whole_groups(granularity, block_size, scope
 @pytest.mark.parametrize(("granularity", "block_size"), COARSE)
 def test_gmp_prunes_whole_groups_to_the_target(granularity, block_size):
     model = net(5)
-    learner, opt = make("gmp", model, density=0.2, update_every=1, end_at=0.5, granularity=granularity,
-                        block_size=block_size)  # fmt: skip
+    learner, opt = make(
+        "gmp", model, density=0.2, update_every=1, end_at=0.5, granularity=granularity, block_size=block_size
+    )
     for x, y in batches(12):
         train_step(model, opt, learner, x, y)
         assert_grouped(learner)
@@ -348,8 +387,17 @@ def test_gmp_prunes_whole_groups_to_the_target(granularity, block_size):
 @pytest.mark.parametrize(("granularity", "block_size"), COARSE)
 def test_lth_prunes_whole_groups_per_layer(granularity, block_size):
     model = net(6)
-    learner, opt = make("lth", model, density=0.3, rounds=3, granularity=granularity, block_size=block_size,
-                        total_steps=None, total_epochs=6, steps_per_epoch=2)  # fmt: skip
+    learner, opt = make(
+        "lth",
+        model,
+        density=0.3,
+        rounds=3,
+        granularity=granularity,
+        block_size=block_size,
+        total_steps=None,
+        total_epochs=6,
+        steps_per_epoch=2,
+    )
     counts = [{layer.name: int(learner.grouping(layer).all_of(layer.mask).sum()) for layer in learner.layers}]
     for x, y in batches(12):
         if train_step(model, opt, learner, x, y):
@@ -387,8 +435,9 @@ def test_the_config_passes_granularity_through():
     learner = build_learner(cfg.sparse, net(), None, total_steps=12, steps_per_epoch=4, total_epochs=3, seed=0)
     assert (learner.settings.granularity, learner.settings.block_size) == ("block", 4)
     assert_grouped(learner)
-    default = build_learner(load_config_text(tiny_toml()).sparse, net(), None, total_steps=12, steps_per_epoch=4,
-                            total_epochs=3, seed=0)  # fmt: skip
+    default = build_learner(
+        load_config_text(tiny_toml()).sparse, net(), None, total_steps=12, steps_per_epoch=4, total_epochs=3, seed=0
+    )
     assert (default.settings.granularity, default.settings.block_size) == ("weight", 8)
     with pytest.raises(ConfigError, match="granularity"):
         load_config_text(tiny_toml().replace('method = "rigl"', 'method = "rigl"\ngranularity = "row"'))
@@ -396,9 +445,11 @@ def test_the_config_passes_granularity_through():
         load_config_text(tiny_toml().replace('method = "rigl"', 'method = "rigl"\nblock_size = 0'))
     dense = tiny_toml("dense").replace('method = "dense"', 'method = "dense"\ngranularity = "tap"')
     with pytest.raises(ConfigError, match="granularity = 'tap'"):
-        build_learner(load_config_text(dense).sparse, net(), None, total_steps=12, steps_per_epoch=4, total_epochs=3,
-                      seed=0)  # fmt: skip
+        build_learner(
+            load_config_text(dense).sparse, net(), None, total_steps=12, steps_per_epoch=4, total_epochs=3, seed=0
+        )
     sdsnn = tiny_toml("sdsnn", 1.0, "{ N = 1 }").replace('method = "sdsnn"', 'method = "sdsnn"\ngranularity = "tap"')
     with pytest.raises(ConfigError, match=r"sdsnn.*granularity"):
-        build_learner(load_config_text(sdsnn).sparse, net(), None, total_steps=60, steps_per_epoch=4, total_epochs=15,
-                      seed=0)  # fmt: skip
+        build_learner(
+            load_config_text(sdsnn).sparse, net(), None, total_steps=60, steps_per_epoch=4, total_epochs=15, seed=0
+        )
