@@ -9,6 +9,13 @@ Prune: ``magnitude`` (smallest ``|w|``, Han et al. 2015; RigL), ``set`` (SET, Mo
 positive and the largest negative weights, half each), ``random``.
 Grow: ``gradient`` (largest ``|dL/dW|`` of absent synapses, RigL, Evci et al. 2020), ``momentum`` (largest
 ``|m|`` of a momentum of dense gradients, Sparse Momentum, Dettmers & Zettlemoyer 2019), ``random`` (SET).
+
+At a coarse granularity (:mod:`sparsesnn.sparse.granularity`) the same criteria pick whole groups: the rewiring
+learner calls them on group-shaped tensors, ``weight = sum_{group} |w|``, ``dense_grad = sum_{group} |g|``,
+``momentum = sum_{group} |m|`` and group-shaped candidates, so ``magnitude`` drops the groups of smallest L1 norm,
+``gradient`` / ``momentum`` grow those of largest summed ``|g|`` / ``|m|``, and ``random`` draws one score per group.
+A criterion that reads the sign of single weights has no meaning on such sums: the names in :data:`SIGNED` are
+refused at a coarse granularity (a criterion registered elsewhere that reads signs must be added there).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class CriterionContext:
 Criterion = Callable[[torch.Tensor, torch.Tensor, int, CriterionContext], torch.Tensor]
 PRUNE: Registry[Criterion] = Registry("prune criterion")
 GROW: Registry[Criterion] = Registry("grow criterion")
+#: criteria that read the sign of single weights: defined at ``weight`` granularity only
+SIGNED: frozenset[str] = frozenset({"set"})
 
 
 def pick_lowest(scores: torch.Tensor, candidates: torch.Tensor, n: int) -> torch.Tensor:

@@ -44,14 +44,13 @@ from sparsesnn.core.collectives import all_reduce_mean_
 from sparsesnn.core.settings import validate_settings
 from sparsesnn.core.state import generator_state
 from sparsesnn.sparse.budget import layer_costs, weight_uses
+from sparsesnn.sparse.granularity import Grouping
 from sparsesnn.sparse.masks import (
     MaskedLayer,
     MaskSet,
-    active_count,
     layer_densities,
     masks_digest,
     prunable_layers,
-    random_mask,
     select_layers,
 )
 from sparsesnn.sparse.settings import LearnerSettings
@@ -105,7 +104,8 @@ class StructureLearner:
         model: any ``nn.Module``; its Conv/Linear layers are candidates.
         optimizer: the optimiser whose moments are kept zero for absent synapses (optional for inference).
         settings: a validated ``Settings`` object of this class, or instead keyword settings (validated through it):
-            ``density``, ``distribution``, ``dense_first``, ``dense_last``, ``include``, ``exclude`` (layer
+            ``density``, ``distribution``, ``granularity`` and ``block_size`` (the groups pruned and grown together,
+            :mod:`sparsesnn.sparse.granularity`), ``dense_first``, ``dense_last``, ``include``, ``exclude`` (layer
             selection, :func:`select_layers`), ``seed``, and the budget ``total_steps``, ``steps_per_epoch``,
             ``total_epochs`` (give two, the third is derived by :func:`resolve_budget`; what a method's schedule
             needs is required, :meth:`schedule_problem`), plus the method's own (:mod:`sparsesnn.sparse.settings`).
@@ -211,13 +211,19 @@ class StructureLearner:
     def layers(self) -> list[MaskedLayer]:
         return self.masks.layers if self.masks is not None else []
 
+    def grouping(self, layer: MaskedLayer) -> Grouping:
+        """The groups ``layer``'s synapses are pruned and grown in (the ``granularity`` and ``block_size``
+        settings; :mod:`sparsesnn.sparse.granularity`). The initial masks draw ``round(d_l * n_groups_l)`` whole
+        groups of layer ``l`` at density ``d_l`` (:meth:`Grouping.random_mask`; at ``weight`` granularity exactly
+        the former ``round(d_l * n_l)`` weights, with the same random draws)."""
+        return Grouping(tuple(layer.weight.shape), self.settings.granularity, self.settings.block_size)
+
     def init_masks(self, density: float) -> None:
         """Draw random masks with ``density`` spread over layers by ``self.distribution`` (exact counts per layer)."""
         assert self.masks is not None
         dens = layer_densities([layer.weight for layer in self.layers], density, self.distribution, self.layer_costs)
         for layer, d in zip(self.layers, dens, strict=True):
-            n = active_count(layer.numel(), d)
-            self.masks.set_mask(layer, random_mask(layer.mask.shape, n, self.generator, layer.mask.device))
+            self.masks.set_mask(layer, self.grouping(layer).random_mask(d, self.generator, layer.mask.device))
 
     # -- schedule ---------------------------------------------------------------------------------------------------
     @property

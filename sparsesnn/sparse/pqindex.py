@@ -129,7 +129,11 @@ def unit_stats(
     beta: float = 0.9,
 ) -> dict[str, torch.Tensor]:
     """Stage I for one layer: per unit of ``scope``, ``d`` (active count), ``index``, ``bound``, ``ratio`` and
-    ``n_prune`` (float64 / int64 tensors of one entry per unit)."""
+    ``n_prune`` (float64 / int64 tensors of one entry per unit).
+
+    ``weight`` holds the unit's entries and ``mask`` which are active: the weights themselves, or, at a coarse
+    granularity, one L1 norm per group of weights and the groups present (a group-shaped tensor,
+    :meth:`~sparsesnn.sparse.granularity.Grouping.reduce`), so that ``d`` and ``n_prune`` count groups."""
     w, m = unit_rows(weight, scope), unit_rows(mask, scope)
     d = m.to(torch.float64).sum(1)
     index = pq_index(w, p, q, mask=m, dim=1)

@@ -6,6 +6,14 @@ criterion and grows ``n`` among the synapses that were absent *before* the drop 
 disjoint), by the grow criterion. The layer's density is unchanged. Regrown synapses start at ``grow_init`` (0) with
 zero optimiser moments. ``alpha_t`` follows :func:`~sparsesnn.sparse.schedules.drop_fraction`.
 
+At a coarse ``granularity`` (:mod:`sparsesnn.sparse.granularity`) the same rule runs on whole groups: a layer
+with ``a`` fully present groups drops ``n = floor(alpha_t * a)`` of them, scored by the criteria on group sums
+(:mod:`sparsesnn.sparse.criteria`), and grows ``n`` among the groups that were entirely absent before the drop and
+whose every slot belongs to a live neuron. When the groups of a layer differ in size (``block`` granularity whose
+``block_size`` does not divide the outputs: each column's last block is shorter) each size runs the rule on its own
+groups, ``floor(alpha_t * a_size)``, so that the weight count of the layer is unchanged too. The ``set`` prune
+criterion reads the sign of single weights and is refused there.
+
 An update at step (or epoch) ``t`` needs ``t < floor(stop_at * T)`` with ``stop_at <= 1``, so the last step (epoch)
 of a run never rewires: no topology change follows the last optimiser step (the library's rule, docs/methods.md).
 
@@ -18,9 +26,10 @@ import math
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from sparsesnn.sparse.criteria import GROW, PRUNE, CriterionContext
+from sparsesnn.sparse.criteria import GROW, PRUNE, SIGNED, CriterionContext
+from sparsesnn.sparse.granularity import Grouping
 from sparsesnn.sparse.learner import LayerChange, ScheduleUnit, StructureLearner
 from sparsesnn.sparse.masks import MaskedLayer
 from sparsesnn.sparse.momentum import MomentumGrowthState
@@ -50,6 +59,16 @@ class RewiringSettings(LearnerSettings):
         if v not in registry:
             raise ValueError(f"unknown {registry.kind}; choose one of {registry.names()}")
         return v
+
+    @model_validator(mode="after")
+    def _signed_needs_weights(self) -> RewiringSettings:
+        if self.granularity != "weight" and self.prune in SIGNED:
+            raise ValueError(
+                f"prune = {self.prune!r} reads the sign of single weights and has no meaning for groups "
+                f"(granularity = {self.granularity!r}): choose prune = 'magnitude' or 'random', or granularity = "
+                "'weight'"
+            )
+        return self
 
 
 class RewiringLearner(MomentumGrowthState, StructureLearner):
@@ -123,6 +142,15 @@ class RewiringLearner(MomentumGrowthState, StructureLearner):
             momentum=self.momentum.get(layer.name),
         )
 
+    def group_context(self, layer: MaskedLayer, grouping: Grouping) -> CriterionContext:
+        """:meth:`context` with the dense gradient and the momentum summed in absolute value over each group."""
+        ctx = self.context(layer)
+        return CriterionContext(
+            generator=ctx.generator,
+            dense_grad=None if ctx.dense_grad is None else grouping.reduce(ctx.dense_grad.abs()),
+            momentum=None if ctx.momentum is None else grouping.reduce(ctx.momentum.abs()),
+        )
+
     @torch.no_grad()
     def rewire_layer(self, layer: MaskedLayer, n: int) -> tuple[int, int]:
         """Drop ``n`` active synapses of ``layer`` and grow ``n`` absent ones; returns ``(dropped, grown)``.
@@ -139,8 +167,41 @@ class RewiringLearner(MomentumGrowthState, StructureLearner):
         ctx = self.context(layer)
         dropped = self.prune_fn(layer.weight, mask, n, ctx)
         grown = self.grow_fn(layer.weight, absent_before, n, ctx)
+        return self.apply_change(layer, dropped, grown)
+
+    @torch.no_grad()
+    def rewire_groups(self, layer: MaskedLayer, grouping: Grouping, alpha: float) -> tuple[int, int]:
+        """The rewiring of ``layer`` in whole groups (the module docstring); returns ``(dropped, grown)`` in weights.
+
+        Per group size ``s``: with ``a_s`` fully present groups of that size, drop ``n_s = min(floor(alpha * a_s),
+        absent_s)`` of them by the prune criterion and grow ``n_s`` among the ``absent_s`` groups of that size that
+        were entirely absent before the drop, on live neurons only; the criteria see group sums
+        (:meth:`group_context`).
+        """
+        mask = layer.mask
+        present = grouping.all_of(mask)
+        absent_before = grouping.none_of(mask) & grouping.all_of(layer.alive_synapse_slots())
+        scores = grouping.reduce(layer.weight.detach().abs())
+        ctx = self.group_context(layer, grouping)
+        sizes = grouping.sizes(mask.device)
+        dropped, grown = torch.zeros_like(present), torch.zeros_like(present)
+        for size in torch.unique(sizes).tolist():  # one size, or two when the last block is shorter
+            same = sizes == size
+            n = min(math.floor(alpha * int((present & same).sum())), int((absent_before & same).sum()))
+            if n > 0:
+                dropped |= self.prune_fn(scores, present & same, n, ctx)
+                grown |= self.grow_fn(scores, absent_before & same, n, ctx)
+        if not bool(dropped.any()):
+            return 0, 0
+        return self.apply_change(layer, grouping.expand(dropped), grouping.expand(grown))
+
+    @torch.no_grad()
+    def apply_change(self, layer: MaskedLayer, dropped: torch.Tensor, grown: torch.Tensor) -> tuple[int, int]:
+        """Set ``layer``'s mask to ``(mask & ~dropped) | grown`` (weight-shaped bool sets), report the change in
+        :attr:`last_change`, start regrown weights at ``grow_init``; returns the sizes of both sets."""
+        assert self.masks is not None
         self.last_change[layer.name] = LayerChange(dropped.clone(), grown.clone())
-        new_mask = (mask & ~dropped) | grown
+        new_mask = (layer.mask & ~dropped) | grown
         self.masks.set_mask(layer, new_mask)
         if self.grow_init != 0.0:
             layer.weight[grown] = self.grow_init
@@ -153,8 +214,11 @@ class RewiringLearner(MomentumGrowthState, StructureLearner):
         self.last_change = {}
         record: dict[str, Any] = {"at": at, "alpha": alpha, "layers": {}}
         for layer in self.layers:
-            n = math.floor(alpha * layer.active())
-            dropped, grown = self.rewire_layer(layer, n)
+            grouping = self.grouping(layer)
+            if grouping.is_identity:
+                dropped, grown = self.rewire_layer(layer, math.floor(alpha * layer.active()))
+            else:
+                dropped, grown = self.rewire_groups(layer, grouping, alpha)
             record["layers"][layer.name] = {"dropped": dropped, "grown": grown}
             changed = changed or dropped > 0
         self.history.append(record)

@@ -7,7 +7,7 @@ validates its keywords through it (``RigL(model, opt, density=0.1, update_every=
 is read (before any data is opened), and ``sparsesnn info <method>`` prints it.
 
 The settings every method shares (:class:`LearnerSettings`) come from the ``[sparse]`` section (density,
-distribution, layer selection) or from the run (seed and budget); a method's own settings are its
+distribution, granularity, layer selection) or from the run (seed and budget); a method's own settings are its
 ``[sparse.params]``.
 """
 
@@ -18,10 +18,17 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from sparsesnn.core.settings import Settings, problems_of
+from sparsesnn.sparse.granularity import Granularity
 
 
 class LearnerSettings(Settings):
-    """What every structure learner takes (the ``static`` method: a fixed random topology)."""
+    """What every structure learner takes (the ``static`` method: a fixed random topology).
+
+    ``granularity`` and ``block_size`` set the groups of synapses that are pruned and grown together
+    (:mod:`sparsesnn.sparse.granularity`): ``weight`` (the papers'), ``block`` (``block_size`` consecutive output
+    channels at one input and tap), ``tap`` (every output at one input and tap) or ``kernel`` (one output's kernel
+    at one input). A method that has no coarse form narrows the field to ``"weight"`` and refuses the others.
+    """
 
     density: float = Field(1.0, gt=0.0, le=1.0, description="fraction of active synapses over the masked layers")
     distribution: Literal["uniform", "er", "erk"] = Field(
@@ -34,6 +41,10 @@ class LearnerSettings(Settings):
     )
     dense_first: bool = Field(False, description="keep the first Conv/Linear dense")
     dense_last: bool = Field(False, description="keep the last Conv/Linear dense")
+    granularity: Granularity = Field(
+        "weight", description="what is pruned and grown together: single weights, blocks, taps or kernels"
+    )
+    block_size: int = Field(8, ge=1, description="output channels per group at granularity = 'block'")
     include: tuple[str, ...] = Field((), description="fnmatch patterns of the module names to mask (empty: all)")
     exclude: tuple[str, ...] = Field((), description="fnmatch patterns of module names never to mask")
     seed: int = Field(0, ge=0, description="seeds the learner's own generator (initial masks, random criteria)")

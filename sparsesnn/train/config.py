@@ -312,6 +312,10 @@ class SparseConfig(_Section):
     budget: Literal["params", "macs"] | None = Field(
         None, description="what density counts: weights (params) or dense MACs (macs); None = method default"
     )
+    granularity: Literal["weight", "block", "tap", "kernel"] | None = Field(
+        None, description="groups pruned and grown together (sparsesnn.sparse.granularity); None = method default"
+    )
+    block_size: int | None = Field(None, ge=1, description="output channels per block group; None = method default")
     dense_first: bool | None = Field(None, description="keep the first Conv/Linear dense; None = method default")
     dense_last: bool | None = Field(None, description="keep the last Conv/Linear dense; None = method default")
     include: list[str] = Field(default_factory=list, description="fnmatch patterns of module names to sparsify")

@@ -275,6 +275,8 @@ def build_learner(
     if cfg.method == "dense":
         if cfg.density != 1.0:
             raise ConfigError(f"sparse.density = {cfg.density}: the 'dense' method keeps every synapse; use 1.0")
+        if cfg.granularity not in (None, "weight"):
+            raise ConfigError(f"sparse.granularity = {cfg.granularity!r}: the 'dense' method has no masks to group")
         return DenseLearner(model, optimizer)
     kwargs: dict[str, Any] = dict(
         density=cfg.density,
@@ -285,7 +287,7 @@ def build_learner(
         steps_per_epoch=steps_per_epoch,
         total_epochs=total_epochs,
     )
-    for key in ("distribution", "budget", "dense_first", "dense_last"):  # None: the method's own default
+    for key in ("distribution", "budget", "granularity", "block_size", "dense_first", "dense_last"):  # None: default
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
     problems = params_problems(factory.Settings, cfg.params)

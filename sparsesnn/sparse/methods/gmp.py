@@ -5,6 +5,9 @@ each layer's density follows the cubic ramp :func:`~sparsesnn.sparse.schedules.c
 (the target spread over layers by ``distribution``; the paper uses uniform), and the smallest-magnitude active weights
 are removed to reach it. Pruned weights never return.
 
+At a coarse ``granularity`` (:mod:`sparsesnn.sparse.granularity`) the ramp counts groups: at density ``s_t`` a
+layer keeps ``max(1, round(s_t * n_groups))`` whole groups, and the groups of smallest ``sum |w|`` (L1 norm) go.
+
 The last pruning step is never the run's last optimiser step: ``end_at = 1`` (or a window that ends on the last step)
 ends the ramp one step earlier, at step ``T - 1`` of ``T``, so that the final masks are the ones the last step
 trained (the library's rule, docs/methods.md). The paper's ramp ends well before the end of training anyway
@@ -21,7 +24,6 @@ from pydantic import Field, model_validator
 
 from sparsesnn.sparse.criteria import CriterionContext, prune_magnitude
 from sparsesnn.sparse.learner import ScheduleUnit, StructureLearner
-from sparsesnn.sparse.masks import active_count
 from sparsesnn.sparse.methods.registry import METHODS
 from sparsesnn.sparse.schedules import cubic_density
 from sparsesnn.sparse.settings import LearnerSettings
@@ -94,10 +96,11 @@ class GMP(StructureLearner):
         changed = False
         ctx = CriterionContext(generator=self.generator)
         for layer in self.layers:
-            keep = active_count(layer.numel(), self.layer_density_at(layer.name, self.steps))
-            n = layer.active() - keep
+            grouping = self.grouping(layer)  # single weights by default: reduce and expand are then the identity
+            present = grouping.all_of(layer.mask)
+            n = int(present.sum()) - grouping.group_count(self.layer_density_at(layer.name, self.steps))
             if n > 0:
-                dropped = prune_magnitude(layer.weight, layer.mask, n, ctx)
-                self.masks.set_mask(layer, layer.mask & ~dropped)
+                dropped = prune_magnitude(grouping.reduce(layer.weight.detach().abs()), present, n, ctx)
+                self.masks.set_mask(layer, layer.mask & ~grouping.expand(dropped))
                 changed = True
         return changed

@@ -6,6 +6,10 @@ of their active weights with the smallest magnitude, the surviving weights are r
 of epoch ``rewind_epoch`` (0 = initialisation), and the optimiser state is cleared. The engine restarts the LR
 schedule every round (``cycle_epochs``). ``prune_rate`` defaults to the rate that reaches ``density`` after
 ``rounds - 1`` prunings: ``1 - density^(1/(rounds-1))`` (Kim et al. prune 25 % per round; pass ``prune_rate=0.25``).
+
+At a coarse ``granularity`` (:mod:`sparsesnn.sparse.granularity`, ``scope="layer"`` only) each layer with ``a``
+fully present groups loses the ``floor(prune_rate * a)`` groups of smallest ``sum |w|`` (L1 norm). The ``global``
+scope would rank groups of different sizes across layers against each other and is refused there.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import math
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sparsesnn.core.state import restore_like
 from sparsesnn.sparse.criteria import pick_lowest
@@ -32,6 +36,15 @@ class LTHSettings(LearnerSettings):
     )
     rewind_epoch: int = Field(0, ge=0, description="rewind survivors to the end of this epoch (0: initialisation)")
     scope: Literal["layer", "global"] = Field("layer", description="prune each layer, or all layers together")
+
+    @model_validator(mode="after")
+    def _global_needs_weights(self) -> LTHSettings:
+        if self.scope == "global" and self.granularity != "weight":
+            raise ValueError(
+                f"scope = 'global' ranks single weights across layers; at granularity = {self.granularity!r} the "
+                "groups of different layers differ in size: use scope = 'layer', or granularity = 'weight'"
+            )
+        return self
 
 
 @METHODS.register("lth")
@@ -99,8 +112,11 @@ class LotteryTicket(StructureLearner):
         assert self.masks is not None
         if self.scope == "layer":
             for layer in self.layers:
-                n = math.floor(self.prune_rate * layer.active())
-                self.masks.set_mask(layer, layer.mask & ~pick_lowest(layer.weight.abs(), layer.mask, n))
+                grouping = self.grouping(layer)  # single weights by default: reduce and expand are the identity
+                present = grouping.all_of(layer.mask)
+                n = math.floor(self.prune_rate * int(present.sum()))
+                dropped = pick_lowest(grouping.reduce(layer.weight.abs()), present, n)
+                self.masks.set_mask(layer, layer.mask & ~grouping.expand(dropped))
             return
         scores = torch.cat([layer.weight.abs().flatten() for layer in self.layers])
         active = torch.cat([layer.mask.flatten() for layer in self.layers])

@@ -21,6 +21,16 @@ A unit stops shrinking when the PQ bound calls it incompressible: ``r = d`` give
 ``max_rounds`` rounds (0 = no limit) and from ``stop_at`` of the training epochs on (1.0: a round after every
 ``epoch_frequency``-th epoch except the last one, whose pruned weights could not recover).
 
+At a coarse ``granularity`` (:mod:`sparsesnn.sparse.granularity`) a round runs on whole groups: each group is one
+entry of its unit, its value the group's L1 norm ``sum |w|`` (so ``d`` counts the unit's present groups, ``I`` and
+``r`` are over group norms, and ``floor(c d)`` groups go); the prune drops the groups of smallest norm, growth
+regrows ``floor(regrow_ratio * pruned)`` groups that were entirely absent before the prune, on live neurons only,
+with the largest ``sum |m|``. A unit is a row of the group-shaped tensor: with ``scope = "neuron"`` at ``kernel``
+granularity one output neuron's kernels, at ``block`` granularity one output block's fan-in (the ``block_size``
+neurons of the block share their groups, so they are one unit; a shorter last block is a unit of its own);
+``tap`` groups span every output, so ``tap`` needs ``scope = "layer"`` (refused with ``"neuron"``). With
+``scope = "layer"`` and a shorter last block, the short blocks' smaller sums make them pruned first.
+
 What the paper fixes [V]: the two stages, the PQ index, sparse from scratch, neuron-wise and layer-wise scopes;
 ``a_r = 0.001`` [S]. What we decided [D] (docs/methods.md, the PQ index): ``p = 0.5``, ``q = 1``, ``gamma = 1.2``,
 ``beta = 0.9`` (Diao's defaults), ER start at 50 %, a round every epoch, ``regrow_ratio = 0.5`` (the paper prunes
@@ -76,6 +86,11 @@ class PQISettings(LearnerSettings):
     @model_validator(mode="after")
     def _pq(self) -> PQISettings:
         check_pq(self.p, self.q)
+        if self.granularity == "tap" and self.scope == "neuron":
+            raise ValueError(
+                "scope = 'neuron' with granularity = 'tap': a tap group spans every output neuron, so no unit is one "
+                "neuron's fan-in; use scope = 'layer', or granularity = 'block' or 'kernel'"
+            )
         return self
 
 
@@ -104,7 +119,8 @@ class PQIndexLearner(MomentumGrowthState, StructureLearner):
         a_r: the bound's tolerance (Diao's ``eta_m``).
         gamma, beta: ``c = clamp(gamma (1 - r/d), 0, beta)``.
         regrow_ratio: fraction of the pruned synapses of a unit that regrow (by momentum), in ``[0, 1]``.
-        scope: "neuron" (a unit is an output neuron's fan-in) or "layer" (the whole layer).
+        scope: "neuron" (a unit is an output neuron's fan-in; at a coarse granularity a row of groups, see the
+            module docstring) or "layer" (the whole layer).
         epoch_frequency: a round after every this many epochs.
         stop_at: fraction of the training epochs from which no round runs.
         max_rounds: at most this many rounds (0 = no limit).
@@ -172,8 +188,13 @@ class PQIndexLearner(MomentumGrowthState, StructureLearner):
 
     # -- the two stages ---------------------------------------------------------------------------------------------
     def stage_one(self, layer: MaskedLayer) -> dict[str, torch.Tensor]:
-        """Per unit of ``layer``: ``d``, PQ ``index``, ``bound``, ``ratio`` (after ``min_ratio``) and ``n_prune``."""
-        stats = unit_stats(layer.weight, layer.mask, self.scope, self.p, self.q, self.a_r, self.gamma, self.beta)
+        """Per unit of ``layer``: ``d``, PQ ``index``, ``bound``, ``ratio`` (after ``min_ratio``) and ``n_prune``;
+        the entries of a unit are its groups' L1 norms (single ``|w|`` at ``weight`` granularity), ``d`` and
+        ``n_prune`` count groups."""
+        grouping = self.grouping(layer)
+        norms = grouping.reduce(layer.weight.detach().abs())
+        present = grouping.all_of(layer.mask)
+        stats = unit_stats(norms, present, self.scope, self.p, self.q, self.a_r, self.gamma, self.beta)
         if self.min_ratio > 0:
             ratio = stats["ratio"]
             stats["ratio"] = torch.where(ratio < self.min_ratio, torch.zeros_like(ratio), ratio)
@@ -182,27 +203,34 @@ class PQIndexLearner(MomentumGrowthState, StructureLearner):
 
     @torch.no_grad()
     def stage_two(self, layer: MaskedLayer, n_prune: torch.Tensor) -> tuple[int, int]:
-        """Prune ``n_prune[i]`` smallest ``|w|`` of unit ``i``; regrow ``floor(regrow_ratio * pruned)`` by momentum."""
+        """Prune the ``n_prune[i]`` groups of smallest L1 norm (single ``|w|`` at ``weight`` granularity) of unit
+        ``i``; regrow ``floor(regrow_ratio * pruned)`` entirely absent groups of the unit by ``sum |m|``. Returns
+        ``(pruned, regrown)`` in weights."""
         assert self.masks is not None
         mask = layer.mask
-        rows = unit_rows(mask, self.scope)
-        absent_before = unit_rows(~mask & layer.alive_synapse_slots(), self.scope)
+        grouping = self.grouping(layer)
+        rows = unit_rows(grouping.all_of(mask), self.scope)
+        absent = grouping.none_of(mask) & grouping.all_of(layer.alive_synapse_slots())  # never into a pruned neuron
+        absent_before = unit_rows(absent, self.scope)
         n_prune = n_prune.to(mask.device)
         n_grow = torch.minimum(torch.floor(self.regrow_ratio * n_prune.double()).long(), absent_before.sum(1))
         if int(n_prune.sum()) == 0:
             return 0, 0
-        dropped = pick_per_row(unit_rows(layer.weight.detach().abs(), self.scope), rows, n_prune, lowest=True)
+        norms = unit_rows(grouping.reduce(layer.weight.detach().abs()), self.scope)
+        dropped = pick_per_row(norms, rows, n_prune, lowest=True)
         grown = torch.zeros_like(rows)
         if int(n_grow.sum()) > 0:
             momentum = self.momentum.get(layer.name)
             if momentum is None:
                 raise RuntimeError(f"momentum growth needs a dense-gradient momentum for {layer.name}; none is tracked")
-            grown = pick_per_row(unit_rows(momentum.abs(), self.scope), absent_before, n_grow, lowest=False)
-        self.last_change[layer.name] = LayerChange(dropped.view_as(mask).clone(), grown.view_as(mask).clone())
-        self.masks.set_mask(layer, ((rows & ~dropped) | grown).view_as(mask))
+            grown = pick_per_row(unit_rows(grouping.reduce(momentum.abs()), self.scope), absent_before, n_grow, False)
+        dropped_w = grouping.expand(dropped.view(grouping.group_shape))
+        grown_w = grouping.expand(grown.view(grouping.group_shape))
+        self.last_change[layer.name] = LayerChange(dropped_w, grown_w)  # expand returns new tensors
+        self.masks.set_mask(layer, (mask & ~dropped_w) | grown_w)
         if self.grow_init != 0.0:
-            layer.weight[grown.view_as(mask)] = self.grow_init
-        return int(dropped.sum()), int(grown.sum())
+            layer.weight[grown_w] = self.grow_init
+        return int(dropped_w.sum()), int(grown_w.sum())
 
     def run_round(self, at: int) -> bool:
         """Stage I and II on every masked layer; appends the round's record to :attr:`history`."""

@@ -29,17 +29,22 @@ CODE_TAIL_TOTAL = CODE_LAST_TAIL * (CODE_EPOCHS - 2 - CODE_TAIL_EPOCH_AT_N18)
 
 class SDSNNSettings(LearnerSettings):
     """SD-SNN's settings (``dense_last`` defaults to True). See the package docstring for the equations; ``N`` is the
-    epoch constant (18 in the code for 600 CIFAR epochs; about 3 for a 30-epoch MNIST run). ``last_tail_epoch``:
-    None is ``round(60 N / 18)``, the code's 60 at ``N = 18``; ``last_tail_increment``: None is the code's total
-    ``0.0005 * 538`` spread over this run's tail epochs; ``percentile_growth``: None is ``1.1^(18 / N)``, the code's
-    1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1. ``stop_at``:
-    None (neuron pruning and regeneration at every epoch end from ``2N + 1`` on but the last one) or a fraction of
-    the training epochs from which neither runs, by the rule of the rewiring methods (none at the end of epoch ``e``
-    once ``e + 1 >= floor(stop_at * E)``); ranges and the constraint go on; our option. ``final_change``: prune and
-    regenerate at the end of the last epoch too, as the paper's code does; the run then ends on a structure no step
-    has trained, and the engine warns; cannot be combined with ``stop_at``."""
+        epoch constant (18 in the code for 600 CIFAR epochs; about 3 for a 30-epoch MNIST run). ``last_tail_epoch``:
+        None is ``round(60 N / 18)``, the code's 60 at ``N = 18``; ``last_tail_increment``: None is the code's total
+        ``0.0005 * 538`` spread over this run's tail epochs; ``percentile_growth``: None is ``1.1^(18 / N)``, the code's
+        1.1 at ``N = 18``, so that the percentile reaches its cap the same number of N-units after 2N + 1. ``stop_at``:
+        None (neuron pruning and regeneration at every epoch end from ``2N + 1`` on but the last one) or a fraction of
+        the training epochs from which neither runs, by the rule of the rewiring methods (none at the end of epoch ``e``
+        once ``e + 1 >= floor(stop_at * E)``); ranges and the constraint go on; our option. ``final_change``: prune and
+        regenerate at the end of the last epoch too, as the paper's code does; the run then ends on a structure no step
+        has trained, and the engine warns; cannot be combined with ``stop_at``. ``granularity`` is ``"weight"`` only: a
+    neuron pruned inside a block or tap group would break the group invariant, and regeneration revives single synapses
+    and kernels by their re-learned values, so a coarse granularity is refused rather than ignored."""
 
     dense_last: bool = Field(True, description="keep the last Conv/Linear dense")
+    granularity: Literal["weight"] = Field(
+        "weight", description="single weights only: neuron pruning and regeneration have no group form here"
+    )
     N: int = Field(18, ge=1, description="the epoch constant (the code's spines_num)")
     constraint: bool = Field(True, description="clip weights into their ranges for e > N")
     neuron_pruning: bool = Field(True, description="prune neurons by range score with the adaptive rate for e > 2N")
