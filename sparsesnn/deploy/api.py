@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from sparsesnn.core.errors import CheckpointError, SparseSNNError
-from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
+from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear, resolve_backend
 from sparsesnn.deploy.passes import (
     fold_norms,
     replace_neurons,
@@ -47,6 +47,11 @@ class LayerChoice:
     dense_ms: float
     event_ms: float
     event: bool
+    #: the event form's weight layout (:mod:`sparsesnn.deploy.event_layers`): the fastest measured, or the recorded
+    #: or cost-model one when nothing was timed
+    layout: str = ""
+    #: the event form's time per layout, where several were measured
+    layout_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,8 +156,21 @@ def _eligible(module: nn.Module) -> bool:
     return isinstance(module, nn.Conv2d) and EventConv2d.unsupported(module) is None
 
 
-def _event_form(module: nn.Module, backend: EventBackend) -> nn.Module:
-    return EventLinear(module, backend) if isinstance(module, nn.Linear) else EventConv2d(module, backend)
+def _event_form(module: nn.Module, backend: EventBackend, layout: str = "auto") -> nn.Module:
+    if isinstance(module, nn.Linear):
+        return EventLinear(module, backend, layout)  # type: ignore[arg-type]
+    return EventConv2d(module, backend, layout)  # type: ignore[arg-type]
+
+
+def _layouts(module: nn.Module, backend: EventBackend) -> list[str]:
+    """The weight layouts the event form of ``module`` can take (only the cost model's, "auto", without numba)."""
+    if resolve_backend(backend) != "numba":
+        return ["auto"]
+    if isinstance(module, nn.Linear):
+        return ["csc", "blocks", "columns"]
+    if module.stride[0] == 1 and module.dilation[0] == 1:
+        return ["rows", "blocks", "columns"]
+    return ["columns"]
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -175,7 +193,7 @@ def deploy(
     force: bool = False,
     margin: float = 0.1,
     rewrite: bool = True,
-    choices: dict[str, bool] | None = None,
+    choices: dict[str, bool | str] | None = None,
     tolerance: float = 1e-3,
 ) -> tuple[nn.Module, DeployReport]:
     """A copy of ``model`` (eval mode, CPU, float32) for inference, faster where this machine measures it faster.
@@ -184,14 +202,17 @@ def deploy(
        layer before it, LIF / PLIF and max pools replaced by their inference loops, layer groups whose input is
        equal over time run on one step.
     2. Each eligible Conv2d / Linear is replaced by its event-driven form where that measured faster, on the input it
-       sees for ``example_input``, by more than ``margin`` (a fraction of the dense time).
+       sees for ``example_input``, by more than ``margin`` (a fraction of the dense time). With the compiled backend
+       every weight layout of the event form is timed (:mod:`sparsesnn.deploy.event_layers`: whole rows or
+       columns, blocks of 8 output channels, single weights) and the fastest kept (``layout``, ``layout_ms``).
     3. The model as given, the rewritten copy with every layer dense and the copy with the chosen event-driven
        layers are timed whole on the example, and the fastest is returned (``report.chosen``): per-call overheads
        the layer timings miss can undo their gains, and at large batches the rewrites can lose to the training
        kernels (the N-MNIST convnet at batch 64, one thread: 12.8 ms against 6.5 ms per sample).
 
-    ``force``: every eligible layer event-driven, no timing. ``choices``: the event/dense choice per layer name,
-    as a report's ``layers`` gives it (e.g. read back from an export), applied without timing.
+    ``force``: every eligible layer event-driven, no timing (the cost model's layouts). ``choices``: the event/dense
+    choice per layer name, as a report's ``layers`` gives it (e.g. read back from an export), applied without timing;
+    a layout name in place of True also fixes the layout.
 
     **The equality guard.** The rewritten model (after all passes) and the deployed one (with its event-driven
     layers) are run on ``example_input`` and compared with the model as given (torch's generator at one seed for
@@ -249,13 +270,20 @@ def deploy(
         inp = seen.get(name)
         if inp is None:  # not on the example's path
             continue
-        event = _event_form(module, backend)
+        recorded = None if choices is None else choices.get(name, False)
+        layout_ms: dict[str, float] = {}
+        if timed:  # every layout timed, the fastest kept
+            forms = {lay: _event_form(module, backend, lay) for lay in _layouts(module, backend)}
+            layout_ms = {lay: _median_ms(lambda m=f, v=inp: m(v), repeats) for lay, f in forms.items()}
+            event = forms[min(layout_ms, key=layout_ms.__getitem__)]
+        else:
+            event = _event_form(module, backend, recorded if isinstance(recorded, str) else "auto")
         dense_ms = _median_ms(lambda m=module, v=inp: m(v), repeats) if timed else float("nan")
-        event_ms = _median_ms(lambda m=event, v=inp: m(v), repeats) if timed else float("nan")
+        event_ms = min(layout_ms.values()) if timed else float("nan")
         if force:
             chosen = True
-        elif choices is not None:
-            chosen = bool(choices.get(name, False))
+        elif recorded is not None:
+            chosen = bool(recorded)
         else:
             chosen = event_ms < dense_ms * (1.0 - margin)
         report.layers[name] = LayerChoice(
@@ -265,6 +293,8 @@ def deploy(
             dense_ms=dense_ms,
             event_ms=event_ms,
             event=chosen,
+            layout=str(getattr(event, "layout", "")),
+            layout_ms=layout_ms,
         )
         if chosen:
             set_child(deployed, name, event)
@@ -428,6 +458,8 @@ def load_deployed(
     if remeasure:
         deployed, report = deploy(model, example, backend=backend)
     else:
-        recorded = {name: bool(c["event"]) for name, c in meta["deploy"]["layers"].items()}
+        recorded = {  # the layout too, where the export recorded one
+            name: (c.get("layout") or True) if c["event"] else False for name, c in meta["deploy"]["layers"].items()
+        }
         deployed, report = deploy(model, example, backend=backend, choices=recorded)
     return deployed, report, meta

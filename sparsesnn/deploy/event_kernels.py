@@ -38,6 +38,7 @@ class EventKernels(NamedTuple):
 def event_kernels() -> EventKernels:
     """The kernels, compiled on first use (once per process); needs numba."""
     import numba
+    import numpy as np
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
@@ -183,37 +184,58 @@ def event_kernels() -> EventKernels:
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def conv_blocks(  # pragma: no cover - compiled
-        x: Any, ptr: Any, offsets: Any, vals: Any, out: Any, pad_y: int, pad_x: int
+        x: Any, ptr: Any, offsets: Any, shifted: Any, vals: Any, out: Any, pad_y: int, pad_x: int
     ) -> None:
-        """The kernel-row geometry of ``conv_rows`` (stride 1, dilation 1, channels-last output) with only the
-        non-empty blocks of each row: the blocks of ``(c, ky)`` whose output pixel slot ``p = kw - 1 - kx`` lies in
-        ``[lo, hi)`` are ``ptr[c, ky, lo] .. ptr[c, ky, hi]``, block ``b`` adds ``vals[8b : 8b+8]`` at
-        ``offsets[b] = p * n_out + o0`` from the row's first output pixel."""
+        """The kernel-row geometry of ``conv_rows`` (stride 1, dilation 1, channels-last output) with only the non-empty
+        blocks of each row. The blocks of ``(c, ky)`` whose output pixel slot ``p = kw - 1 - kx`` lies in ``[lo, hi)``
+        are ``ptr[c, ky, lo] .. ptr[c, ky, hi]``; block ``b`` adds ``vals[8b : 8b+8]`` at ``offsets[b] = p * n_out +
+        o0`` from its row's first output pixel. A spike whose whole kernel lands inside the map (most of them) runs all
+        the blocks of its channel in one loop, each at ``shifted[b] = offsets[b] - ky * wo * n_out`` (its row ``ky`` up
+        from the spike's); a spike at the border clips per row. Each channel's spikes are first gathered into a list
+        without a branch, so the loop over them does not mispredict on the zeros."""
         n_samples, n_ch, h, w = x.shape
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
         kh = ptr.shape[1]
         kw = ptr.shape[2] - 1
+        hw = h * w
+        row_stride = wo * n_out
+        spikes = np.empty(hw, np.int32)
+        pixel_y = np.empty(hw, np.int64)  # a position's row and column, looked up instead of divided
+        pixel_x = np.empty(hw, np.int64)
+        for q in range(hw):
+            pixel_y[q] = q // w
+            pixel_x[q] = q % w
         for n in range(n_samples):
             flat = out[n].reshape(ho * wo * n_out)
             for c in range(n_ch):
-                if ptr[c, kh - 1, kw] == ptr[c, 0, 0]:
+                c0, c1 = ptr[c, 0, 0], ptr[c, kh - 1, kw]
+                if c0 == c1:
                     continue  # no synapse left on this input channel
-                for iy in range(h):
+                m = 0
+                for iy in range(h):  # the channel's nonzero positions, branch-free
                     for ix in range(w):
-                        v = x[n, c, iy, ix]
-                        if v == 0.0:
+                        spikes[m] = iy * w + ix
+                        m += x[n, c, iy, ix] != 0.0
+                for k in range(m):
+                    iy = pixel_y[spikes[k]]
+                    ix = pixel_x[spikes[k]]
+                    v = x[n, c, iy, ix]
+                    ox0 = ix + pad_x - (kw - 1)
+                    if iy + pad_y - (kh - 1) >= 0 and iy + pad_y < ho and ox0 >= 0 and ox0 + kw <= wo:
+                        base = (iy + pad_y) * row_stride + ox0 * n_out
+                        for b in range(c0, c1):
+                            vector_axpy(flat, base + shifted[b], vals, b * BLOCK, v)
+                        continue
+                    lo = max(0, -ox0)
+                    hi = min(kw, wo - ox0)
+                    if lo >= hi:
+                        continue
+                    for ky in range(kh):
+                        oy = iy + pad_y - ky
+                        if oy < 0 or oy >= ho:
                             continue
-                        ox0 = ix + pad_x - (kw - 1)
-                        lo = max(0, -ox0)
-                        hi = min(kw, wo - ox0)
-                        if lo >= hi:
-                            continue
-                        for ky in range(kh):
-                            oy = iy + pad_y - ky
-                            if oy < 0 or oy >= ho:
-                                continue
-                            base = (oy * wo + ox0) * n_out
-                            for b in range(ptr[c, ky, lo], ptr[c, ky, hi]):
-                                vector_axpy(flat, base + offsets[b], vals, b * BLOCK, v)
+                        base = oy * row_stride + ox0 * n_out
+                        for b in range(ptr[c, ky, lo], ptr[c, ky, hi]):
+                            vector_axpy(flat, base + offsets[b], vals, b * BLOCK, v)
 
     return EventKernels(linear_csc, conv_columns, linear_columns, conv_rows, linear_blocks, conv_blocks)

@@ -19,11 +19,11 @@ laid out once, by input, at construction:
 
 **Which layout.** The whole-row and whole-column adds stream through memory at the vector unit's pace (about
 :data:`VECTOR_ADD_NS` per 8 floats here); a block costs a vector add plus a jump to a new place in the output
-(:data:`BLOCK_ADD_NS`), a single weight a scalar add and a jump (:data:`SCALAR_ADD_NS`). The layer takes the layout
-whose cost per spike, summed over its inputs with these constants, is lowest (:func:`layout_costs`; measured on
-this repository's 2-core CPU by ``bench/deploy_speed.py``). A scattered 10 % mask leaves most blocks of 8 non-empty
-(57 %), so it keeps the whole rows; a block-structured mask (``sparse.granularity = "block"``) makes the blocks
-pay.
+(:data:`BLOCK_ADD_NS`), a single weight a scalar add and a jump (:data:`SCALAR_ADD_NS`); weights too large for the cache
+stream from memory (:data:`STREAMED_VECTOR_NS`, :data:`STREAMED_BLOCK_NS`). The layer takes the layout whose cost per
+spike, summed over its inputs with these constants, is lowest (:func:`layout_costs`); :func:`~sparsesnn.deploy.deploy`
+times every layout on the example and keeps the fastest instead. A scattered 10 % mask leaves most blocks of 8 non-empty
+(57 %), so it keeps the whole rows; a block-structured mask (``sparse.granularity = "block"``) makes the blocks pay.
 
 **Threads.** With more than one torch intra-op thread the compiled kernels run on slices of the samples at once
 (:class:`~sparsesnn.deploy.threads.SampleThreads`), each writing its own rows of the output.
@@ -69,11 +69,16 @@ def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor,
     return seg, starts[seg] + offsets
 
 
-#: the cost model's constants, ns per 8 floats added contiguously, per block of 8, per scattered weight (measured on
-#: this repository's 2-core CPU; only their ratios matter)
+#: the cost model's constants, ns per 8 floats added contiguously from cache-resident weights, the same streamed from
+#: memory (weights larger than :data:`CACHED_BYTES`), per block of 8 (cached, streamed) and per scattered weight
+#: (measured on this repository's 2-core CPU, bench/deploy_speed.py; only their ratios matter)
 VECTOR_ADD_NS = 0.6
+STREAMED_VECTOR_NS = 1.7
 BLOCK_ADD_NS = 2.0
-SCALAR_ADD_NS = 3.0
+STREAMED_BLOCK_NS = 2.7
+SCALAR_ADD_NS = 1.7
+#: weights up to this size count as cache-resident for the whole-row / whole-column layouts
+CACHED_BYTES = 1 << 20
 
 LinearLayout = Literal["auto", "csc", "blocks", "columns"]
 ConvLayout = Literal["auto", "rows", "blocks", "columns"]
@@ -89,11 +94,14 @@ def blocks_of(weight_by_input: torch.Tensor) -> torch.Tensor:
 
 def layout_costs(nonzeros: int, blocks: int, dense_vectors: int) -> dict[str, float]:
     """The cost model's estimate (ns, one spike on every input once) of each layout: ``nonzeros`` surviving weights
-    in ``blocks`` non-empty blocks of 8, against ``dense_vectors`` groups of 8 floats added whole."""
+    in ``blocks`` non-empty blocks of 8, against ``dense_vectors`` groups of 8 floats added whole (streamed from
+    memory when they exceed :data:`CACHED_BYTES`). :func:`sparsesnn.deploy.deploy` times the layouts instead."""
+    vector_ns = VECTOR_ADD_NS if dense_vectors * BLOCK * 4 <= CACHED_BYTES else STREAMED_VECTOR_NS
+    block_ns = BLOCK_ADD_NS if blocks * (BLOCK * 4 + 8) <= CACHED_BYTES else STREAMED_BLOCK_NS  # values + offset
     return {
         "csc": nonzeros * SCALAR_ADD_NS,
-        "blocks": blocks * BLOCK_ADD_NS,
-        "dense": dense_vectors * VECTOR_ADD_NS,
+        "blocks": blocks * block_ns,
+        "dense": dense_vectors * vector_ns,
     }
 
 
@@ -236,6 +244,7 @@ class EventConv2d(nn.Module):
             padded = nn.functional.pad(rows, (0, self.padded_out - self.out_channels))
             self.block_vals = padded.reshape(*rows.shape[:3], -1, BLOCK)[cc, kyy, p, blk].reshape(-1).contiguous()
             self.block_offsets = (p * self.padded_out + blk * BLOCK).to(torch.int64).contiguous()
+            self.block_ky = kyy.to(torch.int64).contiguous()
             counts = nonempty.sum(-1).reshape(-1)  # blocks per (c, ky, slot), in block order
             self.block_ptr = torch.zeros(self.in_channels, self.kh, self.kw + 1, dtype=torch.int64)
             ends = counts.cumsum(0).reshape(self.in_channels, self.kh, self.kw)
@@ -246,6 +255,19 @@ class EventConv2d(nn.Module):
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
         self.threads = SampleThreads()
+        padding = self.padded_out - self.out_channels if layout == "blocks" else 0
+        self._start = np.zeros(self.out_channels + padding, np.float32)  # the output buffer's first value
+        if self.bias is not None:
+            self._start[: self.out_channels] = self.bias.numpy()
+        self._shifted: dict[int, np.ndarray] = {}  # the block layout's interior offsets, by output row length
+        if layout == "rows":
+            self._arrays: tuple[np.ndarray, ...] = (self.live.numpy(), self.rows.numpy())
+        elif layout == "blocks":
+            self._arrays = tuple(
+                t.numpy() for t in (self.block_ptr, self.block_offsets, self.block_ky, self.block_vals)
+            )
+        else:
+            self._arrays = tuple(t.numpy() for t in (self.tap_start, self.tap_ky, self.tap_kx, self.columns))
 
     @property
     def row_layout(self) -> bool:
@@ -268,30 +290,33 @@ class EventConv2d(nn.Module):
         ) // s + 1
 
     def charge(self, x: torch.Tensor) -> np.ndarray:
-        """The compiled kernels' output without the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for
-        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous."""
+        """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for
+        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous. The buffer starts at the bias (or 0), and
+        the kernel adds the events to it."""
         n_samples, _c, h, w = x.shape
         ho, wo = self.output_size(h, w)
         width = self.padded_out if self.layout == "blocks" else self.out_channels
-        out = np.zeros((n_samples, ho, wo, width), np.float32)
+        out = np.empty((n_samples, ho, wo, width), np.float32)
+        out[...] = self._start
         self.threads.run(self._kernel(x.numpy(), out), n_samples)
         return out if width == self.out_channels else np.ascontiguousarray(out[..., : self.out_channels])
 
     def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
-        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop``."""
+        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop`` (the arrays the loop reads are
+        numpy views of the layout's tensors, taken once at construction)."""
         k = event_kernels()
+        a = self._arrays
         py, px = self.pad_y, self.pad_x
         if self.layout == "rows":
-            live, rows = self.live.numpy(), self.rows.numpy()
-            return lambda a, b: k.conv_rows(x[a:b], live, rows, out[a:b], py, px)
+            return lambda s, e: k.conv_rows(x[s:e], a[0], a[1], out[s:e], py, px)
         if self.layout == "blocks":
-            ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
-            return lambda a, b: k.conv_blocks(x[a:b], ptr, offsets, vals, out[a:b], py, px)
-        tap_start, tap_ky, tap_kx = self.tap_start.numpy(), self.tap_ky.numpy(), self.tap_kx.numpy()
-        columns = self.columns.numpy()
-        return lambda a, b: k.conv_columns(
-            x[a:b], tap_start, tap_ky, tap_kx, columns, out[a:b], self.stride, py, px, self.dilation
-        )
+            row_stride = out.shape[2] * out.shape[3]  # one output row, channels-last
+            shifted = self._shifted.get(row_stride)
+            if shifted is None:  # the blocks' offsets from the spike's output row, for this map width
+                shifted = self._shifted[row_stride] = a[1] - a[2] * row_stride
+            return lambda s, e: k.conv_blocks(x[s:e], a[0], a[1], shifted, a[3], out[s:e], py, px)
+        stride, dil = self.stride, self.dilation
+        return lambda s, e: k.conv_columns(x[s:e], a[0], a[1], a[2], a[3], out[s:e], stride, py, px, dil)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,13 +324,12 @@ class EventConv2d(nn.Module):
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()  # the kernels read NCHW or channels-last input as it is (a strided view)
         if self.backend == "numba":
-            result = torch.from_numpy(self.charge(x))
-        else:
-            ho, wo = self.output_size(x.shape[2], x.shape[3])
-            result = self._torch_forward(x, ho, wo)
+            return torch.from_numpy(self.charge(x)).permute(0, 3, 1, 2)  # [N, O, Ho, Wo], channels-last in memory
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        result = self._torch_forward(x, ho, wo)
         if self.bias is not None:
             result += self.bias
-        return result.permute(0, 3, 1, 2)  # [N, O, Ho, Wo], channels-last in memory
+        return result.permute(0, 3, 1, 2)
 
     def _torch_forward(self, x: torch.Tensor, ho: int, wo: int) -> torch.Tensor:
         n, c, iy, ix = torch.nonzero(x, as_tuple=True)

@@ -7,12 +7,12 @@ block deploy builds from a spiking conv layer,
 
     SeqFolded(EventConv2d [, FoldedNorm]) -> StreamingLIF [-> SeqFolded(InferenceMaxPool2d(2, 2))]
 
-:class:`FusedEventBlock` calls the event conv's compiled kernel (its row or block layout), adds the bias (a
-float32 add, as ``result += bias`` does), runs the neuron's loop from its carried membrane and pools the spikes in
-their channels-last order: the same kernels on the same values in the same order, so its output equals the unfused
-block's bit for bit. The neuron stays the :class:`StreamingLIF` it was (its membrane, :meth:`~StreamingLIF.reset` and
-``last_spikes`` are used as they are). :func:`fuse_event_blocks` finds such blocks in the ``nn.Sequential``
-containers of a stream's model and replaces each by one module; anything else is left as it is.
+:class:`FusedEventBlock` calls the event conv's compiled kernel (its row or block layout, from the bias), runs the
+neuron's loop from its carried membrane and pools the spikes in their channels-last order: the same kernels on the
+same values in the same order, so its output equals the unfused block's bit for bit. The neuron stays the
+:class:`StreamingLIF` it was (its membrane, :meth:`~StreamingLIF.reset` and ``last_spikes`` are used as they are).
+:func:`fuse_event_blocks` finds such blocks in the ``nn.Sequential`` containers of a stream's model and replaces each
+by one module; anything else is left as it is.
 """
 
 from __future__ import annotations
@@ -38,17 +38,14 @@ class FusedEventBlock(nn.Module):
     def __init__(self, conv: EventConv2d, lif: StreamingLIF, pool: InferenceMaxPool2d | None) -> None:
         super().__init__()
         self.conv, self.lif, self.pool = conv, lif, pool
-        self._bias = None if conv.bias is None else conv.bias.numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps, batch = x.shape[0], x.shape[1]
         frames = x.reshape(steps * batch, *x.shape[2:]).to(torch.float32)
         if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
             frames = frames.contiguous()
-        out = self.conv.charge(frames)  # [n, Ho, Wo, O]
+        out = self.conv.charge(frames)  # [n, Ho, Wo, O], bias included
         n, ho, wo, channels = out.shape
-        if self._bias is not None:
-            out += self._bias
         spikes = self._neuron(out, steps, batch)
         if self.pool is not None:
             # pooled straight into NCHW order (the loop writes through a channels-last view of the buffer), so that a

@@ -1,0 +1,134 @@
+"""The compiled event kernels' weight layouts (issue 33): every layout equals the dense layer, the cost model picks
+the block layout for a block-structured mask and whole rows for a dense one, and a batch split over threads gives the
+same output as one thread."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from sparsesnn.deploy.event_layers import EventConv2d, EventLinear, blocks_of, numba_available
+from sparsesnn.deploy.threads import SampleThreads
+from tests.test_deploy import sparse_, spikes
+
+pytestmark = pytest.mark.skipif(not numba_available(), reason="the layouts are the compiled kernels' (numba)")
+
+
+def block_structured_(module: nn.Module, density: float, seed: int, block: int = 8) -> nn.Module:
+    """Zero whole blocks of ``block`` consecutive output channels per input (and tap), keeping ``density`` of them."""
+    g = torch.Generator().manual_seed(seed)
+    w = module.weight
+    groups = -(-w.shape[0] // block)
+    keep = (torch.rand((groups, *w.shape[1:]), generator=g) < density).repeat_interleave(block, 0)[: w.shape[0]]
+    with torch.no_grad():
+        w.mul_(keep)
+    return module
+
+
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+@pytest.mark.parametrize(("out_channels", "padding", "kernel"), [(16, 1, 3), (12, 0, 3), (9, 2, 5), (8, (0, 2), 3)])
+def test_every_conv_layout_equals_the_dense_conv(layout, out_channels, padding, kernel) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(out_channels)
+    conv = block_structured_(nn.Conv2d(5, out_channels, kernel, padding=padding), 0.4, 1)
+    event = EventConv2d(conv, "numba", layout)
+    assert event.layout == layout
+    for x in (spikes((3, 5, 11, 9), 0.3, 2), spikes((3, 5, 11, 9), 0.3, 3) * torch.randn(3, 5, 11, 9)):
+        torch.testing.assert_close(event(x), conv(x).detach(), atol=1e-5, rtol=1e-5)
+    channels_last = spikes((3, 5, 11, 9), 0.3, 4).contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(event(channels_last), conv(channels_last).detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["csc", "blocks", "columns"])
+@pytest.mark.parametrize("out_features", [16, 13, 3])
+def test_every_linear_layout_equals_the_dense_linear(layout, out_features) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(out_features)
+    linear = block_structured_(nn.Linear(40, out_features), 0.3, 2)
+    event = EventLinear(linear, "numba", layout)
+    assert event.layout == layout
+    for x in (spikes((2, 5, 40), 0.2, 4), spikes((2, 5, 40), 0.2, 5) * torch.randn(2, 5, 40)):
+        torch.testing.assert_close(event(x), linear(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_the_cost_model_takes_blocks_for_a_block_mask_and_rows_for_a_dense_or_scattered_one() -> None:
+    torch.manual_seed(0)
+    assert EventConv2d(block_structured_(nn.Conv2d(32, 64, 3, padding=1), 0.1, 1)).layout == "blocks"
+    assert EventConv2d(nn.Conv2d(32, 64, 3, padding=1)).layout == "rows"
+    assert EventConv2d(sparse_(nn.Conv2d(32, 64, 3, padding=1), 0.1, 1)).layout == "rows"  # 57 % of blocks filled
+    assert EventConv2d(nn.Conv2d(32, 64, 3, stride=2, padding=1)).layout == "columns"
+    assert EventLinear(nn.Linear(64, 64)).layout == "columns"
+    assert EventLinear(block_structured_(nn.Linear(64, 64), 0.1, 2)).layout == "blocks"
+    assert EventLinear(sparse_(nn.Linear(64, 512), 0.005, 3)).layout == "csc"
+
+
+def test_blocks_of_marks_the_blocks_holding_a_weight() -> None:
+    w = torch.zeros(2, 10)
+    w[0, 9] = 1.0
+    w[1, 0] = 2.0
+    assert blocks_of(w).tolist() == [[False, True], [True, False]]
+
+
+def test_layouts_are_refused_where_they_cannot_run() -> None:
+    with pytest.raises(ValueError, match="stride 1 and dilation 1"):
+        EventConv2d(nn.Conv2d(3, 8, 3, stride=2), "numba", "blocks")
+    with pytest.raises(ValueError, match="needs backend 'numba'"):
+        EventLinear(nn.Linear(3, 8), "torch", "blocks")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        EventConv2d(nn.Conv2d(3, 8, 3), "numba", "csc")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+def test_a_batch_split_over_threads_equals_one_thread(layout) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(3)
+    conv = block_structured_(nn.Conv2d(6, 16, 3, padding=1), 0.3, 5)
+    event = EventConv2d(conv, "numba", layout)
+    x = spikes((7, 6, 12, 12), 0.2, 6)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = event(x).clone()
+        torch.set_num_threads(3)
+        assert event.threads.threads_for(7) == 3
+        three = event(x).clone()
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, three)  # each slice writes its own samples: the same sums in the same order
+    torch.testing.assert_close(three, conv(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_sample_threads_cover_every_sample_once_and_raise_a_slice_error() -> None:
+    seen: list[tuple[int, int]] = []
+    threads = SampleThreads()
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        threads.run(lambda a, b: seen.append((a, b)), 10)
+        assert sorted(seen) == [(0, 3), (3, 7), (7, 10)]
+        assert SampleThreads(min_samples=4).threads_for(10) == 2
+
+        def fail(a: int, b: int) -> None:
+            if a > 0:
+                raise RuntimeError(f"slice {a}")
+
+        with pytest.raises(RuntimeError, match="slice"):
+            threads.run(fail, 10)
+    finally:
+        torch.set_num_threads(previous)
+    with pytest.raises(ValueError, match="min_samples"):
+        SampleThreads(0)
+
+
+def test_a_layer_that_ran_on_threads_copies_and_pickles() -> None:
+    event = EventConv2d(nn.Conv2d(4, 8, 3, padding=1), "numba")
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = spikes((4, 4, 6, 6), 0.3, 1)
+        expected = event(x)
+        for clone in (copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+            torch.testing.assert_close(clone(x), expected)
+    finally:
+        torch.set_num_threads(previous)
