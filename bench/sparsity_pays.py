@@ -7,7 +7,7 @@ T = 4) for the same epochs (5) with the same seed (0); only the width or the ``[
   (8, 16, 128): the baseline sparsity has to beat to be worth anything;
 - ESL and the PQ index at 10 %, each with the parameter budget (the papers') and the MAC budget
   (``sparse.budget = "macs"``); RigL at 10 % with the MAC budget; ESL with the MAC budget at a coarse granularity;
-  SD-SNN (``configs/sdsnn_mnist.toml``).
+  SD-SNN (``configs/sdsnn_mnist.toml`` with ``N = 1``: its development needs ``2N + 3`` epochs).
 
 ``train`` runs the rows one after another, each in its own ``sparsesnn train`` process, into ``--out``; a finished
 run is reused and an interrupted one resumed (``--resume``), so the bench can be built up over several sessions.
@@ -48,7 +48,8 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "pqi10_macs": ("configs/pqi_mnist.toml", PQI10 + MACS),
     "esl10_macs_block": ("configs/mnist_dense.toml", ESL10 + MACS + ['sparse.granularity="block"']),
     "pqi10_params": ("configs/pqi_mnist.toml", PQI10),
-    "sdsnn": ("configs/sdsnn_mnist.toml", []),
+    # N = 1: neuron pruning and regeneration first run at the end of epoch 2N + 2 = 4, so that 5 epochs develop
+    "sdsnn": ("configs/sdsnn_mnist.toml", ["sparse.params.N=1"]),
 }
 
 

@@ -278,23 +278,33 @@ def test_loader_speed_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_deploy_speed_quick(capsys: pytest.CaptureFixture[str]) -> None:
-    """bench/deploy_speed.py --quick: every cell is measured against the dense conv, the speed-ups follow from the
-    per-round times, and the SOP count is the spikes times the surviving fan-out."""
+    """bench/deploy_speed.py --quick: every group times the dense conv and the event conv at each mask, the speed-ups
+    follow from the per-round times, the SOP count is the spikes times the surviving fan-out, and the block mask takes
+    the block layout."""
     bench = load_bench("deploy_speed")
     assert bench.main(["--quick"]) == 0
     result = _printed_json(capsys.readouterr().out)
-    cells = result["cells"]
-    assert [(c["density"], c["rate"]) for c in cells] == [(0.05, 0.05), (0.05, 0.3), (0.3, 0.05), (0.3, 0.3)]
-    for c in cells:
-        for name, s in c["ms"].items():
+    groups = result["cells"]
+    assert [(g["rate"], g["batch"], g["threads"]) for g in groups] == [(0.05, 1, 1), (0.3, 1, 1)]
+    for g in groups:
+        assert set(g["ms"]) == {"dense conv", "event 1.00 dense", "event 0.10 scattered", "event 0.10 blocks"}
+        for name, s in g["ms"].items():
             _check_summary(s, result["config"]["rounds"])
-            if name != "dense":
-                assert c["speedup"][name] == pytest.approx(c["ms"]["dense"]["median"] / s["median"])
+            if name != "dense conv":
+                assert g["vs_dense_conv"][name] == pytest.approx(g["ms"]["dense conv"]["median"] / s["median"])
+                full = g["ms"]["event 1.00 dense"]["median"]
+                assert g["vs_event_at_density_1"][name] == pytest.approx(full / s["median"])
         # SOPs per sample ~ spikes x mean fan-out: rate * 32*14*14*T inputs, density * 64*9 synapses each
-        expected = c["measured_input_rate"] * 32 * 14 * 14 * 4 * c["density"] * 64 * 9
-        assert c["sops_per_sample"] == pytest.approx(expected, rel=0.25)
-    ratios = [c["sops_over_macs"] for c in cells]
-    assert ratios[0] < min(ratios[1], ratios[2]) < ratios[3]  # SOPs grow with density and with rate
+        for name, density in (("event 1.00 dense", 1.0), ("event 0.10 scattered", 0.1), ("event 0.10 blocks", 0.1)):
+            expected = g["measured_input_rate"] * 32 * 14 * 14 * 4 * density * 64 * 9
+            assert g["sops_per_sample"][name] == pytest.approx(expected, rel=0.3)
+        assert g["layout"] == {
+            "event 1.00 dense": "rows",
+            "event 0.10 scattered": "rows",
+            "event 0.10 blocks": "blocks",
+        }
+    assert groups[0]["sops_over_macs"]["event 0.10 blocks"] < groups[1]["sops_over_macs"]["event 0.10 blocks"]
+    assert result["targets"] == {}  # the quick map has no 15 % rate
 
 
 def test_deploy_speed_on_a_trained_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
