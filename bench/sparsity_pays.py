@@ -23,12 +23,20 @@ writes JSON, a Markdown table and a PNG plot of accuracy against latency and SOP
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from sparsesnn.train.rundir import CHECKPOINT_FILE, read_summary
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchutil import emit, loadavg, machine, summary
+
+from sparsesnn.train.rundir import CHECKPOINT_FILE, read_metrics, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "out" / "sparsity_pays" / "mnist"
@@ -71,6 +79,165 @@ def train_row(name: str, out: Path, epochs: int, seed: int) -> float | None:
     return time.perf_counter() - t0
 
 
+#: the rows a sparse row is compared with: the dense-trained network deployed the same way, and the narrower dense
+DENSE_FAMILY = ("dense", "dense_half", "dense_quarter")
+#: (threads, batch) cells timed
+CELLS = [(1, 1), (1, 64), (2, 1), (2, 64)]
+
+
+def _per_sample_ms(model: nn.Module, inputs: list[torch.Tensor]) -> float:
+    t0 = time.perf_counter()
+    for x in inputs:
+        model(x)
+    return (time.perf_counter() - t0) * 1e3 / sum(int(x.shape[1]) for x in inputs)
+
+
+@torch.no_grad()
+def load_row(name: str, run_dir: Path) -> dict[str, Any]:
+    """A finished row: its finalized and compacted models, test split, accuracy, SOPs and densities."""
+    from sparsesnn.interop.export import prepare_export
+    from sparsesnn.metrics import SynapticOpsMonitor, connections
+
+    bundle = prepare_export(run_dir, device="cpu")
+    assert bundle.test_batches is not None and bundle.finalized is not None
+    test = list(bundle.test_batches(500))
+    predictions = torch.cat([bundle.finalized(x).mean(0).argmax(-1) for x, _ in test])
+    targets = torch.cat([y for _, y in test])
+    monitor = SynapticOpsMonitor(bundle.model)
+    with monitor.active():
+        for x, _ in test[:4]:
+            bundle.model(x)
+    ops = monitor.result(sum(int(x.shape[1]) for x, _ in test[:4]))
+    last = read_metrics(run_dir)[-1]
+    return {
+        "name": name,
+        "bundle": bundle,
+        "test": test,
+        "predictions": predictions,
+        "result": {
+            "name": name,
+            "run": str(run_dir),
+            "test_samples": int(targets.numel()),
+            "test_acc": float((predictions == targets).float().mean()),
+            "weight_density": connections(bundle.finalized)["density"],
+            "masked_density": last.get("density"),
+            "mac_density": last.get("mac_density"),
+            "parameters": sum(p.numel() for p in bundle.model.parameters()),
+            "sops_per_sample": ops["Effective_ACs"],
+            "analog_macs_per_sample": ops["Effective_MACs"],
+            "energy_uJ": ops["energy_uJ"],
+            "cells": [],
+        },
+    }
+
+
+@torch.no_grad()
+def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: int, samples: int) -> None:
+    """Deploy every row for ``batch`` on ``threads`` threads, check its predictions on the whole test split, and time
+    all of them (and the dense row in eager PyTorch) round robin; appends a cell to each row's result."""
+    from sparsesnn.deploy.api import deploy
+
+    torch.set_num_threads(threads)
+    first = next(r for r in rows if r["name"] == "dense") if any(r["name"] == "dense" for r in rows) else rows[0]
+    head = first["test"][0][0]
+    inputs = [head[:, i : i + 1] for i in range(samples)] if batch == 1 else [head[:, :batch]]
+    models: dict[str, nn.Module] = {}
+    reports = {}
+    for row in rows:
+        deployed, report = deploy(row["bundle"].model, inputs[0])
+        got = torch.cat([deployed(x).mean(0).argmax(-1) for x, _ in row["test"]])
+        reports[row["name"]] = (report, int((got == row["predictions"]).sum()))
+        models[row["name"]] = deployed
+    models["dense (eager)"] = first["bundle"].finalized
+    for m in models.values():
+        _per_sample_ms(m, inputs[:2])  # warm-up
+    ms: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for key, m in models.items():
+            ms[key].append(_per_sample_ms(m, inputs))
+    med = {k: statistics.median(v) for k, v in ms.items()}
+    for row in rows:
+        report, identical = reports[row["name"]]
+        name = row["name"]
+        row["result"]["cells"].append(
+            {
+                "threads": threads,
+                "batch": batch,
+                "ms_per_sample": summary(ms[name]),
+                "dense_eager_ms_per_sample": summary(ms["dense (eager)"]),
+                "vs_dense_eager": med["dense (eager)"] / med[name],
+                "vs": {other: med[other] / med[name] for other in DENSE_FAMILY if other in med},
+                "identical_predictions": identical,
+                "chosen": report.chosen,
+                "layers": {k: {"event": c.event, "layout": c.layout} for k, c in report.layers.items()},
+            }
+        )
+    print(f"[{threads} thread(s), batch {batch}] " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()), file=sys.stderr)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| row | acc. % | weight density | MAC density | SOPs/sample (M) | "
+        + " | ".join(f"{t}t b{b} ms (vs dense)" for t, b in CELLS)
+        + " | vs dense eager (1t b1) | identical predictions |",
+        "|---|---|---|---|---|" + "---|" * len(CELLS) + "---|---|",
+    ]
+    for r in rows:
+        cells = {(c["threads"], c["batch"]): c for c in r["cells"]}
+        timed = []
+        for key in CELLS:
+            c = cells.get(key)
+            timed.append("-" if c is None else f"{c['ms_per_sample']['median']:.3f} ({c['vs'].get('dense', 0):.2f}x)")
+        one = cells.get((1, 1))
+        mac = "-" if r["mac_density"] is None else f"{r['mac_density']:.3f}"
+        identical = min((c["identical_predictions"] for c in r["cells"]), default=0)
+        eager = "-" if one is None else f"{one['vs_dense_eager']:.2f}x"
+        lines.append(
+            f"| {r['name']} | {r['test_acc'] * 100:.2f} | {r['weight_density']:.3f} | {mac} | "
+            f"{r['sops_per_sample'] / 1e6:.3f} | " + " | ".join(timed) + " | "
+            f"{eager} | "
+            f"{identical:,} / {r['test_samples']:,} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy against deployed latency (batch 1, one thread) and against SOPs; the dense family joined by a line."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.5))
+    axes = fig.subplots(1, 2)
+    for ax, (xlabel, value) in zip(
+        axes,
+        [
+            ("deployed ms per sample (batch 1, 1 thread)", lambda r: next(
+                (c["ms_per_sample"]["median"] for c in r["cells"] if (c["threads"], c["batch"]) == (1, 1)), None)),
+            ("effective SOPs per sample (M)", lambda r: r["sops_per_sample"] / 1e6),
+        ],
+        strict=True,
+    ):  # fmt: skip
+        family = [r for name in DENSE_FAMILY for r in rows if r["name"] == name and value(r) is not None]
+        if family:
+            ax.plot(
+                [value(r) for r in family], [r["test_acc"] * 100 for r in family], "k--", lw=1, label="dense family"
+            )
+        for r in rows:
+            v = value(r)
+            if v is None:
+                continue
+            marker = "s" if r["name"] in DENSE_FAMILY else "o"
+            ax.plot([v], [r["test_acc"] * 100], marker, label=r["name"])
+            ax.annotate(r["name"], (v, r["test_acc"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("MNIST convnet, 5 epochs: accuracy against deployed latency and SOPs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,7 +246,34 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int, default=5)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    meas = sub.add_parser("measure", help="deploy and time every finished row, round robin")
+    meas.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    meas.add_argument("--rounds", type=int, default=5)
+    meas.add_argument("--samples", type=int, default=32, help="test samples timed per round at batch 1")
+    meas.add_argument("--cells", default="1x1,1x64,2x1,2x64", help="THREADSxBATCH cells, comma-separated")
+    meas.add_argument("--json", type=Path, default=None)
+    meas.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        load = loadavg()
+        finished = [n for n in ROWS if read_summary(args.out / n) is not None]
+        if not finished:
+            parser.error(f"no finished row under {args.out}: run the train command first")
+        rows = [load_row(n, args.out / n) for n in finished]
+        before = torch.get_num_threads()
+        try:
+            for cell in args.cells.split(","):
+                threads, _, batch = cell.partition("x")
+                measure_cell(rows, int(threads), int(batch), args.rounds, args.samples)
+        finally:
+            torch.set_num_threads(before)
+        results = [r["result"] for r in rows]
+        missing = [n for n in ROWS if n not in finished]
+        result = {"rows": results, "not_trained": missing, "machine": machine(load, malloc_tuned=False)}
+        emit(result, markdown(results), args.json)
+        if args.png is not None:
+            plot(results, args.png)
+        return 0
     if args.command == "train":
         names = [r for r in args.rows.split(",") if r]
         unknown = sorted(set(names) - set(ROWS))
