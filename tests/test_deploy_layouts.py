@@ -85,13 +85,14 @@ def test_a_batch_split_over_threads_equals_one_thread(layout) -> None:  # type: 
     torch.manual_seed(3)
     conv = block_structured_(nn.Conv2d(6, 16, 3, padding=1), 0.3, 5)
     event = EventConv2d(conv, "numba", layout)
-    x = spikes((7, 6, 12, 12), 0.2, 6)
+    x = spikes((30, 6, 12, 12), 0.2, 6)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = event(x).clone()
         torch.set_num_threads(3)
-        assert event.threads.threads_for(7) == 3
+        assert event.threads.threads_for(30) == 3 and event.threads.threads_for(16) == 2
+        assert event.threads.threads_for(4) == 1  # batch 1 at T = 4: a pool thread costs more than it saves
         three = event(x).clone()
     finally:
         torch.set_num_threads(previous)
@@ -126,9 +127,26 @@ def test_a_layer_that_ran_on_threads_copies_and_pickles() -> None:
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        x = spikes((4, 4, 6, 6), 0.3, 1)
+        x = spikes((16, 4, 6, 6), 0.3, 1)
         expected = event(x)
+        assert event.threads._pool is not None  # the split ran on a pool thread
         for clone in (copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
             torch.testing.assert_close(clone(x), expected)
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_lif_reads_a_step_invariant_input_once_and_equals_the_copied_input(backend, channels_last) -> None:  # type: ignore[no-untyped-def]
+    from sparsesnn.deploy.lif import InferenceLIF
+    from sparsesnn.neuron.lif import LIF
+
+    lif = InferenceLIF(LIF(tau=2.0), backend)
+    step = torch.randn(1, 2, 3, 5, 5, generator=torch.Generator().manual_seed(0)) * 2
+    if channels_last:
+        step = step.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    x = step.expand(4, *step.shape[1:])  # what StepInvariant returns: one step, stride 0 over time
+    got, expected = lif(x), lif(x.contiguous())
+    assert torch.equal(got, expected) and got.shape == x.shape
+    assert 0 < float(got.mean()) < 1  # some neurons fire, not all

@@ -26,7 +26,8 @@ times every layout on the example and keeps the fastest instead. A scattered 10 
 (57 %), so it keeps the whole rows; a block-structured mask (``sparse.granularity = "block"``) makes the blocks pay.
 
 **Threads.** With more than one torch intra-op thread the compiled kernels run on slices of the samples at once
-(:class:`~sparsesnn.deploy.threads.SampleThreads`), each writing its own rows of the output.
+(:class:`~sparsesnn.deploy.threads.SampleThreads`), each writing its own rows of the output, when every thread gets
+at least :data:`MIN_SAMPLES_PER_THREAD` samples (a batch of 64 at ``T = 4``, not a batch of 1).
 
 The kernels are compiled with numba when it is installed (the ``deploy`` extra) and are plain vectorised torch ops
 otherwise (``backend``: "auto", "numba", "torch"); both give the dense layer's outputs up to the order of float
@@ -35,7 +36,9 @@ summation. Inference only (no autograd), float32 on the CPU; ``groups = 1``, zer
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -62,6 +65,20 @@ def resolve_backend(backend: EventBackend) -> Literal["numba", "torch"]:
     return backend
 
 
+def inference(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` without autograd, entering ``torch.no_grad`` only when grad mode is on: a deployed model runs many
+    small layers per sample, and a context manager per layer call costs more than some of them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _segments(starts: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For segments ``[starts[k], starts[k] + counts[k])``: the segment of every element and its index."""
     seg = torch.repeat_interleave(torch.arange(len(counts)), counts)
@@ -79,6 +96,10 @@ STREAMED_BLOCK_NS = 2.7
 SCALAR_ADD_NS = 1.7
 #: weights up to this size count as cache-resident for the whole-row / whole-column layouts
 CACHED_BYTES = 1 << 20
+
+#: a batch is split over threads only where each thread gets at least this many samples (time steps x batch): handing
+#: a slice to a pool thread and waiting for it costs tens of microseconds, as much as a whole batch-1 call
+MIN_SAMPLES_PER_THREAD = 8
 
 LinearLayout = Literal["auto", "csc", "blocks", "columns"]
 ConvLayout = Literal["auto", "rows", "blocks", "columns"]
@@ -145,9 +166,9 @@ class EventLinear(nn.Module):
             self.block_ptr[1:] = torch.bincount(i, minlength=self.in_features).cumsum(0)
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
-        self.threads = SampleThreads()
+        self.threads = SampleThreads(MIN_SAMPLES_PER_THREAD)
 
-    @torch.no_grad()
+    @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
@@ -254,7 +275,7 @@ class EventConv2d(nn.Module):
             self.columns = weight[:, tap_channel, self.tap_ky, self.tap_kx].t().contiguous()  # [taps, out_channels]
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
-        self.threads = SampleThreads()
+        self.threads = SampleThreads(MIN_SAMPLES_PER_THREAD)
         padding = self.padded_out - self.out_channels if layout == "blocks" else 0
         self._start = np.zeros(self.out_channels + padding, np.float32)  # the output buffer's first value
         if self.bias is not None:
@@ -318,7 +339,7 @@ class EventConv2d(nn.Module):
         stride, dil = self.stride, self.dilation
         return lambda s, e: k.conv_columns(x[s:e], a[0], a[1], a[2], a[3], out[s:e], stride, py, px, dil)
 
-    @torch.no_grad()
+    @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32)
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
-from sparsesnn.neuron.kernels.loops import like_input, storage_view
+from sparsesnn.deploy.event_layers import EventBackend, inference, resolve_backend
+from sparsesnn.neuron.kernels.loops import is_time_outer_dense, like_input, storage_view
 from sparsesnn.neuron.kernels.params import LIFParameters
 from sparsesnn.neuron.lif import LIF, PLIF
 
@@ -43,10 +43,10 @@ def _numba_lif() -> Any:
     def lif(  # pragma: no cover - compiled
         x: Any, inv_tau: Any, v_threshold: Any, v_reset: Any, hard_reset: bool, decay_input: bool, out: Any, v: Any
     ) -> int:
-        steps, n = x.shape
+        steps, n = out.shape
         count = 0
         for t in range(steps):
-            xt = x[t]
+            xt = x[t] if x.shape[0] > 1 else x[0]  # one input row for every step: a step-invariant input
             st = out[t]
             for i in range(n):
                 vi = v[i]
@@ -66,10 +66,13 @@ def _numba_lif() -> Any:
     return lif
 
 
-def lif_numba(flat: np.ndarray, v: np.ndarray, inv_tau: float, params: LIFParameters) -> tuple[np.ndarray, int]:
+def lif_numba(
+    flat: np.ndarray, v: np.ndarray, inv_tau: float, params: LIFParameters, steps: int | None = None
+) -> tuple[np.ndarray, int]:
     """:func:`lif_from`'s compiled loop on numpy arrays (``flat`` ``[T, N]`` and ``v`` ``[N]``, contiguous float32,
-    ``v`` updated in place): the spikes and their number."""
-    out = np.empty(flat.shape, np.float32)
+    ``v`` updated in place): the spikes and their number. ``steps``: the ``[1, N]`` input repeated over that many
+    steps (the same arithmetic as on the repeated rows, without making them)."""
+    out = np.empty((flat.shape[0] if steps is None else steps, flat.shape[1]), np.float32)
     p = params
     count = _numba_lif()(
         flat, np.float32(inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset), p.hard_reset, p.decay_input, out, v
@@ -78,17 +81,25 @@ def lif_numba(flat: np.ndarray, v: np.ndarray, inv_tau: float, params: LIFParame
 
 
 def lif_from(
-    flat: torch.Tensor, v: torch.Tensor, inv_tau: float, params: LIFParameters, backend: EventBackend
+    flat: torch.Tensor,
+    v: torch.Tensor,
+    inv_tau: float,
+    params: LIFParameters,
+    backend: EventBackend,
+    steps: int | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Spikes ``[T, N]`` of contiguous float32 input ``flat`` ``[T, N]`` and their number, starting from the membrane
     ``v`` (``[N]``, contiguous float32, the ``V[-1]`` of the equations) and leaving ``V[T-1]`` in ``v``, in place.
     With ``v = v_reset`` everywhere this is :class:`InferenceLIF`'s call; with the ``v`` a previous call left, ``T``
     calls of one step each give the spikes of one ``T``-step call bit for bit (the same float32 operations in the
     same order, one step after the other). ``backend`` "numba" runs the compiled loop, "torch" the plain loop of
-    :func:`~sparsesnn.neuron.kernels.loops.lif_forward_loop`'s arithmetic."""
+    :func:`~sparsesnn.neuron.kernels.loops.lif_forward_loop`'s arithmetic. ``steps``: ``flat`` is one row ``[1, N]``
+    that is the input of every one of ``steps`` steps."""
     if backend == "numba":
-        out, count = lif_numba(flat.numpy(), v.numpy(), inv_tau, params)
+        out, count = lif_numba(flat.numpy(), v.numpy(), inv_tau, params, steps)
         return torch.from_numpy(out), count
+    if steps is not None:
+        flat = flat.expand(steps, flat.shape[1])
     spikes, v_last = _torch_loop_from(flat, v, inv_tau, params)
     v.copy_(v_last)
     return spikes, int(spikes.count_nonzero())
@@ -134,11 +145,17 @@ class InferenceLIF(nn.Module):
         self.params: LIFParameters = neuron.lif_parameters()
         self.backend = resolve_backend(backend)
 
-    @torch.no_grad()
+    @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"LIF input must be time-major [T, B, ...], got shape {tuple(x.shape)}")
         x = x.detach().to(torch.float32)
+        if x.shape[0] > 1 and x.stride(0) == 0:  # one step expanded over T (a step-invariant input): read it once
+            one = x[:1] if is_time_outer_dense(x[:1]) else x[:1].contiguous()
+            flat = storage_view(one)
+            v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
+            spikes = lif_from(flat, v, self.inv_tau, self.params, self.backend, steps=x.shape[0])[0]
+            return spikes.as_strided(x.shape, (flat.shape[1], *one.stride()[1:]))
         flat = storage_view(x)  # [T, N] in x's own memory order (channels-last stays channels-last, no copy)
         v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
         return like_input(lif_from(flat, v, self.inv_tau, self.params, self.backend)[0], x)

@@ -22,7 +22,7 @@ import itertools
 import torch
 from torch import nn
 
-from sparsesnn.deploy.event_layers import EventBackend
+from sparsesnn.deploy.event_layers import EventBackend, inference
 from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif
 from sparsesnn.deploy.pool import InferenceMaxPool2d, is_plain_max_pool
 from sparsesnn.interop.fold import fold_batchnorm
@@ -221,7 +221,7 @@ class StepInvariant(nn.Module):
         super().__init__()
         self.layers = layers
 
-    @torch.no_grad()
+    @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() >= 3 and x.shape[0] > 1 and bool((x[1:] == x[:1]).all()):
             y = self.layers(x[:1])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparsesnn.deploy.event_layers import EventBackend, resolve_backend
+from sparsesnn.deploy.event_layers import EventBackend, inference, resolve_backend
 
 
 @functools.cache
@@ -88,7 +88,7 @@ class InferenceMaxPool2d(nn.Module):
         self.stride = _int(pool.stride if pool.stride is not None else pool.kernel_size)
         self.backend = resolve_backend(backend)
 
-    @torch.no_grad()
+    @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.backend != "numba" or x.dim() != 4:
             return F.max_pool2d(x, self.kernel, self.stride)
