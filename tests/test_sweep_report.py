@@ -238,7 +238,8 @@ def test_report_numbers_are_the_runs_means(sweep_dir):
             )
             assert f"{g['test_acc_mean'] * 100:.2f} ± {g['test_acc_std'] * 100:.2f}" in row
             assert f"{g['acc_loss_vs_dense_pt']:+.2f}" in row
-    assert "Acc. loss vs dense (pt)" in table and "Conn. %" in table and "Params" in table
+            assert f"| {g['mac_density_mean'] * 100:.2f} |" in row  # the engine logs the MAC density of every run
+    assert "Acc. loss vs dense (pt)" in table and "Conn. %" in table and "MAC %" in table and "Params" in table
     assert SELECTED_COLUMN not in table and results["columns"] == TABLE_COLUMNS  # no run holds out a validation split
 
 

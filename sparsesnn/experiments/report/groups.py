@@ -65,6 +65,7 @@ STAT_FIELDS = {
     "selected_test_acc": lambda r: (r.summary or {}).get("selected_test_acc"),  # runs holding out a validation split
     "density": lambda r: r.last.get("density"),
     "density_all": lambda r: r.last.get("density_all"),
+    "mac_density": lambda r: r.last.get("mac_density"),  # the fraction of the masked layers' dense MACs that survives
     "sops": lambda r: r.last.get("sops"),
     "macs": lambda r: r.last.get("macs"),
     "energy_uJ": lambda r: r.last.get("energy_uJ"),

@@ -8,6 +8,8 @@ Table columns:
 * *Acc. loss vs dense (pt)*: accuracy of the dense group with the same non-``[sparse]`` settings minus this
   group's, in percentage points (positive = the sparse network is worse); ``-`` where the runs hold no such group.
 * *Conn. %*: measured connection density over the masked layers (``density`` of ``metrics.jsonl``).
+* *MAC %*: the fraction of the masked layers' dense multiply-accumulates per sample that survives (``mac_density``;
+  what ``sparse.budget = "macs"`` holds at the target; ``-`` for runs from before it was logged).
 * *SOPs (M)*: effective synaptic operations per sample in millions (spikes x live fan-out; the analog first layer
   is counted as MACs, not here). *Energy (uJ)*: 0.9 pJ x SOPs + 4.6 pJ x MACs per sample.
 * *Params*: live weights of every Conv/Linear layer (masks applied; biases and norms not counted).
@@ -29,6 +31,7 @@ TABLE_COLUMNS = [
     "Acc. %",
     "Acc. loss vs dense (pt)",
     "Conn. %",
+    "MAC %",
     "SOPs (M)",
     "Energy (uJ)",
     "Params",
@@ -73,6 +76,7 @@ def table_rows(groups: Sequence[Group]) -> list[list[str]]:
                 *selected,
                 "-" if loss is None else f"{loss:+.2f}",
                 _pm(s["density_mean"], None, 100),
+                _pm(s["mac_density_mean"], None, 100),
                 _pm(s["sops_mean"], s["sops_std"], 1e-6, ".3g"),
                 _pm(s["energy_uJ_mean"], s["energy_uJ_std"], 1, ".3g"),
                 "-" if s["params_mean"] is None else f"{round(s['params_mean']):,}",
