@@ -180,6 +180,8 @@ def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: i
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
+        "## Accuracy against deployed time per sample (speed-up against the dense row deployed the same way)",
+        "",
         "| row | acc. % | weight density | MAC density | SOPs/sample (M) | "
         + " | ".join(f"{t}t b{b} ms (vs dense)" for t, b in CELLS)
         + " | vs dense eager (1t b1) | identical predictions |",

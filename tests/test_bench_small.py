@@ -334,3 +334,40 @@ def test_deploy_speed_on_a_trained_run(tmp_path: Path, capsys: pytest.CaptureFix
         assert c["speedup_vs_dense"][name] == pytest.approx(c["ms_per_sample"]["dense"]["median"] / s["median"])
     assert set(c["event_layers"]) <= set(c["deploy"]["layers"])
     assert "| tiny | 1 | 1 |" in printed
+
+
+def test_sparsity_pays_measures_finished_rows_round_robin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/sparsity_pays.py measure: two tiny trained convnets as the "dense" and "esl10_macs" rows, deployed,
+    checked on the whole test split, timed round robin; the rows not trained are listed, the plot is written."""
+    from sparsesnn.cli import main as cli
+    from tests.conftest import tiny_convnet_toml
+
+    out = tmp_path / "rows"
+    dense = tiny_convnet_toml().replace('method = "rigl"', 'method = "dense"').replace("density = 0.5", "density = 1.0")
+    sparse = tiny_convnet_toml().replace("[sparse]\n", '[sparse]\nbudget = "macs"\n')
+    for row, toml in (("dense", dense.replace("params = { update_every = 4 }", "params = {}")), ("esl10_macs", sparse)):
+        config = tmp_path / f"{row}.toml"
+        config.write_text(toml)
+        assert cli(["train", "--quiet", "--config", str(config), "--run-dir", str(out / row)]) == 0
+    capsys.readouterr()
+    bench = load_bench("sparsity_pays")
+    png = tmp_path / "pareto.png"
+    args = ["measure", "--out", str(out), "--cells", "1x1,1x64", "--rounds", "2", "--samples", "2", "--png", str(png)]
+    assert bench.main(args) == 0
+    result = _printed_json(capsys.readouterr().out)
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(rows) == {"dense", "esl10_macs"} and "esl10_params" in result["not_trained"]
+    assert rows["esl10_macs"]["mac_density"] == pytest.approx(0.5, abs=0.02)  # the MAC budget the run held
+    assert rows["dense"]["weight_density"] == 1.0 > rows["esl10_macs"]["weight_density"]
+    for r in rows.values():
+        assert [(c["threads"], c["batch"]) for c in r["cells"]] == [(1, 1), (1, 64)]
+        for c in r["cells"]:
+            assert c["identical_predictions"] == r["test_samples"] == 128
+            _check_summary(c["ms_per_sample"], 2)
+            assert c["vs"]["dense"] == pytest.approx(
+                next(d for d in rows["dense"]["cells"] if d["batch"] == c["batch"])["ms_per_sample"]["median"]
+                / c["ms_per_sample"]["median"]
+            )
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        bench.main(["train", "--rows", "dense,nonsense", "--out", str(out)])
