@@ -6,17 +6,22 @@ T = 4) for the same epochs (5) with the same seed (0); only the width or the ``[
 - ``dense``, and the same network made narrower: ``dense_half`` (channels 16, 32, hidden 256) and ``dense_quarter``
   (8, 16, 128): the baseline sparsity has to beat to be worth anything;
 - ESL and the PQ index at 10 %, each with the parameter budget (the papers') and the MAC budget
-  (``sparse.budget = "macs"``); RigL at 10 % with the MAC budget; ESL with the MAC budget at a coarse granularity;
-  SD-SNN (``configs/sdsnn_mnist.toml`` with ``N = 1``: its development needs ``2N + 3`` epochs).
+  (``sparse.budget = "macs"``); RigL at 10 % with the MAC budget; ESL with the MAC budget and ERK, by single weights
+  and in blocks of 8 output channels (``sparse.granularity = "block"``); SD-SNN (``configs/sdsnn_mnist.toml`` with
+  ``N = 1``: its development needs ``2N + 3`` epochs).
 
-``train`` runs the rows one after another, each in its own ``sparsesnn train`` process, into ``--out``; a finished
-run is reused and an interrupted one resumed (``--resume``), so the bench can be built up over several sessions.
-``measure`` deploys every finished run (:func:`sparsesnn.deploy.deploy`), checks its predictions against the
-trained model on the whole test split, and times the runs round robin at batch 1 and 64, one and two threads; it
-writes JSON, a Markdown table and a PNG plot of accuracy against latency and SOPs.
+``--dataset nmnist`` has three rows on the N-MNIST convnet (``configs/nmnist_convnet.toml``, 12 epochs): dense,
+half as wide, ESL at 10 % of the MACs in blocks.
 
-    PYTHONPATH=. python bench/sparsity_pays.py train [--rows dense,esl10_macs] [--epochs 5]
-    PYTHONPATH=. python bench/sparsity_pays.py measure --json bench/out/sparsity_pays.json \\
+``train`` runs the rows one after another, each in its own ``sparsesnn train`` process, into
+``bench/out/sparsity_pays/DATASET/ROW``; a finished run is reused and an interrupted one resumed (``--resume``), so
+the bench can be built up over several sessions. ``measure`` deploys every finished run
+(:func:`sparsesnn.deploy.deploy`), checks its predictions against the trained model on the whole test split, and
+times the rows and the dense row in eager PyTorch round robin at batch 1 and 64, one and two threads; it writes JSON,
+a Markdown table and a PNG plot of accuracy against latency and SOPs.
+
+    PYTHONPATH=. python bench/sparsity_pays.py train [--dataset mnist] [--rows dense,esl10_macs] [--epochs 5]
+    PYTHONPATH=. python bench/sparsity_pays.py measure [--dataset mnist] --json bench/out/sparsity_pays.json \\
         --png bench/out/sparsity_pays.png
 """
 
@@ -39,7 +44,7 @@ from benchutil import emit, loadavg, machine, summary
 from sparsesnn.train.rundir import CHECKPOINT_FILE, read_metrics, read_summary
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "bench" / "out" / "sparsity_pays" / "mnist"
+OUT_ROOT = REPO / "bench" / "out" / "sparsity_pays"
 
 ESL10 = ['sparse.method="esl"', "sparse.density=0.1"]
 PQI10 = ["sparse.density=0.1"]
@@ -64,9 +69,22 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def train_row(name: str, out: Path, epochs: int, seed: int) -> float | None:
+#: the N-MNIST convnet (configs/nmnist_convnet.toml: conv 2->32, conv 32->64, FC 4096->10, T = 8 event frames), 12
+#: epochs: dense, half as wide, and ESL at 10 % of the MACs in blocks (the hidden conv is its only masked layer)
+NMNIST_ROWS: dict[str, tuple[str, list[str]]] = {
+    "dense": ("configs/nmnist_convnet.toml", []),
+    "esl10_macs_block": ("configs/nmnist_convnet.toml", ESL10 + MACS + ERK + ['sparse.granularity="block"']),
+    "dense_half": ("configs/nmnist_convnet.toml", ["model.params.channels=[16, 32]"]),
+}
+#: dataset -> (rows, epochs of every row)
+DATASETS: dict[str, tuple[dict[str, tuple[str, list[str]]], int]] = {"mnist": (ROWS, 5), "nmnist": (NMNIST_ROWS, 12)}
+
+
+def train_row(
+    name: str, out: Path, epochs: int, seed: int, rows: dict[str, tuple[str, list[str]]] = ROWS
+) -> float | None:
     """Train (or resume) row ``name`` into ``out / name``; returns the wall time, None when it was already done."""
-    recipe, overrides = ROWS[name]
+    recipe, overrides = rows[name]
     run_dir = out / name
     if read_summary(run_dir) is not None:
         return None
@@ -206,7 +224,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against deployed latency (batch 1, one thread) and against SOPs; the dense family joined by a line."""
     from matplotlib.figure import Figure
 
@@ -237,7 +255,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("MNIST convnet, 5 epochs: accuracy against deployed latency and SOPs")
+    fig.suptitle(f"{title}: accuracy against deployed latency and SOPs")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -247,24 +265,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the rows that are not finished yet (resumes interrupted ones)")
-    train.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows (default: all, in table order)")
-    train.add_argument("--epochs", type=int, default=5)
+    train.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    train.add_argument("--rows", default=None, help="comma-separated rows (default: all, in table order)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs of every row (default: 5 MNIST, 12 N-MNIST)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    train.add_argument(
+        "--out", type=Path, default=None, help="run directories (default: bench/out/sparsity_pays/DATASET)"
+    )
     meas = sub.add_parser("measure", help="deploy and time every finished row, round robin")
-    meas.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    meas.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    meas.add_argument(
+        "--out", type=Path, default=None, help="run directories (default: bench/out/sparsity_pays/DATASET)"
+    )
     meas.add_argument("--rounds", type=int, default=5)
     meas.add_argument("--samples", type=int, default=32, help="test samples timed per round at batch 1")
     meas.add_argument("--cells", default="1x1,1x64,2x1,2x64", help="THREADSxBATCH cells, comma-separated")
     meas.add_argument("--json", type=Path, default=None)
     meas.add_argument("--png", type=Path, default=None)
     args = parser.parse_args(argv)
+    table, default_epochs = DATASETS[args.dataset]
+    out = args.out if args.out is not None else OUT_ROOT / args.dataset
     if args.command == "measure":
         load = loadavg()
-        finished = [n for n in ROWS if read_summary(args.out / n) is not None]
+        finished = [n for n in table if read_summary(out / n) is not None]
         if not finished:
-            parser.error(f"no finished row under {args.out}: run the train command first")
-        rows = [load_row(n, args.out / n) for n in finished]
+            parser.error(f"no finished row under {out}: run the train command first")
+        rows = [load_row(n, out / n) for n in finished]
         before = torch.get_num_threads()
         try:
             for cell in args.cells.split(","):
@@ -273,19 +299,25 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             torch.set_num_threads(before)
         results = [r["result"] for r in rows]
-        missing = [n for n in ROWS if n not in finished]
-        result = {"rows": results, "not_trained": missing, "machine": machine(load, malloc_tuned=False)}
+        missing = [n for n in table if n not in finished]
+        result = {
+            "dataset": args.dataset,
+            "rows": results,
+            "not_trained": missing,
+            "machine": machine(load, malloc_tuned=False),
+        }
         emit(result, markdown(results), args.json)
         if args.png is not None:
-            plot(results, args.png)
+            plot(results, args.png, f"{args.dataset.upper()} convnet, {default_epochs} epochs")
         return 0
     if args.command == "train":
-        names = [r for r in args.rows.split(",") if r]
-        unknown = sorted(set(names) - set(ROWS))
+        names = list(table) if args.rows is None else [r for r in args.rows.split(",") if r]
+        unknown = sorted(set(names) - set(table))
         if unknown:
-            parser.error(f"unknown rows {unknown}; rows are {list(ROWS)}")
+            parser.error(f"unknown rows {unknown}; rows are {list(table)}")
+        epochs = default_epochs if args.epochs is None else args.epochs
         for name in names:
-            wall = train_row(name, args.out, args.epochs, args.seed)
+            wall = train_row(name, out, epochs, args.seed, table)
             print(f"{name}: {'already trained' if wall is None else f'trained in {wall:.0f} s'}", flush=True)
     return 0
 
