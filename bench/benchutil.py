@@ -10,6 +10,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,28 @@ import torch
 def summary(values: Sequence[float]) -> dict[str, Any]:
     """Median, min, max and every per-round value."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": list(values)}
+
+
+def per_sample_ms(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float:
+    """Time of ``model`` over ``inputs`` (time-major batches ``[T, B, ...]``), in ms per sample."""
+    t0 = time.perf_counter()
+    for x in inputs:
+        model(x)
+    return (time.perf_counter() - t0) * 1e3 / sum(int(x.shape[1]) for x in inputs)
+
+
+def round_robin_per_sample(
+    models: dict[str, torch.nn.Module], inputs: Sequence[torch.Tensor], rounds: int
+) -> dict[str, list[float]]:
+    """Each model warmed up on the first two inputs, then timed over all of them once per round, one model after
+    the other (``rounds`` rounds): ms per sample, per model and round."""
+    for m in models.values():
+        per_sample_ms(m, inputs[:2])
+    ms: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for key, m in models.items():
+            ms[key].append(per_sample_ms(m, inputs))
+    return ms
 
 
 def dynamo_counters() -> dict[str, dict[str, int]]:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import emit, loadavg, machine, summary
+from benchutil import emit, loadavg, machine, round_robin_per_sample, summary
 
 from sparsesnn.deploy.event_layers import EventConv2d, numba_available
 
@@ -152,16 +152,6 @@ def map_targets(groups: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _per_sample_ms(model: nn.Module, inputs: list[torch.Tensor]) -> float:
-    """Time of ``model`` over ``inputs`` (time-major batches), per sample."""
-    t0 = time.perf_counter()
-    samples = 0
-    for x in inputs:
-        model(x)
-        samples += int(x.shape[1])
-    return (time.perf_counter() - t0) * 1e3 / samples
-
-
 @torch.no_grad()
 def measure_run(
     name: str, run_dir: Path, threads: list[int], batches: list[int], rounds: int, samples: int
@@ -195,12 +185,7 @@ def measure_run(
                 rewritten, _ = deploy(compacted, inputs[0], choices={})
                 predictions = torch.cat([deployed(x).mean(0).argmax(-1) for x, _ in test])
                 models = {"dense": dense, "compacted": compacted, "rewritten": rewritten, "deployed": deployed}
-                for m in models.values():
-                    _per_sample_ms(m, inputs[:2])  # warm-up
-                ms: dict[str, list[float]] = {k: [] for k in models}
-                for _ in range(rounds):
-                    for key, m in models.items():
-                        ms[key].append(_per_sample_ms(m, inputs))
+                ms = round_robin_per_sample(models, inputs, rounds)
                 med = {k: statistics.median(v) for k, v in ms.items()}
                 cells.append(
                     {

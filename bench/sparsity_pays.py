@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchutil import emit, loadavg, machine, summary
+from benchutil import emit, loadavg, machine, round_robin_per_sample, summary
 
 from sparsesnn.train.rundir import CHECKPOINT_FILE, read_metrics, read_summary
 
@@ -106,13 +106,6 @@ DENSE_FAMILY = ("dense", "dense_half", "dense_quarter")
 CELLS = [(1, 1), (1, 64), (2, 1), (2, 64)]
 
 
-def _per_sample_ms(model: nn.Module, inputs: list[torch.Tensor]) -> float:
-    t0 = time.perf_counter()
-    for x in inputs:
-        model(x)
-    return (time.perf_counter() - t0) * 1e3 / sum(int(x.shape[1]) for x in inputs)
-
-
 @torch.no_grad()
 def load_row(name: str, run_dir: Path) -> dict[str, Any]:
     """A finished row: its finalized and compacted models, test split, accuracy, SOPs and densities."""
@@ -170,12 +163,7 @@ def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: i
         reports[row["name"]] = (report, int((got == row["predictions"]).sum()))
         models[row["name"]] = deployed
     models["dense (eager)"] = first["bundle"].finalized
-    for m in models.values():
-        _per_sample_ms(m, inputs[:2])  # warm-up
-    ms: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(rounds):
-        for key, m in models.items():
-            ms[key].append(_per_sample_ms(m, inputs))
+    ms = round_robin_per_sample(models, inputs, rounds)
     med = {k: statistics.median(v) for k, v in ms.items()}
     for row in rows:
         report, identical = reports[row["name"]]
