@@ -167,10 +167,8 @@ def _layouts(module: nn.Module, backend: EventBackend) -> list[str]:
     if resolve_backend(backend) != "numba":
         return ["auto"]
     if isinstance(module, nn.Linear):
-        return ["csc", "blocks", "columns"]
-    if module.stride[0] == 1 and module.dilation[0] == 1:
-        return ["rows", "blocks", "columns"]
-    return ["columns"]
+        return list(EventLinear.LAYOUTS)
+    return list(EventConv2d.layouts_for(module))
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> float:

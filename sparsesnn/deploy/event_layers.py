@@ -136,14 +136,17 @@ def _check_layout(layout: str, allowed: tuple[str, ...], backend: str) -> None:
 class EventLinear(nn.Module):
     """``nn.Linear`` computed per nonzero input over the surviving synapses (see the module docstring).
 
-    ``layout``: "auto" (the cost model's choice with the compiled backend), or "csc", "blocks", "columns"."""
+    ``layout``: "auto" (the cost model's choice with the compiled backend), or one of :attr:`LAYOUTS`."""
+
+    #: the compiled kernels' weight layouts
+    LAYOUTS: tuple[str, ...] = ("csc", "blocks", "columns")
 
     def __init__(self, linear: nn.Linear, backend: EventBackend = "auto", layout: LinearLayout = "auto") -> None:
         super().__init__()
         weight = linear.weight.detach().to(torch.float32).cpu()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.backend = resolve_backend(backend)
-        _check_layout(layout, ("csc", "blocks", "columns"), self.backend)
+        _check_layout(layout, self.LAYOUTS, self.backend)
         by_input = weight.t().contiguous()  # [in, out]
         nonempty = blocks_of(by_input)
         self.padded_out = nonempty.shape[1] * BLOCK
@@ -213,7 +216,16 @@ class EventConv2d(nn.Module):
     """``nn.Conv2d`` (``groups = 1``, zero padding) computed per nonzero input over the surviving weights.
 
     ``layout``: "auto" (the cost model's choice with the compiled backend; "rows" or "blocks" need stride 1 and
-    dilation 1, else "columns"), or "rows", "blocks", "columns"."""
+    dilation 1, else "columns"), or one of :meth:`layouts_for` the conv."""
+
+    #: the compiled kernels' weight layouts; the first two need stride 1 and dilation 1
+    LAYOUTS: tuple[str, ...] = ("rows", "blocks", "columns")
+
+    @classmethod
+    def layouts_for(cls, conv: nn.Conv2d) -> tuple[str, ...]:
+        """The layouts ``conv``'s event form can take: all of :attr:`LAYOUTS` at stride 1 and dilation 1, else
+        "columns"."""
+        return cls.LAYOUTS if conv.stride[0] == 1 and conv.dilation[0] == 1 else ("columns",)
 
     def __init__(self, conv: nn.Conv2d, backend: EventBackend = "auto", layout: ConvLayout = "auto") -> None:
         super().__init__()
@@ -225,9 +237,9 @@ class EventConv2d(nn.Module):
         self.stride, self.dilation = int(conv.stride[0]), int(conv.dilation[0])
         self.pad_y, self.pad_x = int(conv.padding[0]), int(conv.padding[1])
         self.backend = resolve_backend(backend)
-        _check_layout(layout, ("rows", "blocks", "columns"), self.backend)
-        unit_steps = self.stride == 1 and self.dilation == 1
-        if layout in ("rows", "blocks") and not unit_steps:
+        _check_layout(layout, self.LAYOUTS, self.backend)
+        allowed = self.layouts_for(conv)
+        if layout not in ("auto", *allowed):
             raise ValueError(f"layout {layout!r} needs stride 1 and dilation 1 (got {self.stride}, {self.dilation})")
         # entries sorted by input channel, then tap (ky, kx), then output channel
         by_tap = weight.permute(1, 2, 3, 0)  # [C, kh, kw, O]
@@ -251,7 +263,7 @@ class EventConv2d(nn.Module):
         nonempty = blocks_of(rows)  # [C, kh, kw, ceil(O / 8)]
         self.padded_out = nonempty.shape[-1] * BLOCK
         if layout == "auto":
-            if self.backend != "numba" or not unit_steps:
+            if self.backend != "numba" or allowed == ("columns",):
                 layout = "columns"
             else:
                 live_rows = int(self.live.sum()) * self.kh
