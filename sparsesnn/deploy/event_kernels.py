@@ -68,6 +68,97 @@ def event_kernels() -> EventKernels:
 
         return sig, codegen
 
+    @intrinsic
+    def nonzero_lanes(typingctx: Any, src: Any, j: Any) -> Any:
+        """The lanes of ``src[j : j + 8]`` that are not zero, as the bits of an int64 (bit ``k`` for ``src[j + k]``;
+        a NaN counts as nonzero, a -0.0 as zero, as ``!= 0.0`` does): one 8-lane load and compare (float32,
+        contiguous; no bounds check)."""
+        sig = types.int64(src, j)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            src_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            vec = ir.VectorType(ir.FloatType(), BLOCK)
+            jj = context.cast(builder, args[1], signature.args[1], types.int64)
+            ptr = builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer())
+            lanes = builder.fcmp_unordered("!=", builder.load(ptr, align=4), ir.Constant(vec, [0.0] * BLOCK))
+            return builder.zext(builder.bitcast(lanes, ir.IntType(BLOCK)), ir.IntType(64))
+
+        return sig, codegen
+
+    @intrinsic
+    def lowest_bit(typingctx: Any, mask: Any) -> Any:
+        """The index of the lowest set bit of a nonzero int64 (one ``tzcnt``)."""
+        sig = types.int64(types.int64)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+        return sig, codegen
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def nonzeros(row: Any, start: int, count: int, found: Any) -> int:  # pragma: no cover - compiled
+        """The positions ``q`` (ascending) of the nonzero values ``row[start + q]``, ``q < count``, written to
+        ``found``; returns how many. Eight values are tested per load (:func:`nonzero_lanes`), and only the set
+        bits are visited, so the scan costs about a cycle per eight zeros and no branch per value."""
+        m = 0
+        full = count - count % BLOCK
+        for q0 in range(0, full, BLOCK):
+            mask = nonzero_lanes(row, start + q0)
+            while mask != 0:
+                found[m] = q0 + lowest_bit(mask)
+                m += 1
+                mask &= mask - 1
+        for q in range(full, count):
+            found[m] = q
+            m += row[start + q] != 0.0
+        return m
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def channel_nonzeros(  # pragma: no cover - compiled
+        row: Any, channels_last: bool, n_ch: int, hw: int, live: Any, found: Any, counts: Any
+    ) -> None:
+        """One sample's nonzero inputs by channel: ``found[c, :counts[c]]`` are the positions ``iy * w + ix``
+        (ascending) where channel ``c`` is nonzero, for ``row`` the sample flat in NCHW order or, with
+        ``channels_last``, NHWC order. Channels with ``live[c] == 0`` are skipped (counted 0) in NCHW order. Either
+        order gives the same lists, so the kernels add in the same order whatever the input's memory layout."""
+        if not channels_last:
+            for c in range(n_ch):
+                counts[c] = nonzeros(row, c * hw, hw, found[c]) if live[c] else 0
+            return
+        for c in range(n_ch):
+            counts[c] = 0
+        full = n_ch - n_ch % BLOCK
+        for q in range(hw):
+            base = q * n_ch
+            for c0 in range(0, full, BLOCK):
+                mask = nonzero_lanes(row, base + c0)
+                while mask != 0:
+                    c = c0 + lowest_bit(mask)
+                    found[c, counts[c]] = q
+                    counts[c] += 1
+                    mask &= mask - 1
+            for c in range(full, n_ch):
+                found[c, counts[c]] = q
+                counts[c] += row[base + c] != 0.0
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def pixel_tables(h: int, w: int) -> Any:  # pragma: no cover - compiled
+        """Each position ``q = iy * w + ix``'s row and column, looked up per spike instead of divided."""
+        pixel_y = np.empty(h * w, np.int64)
+        pixel_x = np.empty(h * w, np.int64)
+        for q in range(h * w):
+            pixel_y[q] = q // w
+            pixel_x[q] = q % w
+        return pixel_y, pixel_x
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def fill_rows(out: Any, start: Any) -> None:  # pragma: no cover - compiled
+        """Every row of the 2-D ``out`` set to ``start`` (the bias, or zeros)."""
+        for r in range(out.shape[0]):
+            row = out[r]
+            for o in range(start.shape[0]):
+                row[o] = start[o]
+
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True, inline="always")
     def add_scaled(dst: Any, src: Any, v: float) -> None:  # pragma: no cover - compiled
         """``dst += src * v``; a spike (``v == 1``) is a plain contiguous, vectorised add."""
@@ -79,147 +170,176 @@ def event_kernels() -> EventKernels:
                 dst[o] += src[o] * v
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def linear_csc(x: Any, indptr: Any, rows: Any, vals: Any, out: Any) -> None:  # pragma: no cover - compiled
+    def linear_csc(x: Any, indptr: Any, rows: Any, vals: Any, start: Any, out: Any) -> None:  # pragma: no cover
         n_samples, n_in = x.shape
+        fill_rows(out, start)
+        found = np.empty(n_in, np.int32)
         for n in range(n_samples):
-            row = out[n]
-            for i in range(n_in):
-                v = x[n, i]
-                if v == 0.0:
-                    continue
+            row, xn = out[n], x[n]
+            for k in range(nonzeros(xn, 0, n_in, found)):
+                i = found[k]
+                v = xn[i]
                 for e in range(indptr[i], indptr[i + 1]):
                     row[rows[e]] += vals[e] * v
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
+    def linear_columns(x: Any, columns: Any, start: Any, out: Any) -> None:  # pragma: no cover - compiled
+        n_samples, n_in = x.shape
+        fill_rows(out, start)
+        found = np.empty(n_in, np.int32)
+        for n in range(n_samples):
+            row, xn = out[n], x[n]
+            for k in range(nonzeros(xn, 0, n_in, found)):
+                i = found[k]
+                add_scaled(row, columns[i], xn[i])
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
+    def linear_blocks(x: Any, indptr: Any, offsets: Any, vals: Any, start: Any, out: Any) -> None:  # pragma: no cover
+        """Input ``i``'s blocks are ``indptr[i] .. indptr[i+1]``; block ``b`` adds ``vals[8b : 8b+8]`` at output
+        ``offsets[b]``."""
+        n_samples, n_in = x.shape
+        fill_rows(out, start)
+        found = np.empty(n_in, np.int32)
+        for n in range(n_samples):
+            row, xn = out[n], x[n]
+            for k in range(nonzeros(xn, 0, n_in, found)):
+                i = found[k]
+                v = xn[i]
+                for b in range(indptr[i], indptr[i + 1]):
+                    vector_axpy(row, offsets[b], vals, b * BLOCK, v)
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def conv_columns(  # pragma: no cover - compiled
         x: Any,
+        channels_last: bool,
+        h: int,
+        w: int,
         tap_start: Any,
         tap_ky: Any,
         tap_kx: Any,
         columns: Any,
+        start: Any,
         out: Any,
         stride: int,
         pad_y: int,
         pad_x: int,
         dil: int,
     ) -> None:
-        n_samples, n_ch, h, w = x.shape
-        ho, wo = out.shape[1], out.shape[2]
+        n_samples = x.shape[0]
+        n_ch = tap_start.shape[0] - 1
+        ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
+        hw = h * w
+        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
+        found = np.empty((n_ch, hw), np.int32)
+        counts = np.empty(n_ch, np.int64)
+        live = (tap_start[1:] > tap_start[:-1]).astype(np.uint8)
         for n in range(n_samples):
+            xn = x[n]
+            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             for c in range(n_ch):
                 t0, t1 = tap_start[c], tap_start[c + 1]
                 if t0 == t1:
                     continue
-                for iy in range(h):
-                    for ix in range(w):
-                        v = x[n, c, iy, ix]
-                        if v == 0.0:
+                for k in range(counts[c]):
+                    q = found[c, k]
+                    iy, ix = q // w, q % w
+                    v = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
+                    for t in range(t0, t1):
+                        oy = iy + pad_y - tap_ky[t] * dil
+                        ox = ix + pad_x - tap_kx[t] * dil
+                        if oy < 0 or ox < 0:
                             continue
-                        for t in range(t0, t1):
-                            oy = iy + pad_y - tap_ky[t] * dil
-                            ox = ix + pad_x - tap_kx[t] * dil
-                            if oy < 0 or ox < 0:
+                        if stride != 1:  # integer division only where needed: it costs as much as the adds
+                            if oy % stride != 0 or ox % stride != 0:
                                 continue
-                            if stride != 1:  # integer division only where needed: it costs as much as the adds
-                                if oy % stride != 0 or ox % stride != 0:
-                                    continue
-                                oy //= stride
-                                ox //= stride
-                            if oy >= ho or ox >= wo:
-                                continue
-                            add_scaled(out[n, oy, ox], columns[t], v)  # the tap's whole column
+                            oy //= stride
+                            ox //= stride
+                        if oy >= ho or ox >= wo:
+                            continue
+                        add_scaled(out[n, oy, ox], columns[t], v)  # the tap's whole column
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def linear_columns(x: Any, columns: Any, out: Any) -> None:  # pragma: no cover - compiled
-        n_samples, n_in = x.shape
-        for n in range(n_samples):
-            row = out[n]
-            for i in range(n_in):
-                v = x[n, i]
-                if v == 0.0:
-                    continue
-                add_scaled(row, columns[i], v)
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def conv_rows(x: Any, live: Any, rows: Any, out: Any, pad_y: int, pad_x: int) -> None:  # pragma: no cover
-        n_samples, n_ch, h, w = x.shape
+    def conv_rows(  # pragma: no cover - compiled
+        x: Any, channels_last: bool, h: int, w: int, live: Any, rows: Any, start: Any, out: Any, pad_y: int, pad_x: int
+    ) -> None:
+        n_samples = x.shape[0]
+        n_ch, kh = rows.shape[0], rows.shape[1]
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
-        kh = rows.shape[1]
         kw = rows.shape[2] // n_out
+        hw = h * w
+        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
+        found = np.empty((n_ch, hw), np.int32)
+        counts = np.empty(n_ch, np.int64)
+        pixel_y, pixel_x = pixel_tables(h, w)
         for n in range(n_samples):
+            xn = x[n]
+            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             flat_out = out[n].reshape(ho, wo * n_out)  # a view: one output row's pixels x channels, contiguous
             for c in range(n_ch):
                 if not live[c]:
                     continue
-                for iy in range(h):
-                    for ix in range(w):
-                        v = x[n, c, iy, ix]
-                        if v == 0.0:
+                for k in range(counts[c]):
+                    q = found[c, k]
+                    iy, ix = pixel_y[q], pixel_x[q]
+                    v = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
+                    ox0 = ix + pad_x - (kw - 1)  # output column reached by the last tap, kx = kw - 1
+                    lo = max(0, -ox0)
+                    hi = min(kw, wo - ox0)
+                    if lo >= hi:
+                        continue
+                    for ky in range(kh):
+                        oy = iy + pad_y - ky
+                        if oy < 0 or oy >= ho:
                             continue
-                        ox0 = ix + pad_x - (kw - 1)  # output column reached by the last tap, kx = kw - 1
-                        lo = max(0, -ox0)
-                        hi = min(kw, wo - ox0)
-                        if lo >= hi:
-                            continue
-                        for ky in range(kh):
-                            oy = iy + pad_y - ky
-                            if oy < 0 or oy >= ho:
-                                continue
-                            row = flat_out[oy, (ox0 + lo) * n_out : (ox0 + hi) * n_out]
-                            add_scaled(row, rows[c, ky, lo * n_out : hi * n_out], v)
-
-    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
-    def linear_blocks(x: Any, indptr: Any, offsets: Any, vals: Any, out: Any) -> None:  # pragma: no cover
-        """Input ``i``'s blocks are ``indptr[i] .. indptr[i+1]``; block ``b`` adds ``vals[8b : 8b+8]`` at output
-        ``offsets[b]``."""
-        n_samples, n_in = x.shape
-        for n in range(n_samples):
-            row = out[n]
-            for i in range(n_in):
-                v = x[n, i]
-                if v == 0.0:
-                    continue
-                for b in range(indptr[i], indptr[i + 1]):
-                    vector_axpy(row, offsets[b], vals, b * BLOCK, v)
+                        row = flat_out[oy, (ox0 + lo) * n_out : (ox0 + hi) * n_out]
+                        add_scaled(row, rows[c, ky, lo * n_out : hi * n_out], v)
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def conv_blocks(  # pragma: no cover - compiled
-        x: Any, ptr: Any, offsets: Any, shifted: Any, vals: Any, out: Any, pad_y: int, pad_x: int
+        x: Any,
+        channels_last: bool,
+        h: int,
+        w: int,
+        ptr: Any,
+        offsets: Any,
+        shifted: Any,
+        vals: Any,
+        start: Any,
+        out: Any,
+        pad_y: int,
+        pad_x: int,
     ) -> None:
         """The kernel-row geometry of ``conv_rows`` (stride 1, dilation 1, channels-last output) with only the non-empty
         blocks of each row. The blocks of ``(c, ky)`` whose output pixel slot ``p = kw - 1 - kx`` lies in ``[lo, hi)``
         are ``ptr[c, ky, lo] .. ptr[c, ky, hi]``; block ``b`` adds ``vals[8b : 8b+8]`` at ``offsets[b] = p * n_out +
         o0`` from its row's first output pixel. A spike whose whole kernel lands inside the map (most of them) runs all
         the blocks of its channel in one loop, each at ``shifted[b] = offsets[b] - ky * wo * n_out`` (its row ``ky`` up
-        from the spike's); a spike at the border clips per row. Each channel's spikes are first gathered into a list
-        without a branch, so the loop over them does not mispredict on the zeros."""
-        n_samples, n_ch, h, w = x.shape
+        from the spike's); a spike at the border clips per row."""
+        n_samples = x.shape[0]
+        n_ch, kh, kw = ptr.shape[0], ptr.shape[1], ptr.shape[2] - 1
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
-        kh = ptr.shape[1]
-        kw = ptr.shape[2] - 1
         hw = h * w
         row_stride = wo * n_out
-        spikes = np.empty(hw, np.int32)
-        pixel_y = np.empty(hw, np.int64)  # a position's row and column, looked up instead of divided
-        pixel_x = np.empty(hw, np.int64)
-        for q in range(hw):
-            pixel_y[q] = q // w
-            pixel_x[q] = q % w
+        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
+        found = np.empty((n_ch, hw), np.int32)
+        counts = np.empty(n_ch, np.int64)
+        live = np.empty(n_ch, np.uint8)
+        for c in range(n_ch):
+            live[c] = ptr[c, 0, 0] != ptr[c, kh - 1, kw]  # a synapse left on this input channel
+        pixel_y, pixel_x = pixel_tables(h, w)
         for n in range(n_samples):
+            xn = x[n]
+            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             flat = out[n].reshape(ho * wo * n_out)
             for c in range(n_ch):
+                if not live[c]:
+                    continue
                 c0, c1 = ptr[c, 0, 0], ptr[c, kh - 1, kw]
-                if c0 == c1:
-                    continue  # no synapse left on this input channel
-                m = 0
-                for iy in range(h):  # the channel's nonzero positions, branch-free
-                    for ix in range(w):
-                        spikes[m] = iy * w + ix
-                        m += x[n, c, iy, ix] != 0.0
-                for k in range(m):
-                    iy = pixel_y[spikes[k]]
-                    ix = pixel_x[spikes[k]]
-                    v = x[n, c, iy, ix]
+                for k in range(counts[c]):
+                    q = found[c, k]
+                    iy = pixel_y[q]
+                    ix = pixel_x[q]
+                    v = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
                     ox0 = ix + pad_x - (kw - 1)
                     if iy + pad_y - (kh - 1) >= 0 and iy + pad_y < ho and ox0 >= 0 and ox0 + kw <= wo:
                         base = (iy + pad_y) * row_stride + ox0 * n_out

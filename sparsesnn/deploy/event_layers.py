@@ -170,25 +170,33 @@ class EventLinear(nn.Module):
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
         self.threads = SampleThreads(MIN_SAMPLES_PER_THREAD)
+        # the compiled kernels' first value of every output row: the bias, zero-padded to the layout's width
+        self._start = np.zeros(self.padded_out if layout == "blocks" else self.out_features, np.float32)
+        if self.bias is not None:
+            self._start[: self.out_features] = self.bias.numpy()
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        flat = x.reshape(-1, self.in_features).to(torch.float32).contiguous()
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != torch.float32:
+            flat = flat.to(torch.float32)
+        if not flat.is_contiguous():
+            flat = flat.contiguous()
         if self.backend == "numba":
-            width = self.padded_out if self.layout == "blocks" else self.out_features
-            out = np.zeros((flat.shape[0], width), np.float32)
-            self.threads.run(self._kernel(flat.numpy(), out), flat.shape[0])
+            width = self._start.shape[0]
+            out = np.empty((flat.shape[0], width), np.float32)  # the kernel starts every row at the bias
+            self.threads.run(self._kernel(flat.detach().numpy(), out), flat.shape[0])
             result = torch.from_numpy(out)
             if width != self.out_features:
                 result = result[:, : self.out_features]
-        else:
-            n, i = torch.nonzero(flat, as_tuple=True)
-            starts = self.indptr[i]
-            seg, e = _segments(starts, self.indptr[i + 1] - starts)
-            result = torch.zeros(flat.shape[0] * self.out_features)
-            result.index_add_(0, n[seg] * self.out_features + self.rows[e], self.vals[e] * flat[n, i][seg])
-            result = result.view(flat.shape[0], self.out_features)
+            return result.reshape(*lead, self.out_features)
+        n, i = torch.nonzero(flat, as_tuple=True)
+        starts = self.indptr[i]
+        seg, e = _segments(starts, self.indptr[i + 1] - starts)
+        result = torch.zeros(flat.shape[0] * self.out_features)
+        result.index_add_(0, n[seg] * self.out_features + self.rows[e], self.vals[e] * flat[n, i][seg])
+        result = result.view(flat.shape[0], self.out_features)
         if self.bias is not None:
             result += self.bias
         return result.reshape(*lead, self.out_features)
@@ -196,14 +204,15 @@ class EventLinear(nn.Module):
     def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
         """``run(start, stop)``: the layout's compiled loop on samples ``start:stop``."""
         k = event_kernels()
+        start = self._start
         if self.layout == "columns":
             columns = self.columns.numpy()  # type: ignore[union-attr]
-            return lambda a, b: k.linear_columns(x[a:b], columns, out[a:b])
+            return lambda a, b: k.linear_columns(x[a:b], columns, start, out[a:b])
         if self.layout == "blocks":
             ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
-            return lambda a, b: k.linear_blocks(x[a:b], ptr, offsets, vals, out[a:b])
+            return lambda a, b: k.linear_blocks(x[a:b], ptr, offsets, vals, start, out[a:b])
         indptr, rows, vals = self.indptr.numpy(), self.rows.numpy(), self.vals.numpy()
-        return lambda a, b: k.linear_csc(x[a:b], indptr, rows, vals, out[a:b])
+        return lambda a, b: k.linear_csc(x[a:b], indptr, rows, vals, start, out[a:b])
 
     def extra_repr(self) -> str:
         return (
@@ -323,39 +332,44 @@ class EventConv2d(nn.Module):
         ) // s + 1
 
     def charge(self, x: torch.Tensor) -> np.ndarray:
-        """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for
-        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous. The buffer starts at the bias (or 0), and
-        the kernel adds the events to it."""
+        """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for float32
+        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous (read in its own memory order, no copy). The
+        kernel starts every output pixel at the bias (or 0) and adds the events to it."""
         n_samples, _c, h, w = x.shape
         ho, wo = self.output_size(h, w)
-        width = self.padded_out if self.layout == "blocks" else self.out_channels
-        out = np.empty((n_samples, ho, wo, width), np.float32)
-        out[...] = self._start
-        self.threads.run(self._kernel(x.numpy(), out), n_samples)
-        return out if width == self.out_channels else np.ascontiguousarray(out[..., : self.out_channels])
+        out = np.empty((n_samples, ho, wo, self._start.shape[0]), np.float32)
+        a = x.detach().numpy()
+        channels_last = not x.is_contiguous()
+        flat = (a.transpose(0, 2, 3, 1) if channels_last else a).reshape(n_samples, -1)  # a view either way
+        self.threads.run(self._kernel(flat, channels_last, h, w, out), n_samples)
+        return out if out.shape[3] == self.out_channels else np.ascontiguousarray(out[..., : self.out_channels])
 
-    def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
-        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop`` (the arrays the loop reads are
-        numpy views of the layout's tensors, taken once at construction)."""
+    def _kernel(self, x: np.ndarray, channels_last: bool, h: int, w: int, out: np.ndarray) -> Any:
+        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop`` of ``x`` (``[N, C*H*W]``, each
+        sample flat in NCHW order or, with ``channels_last``, NHWC order). The arrays the loop reads are numpy views
+        of the layout's tensors, taken once at construction."""
         k = event_kernels()
-        a = self._arrays
-        py, px = self.pad_y, self.pad_x
+        a, start = self._arrays, self._start
+        py, px, cl = self.pad_y, self.pad_x, channels_last
         if self.layout == "rows":
-            return lambda s, e: k.conv_rows(x[s:e], a[0], a[1], out[s:e], py, px)
+            return lambda s, e: k.conv_rows(x[s:e], cl, h, w, a[0], a[1], start, out[s:e], py, px)
         if self.layout == "blocks":
             row_stride = out.shape[2] * out.shape[3]  # one output row, channels-last
             shifted = self._shifted.get(row_stride)
             if shifted is None:  # the blocks' offsets from the spike's output row, for this map width
                 shifted = self._shifted[row_stride] = a[1] - a[2] * row_stride
-            return lambda s, e: k.conv_blocks(x[s:e], a[0], a[1], shifted, a[3], out[s:e], py, px)
+            return lambda s, e: k.conv_blocks(x[s:e], cl, h, w, a[0], a[1], shifted, a[3], start, out[s:e], py, px)
         stride, dil = self.stride, self.dilation
-        return lambda s, e: k.conv_columns(x[s:e], a[0], a[1], a[2], a[3], out[s:e], stride, py, px, dil)
+        return lambda s, e: k.conv_columns(
+            x[s:e], cl, h, w, a[0], a[1], a[2], a[3], start, out[s:e], stride, py, px, dil
+        )
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float32)
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-            x = x.contiguous()  # the kernels read NCHW or channels-last input as it is (a strided view)
+            x = x.contiguous()  # the kernels read NCHW or channels-last input as it is
         if self.backend == "numba":
             return torch.from_numpy(self.charge(x)).permute(0, 3, 1, 2)  # [N, O, Ho, Wo], channels-last in memory
         ho, wo = self.output_size(x.shape[2], x.shape[3])
