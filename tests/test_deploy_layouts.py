@@ -150,3 +150,67 @@ def test_inference_lif_reads_a_step_invariant_input_once_and_equals_the_copied_i
     got, expected = lif(x), lif(x.contiguous())
     assert torch.equal(got, expected) and got.shape == x.shape
     assert 0 < float(got.mean()) < 1  # some neurons fire, not all
+
+
+def _memory_orders(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``x`` ``[T, A, B, C]`` in memory orders the deployed LIF meets: contiguous, channels-last style (the last two
+    dims swapped in memory), a swap of two dims (its own inverse permutation), and a non-dense strided view."""
+    t, a, b, c = x.shape
+    padded = torch.zeros(t, a, b, c + 3)
+    padded[..., :c] = x
+    return {
+        "contiguous": x.contiguous(),
+        "last_two_swapped": x.transpose(2, 3).contiguous().transpose(2, 3),
+        "rotated": x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+        "strided": padded[..., :c],
+    }
+
+
+@pytest.mark.parametrize("hard_reset", [True, False])
+def test_inference_lif_equals_the_torch_loop_in_every_memory_order_and_keeps_it(hard_reset) -> None:  # type: ignore[no-untyped-def]
+    """The compiled path reads the input as numpy views in its memory order: the spikes equal the plain torch loop's
+    bit for bit, with the input's shape, and a dense input's strides (what the next layer reads without a copy)."""
+    from sparsesnn.deploy.lif import InferenceLIF
+    from sparsesnn.neuron.lif import LIF
+
+    neuron = LIF(tau=2.0, v_reset=0.0 if hard_reset else None)
+    compiled, plain = InferenceLIF(neuron, "numba"), InferenceLIF(neuron, "torch")
+    x = torch.randn(4, 3, 5, 6, generator=torch.Generator().manual_seed(1)) * 2
+    for name, xi in _memory_orders(x).items():
+        for _ in range(2):  # the second call takes the remembered order
+            got = compiled(xi)
+            assert torch.equal(got, plain(xi)), name
+            assert torch.equal(got, plain(x.contiguous())), name
+            if name != "strided":
+                assert got.stride() == xi.stride(), name
+    assert 0 < float(compiled(x).mean()) < 1
+
+
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+def test_the_conv_scan_finds_every_input_in_either_memory_order_and_adds_in_the_same_order(layout) -> None:  # type: ignore[no-untyped-def]
+    """The kernels test eight inputs per load: 13 channels (a load of 8 and 5 one by one in channels-last order) on
+    an 11 x 9 map (12 loads and 3 one by one per channel in NCHW order), spikes and analog values, a NaN counted as
+    an input and a -0.0 not. Both memory orders give the same channel lists, so the same sums bit for bit."""
+    torch.manual_seed(3)
+    conv = block_structured_(nn.Conv2d(13, 16, 3, padding=1), 0.5, 2)
+    event = EventConv2d(conv, "numba", layout)
+    for x in (spikes((2, 13, 11, 9), 0.2, 5), spikes((2, 13, 11, 9), 0.6, 6) * torch.randn(2, 13, 11, 9)):
+        x[0, 12, 10, 8] = 1.0  # the last input of the last tail
+        x[1, 0, 0, 0] = -0.0
+        nchw, nhwc = event(x), event(x.contiguous(memory_format=torch.channels_last))
+        assert torch.equal(nchw, nhwc)
+        torch.testing.assert_close(nchw, conv(x).detach(), atol=1e-5, rtol=1e-5)
+    x = spikes((1, 13, 11, 9), 0.2, 7)
+    x[0, 9, 4, 4] = float("nan")
+    assert torch.isnan(event(x)[0, :, 3:6, 3:6]).any() and not torch.isnan(event(x)[0, :, :2, :2]).any()
+
+
+@pytest.mark.parametrize("layout", ["csc", "blocks", "columns"])
+def test_the_linear_scan_finds_every_input(layout) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(4)
+    linear = block_structured_(nn.Linear(21, 10), 0.5, 3)  # 21 inputs: two loads of 8 and 5 one by one
+    event = EventLinear(linear, "numba", layout)
+    x = spikes((6, 21), 0.3, 8) * torch.randn(6, 21)
+    x[:, 20] = 2.0
+    x[:, 7] = 1.5
+    torch.testing.assert_close(event(x), linear(x).detach(), atol=1e-5, rtol=1e-5)

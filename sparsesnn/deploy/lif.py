@@ -36,20 +36,30 @@ from sparsesnn.neuron.lif import LIF, PLIF
 @functools.cache
 def _numba_lif() -> Any:
     """The loop, compiled on first use (once per process): spikes into ``out`` ``[T, N]``, the membrane ``v`` ``[N]``
-    read as ``V[-1]`` and left holding ``V[T-1]``; returns the number of spikes."""
+    read as ``V[-1]`` (or, ``at_rest``, ``V[-1] = v_reset`` without reading it) and left holding ``V[T-1]``; returns
+    the number of spikes."""
     import numba
 
     @numba.njit(nogil=True, cache=False, boundscheck=False)
     def lif(  # pragma: no cover - compiled
-        x: Any, inv_tau: Any, v_threshold: Any, v_reset: Any, hard_reset: bool, decay_input: bool, out: Any, v: Any
+        x: Any,
+        inv_tau: Any,
+        v_threshold: Any,
+        v_reset: Any,
+        hard_reset: bool,
+        decay_input: bool,
+        out: Any,
+        v: Any,
+        at_rest: bool,
     ) -> int:
         steps, n = out.shape
         count = 0
         for t in range(steps):
             xt = x[t] if x.shape[0] > 1 else x[0]  # one input row for every step: a step-invariant input
             st = out[t]
+            rest = at_rest and t == 0  # V[-1] = v_reset, not read from v
             for i in range(n):
-                vi = v[i]
+                vi = v_reset if rest else v[i]
                 if decay_input:
                     h = vi + inv_tau * (xt[i] - (vi - v_reset))
                 else:
@@ -75,7 +85,15 @@ def lif_numba(
     out = np.empty((flat.shape[0] if steps is None else steps, flat.shape[1]), np.float32)
     p = params
     count = _numba_lif()(
-        flat, np.float32(inv_tau), np.float32(p.v_threshold), np.float32(p.v_reset), p.hard_reset, p.decay_input, out, v
+        flat,
+        np.float32(inv_tau),
+        np.float32(p.v_threshold),
+        np.float32(p.v_reset),
+        p.hard_reset,
+        p.decay_input,
+        out,
+        v,
+        False,
     )
     return out, int(count)
 
@@ -144,21 +162,72 @@ class InferenceLIF(nn.Module):
         self.inv_tau = float(inv_tau.detach()) if isinstance(inv_tau, torch.Tensor) else float(inv_tau)
         self.params: LIFParameters = neuron.lif_parameters()
         self.backend = resolve_backend(backend)
+        p = self.params  # the compiled loop's scalar arguments, converted once
+        self._scalars = (
+            np.float32(self.inv_tau),
+            np.float32(p.v_threshold),
+            np.float32(p.v_reset),
+            p.hard_reset,
+            p.decay_input,
+        )
+        self._orders: dict[tuple[torch.Size, tuple[int, ...]], tuple[Any, Any] | None] = {}
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"LIF input must be time-major [T, B, ...], got shape {tuple(x.shape)}")
-        x = x.detach().to(torch.float32)
-        if x.shape[0] > 1 and x.stride(0) == 0:  # one step expanded over T (a step-invariant input): read it once
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
+        steps = x.shape[0]
+        invariant = steps > 1 and x.stride(0) == 0  # one step expanded over T (a step-invariant input): read it once
+        if self.backend == "numba" and steps > 0:
+            order = self._memory_order(x[:1] if invariant else x)
+            if order is not None:
+                return self._numba_forward(x, order, invariant)
+        if invariant:
             one = x[:1] if is_time_outer_dense(x[:1]) else x[:1].contiguous()
             flat = storage_view(one)
-            v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
-            spikes = lif_from(flat, v, self.inv_tau, self.params, self.backend, steps=x.shape[0])[0]
+            spikes = self._spikes(flat, steps)
             return spikes.as_strided(x.shape, (flat.shape[1], *one.stride()[1:]))
         flat = storage_view(x)  # [T, N] in x's own memory order (channels-last stays channels-last, no copy)
+        return like_input(self._spikes(flat), x)
+
+    def _memory_order(self, x: torch.Tensor) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None] | None:
+        """The dimensions of ``x`` from outermost to innermost in memory (time first) and the inverse permutation
+        (both None when that is ``x``'s own order), where ``x`` is dense with time outermost
+        (:func:`~sparsesnn.neuron.kernels.loops.is_time_outer_dense`); else None. Kept per shape and strides: a
+        deployed model sees the same few layouts call after call."""
+        key = (x.shape, x.stride())
+        if key not in self._orders:
+            order = (0, *sorted(range(1, x.dim()), key=lambda d: (-x.stride(d), d)))
+            inverse = tuple(sorted(range(x.dim()), key=order.__getitem__))
+            identity = order == tuple(range(x.dim()))  # memory order is x's own: no transpose
+            self._orders[key] = ((None, None) if identity else (order, inverse)) if is_time_outer_dense(x) else None
+        return self._orders[key]
+
+    def _numba_forward(
+        self, x: torch.Tensor, order: tuple[tuple[int, ...] | None, tuple[int, ...] | None], invariant: bool
+    ) -> torch.Tensor:
+        """The compiled loop on ``x``'s memory as numpy views (no torch call but the wrapping): ``x`` (or its first
+        step, when ``invariant``) read as ``[T, N]`` in memory order, the spikes written in the same order and
+        returned with ``x``'s shape (a step-invariant input's spikes with its first step's strides)."""
+        a = x.detach().numpy()
+        if invariant:
+            a = a[:1]
+        permute, inverse = order
+        in_order = a if permute is None else a.transpose(permute)
+        flat = in_order.reshape(a.shape[0], -1)  # a view: the order makes it dense
+        out = np.empty((x.shape[0], flat.shape[1]), np.float32)
+        v = np.empty(flat.shape[1], np.float32)  # the membrane, from rest (at_rest: not read before written)
+        _numba_lif()(flat, *self._scalars, out, v, True)
+        spikes = out.reshape(x.shape[0], *in_order.shape[1:])
+        return torch.from_numpy(spikes if inverse is None else spikes.transpose(inverse))
+
+    def _spikes(self, flat: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """The spikes ``[T, N]`` of ``flat`` (contiguous ``[T, N]``, or ``[1, N]`` repeated over ``steps``) from
+        rest."""
         v = torch.full((flat.shape[1],), self.params.v_reset, dtype=torch.float32)
-        return like_input(lif_from(flat, v, self.inv_tau, self.params, self.backend)[0], x)
+        return lif_from(flat, v, self.inv_tau, self.params, self.backend, steps=steps)[0]
 
     def extra_repr(self) -> str:
         p = self.params

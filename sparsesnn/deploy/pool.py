@@ -94,7 +94,8 @@ class InferenceMaxPool2d(nn.Module):
             return F.max_pool2d(x, self.kernel, self.stride)
         n, c, h, w = x.shape
         ho, wo = (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1
-        x = x.to(torch.float32)
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
         generic, two_by_two, two_by_two_nhwc = _numba_max_pool()
         if (
             self.kernel == 2
