@@ -132,6 +132,11 @@ def test_a_layer_that_ran_on_threads_copies_and_pickles() -> None:
         assert event.threads._pool is not None  # the split ran on a pool thread
         for clone in (copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
             torch.testing.assert_close(clone(x), expected)
+        linear = EventLinear(nn.Linear(12, 5), "numba")  # its bound kernel call, like the conv's plans, is a closure
+        v = spikes((16, 12), 0.3, 2)
+        expected = linear(v)
+        for clone in (copy.deepcopy(linear), pickle.loads(pickle.dumps(linear))):
+            torch.testing.assert_close(clone(v), expected)
     finally:
         torch.set_num_threads(previous)
 

@@ -95,19 +95,27 @@ def event_kernels() -> EventKernels:
 
         return sig, codegen
 
+    # for each 8-bit lane mask: the positions of its set bits, ascending (then padding), and how many there are
+    bit_positions = np.zeros((1 << BLOCK, BLOCK), np.int32)
+    bit_counts = np.zeros(1 << BLOCK, np.int64)
+    for lanes in range(1 << BLOCK):
+        bits = [k for k in range(BLOCK) if lanes >> k & 1]
+        bit_positions[lanes, : len(bits)] = bits
+        bit_counts[lanes] = len(bits)
+
     @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
     def nonzeros(row: Any, start: int, count: int, found: Any) -> int:  # pragma: no cover - compiled
         """The positions ``q`` (ascending) of the nonzero values ``row[start + q]``, ``q < count``, written to
-        ``found``; returns how many. Eight values are tested per load (:func:`nonzero_lanes`), and only the set
-        bits are visited, so the scan costs about a cycle per eight zeros and no branch per value."""
+        ``found`` (which holds ``count + 8``: each load writes eight slots); returns how many. Eight values are tested
+        per load (:func:`nonzero_lanes`) and their positions copied from a table by the lane mask, so the scan has no
+        branch that depends on the data (a branch per value, or per set bit, mispredicts at any useful rate)."""
         m = 0
         full = count - count % BLOCK
         for q0 in range(0, full, BLOCK):
             mask = nonzero_lanes(row, start + q0)
-            while mask != 0:
-                found[m] = q0 + lowest_bit(mask)
-                m += 1
-                mask &= mask - 1
+            for k in range(BLOCK):
+                found[m + k] = q0 + bit_positions[mask, k]
+            m += bit_counts[mask]
         for q in range(full, count):
             found[m] = q
             m += row[start + q] != 0.0
@@ -172,10 +180,10 @@ def event_kernels() -> EventKernels:
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def linear_csc(x: Any, indptr: Any, rows: Any, vals: Any, start: Any, out: Any) -> None:  # pragma: no cover
         n_samples, n_in = x.shape
-        fill_rows(out, start)
-        found = np.empty(n_in, np.int32)
+        found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
             row, xn = out[n], x[n]
+            row[:] = start
             for k in range(nonzeros(xn, 0, n_in, found)):
                 i = found[k]
                 v = xn[i]
@@ -185,10 +193,10 @@ def event_kernels() -> EventKernels:
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def linear_columns(x: Any, columns: Any, start: Any, out: Any) -> None:  # pragma: no cover - compiled
         n_samples, n_in = x.shape
-        fill_rows(out, start)
-        found = np.empty(n_in, np.int32)
+        found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
             row, xn = out[n], x[n]
+            row[:] = start
             for k in range(nonzeros(xn, 0, n_in, found)):
                 i = found[k]
                 add_scaled(row, columns[i], xn[i])
@@ -198,10 +206,10 @@ def event_kernels() -> EventKernels:
         """Input ``i``'s blocks are ``indptr[i] .. indptr[i+1]``; block ``b`` adds ``vals[8b : 8b+8]`` at output
         ``offsets[b]``."""
         n_samples, n_in = x.shape
-        fill_rows(out, start)
-        found = np.empty(n_in, np.int32)
+        found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
             row, xn = out[n], x[n]
+            row[:] = start
             for k in range(nonzeros(xn, 0, n_in, found)):
                 i = found[k]
                 v = xn[i]
@@ -229,12 +237,12 @@ def event_kernels() -> EventKernels:
         n_ch = tap_start.shape[0] - 1
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
         hw = h * w
-        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
-        found = np.empty((n_ch, hw), np.int32)
+        found = np.empty((n_ch, hw + BLOCK), np.int32)
         counts = np.empty(n_ch, np.int64)
         live = (tap_start[1:] > tap_start[:-1]).astype(np.uint8)
         for n in range(n_samples):
             xn = x[n]
+            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
             channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             for c in range(n_ch):
                 t0, t1 = tap_start[c], tap_start[c + 1]
@@ -267,12 +275,12 @@ def event_kernels() -> EventKernels:
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
         kw = rows.shape[2] // n_out
         hw = h * w
-        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
-        found = np.empty((n_ch, hw), np.int32)
+        found = np.empty((n_ch, hw + BLOCK), np.int32)
         counts = np.empty(n_ch, np.int64)
         pixel_y, pixel_x = pixel_tables(h, w)
         for n in range(n_samples):
             xn = x[n]
+            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
             channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             flat_out = out[n].reshape(ho, wo * n_out)  # a view: one output row's pixels x channels, contiguous
             for c in range(n_ch):
@@ -320,32 +328,44 @@ def event_kernels() -> EventKernels:
         ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
         hw = h * w
         row_stride = wo * n_out
-        fill_rows(out.reshape(n_samples * ho * wo, n_out), start)
-        found = np.empty((n_ch, hw), np.int32)
+        found = np.empty((n_ch, hw + BLOCK), np.int32)
         counts = np.empty(n_ch, np.int64)
         live = np.empty(n_ch, np.uint8)
         for c in range(n_ch):
             live[c] = ptr[c, 0, 0] != ptr[c, kh - 1, kw]  # a synapse left on this input channel
         pixel_y, pixel_x = pixel_tables(h, w)
+        bases = np.empty(hw, np.int64)  # one channel's interior inputs: output offset of the spike's row, and value
+        values = np.empty(hw, np.float32)
+        border = np.empty(hw, np.int32)  # and its inputs whose kernel crosses the map's edge
         for n in range(n_samples):
             xn = x[n]
+            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
             channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
             flat = out[n].reshape(ho * wo * n_out)
             for c in range(n_ch):
                 if not live[c]:
                     continue
-                c0, c1 = ptr[c, 0, 0], ptr[c, kh - 1, kw]
-                for k in range(counts[c]):
+                inner = 0
+                edge = 0
+                for k in range(counts[c]):  # split into interior and border inputs, without a branch
                     q = found[c, k]
+                    iy = pixel_y[q] + pad_y
+                    ox0 = pixel_x[q] + pad_x - (kw - 1)
+                    inside = (iy - (kh - 1) >= 0) & (iy < ho) & (ox0 >= 0) & (ox0 + kw <= wo)
+                    bases[inner] = iy * row_stride + ox0 * n_out
+                    values[inner] = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
+                    border[edge] = q
+                    inner += inside
+                    edge += 1 - inside
+                for b in range(ptr[c, 0, 0], ptr[c, kh - 1, kw]):  # block-outer: its weights and offset stay put
+                    shift = shifted[b]
+                    for j in range(inner):
+                        vector_axpy(flat, bases[j] + shift, vals, b * BLOCK, values[j])
+                for j in range(edge):
+                    q = border[j]
                     iy = pixel_y[q]
-                    ix = pixel_x[q]
                     v = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
-                    ox0 = ix + pad_x - (kw - 1)
-                    if iy + pad_y - (kh - 1) >= 0 and iy + pad_y < ho and ox0 >= 0 and ox0 + kw <= wo:
-                        base = (iy + pad_y) * row_stride + ox0 * n_out
-                        for b in range(c0, c1):
-                            vector_axpy(flat, base + shifted[b], vals, b * BLOCK, v)
-                        continue
+                    ox0 = pixel_x[q] + pad_x - (kw - 1)
                     lo = max(0, -ox0)
                     hi = min(kw, wo - ox0)
                     if lo >= hi:

@@ -174,6 +174,7 @@ class EventLinear(nn.Module):
         self._start = np.zeros(self.padded_out if layout == "blocks" else self.out_features, np.float32)
         if self.bias is not None:
             self._start[: self.out_features] = self.bias.numpy()
+        self._call: Callable[[np.ndarray, np.ndarray], None] | None = None
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -186,7 +187,15 @@ class EventLinear(nn.Module):
         if self.backend == "numba":
             width = self._start.shape[0]
             out = np.empty((flat.shape[0], width), np.float32)  # the kernel starts every row at the bias
-            self.threads.run(self._kernel(flat.detach().numpy(), out), flat.shape[0])
+            call = self._call
+            if call is None:
+                call = self._call = self._kernel()
+            n = flat.shape[0]
+            a = (flat.detach() if flat.requires_grad else flat).numpy()
+            if self.threads.threads_for(n) == 1:
+                call(a, out)
+            else:
+                self.threads.run(lambda s, e: call(a[s:e], out[s:e]), n)
             result = torch.from_numpy(out)
             if width != self.out_features:
                 result = result[:, : self.out_features]
@@ -201,18 +210,22 @@ class EventLinear(nn.Module):
             result += self.bias
         return result.reshape(*lead, self.out_features)
 
-    def _kernel(self, x: np.ndarray, out: np.ndarray) -> Any:
-        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop``."""
+    def _kernel(self) -> Callable[[np.ndarray, np.ndarray], None]:
+        """``call(x, out)``: the layout's compiled loop with the layout's arrays bound, on samples ``x`` ``[n, in]``
+        into ``out`` ``[n, width]`` (built once, on the first call)."""
         k = event_kernels()
         start = self._start
         if self.layout == "columns":
             columns = self.columns.numpy()  # type: ignore[union-attr]
-            return lambda a, b: k.linear_columns(x[a:b], columns, start, out[a:b])
+            return lambda x, out: k.linear_columns(x, columns, start, out)
         if self.layout == "blocks":
             ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
-            return lambda a, b: k.linear_blocks(x[a:b], ptr, offsets, vals, start, out[a:b])
+            return lambda x, out: k.linear_blocks(x, ptr, offsets, vals, start, out)
         indptr, rows, vals = self.indptr.numpy(), self.rows.numpy(), self.vals.numpy()
-        return lambda a, b: k.linear_csc(x[a:b], indptr, rows, vals, start, out[a:b])
+        return lambda x, out: k.linear_csc(x, indptr, rows, vals, start, out)
+
+    def __getstate__(self) -> dict[str, Any]:  # the bound call is a closure: built again after a copy or unpickling
+        return {**self.__dict__, "_call": None}
 
     def extra_repr(self) -> str:
         return (
@@ -301,7 +314,8 @@ class EventConv2d(nn.Module):
         self._start = np.zeros(self.out_channels + padding, np.float32)  # the output buffer's first value
         if self.bias is not None:
             self._start[: self.out_channels] = self.bias.numpy()
-        self._shifted: dict[int, np.ndarray] = {}  # the block layout's interior offsets, by output row length
+        #: :meth:`charge` per input shape and strides (:meth:`_plan`)
+        self._plans: dict[tuple[torch.Size, tuple[int, ...]], Callable[[torch.Tensor], np.ndarray]] = {}
         if layout == "rows":
             self._arrays: tuple[np.ndarray, ...] = (self.live.numpy(), self.rows.numpy())
         elif layout == "blocks":
@@ -335,34 +349,53 @@ class EventConv2d(nn.Module):
         """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for float32
         ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous (read in its own memory order, no copy). The
         kernel starts every output pixel at the bias (or 0) and adds the events to it."""
-        n_samples, _c, h, w = x.shape
-        ho, wo = self.output_size(h, w)
-        out = np.empty((n_samples, ho, wo, self._start.shape[0]), np.float32)
-        a = x.detach().numpy()
-        channels_last = not x.is_contiguous()
-        flat = (a.transpose(0, 2, 3, 1) if channels_last else a).reshape(n_samples, -1)  # a view either way
-        self.threads.run(self._kernel(flat, channels_last, h, w, out), n_samples)
-        return out if out.shape[3] == self.out_channels else np.ascontiguousarray(out[..., : self.out_channels])
+        key = (x.shape, x.stride())
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(x)
+        return plan(x.detach() if x.requires_grad else x)
 
-    def _kernel(self, x: np.ndarray, channels_last: bool, h: int, w: int, out: np.ndarray) -> Any:
-        """``run(start, stop)``: the layout's compiled loop on samples ``start:stop`` of ``x`` (``[N, C*H*W]``, each
-        sample flat in NCHW order or, with ``channels_last``, NHWC order). The arrays the loop reads are numpy views
-        of the layout's tensors, taken once at construction."""
+    def _plan(self, x: torch.Tensor) -> Callable[[torch.Tensor], np.ndarray]:
+        """:meth:`charge` for inputs of ``x``'s shape and strides, with everything that depends only on them (the
+        output size, the memory order, the kernel and its arrays) worked out once: a deployed layer sees the same
+        few input layouts call after call, and at batch 1 the per-call Python work costs as much as the loop."""
+        n, _c, h, w = x.shape
+        ho, wo = self.output_size(h, w)
+        width, out_channels = self._start.shape[0], self.out_channels
+        channels_last = not x.is_contiguous()
+        call = self._kernel(channels_last, h, w, wo * width)
+        threads = self.threads
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            a = x.numpy()
+            flat = (a.transpose(0, 2, 3, 1) if channels_last else a).reshape(n, -1)  # a view either way
+            out = np.empty((n, ho, wo, width), np.float32)
+            if threads.threads_for(n) == 1:
+                call(flat, out)
+            else:
+                threads.run(lambda s, e: call(flat[s:e], out[s:e]), n)
+            return out if width == out_channels else np.ascontiguousarray(out[..., :out_channels])
+
+        return run
+
+    def _kernel(self, channels_last: bool, h: int, w: int, row_stride: int) -> Callable[[np.ndarray, np.ndarray], None]:
+        """``call(x, out)``: the layout's compiled loop on samples ``x`` (``[n, C*H*W]``, each sample flat in NCHW
+        order or, with ``channels_last``, NHWC order) into ``out`` (``[n, Ho, Wo, width]``, one output row
+        ``row_stride`` floats). The arrays the loop reads are numpy views of the layout's tensors, taken once at
+        construction."""
         k = event_kernels()
         a, start = self._arrays, self._start
         py, px, cl = self.pad_y, self.pad_x, channels_last
         if self.layout == "rows":
-            return lambda s, e: k.conv_rows(x[s:e], cl, h, w, a[0], a[1], start, out[s:e], py, px)
+            return lambda x, out: k.conv_rows(x, cl, h, w, a[0], a[1], start, out, py, px)
         if self.layout == "blocks":
-            row_stride = out.shape[2] * out.shape[3]  # one output row, channels-last
-            shifted = self._shifted.get(row_stride)
-            if shifted is None:  # the blocks' offsets from the spike's output row, for this map width
-                shifted = self._shifted[row_stride] = a[1] - a[2] * row_stride
-            return lambda s, e: k.conv_blocks(x[s:e], cl, h, w, a[0], a[1], shifted, a[3], start, out[s:e], py, px)
+            shifted = a[1] - a[2] * row_stride  # the blocks' offsets from the spike's output row, for this map width
+            return lambda x, out: k.conv_blocks(x, cl, h, w, a[0], a[1], shifted, a[3], start, out, py, px)
         stride, dil = self.stride, self.dilation
-        return lambda s, e: k.conv_columns(
-            x[s:e], cl, h, w, a[0], a[1], a[2], a[3], start, out[s:e], stride, py, px, dil
-        )
+        return lambda x, out: k.conv_columns(x, cl, h, w, a[0], a[1], a[2], a[3], start, out, stride, py, px, dil)
+
+    def __getstate__(self) -> dict[str, Any]:  # the plans are closures: built again after a copy or unpickling
+        return {**self.__dict__, "_plans": {}}
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -371,7 +404,7 @@ class EventConv2d(nn.Module):
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()  # the kernels read NCHW or channels-last input as it is
         if self.backend == "numba":
-            return torch.from_numpy(self.charge(x)).permute(0, 3, 1, 2)  # [N, O, Ho, Wo], channels-last in memory
+            return torch.from_numpy(self.charge(x).transpose(0, 3, 1, 2))  # [N, O, Ho, Wo], channels-last in memory
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         result = self._torch_forward(x, ho, wo)
         if self.bias is not None:
