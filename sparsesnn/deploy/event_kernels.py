@@ -14,6 +14,11 @@ A scattered single-weight add cannot use the vector unit, and a block of 8 writt
 vectorised either (LLVM cannot prove that the weights and the output do not overlap, and an 8-step loop is below
 its cost model): :func:`vector_axpy` emits the vector instructions itself. All loops release the GIL
 (``nogil``), so :class:`~sparsesnn.deploy.threads.SampleThreads` can run them on slices of the samples at once.
+
+Every loop first finds a sample's nonzero inputs (:func:`nonzeros`): eight inputs per vector compare
+(:func:`nonzero_lanes`), the positions of the set bits copied from a table, so that no branch depends on the data.
+The conv loops gather them per input channel (:func:`channel_nonzeros`) from NCHW or channels-last input into the
+same lists, and start each sample's output at the bias just before adding to it.
 """
 
 from __future__ import annotations
