@@ -91,6 +91,29 @@ def event_kernels() -> EventKernels:
         return sig, codegen
 
     @intrinsic
+    def store_positions(typingctx: Any, dst: Any, i: Any, table: Any, j: Any, offset: Any) -> Any:
+        """``dst[i : i + 8] = table[j : j + 8] + offset`` as one 8-lane int32 load, add and store (int32 arrays,
+        contiguous; no bounds check)."""
+        sig = types.void(dst, i, table, j, offset)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            dst_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            table_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            vec = ir.VectorType(ir.IntType(32), BLOCK)
+            ii = context.cast(builder, args[1], signature.args[1], types.int64)
+            jj = context.cast(builder, args[3], signature.args[3], types.int64)
+            d_ptr = builder.bitcast(builder.gep(dst_arr.data, [ii]), vec.as_pointer())
+            t_ptr = builder.bitcast(builder.gep(table_arr.data, [jj]), vec.as_pointer())
+            shift = context.cast(builder, args[4], signature.args[4], types.int32)
+            splat = ir.Constant(vec, None)
+            for k in range(BLOCK):
+                splat = builder.insert_element(splat, shift, ir.Constant(ir.IntType(32), k))
+            builder.store(builder.add(builder.load(t_ptr, align=4), splat), d_ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
     def lowest_bit(typingctx: Any, mask: Any) -> Any:
         """The index of the lowest set bit of a nonzero int64 (one ``tzcnt``)."""
         sig = types.int64(types.int64)
@@ -101,11 +124,11 @@ def event_kernels() -> EventKernels:
         return sig, codegen
 
     # for each 8-bit lane mask: the positions of its set bits, ascending (then padding), and how many there are
-    bit_positions = np.zeros((1 << BLOCK, BLOCK), np.int32)
+    bit_positions = np.zeros((1 << BLOCK) * BLOCK, np.int32)  # row ``lanes``: ``bit_positions[8 * lanes :][:8]``
     bit_counts = np.zeros(1 << BLOCK, np.int64)
     for lanes in range(1 << BLOCK):
         bits = [k for k in range(BLOCK) if lanes >> k & 1]
-        bit_positions[lanes, : len(bits)] = bits
+        bit_positions[lanes * BLOCK : lanes * BLOCK + len(bits)] = bits
         bit_counts[lanes] = len(bits)
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
@@ -118,8 +141,7 @@ def event_kernels() -> EventKernels:
         full = count - count % BLOCK
         for q0 in range(0, full, BLOCK):
             mask = nonzero_lanes(row, start + q0)
-            for k in range(BLOCK):
-                found[m + k] = q0 + bit_positions[mask, k]
+            store_positions(found, m, bit_positions, mask * BLOCK, q0)
             m += bit_counts[mask]
         for q in range(full, count):
             found[m] = q
