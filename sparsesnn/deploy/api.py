@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from sparsesnn.core.errors import CheckpointError, SparseSNNError
+from sparsesnn.deploy.block_fusion import fuse_spiking_blocks
 from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear, resolve_backend
 from sparsesnn.deploy.passes import (
     fold_norms,
@@ -69,6 +70,9 @@ class DeployReport:
     inference_neurons: list[str] = field(default_factory=list)
     inference_pools: list[str] = field(default_factory=list)
     step_invariant: list[str] = field(default_factory=list)
+    #: (spiking block, 2x2 max pool) runs made one loop each (:mod:`sparsesnn.deploy.block_fusion`), as
+    #: ``"block+pool"`` names
+    fused: list[str] = field(default_factory=list)
     #: every BatchNorm the fold left as it is, with the reason (:func:`~sparsesnn.deploy.passes.fold_norms`)
     not_folded: dict[str, str] = field(default_factory=dict)
     model_ms: float | None = None  # the model as given
@@ -86,6 +90,7 @@ class DeployReport:
             "inference_neurons": list(self.inference_neurons),
             "inference_pools": list(self.inference_pools),
             "step_invariant": list(self.step_invariant),
+            "fused": list(self.fused),
             "model_ms": self.model_ms,
             "rewritten_ms": self.rewritten_ms,
             "deployed_ms": self.deployed_ms,
@@ -304,6 +309,9 @@ def deploy(
                 f"deploy's event layers pass ({', '.join(events)}) changed the model's outputs on the example: "
                 f"{problem}"
             )
+    if rewrite:  # after the event layers: the fused loop calls the event conv's kernel itself
+        report.fused = _fuse(deployed, x, reference, tolerance)
+        _fuse(rewritten, x, reference, tolerance)
     if not timed:
         return deployed, report
     report.model_ms = _median_ms(lambda: original(x), repeats)
@@ -318,9 +326,24 @@ def deploy(
             choice.event = False
     if report.chosen == "model":  # the rewrites made it slower here (e.g. large batches): keep the model as given
         report.folded_norms, report.inference_neurons, report.inference_pools, report.step_invariant = [], [], [], []
+        report.fused = []
         report.not_folded = {}
         return original, report
     return (deployed if report.chosen == "deployed" else rewritten), report
+
+
+def _fuse(model: nn.Module, x: torch.Tensor, reference: list[torch.Tensor], tolerance: float) -> list[str]:
+    """:func:`~sparsesnn.deploy.block_fusion.fuse_spiking_blocks` on ``model`` in place, checked on the example
+    like every pass (a mismatch is a :class:`DeployMismatchError` naming ``fuse``); the fused runs' names."""
+    fused = fuse_spiking_blocks(model)
+    if fused:
+        problem = _outputs_mismatch(reference, _run(model, x), tolerance)
+        if problem is not None:
+            raise DeployMismatchError(
+                f"deploy's fuse pass ({', '.join(fused)}) changed the model's outputs on the example: {problem}. This "
+                "is a bug of deploy for this model; deploy(..., rewrite=False) skips the passes"
+            )
+    return fused
 
 
 def _passes(backend: EventBackend, report: DeployReport) -> list[tuple[str, Callable[[nn.Module, torch.Tensor], None]]]:

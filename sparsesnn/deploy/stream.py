@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from sparsesnn.data.stream import EventBinner
+from sparsesnn.deploy.block_fusion import unfuse
 from sparsesnn.deploy.event_layers import EventBackend, EventConv2d, EventLinear
 from sparsesnn.deploy.fused import fuse_event_blocks
 from sparsesnn.deploy.lif import InferenceLIF, is_plain_lif
@@ -171,6 +172,7 @@ def stream(
     spiking module whose state the stream cannot carry. With ``fuse`` (the default) each event-driven conv block is
     one call (:func:`~sparsesnn.deploy.fused.fuse_event_blocks`, outputs equal bit for bit)."""
     copied = copy.deepcopy(model).cpu().float().eval()
+    unfuse(copied)  # deploy's fused (block, pool) loops start from rest: a stream carries the membrane between calls
     names = [name for name, m in copied.named_modules() if is_plain_lif(m) or isinstance(m, InferenceLIF)]
     if "" in names:
         raise StreamError("stream() takes a model containing neurons, not a single neuron: wrap it in nn.Sequential")

@@ -1,0 +1,268 @@
+"""A spiking block and the 2x2 max pool after it in one compiled loop, inside a deployed model, its names kept.
+
+A deployed convnet spends much of a batch-1 call between the loops: the neuron writes ``T`` steps of float32 spikes
+(400 KB for 32 channels of 28x28 at ``T = 4``) that the pool reads back to keep a quarter of them, and each module
+call, reshape and tensor wrap around them costs microseconds. For a run of two children of a plain ``nn.Sequential``
+
+    block = Sequential(stateless, InferenceLIF)      (e.g. SpikingBlock(SeqFolded(conv, norm), neuron))
+    pool  = SeqFolded(InferenceMaxPool2d(2, 2))      (or deploy's StepInvariant around it)
+
+:func:`fuse_spiking_blocks` makes the container a :class:`FusedSequential`, which runs the pair as: the stateless
+part (an event-driven conv through its compiled kernel, :meth:`EventConv2d.charge`, without the torch glue; anything
+else as it is), then one loop (:func:`_numba_lif_pool`) that advances every neuron of a 2x2 window by one step (the
+arithmetic of :mod:`sparsesnn.deploy.lif`, from rest) into one step's scratch map and pools it into the output
+before the next step: the ``T``-step spike tensor is never made.
+
+The output equals the unfused pair's bit for bit (the same float32 operations per neuron; a maximum of zeros and
+ones is exact), laid out NCHW so that a flatten or the next event conv reads it without a copy. The container keeps
+its class's forward semantics and every child under its name, so state dicts, exports, ``get_submodule`` and
+``deploy``'s choices are unchanged. At each call the pair is checked again: a child replaced (a
+:class:`~sparsesnn.deploy.stateful.StreamingLIF` of a stream) or given a forward hook runs unfused, so hooks always
+fire; :func:`unfuse` restores plain ``nn.Sequential`` containers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparsesnn.deploy.event_layers import EventConv2d
+from sparsesnn.deploy.lif import InferenceLIF
+from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
+from sparsesnn.deploy.pool import InferenceMaxPool2d
+from sparsesnn.neuron.layers import SeqFolded
+
+
+@functools.cache
+def _numba_lif_pool() -> Any:
+    """The fused loop, compiled on first use (once per process)."""
+    import numba
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def lif_span(  # pragma: no cover - compiled
+        x: Any,
+        v: Any,
+        start: int,
+        count: int,
+        first: bool,
+        spikes: Any,
+        inv_tau: Any,
+        v_threshold: Any,
+        v_reset: Any,
+        hard_reset: bool,
+        decay_input: bool,
+    ) -> None:
+        """Neurons ``start .. start + count`` (of ``x`` and the membrane ``v``) advanced one step, their spikes into
+        ``spikes[:count]``: :mod:`sparsesnn.deploy.lif`'s arithmetic, from rest when ``first``."""
+        for i in range(count):
+            vi = v_reset if first else v[start + i]
+            if decay_input:
+                h = vi + inv_tau * (x[start + i] - (vi - v_reset))
+            else:
+                h = vi - inv_tau * (vi - v_reset) + x[start + i]
+            fire = h - v_threshold >= 0
+            spikes[i] = np.float32(1.0) if fire else np.float32(0.0)
+            if hard_reset:
+                v[start + i] = v_reset if fire else h
+            else:
+                v[start + i] = h - v_threshold if fire else h
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False)
+    def lif_pool(  # pragma: no cover - compiled
+        x: Any,
+        inv_tau: Any,
+        v_threshold: Any,
+        v_reset: Any,
+        hard_reset: bool,
+        decay_input: bool,
+        out: Any,
+        h: int,
+        w: int,
+        channels_last: bool,
+    ) -> None:
+        """``out[t, n, c, oy, ox]`` = max over the 2x2 window at ``(2 oy, 2 ox)`` of the LIF spikes of ``x``
+        (``[S, N*C*H*W]``, each step's map flat in NCHW order or, ``channels_last``, NHWC order; ``S = 1``: the
+        same input at every step), from rest. Each step's spikes go to one scratch map (one contiguous, vectorised
+        loop), pooled from there before the next step overwrites it."""
+        steps, n_samples, n_ch, ho, wo = out.shape
+        size = x.shape[1]
+        v = np.empty(size, np.float32)  # the membrane, in x's order
+        spikes = np.empty(size, np.float32)  # one step's spikes
+        for t in range(steps):
+            xt = x[0] if x.shape[0] == 1 else x[t]
+            lif_span(xt, v, 0, size, t == 0, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input)
+            ot = out[t]
+            for n in range(n_samples):
+                if channels_last:
+                    for oy in range(ho):
+                        for ox in range(wo):
+                            at = ((n * h + 2 * oy) * w + 2 * ox) * n_ch
+                            below = at + w * n_ch
+                            for c in range(n_ch):  # spikes are 0 or 1: their maximum is whether their sum is > 0
+                                total = (
+                                    spikes[at + c]
+                                    + spikes[at + n_ch + c]
+                                    + spikes[below + c]
+                                    + spikes[below + n_ch + c]
+                                )
+                                ot[n, c, oy, ox] = np.float32(1.0) if total > 0 else np.float32(0.0)
+                    continue
+                for c in range(n_ch):
+                    plane = (n * n_ch + c) * h * w
+                    for oy in range(ho):
+                        row = plane + 2 * oy * w
+                        pooled = ot[n, c, oy]
+                        for ox in range(wo):
+                            at = row + 2 * ox
+                            total = spikes[at] + spikes[at + 1] + spikes[at + w] + spikes[at + w + 1]
+                            pooled[ox] = np.float32(1.0) if total > 0 else np.float32(0.0)
+
+    return lif_pool
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _plain_sequential(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
+    """``(stateless, neuron)`` of a fusable (block, pool) pair (see the module docstring), else None: the neuron and
+    pool numba-backed, nothing hooked."""
+    wrappers = [pool]
+    if type(pool) is StepInvariant:  # its input was equal over time on deploy's example; pooled per step, the same
+        pool = pool.layers
+        wrappers.append(pool)
+    if not _plain_sequential(block) or len(block) != 2 or type(pool) is not SeqFolded or len(pool) != 1:
+        return None
+    stateless, lif, max_pool = block[0], block[1], pool[0]
+    if type(lif) is not InferenceLIF or lif.backend != "numba":
+        return None
+    if type(max_pool) is not InferenceMaxPool2d or max_pool.backend != "numba":
+        return None
+    if (max_pool.kernel, max_pool.stride) != (2, 2):
+        return None
+    if any(_hooked(m) for m in (block, *wrappers, stateless, lif, max_pool)):
+        return None
+    return stateless, lif
+
+
+def _event_conv(stateless: nn.Module) -> EventConv2d | None:
+    """The numba event conv of ``SeqFolded(EventConv2d [, FoldedNorm of rank 4])`` with nothing hooked, else None."""
+    if type(stateless) is not SeqFolded or not 1 <= len(stateless) <= 2:
+        return None
+    layers = list(stateless)
+    conv = layers[0]
+    if type(conv) is not EventConv2d or conv.backend != "numba" or _hooked(conv):
+        return None
+    if len(layers) == 2 and (type(layers[1]) is not FoldedNorm or layers[1].rank != 4 or _hooked(layers[1])):
+        return None
+    return conv
+
+
+def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
+    """The stateless part's output on ``[T, B, ...]`` input as numpy ``[S, B*C*H*W]``, each step's map flat in memory
+    order (``S = 1`` for a step-invariant output), with its ``(B, C, H, W)`` and whether that order is channels-last;
+    None when the output is not a dense 5-D float32 map in NCHW or channels-last order."""
+    conv = _event_conv(stateless)
+    if conv is not None and x.dim() == 5:
+        steps, batch = x.shape[0], x.shape[1]
+        frames = x.reshape(steps * batch, *x.shape[2:])
+        if frames.dtype != torch.float32:
+            frames = frames.to(torch.float32)
+        if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
+            frames = frames.contiguous()
+        out = conv.charge(frames)  # [T*B, Ho, Wo, O], contiguous, channels-last order
+        _n, ho, wo, channels = out.shape
+        return out.reshape(steps, -1), (batch, channels, ho, wo), True
+    y = stateless(x)
+    if y.dim() != 5 or y.dtype != torch.float32:
+        return None
+    one = y[:1] if y.shape[0] > 1 and y.stride(0) == 0 else y  # a step-invariant output: its one step
+    step = one[0]  # [B, C, H, W]
+    if step.is_contiguous():
+        channels_last = False
+    elif step.is_contiguous(memory_format=torch.channels_last):
+        channels_last = True
+    else:
+        return None
+    if one.shape[0] > 1 and one.stride(0) != step.numel():
+        return None
+    a = one.detach().numpy()
+    flat = (a.transpose(0, 1, 3, 4, 2) if channels_last else a).reshape(a.shape[0], -1)  # a view: dense
+    return flat, tuple(step.shape), channels_last
+
+
+def run_pair(block: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``pool(block(x))`` in one loop after the stateless part (see the module docstring), or None when the pair is
+    not fusable (as it stands now) or its map is not a dense 5-D float32 map; the caller then runs it unfused."""
+    parts = _pair_parts(block, pool)
+    if parts is None:
+        return None
+    stateless, lif = parts
+    charge = _charge(stateless, x)
+    if charge is None:
+        return None
+    flat, (batch, channels, h, w), channels_last = charge
+    out = np.empty((x.shape[0], batch, channels, h // 2, w // 2), np.float32)
+    _numba_lif_pool()(flat, *lif._scalars, out, h, w, channels_last)
+    return torch.from_numpy(out)
+
+
+class FusedSequential(nn.Sequential):
+    """An ``nn.Sequential`` whose fusable (spiking block, 2x2 max pool) runs, starting at the child positions
+    ``fused_starts``, run as one loop each (see the module docstring); everything else as ``nn.Sequential``."""
+
+    fused_starts: tuple[int, ...] = ()
+
+    def forward(self, x: Any) -> Any:  # type: ignore[override]
+        children = list(self._modules.values())
+        i = 0
+        while i < len(children):
+            if i in self.fused_starts and i + 1 < len(children):
+                y = run_pair(children[i], children[i + 1], x)  # type: ignore[arg-type]
+                if y is not None:
+                    x = y
+                    i += 2
+                    continue
+            x = children[i](x)  # type: ignore[misc]
+            i += 1
+        return x
+
+
+def fuse_spiking_blocks(model: nn.Module) -> list[str]:
+    """Make every plain ``nn.Sequential`` inside ``model`` (itself included) that holds a fusable (block, pool) run
+    a :class:`FusedSequential`, in place; returns the runs as ``"block+pool"`` names."""
+    fused: list[str] = []
+    for name, container in model.named_modules():
+        if type(container) not in (nn.Sequential, FusedSequential):
+            continue
+        keys = list(container._modules)
+        starts = []
+        i = 0
+        while i + 1 < len(keys):
+            block, pool = container._modules[keys[i]], container._modules[keys[i + 1]]
+            if block is not None and pool is not None and _pair_parts(block, pool) is not None:
+                starts.append(i)
+                fused.append("+".join(f"{name}.{k}" if name else k for k in (keys[i], keys[i + 1])))
+                i += 2
+            else:
+                i += 1
+        if starts:
+            container.__class__ = FusedSequential
+            container.fused_starts = tuple(starts)
+    return fused
+
+
+def unfuse(model: nn.Module) -> None:
+    """Every :class:`FusedSequential` inside ``model`` back to a plain ``nn.Sequential``, in place."""
+    for module in model.modules():
+        if type(module) is FusedSequential:
+            module.__class__ = nn.Sequential
+            module.__dict__.pop("fused_starts", None)

@@ -1,0 +1,143 @@
+"""deploy's fused (spiking block, 2x2 max pool) loops: the same outputs bit for bit as the unfused pair, every name and
+parameter where it was, hooks still firing, and streams, copies and pickles unaffected."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from sparsesnn.deploy import deploy
+from sparsesnn.deploy.block_fusion import FusedSequential, fuse_spiking_blocks, unfuse
+from sparsesnn.deploy.event_layers import EventConv2d, numba_available
+from sparsesnn.deploy.stream import stream
+from sparsesnn.models import build_model
+from sparsesnn.neuron.kinds import NeuronSpec
+from sparsesnn.neuron.layers import DirectEncoder, SeqFolded
+from tests.test_deploy import sparse_convnet, spikes
+
+pytestmark = pytest.mark.skipif(not numba_available(), reason="the fused loop is compiled (numba)")
+
+
+def unfused(model: nn.Module) -> nn.Module:
+    clone = copy.deepcopy(model)
+    unfuse(clone)
+    return clone
+
+
+def inputs() -> list[torch.Tensor]:
+    """A step-invariant input (one image repeated, what the convnet's encoder gives) and one that varies over time."""
+    g = torch.Generator().manual_seed(3)
+    return [DirectEncoder(4)(torch.rand(3, 1, 8, 8, generator=g)), torch.rand(4, 2, 1, 8, 8, generator=g)]
+
+
+@pytest.mark.parametrize("event", [True, False])
+def test_fused_blocks_equal_the_unfused_pairs_bit_for_bit(event) -> None:  # type: ignore[no-untyped-def]
+    """``event``: every conv event-driven (its channels-last charge read by the fused loop); else every layer dense
+    (the torch conv's NCHW output, step-invariant for the first block)."""
+    model = sparse_convnet()
+    example = inputs()[0]
+    deployed, report = deploy(model, example, force=event, choices=None if event else {}, repeats=1)
+    assert report.fused == ["features.0+features.1", "features.2+features.3"]
+    assert type(deployed.features) is FusedSequential
+    assert any(isinstance(m, EventConv2d) for m in deployed.modules()) == event
+    reference = unfused(deployed)
+    assert type(reference.features) is nn.Sequential
+    for x in inputs():
+        got = deployed(x)
+        assert torch.equal(got, reference(x))
+        torch.testing.assert_close(got, model(x), atol=1e-4, rtol=1e-4)
+    assert list(deployed.state_dict()) == list(reference.state_dict())
+    assert [n for n, _ in deployed.named_modules()] == [n for n, _ in reference.named_modules()]
+
+
+@pytest.mark.parametrize("soft_reset", [False, True])
+def test_the_fused_loop_keeps_the_neurons_arithmetic(soft_reset) -> None:  # type: ignore[no-untyped-def]
+    """Soft reset and an odd map (9x9: the last row and column are in no window) on the torch conv's output."""
+    torch.manual_seed(5)
+    spec = NeuronSpec(backend="eager", v_reset=None) if soft_reset else NeuronSpec(backend="eager")
+    model = build_model("convnet", in_channels=2, num_classes=4, input_size=9, channels=(4, 8), neuron=spec).eval()
+    x = spikes((6, 2, 2, 9, 9), 0.4, 1) * 3
+    deployed, report = deploy(model, x, choices={}, repeats=1)
+    assert report.fused
+    assert torch.equal(deployed(x), unfused(deployed)(x))
+
+
+def test_a_hooked_or_replaced_child_runs_unfused() -> None:
+    deployed, _ = deploy(sparse_convnet(), inputs()[0], force=True, repeats=1)
+    x = inputs()[1]
+    expected = unfused(deployed)(x)
+    seen: list[tuple[int, ...]] = []
+    handle = deployed.features[1].register_forward_hook(lambda _m, _i, out: seen.append(tuple(out.shape)))
+    assert torch.equal(deployed(x), expected)
+    assert seen == [(4, 2, 8, 4, 4)]  # the pool ran, as itself
+    handle.remove()
+    calls: list[int] = []
+    torch_pool = SeqFolded(nn.MaxPool2d(2, 2))  # a pair that no longer matches: the container runs its children
+    torch_pool.register_forward_hook(lambda *_: calls.append(1))
+    deployed.features[3] = torch_pool
+    assert torch.equal(deployed(x), expected) and calls == [1]
+
+
+def test_a_fused_model_copies_pickles_and_streams() -> None:
+    deployed, _ = deploy(sparse_convnet(), inputs()[0], force=True, repeats=1)
+    x = inputs()[1]
+    expected = deployed(x)
+    for clone in (copy.deepcopy(deployed), pickle.loads(pickle.dumps(deployed))):
+        assert type(clone.features) is FusedSequential
+        assert torch.equal(clone(x), expected)
+    s = stream(deployed)  # the stream's copy is unfused: its neurons carry their membrane between calls
+    assert not any(type(m) is FusedSequential for m in s.model.modules())
+    steps = torch.stack([s.step(x[t]) for t in range(x.shape[0])])
+    torch.testing.assert_close(steps, expected, atol=1e-4, rtol=1e-4)
+    assert type(deployed.features) is FusedSequential  # the model given to the stream is left as it was
+
+
+def test_fusion_takes_only_plain_sequentials_and_is_idempotent() -> None:
+    deployed, report = deploy(sparse_convnet(), inputs()[0], force=True, repeats=1)
+    assert fuse_spiking_blocks(deployed) == report.fused  # again: the same runs, nothing doubled
+    assert deployed.features.fused_starts == (0, 2)
+    unfuse(deployed)
+    assert type(deployed.features) is nn.Sequential and "fused_starts" not in deployed.features.__dict__
+    assert fuse_spiking_blocks(nn.Sequential(nn.Linear(2, 2))) == []
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    t, b = x.shape[:2]
+    return x.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(t, b, *x.shape[2:])
+
+
+@pytest.mark.parametrize("stateless", ["identity", "event conv"])
+@pytest.mark.parametrize("layout", ["nchw", "channels last", "step invariant"])
+@pytest.mark.parametrize("soft_reset", [False, True])
+def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset) -> None:  # type: ignore[no-untyped-def]
+    """The fused loop against the pair it replaces, on dense random charge (every window's four neurons matter) of
+    an odd 7x9 map, in each memory order the loop reads."""
+    from sparsesnn.deploy.block_fusion import run_pair
+    from sparsesnn.deploy.lif import InferenceLIF
+    from sparsesnn.deploy.pool import InferenceMaxPool2d
+    from sparsesnn.neuron.lif import LIF
+
+    torch.manual_seed(2)
+    if stateless == "identity":
+        first: nn.Module = SeqFolded(nn.Identity())
+    else:
+        conv = nn.Conv2d(5, 6, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.mul_(6.0)  # fire at a useful rate
+        first = SeqFolded(EventConv2d(conv, "numba"))
+    block = nn.Sequential(first, InferenceLIF(LIF(tau=2.0, v_reset=None if soft_reset else 0.0)))
+    pool = SeqFolded(InferenceMaxPool2d(nn.MaxPool2d(2)))
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(4, 2, 5, 7, 9, generator=g) * 1.5
+    if layout == "channels last":
+        x = _channels_last(x)
+    elif layout == "step invariant":
+        x = x[:1].expand(4, *x.shape[1:])
+    got = run_pair(block, pool, x)
+    expected = pool(block(x))
+    assert got is not None and torch.equal(got, expected)
+    assert 0.1 < float(expected.mean()) < 0.9
