@@ -208,7 +208,9 @@ def deploy(
        sees for ``example_input``, by more than ``margin`` (a fraction of the dense time). With the compiled backend
        every weight layout of the event form is timed (:mod:`sparsesnn.deploy.event_layers`: whole rows or
        columns, blocks of 8 output channels, single weights) and the fastest kept (``layout``, ``layout_ms``).
-    3. The model as given, the rewritten copy with every layer dense and the copy with the chosen event-driven
+    3. A spiking block followed by a 2x2 max pool in a plain ``nn.Sequential`` runs as one loop
+       (:mod:`sparsesnn.deploy.block_fusion`, ``report.fused``; outputs equal bit for bit, names unchanged).
+    4. The model as given, the rewritten copy with every layer dense and the copy with the chosen event-driven
        layers are timed whole on the example, and the fastest is returned (``report.chosen``): per-call overheads
        the layer timings miss can undo their gains, and at large batches the rewrites can lose to the training
        kernels (the N-MNIST convnet at batch 64, one thread: 12.8 ms against 6.5 ms per sample).
@@ -223,10 +225,10 @@ def deploy(
     same predictions (argmax of the time mean of a ``[T, B, K]`` or ``[B, K]`` output) wherever the model's top two
     scores are further apart than twice that bound. A mismatch raises :class:`DeployMismatchError` naming the pass
     that caused it (``fold``, ``neurons``, ``pools``, ``step-invariant``, found by replaying the passes one at a time,
-    or ``event layers``). A spike that float rounding flips at the threshold can change a spiking model's output by
-    more than rounding; raise ``tolerance`` if the error says so for a pass you trust. A model whose output on the
-    example differs between two calls (state kept between calls) cannot be checked and raises too. BatchNorms the
-    fold leaves are in ``report.not_folded`` with the reason."""
+    ``event layers`` or ``fuse``). A spike that float rounding flips at the threshold can change a spiking model's
+    output by more than rounding; raise ``tolerance`` if the error says so for a pass you trust. A model whose output
+    on the example differs between two calls (state kept between calls) cannot be checked and raises too. BatchNorms
+    the fold leaves are in ``report.not_folded`` with the reason."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not 0.0 <= margin < 1.0:
