@@ -22,12 +22,16 @@ a Markdown table and a PNG plot of accuracy against latency and SOPs.
 
     PYTHONPATH=. python bench/sparsity_pays.py train [--dataset mnist] [--rows dense,esl10_macs] [--epochs 5]
     PYTHONPATH=. python bench/sparsity_pays.py measure [--dataset mnist] --json bench/out/sparsity_pays.json \\
-        --png bench/out/sparsity_pays.png
+        --png bench/out/sparsity_pays.png [--unfused]
+
+``--unfused`` also times every deployed model whose blocks deploy fused (``report.fused``) with them unfused, in the
+same round robin (a cell's ``fusion_speedup``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import subprocess
 import sys
@@ -146,10 +150,15 @@ def load_row(name: str, run_dir: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: int, samples: int) -> None:
+def measure_cell(
+    rows: list[dict[str, Any]], threads: int, batch: int, rounds: int, samples: int, unfused: bool = False
+) -> None:
     """Deploy every row for ``batch`` on ``threads`` threads, check its predictions on the whole test split, and time
-    all of them (and the dense row in eager PyTorch) round robin; appends a cell to each row's result."""
+    all of them (and the dense row in eager PyTorch) round robin; appends a cell to each row's result. ``unfused``:
+    each deployed model with fused blocks (``report.fused``) is also timed in the same round robin with its blocks
+    unfused (:func:`~sparsesnn.deploy.block_fusion.unfuse`), after checking that both give the same outputs."""
     from sparsesnn.deploy.api import deploy
+    from sparsesnn.deploy.block_fusion import unfuse
 
     torch.set_num_threads(threads)
     first = next(r for r in rows if r["name"] == "dense") if any(r["name"] == "dense" for r in rows) else rows[0]
@@ -162,6 +171,13 @@ def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: i
         got = torch.cat([deployed(x).mean(0).argmax(-1) for x, _ in row["test"]])
         reports[row["name"]] = (report, int((got == row["predictions"]).sum()))
         models[row["name"]] = deployed
+        if unfused and report.fused:
+            plain = copy.deepcopy(deployed)
+            unfuse(plain)
+            x = row["test"][0][0]
+            if not torch.equal(plain(x), deployed(x)):
+                raise AssertionError(f"{row['name']}: the fused blocks' outputs differ from the unfused ones")
+            models[f"{row['name']} (unfused)"] = plain
     models["dense (eager)"] = first["bundle"].finalized
     ms = round_robin_per_sample(models, inputs, rounds)
     med = {k: statistics.median(v) for k, v in ms.items()}
@@ -178,9 +194,14 @@ def measure_cell(rows: list[dict[str, Any]], threads: int, batch: int, rounds: i
                 "vs": {other: med[other] / med[name] for other in DENSE_FAMILY if other in med},
                 "identical_predictions": identical,
                 "chosen": report.chosen,
+                "fused": list(report.fused),
                 "layers": {k: {"event": c.event, "layout": c.layout} for k, c in report.layers.items()},
             }
         )
+        plain_name = f"{name} (unfused)"
+        if plain_name in ms:
+            row["result"]["cells"][-1]["unfused_ms_per_sample"] = summary(ms[plain_name])
+            row["result"]["cells"][-1]["fusion_speedup"] = med[plain_name] / med[name]
     print(f"[{threads} thread(s), batch {batch}] " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()), file=sys.stderr)
 
 
@@ -209,6 +230,25 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{eager} | "
             f"{identical:,} / {r['test_samples']:,} |"
         )
+    ab = [r for r in rows if any("fusion_speedup" in c for c in r["cells"])]
+    if ab:
+        lines += [
+            "",
+            "## Fused blocks against the same deployed model unfused (ms per sample, unfused / fused)",
+            "",
+            "| row | " + " | ".join(f"{t}t b{b}" for t, b in CELLS) + " |",
+            "|---|" + "---|" * len(CELLS),
+        ]
+        for r in ab:
+            cells = {(c["threads"], c["batch"]): c for c in r["cells"]}
+            parts = []
+            for key in CELLS:
+                c = cells.get(key)
+                if c is None or "fusion_speedup" not in c:
+                    parts.append("-")
+                else:
+                    parts.append(f"{c['unfused_ms_per_sample']['median']:.3f} ({c['fusion_speedup']:.2f}x)")
+            lines.append(f"| {r['name']} | " + " | ".join(parts) + " |")
     return "\n".join(lines)
 
 
@@ -270,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     meas.add_argument("--cells", default="1x1,1x64,2x1,2x64", help="THREADSxBATCH cells, comma-separated")
     meas.add_argument("--json", type=Path, default=None)
     meas.add_argument("--png", type=Path, default=None)
+    meas.add_argument(
+        "--unfused", action="store_true", help="also time each deployed model with its fused blocks unfused"
+    )
     args = parser.parse_args(argv)
     table, default_epochs = DATASETS[args.dataset]
     out = args.out if args.out is not None else OUT_ROOT / args.dataset
@@ -283,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for cell in args.cells.split(","):
                 threads, _, batch = cell.partition("x")
-                measure_cell(rows, int(threads), int(batch), args.rounds, args.samples)
+                measure_cell(rows, int(threads), int(batch), args.rounds, args.samples, args.unfused)
         finally:
             torch.set_num_threads(before)
         results = [r["result"] for r in rows]

@@ -353,8 +353,9 @@ def test_sparsity_pays_measures_finished_rows_round_robin(tmp_path: Path, capsys
     bench = load_bench("sparsity_pays")
     png = tmp_path / "pareto.png"
     args = ["measure", "--out", str(out), "--cells", "1x1,1x64", "--rounds", "2", "--samples", "2", "--png", str(png)]
-    assert bench.main(args) == 0
-    result = _printed_json(capsys.readouterr().out)
+    assert bench.main([*args, "--unfused"]) == 0
+    printed = capsys.readouterr().out
+    result = _printed_json(printed)
     rows = {r["name"]: r for r in result["rows"]}
     assert set(rows) == {"dense", "esl10_macs"} and "esl10_params" in result["not_trained"]
     assert rows["esl10_macs"]["mac_density"] == pytest.approx(0.5, abs=0.02)  # the MAC budget the run held
@@ -368,6 +369,10 @@ def test_sparsity_pays_measures_finished_rows_round_robin(tmp_path: Path, capsys
                 next(d for d in rows["dense"]["cells"] if d["batch"] == c["batch"])["ms_per_sample"]["median"]
                 / c["ms_per_sample"]["median"]
             )
+    fused = [c for r in rows.values() for c in r["cells"] if c["fused"]]  # the tiny convnet's conv-LIF-pool blocks
+    assert fused and all(c["fusion_speedup"] > 0 for c in fused) and "Fused blocks against" in printed
+    for c in fused:
+        _check_summary(c["unfused_ms_per_sample"], 2)
     assert png.stat().st_size > 10_000
     with pytest.raises(SystemExit):
         bench.main(["train", "--rows", "dense,nonsense", "--out", str(out)])
