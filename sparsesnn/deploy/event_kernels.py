@@ -194,6 +194,25 @@ def event_kernels() -> EventKernels:
             for o in range(start.shape[0]):
                 row[o] = start[o]
 
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def begin_vector(x: Any, out: Any, n: int, start: Any, found: Any) -> Any:  # pragma: no cover - compiled
+        """Sample ``n`` of a Linear kernel: its output row set to ``start``, its nonzero inputs' positions into
+        ``found``; returns ``(x[n], out[n], how many)``."""
+        xn, row = x[n], out[n]
+        fill_rows(out[n : n + 1], start)
+        return xn, row, nonzeros(xn, 0, xn.shape[0], found)
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def begin_map(  # pragma: no cover - compiled
+        x: Any, out: Any, n: int, start: Any, channels_last: bool, live: Any, found: Any, counts: Any
+    ) -> Any:
+        """Sample ``n`` of a conv kernel: its output (``[Ho, Wo, width]``) set to ``start`` at every pixel, just before
+        it is added to, and its nonzero inputs gathered by channel (:func:`channel_nonzeros`); returns ``x[n]``."""
+        xn = x[n]
+        fill_rows(out[n].reshape(out.shape[1] * out.shape[2], out.shape[3]), start)
+        channel_nonzeros(xn, channels_last, live.shape[0], found.shape[1] - BLOCK, live, found, counts)
+        return xn
+
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True, inline="always")
     def add_scaled(dst: Any, src: Any, v: float) -> None:  # pragma: no cover - compiled
         """``dst += src * v``; a spike (``v == 1``) is a plain contiguous, vectorised add."""
@@ -209,9 +228,8 @@ def event_kernels() -> EventKernels:
         n_samples, n_in = x.shape
         found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
-            row, xn = out[n], x[n]
-            row[:] = start
-            for k in range(nonzeros(xn, 0, n_in, found)):
+            xn, row, m = begin_vector(x, out, n, start, found)
+            for k in range(m):
                 i = found[k]
                 v = xn[i]
                 for e in range(indptr[i], indptr[i + 1]):
@@ -222,9 +240,8 @@ def event_kernels() -> EventKernels:
         n_samples, n_in = x.shape
         found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
-            row, xn = out[n], x[n]
-            row[:] = start
-            for k in range(nonzeros(xn, 0, n_in, found)):
+            xn, row, m = begin_vector(x, out, n, start, found)
+            for k in range(m):
                 i = found[k]
                 add_scaled(row, columns[i], xn[i])
 
@@ -235,9 +252,8 @@ def event_kernels() -> EventKernels:
         n_samples, n_in = x.shape
         found = np.empty(n_in + BLOCK, np.int32)
         for n in range(n_samples):
-            row, xn = out[n], x[n]
-            row[:] = start
-            for k in range(nonzeros(xn, 0, n_in, found)):
+            xn, row, m = begin_vector(x, out, n, start, found)
+            for k in range(m):
                 i = found[k]
                 v = xn[i]
                 for b in range(indptr[i], indptr[i + 1]):
@@ -262,15 +278,13 @@ def event_kernels() -> EventKernels:
     ) -> None:
         n_samples = x.shape[0]
         n_ch = tap_start.shape[0] - 1
-        ho, wo, n_out = out.shape[1], out.shape[2], out.shape[3]
+        ho, wo = out.shape[1], out.shape[2]
         hw = h * w
         found = np.empty((n_ch, hw + BLOCK), np.int32)
         counts = np.empty(n_ch, np.int64)
         live = (tap_start[1:] > tap_start[:-1]).astype(np.uint8)
         for n in range(n_samples):
-            xn = x[n]
-            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
-            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
+            xn = begin_map(x, out, n, start, channels_last, live, found, counts)
             for c in range(n_ch):
                 t0, t1 = tap_start[c], tap_start[c + 1]
                 if t0 == t1:
@@ -306,9 +320,7 @@ def event_kernels() -> EventKernels:
         counts = np.empty(n_ch, np.int64)
         pixel_y, pixel_x = pixel_tables(h, w)
         for n in range(n_samples):
-            xn = x[n]
-            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
-            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
+            xn = begin_map(x, out, n, start, channels_last, live, found, counts)
             flat_out = out[n].reshape(ho, wo * n_out)  # a view: one output row's pixels x channels, contiguous
             for c in range(n_ch):
                 if not live[c]:
@@ -365,9 +377,7 @@ def event_kernels() -> EventKernels:
         values = np.empty(hw, np.float32)
         border = np.empty(hw, np.int32)  # and its inputs whose kernel crosses the map's edge
         for n in range(n_samples):
-            xn = x[n]
-            fill_rows(out[n].reshape(ho * wo, n_out), start)  # this sample's output, just before it is added to
-            channel_nonzeros(xn, channels_last, n_ch, hw, live, found, counts)
+            xn = begin_map(x, out, n, start, channels_last, live, found, counts)
             flat = out[n].reshape(ho * wo * n_out)
             for c in range(n_ch):
                 if not live[c]:
