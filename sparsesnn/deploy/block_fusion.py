@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from sparsesnn.deploy.event_layers import EventConv2d
-from sparsesnn.deploy.lif import InferenceLIF
+from sparsesnn.deploy.lif import InferenceLIF, _numba_lif_span
 from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
 from sparsesnn.deploy.pool import InferenceMaxPool2d
 from sparsesnn.neuron.layers import SeqFolded
@@ -42,34 +42,7 @@ def _numba_lif_pool() -> Any:
     """The fused loop, compiled on first use (once per process)."""
     import numba
 
-    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
-    def lif_span(  # pragma: no cover - compiled
-        x: Any,
-        v: Any,
-        start: int,
-        count: int,
-        first: bool,
-        spikes: Any,
-        inv_tau: Any,
-        v_threshold: Any,
-        v_reset: Any,
-        hard_reset: bool,
-        decay_input: bool,
-    ) -> None:
-        """Neurons ``start .. start + count`` (of ``x`` and the membrane ``v``) advanced one step, their spikes into
-        ``spikes[:count]``: :mod:`sparsesnn.deploy.lif`'s arithmetic, from rest when ``first``."""
-        for i in range(count):
-            vi = v_reset if first else v[start + i]
-            if decay_input:
-                h = vi + inv_tau * (x[start + i] - (vi - v_reset))
-            else:
-                h = vi - inv_tau * (vi - v_reset) + x[start + i]
-            fire = h - v_threshold >= 0
-            spikes[i] = np.float32(1.0) if fire else np.float32(0.0)
-            if hard_reset:
-                v[start + i] = v_reset if fire else h
-            else:
-                v[start + i] = h - v_threshold if fire else h
+    lif_span = _numba_lif_span()  # the neurons' step, shared with InferenceLIF's loop
 
     @numba.njit(nogil=True, cache=False, boundscheck=False)
     def lif_pool(  # pragma: no cover - compiled
@@ -90,11 +63,11 @@ def _numba_lif_pool() -> Any:
         loop), pooled from there before the next step overwrites it."""
         steps, n_samples, n_ch, ho, wo = out.shape
         size = x.shape[1]
-        v = np.empty(size, np.float32)  # the membrane, in x's order
+        v = np.full(size, v_reset, np.float32)  # the membrane, in x's order, at rest
         spikes = np.empty(size, np.float32)  # one step's spikes
         for t in range(steps):
             xt = x[0] if x.shape[0] == 1 else x[t]
-            lif_span(xt, v, 0, size, t == 0, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input)
+            lif_span(xt, v, 0, size, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input)
             ot = out[t]
             for n in range(n_samples):
                 if channels_last:

@@ -34,11 +34,53 @@ from sparsesnn.neuron.lif import LIF, PLIF
 
 
 @functools.cache
+def _numba_lif_span() -> Any:
+    """One step of neurons ``start .. start + count``, compiled on first use (once per process) and inlined where it
+    is called: the arithmetic of the module docstring on ``x`` and the membrane ``v`` (read as ``V[t-1]``, left holding
+    ``V[t]``), the spikes into ``spikes[:count]``; returns how many fired. :class:`InferenceLIF`'s loop and the fused
+    block loop of :mod:`sparsesnn.deploy.block_fusion` share it, so both do the same float32 operations."""
+    import numba
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def lif_span(  # pragma: no cover - compiled
+        x: Any,
+        v: Any,
+        start: int,
+        count: int,
+        spikes: Any,
+        inv_tau: Any,
+        v_threshold: Any,
+        v_reset: Any,
+        hard_reset: bool,
+        decay_input: bool,
+    ) -> int:
+        fired = 0
+        for i in range(count):
+            vi = v[start + i]
+            if decay_input:
+                h = vi + inv_tau * (x[start + i] - (vi - v_reset))
+            else:
+                h = vi - inv_tau * (vi - v_reset) + x[start + i]
+            fire = h - v_threshold >= 0
+            fired += fire
+            spikes[i] = np.float32(1.0) if fire else np.float32(0.0)
+            if hard_reset:
+                v[start + i] = v_reset if fire else h
+            else:
+                v[start + i] = h - v_threshold if fire else h
+        return fired
+
+    return lif_span
+
+
+@functools.cache
 def _numba_lif() -> Any:
     """The loop, compiled on first use (once per process): spikes into ``out`` ``[T, N]``, the membrane ``v`` ``[N]``
-    read as ``V[-1]`` (or, ``at_rest``, ``V[-1] = v_reset`` without reading it) and left holding ``V[T-1]``; returns
-    the number of spikes."""
+    read as ``V[-1]`` (or, ``at_rest``, set to ``v_reset`` first: its content is not read) and left holding
+    ``V[T-1]``; returns the number of spikes."""
     import numba
+
+    lif_span = _numba_lif_span()
 
     @numba.njit(nogil=True, cache=False, boundscheck=False)
     def lif(  # pragma: no cover - compiled
@@ -53,24 +95,12 @@ def _numba_lif() -> Any:
         at_rest: bool,
     ) -> int:
         steps, n = out.shape
+        if at_rest:
+            v[:] = v_reset
         count = 0
         for t in range(steps):
             xt = x[t] if x.shape[0] > 1 else x[0]  # one input row for every step: a step-invariant input
-            st = out[t]
-            rest = at_rest and t == 0  # V[-1] = v_reset, not read from v
-            for i in range(n):
-                vi = v_reset if rest else v[i]
-                if decay_input:
-                    h = vi + inv_tau * (xt[i] - (vi - v_reset))
-                else:
-                    h = vi - inv_tau * (vi - v_reset) + xt[i]
-                if h - v_threshold >= 0:
-                    st[i] = 1.0
-                    count += 1
-                    v[i] = v_reset if hard_reset else h - v_threshold
-                else:
-                    st[i] = 0.0
-                    v[i] = h
+            count += lif_span(xt, v, 0, n, out[t], inv_tau, v_threshold, v_reset, hard_reset, decay_input)
         return count
 
     return lif
@@ -218,7 +248,7 @@ class InferenceLIF(nn.Module):
         in_order = a if permute is None else a.transpose(permute)
         flat = in_order.reshape(a.shape[0], -1)  # a view: the order makes it dense
         out = np.empty((x.shape[0], flat.shape[1]), np.float32)
-        v = np.empty(flat.shape[1], np.float32)  # the membrane, from rest (at_rest: not read before written)
+        v = np.empty(flat.shape[1], np.float32)  # the membrane (at_rest: the loop sets it to v_reset first)
         _numba_lif()(flat, *self._scalars, out, v, True)
         spikes = out.reshape(x.shape[0], *in_order.shape[1:])
         return torch.from_numpy(spikes if inverse is None else spikes.transpose(inverse))
