@@ -219,3 +219,20 @@ def test_the_linear_scan_finds_every_input(layout) -> None:  # type: ignore[no-u
     x[:, 20] = 2.0
     x[:, 7] = 1.5
     torch.testing.assert_close(event(x), linear(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+def test_the_conv_takes_strided_and_float64_input(layout) -> None:  # type: ignore[no-untyped-def]
+    """Input in neither memory order the kernels read in place (a strided view), or not float32, gives the dense
+    conv's output, through ``forward`` and ``charge`` alike (both go through ``EventConv2d.kernel_input``)."""
+    torch.manual_seed(6)
+    conv = block_structured_(nn.Conv2d(4, 8, 3, padding=1), 0.5, 5)
+    event = EventConv2d(conv, "numba", layout)
+    wide = spikes((2, 4, 9, 14), 0.3, 9)
+    strided = wide[..., ::2]  # [2, 4, 9, 7], neither NCHW- nor channels-last-contiguous
+    assert not (strided.is_contiguous() or strided.is_contiguous(memory_format=torch.channels_last))
+    expected = conv(strided.contiguous()).detach()
+    torch.testing.assert_close(event(strided), expected, atol=1e-5, rtol=1e-5)
+    charged = torch.from_numpy(event.charge(strided)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(charged, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(event(strided.double()), expected, atol=1e-5, rtol=1e-5)

@@ -9,9 +9,9 @@ call, reshape and tensor wrap around them costs microseconds. For a run of two c
 
 :func:`fuse_spiking_blocks` makes the container a :class:`FusedSequential`, which runs the pair as: the stateless
 part (an event-driven conv through its compiled kernel, :meth:`EventConv2d.charge`, without the torch glue; anything
-else as it is), then one loop (:func:`_numba_lif_pool`) that advances every neuron of a 2x2 window by one step (the
-arithmetic of :mod:`sparsesnn.deploy.lif`, from rest) into one step's scratch map and pools it into the output
-before the next step: the ``T``-step spike tensor is never made.
+else as it is), then one loop (:func:`_numba_lif_pool`) that advances the neurons one step at a time (the step of
+:mod:`sparsesnn.deploy.lif`, from rest) into a scratch map and pools it into the output before the next step: the
+``T``-step spike tensor is never made.
 
 The output equals the unfused pair's bit for bit (the same float32 operations per neuron; a maximum of zeros and
 ones is exact), laid out NCHW so that a flatten or the next event conv reads it without a copy. The container keeps
@@ -146,12 +146,7 @@ def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[in
     conv = _event_conv(stateless)
     if conv is not None and x.dim() == 5:
         steps, batch = x.shape[0], x.shape[1]
-        frames = x.reshape(steps * batch, *x.shape[2:])
-        if frames.dtype != torch.float32:
-            frames = frames.to(torch.float32)
-        if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
-            frames = frames.contiguous()
-        out = conv.charge(frames)  # [T*B, Ho, Wo, O], contiguous, channels-last order
+        out = conv.charge(x.reshape(steps * batch, *x.shape[2:]))  # [T*B, Ho, Wo, O], contiguous, channels-last
         _n, ho, wo, channels = out.shape
         return out.reshape(steps, -1), (batch, channels, ho, wo), True
     y = stateless(x)

@@ -345,10 +345,22 @@ class EventConv2d(nn.Module):
             w + 2 * self.pad_x - d * (self.kw - 1) - 1
         ) // s + 1
 
+    @staticmethod
+    def kernel_input(x: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W]`` input as the kernels read it: float32, and NCHW- or channels-last-contiguous (kept as it is
+        when already so: both orders are read in place)."""
+        if x.dtype != torch.float32:
+            x = x.to(torch.float32)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
+        return x
+
     def charge(self, x: torch.Tensor) -> np.ndarray:
-        """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for float32
-        ``[N, C, H, W]`` input that is NCHW- or channels-last-contiguous (read in its own memory order, no copy). The
-        kernel starts every output pixel at the bias (or 0) and adds the events to it."""
+        """The compiled kernels' output with the bias, ``[N, Ho, Wo, O]`` float32 (channels-last order), for
+        ``[N, C, H, W]`` input (made :meth:`kernel_input`; an NCHW- or channels-last-contiguous float32 one is read in
+        its own memory order, no copy). The kernel starts every output pixel at the bias (or 0) and adds the events
+        to it."""
+        x = self.kernel_input(x)
         key = (x.shape, x.stride())
         plan = self._plans.get(key)
         if plan is None:
@@ -399,12 +411,9 @@ class EventConv2d(nn.Module):
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.float32:
-            x = x.to(torch.float32)
-        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-            x = x.contiguous()  # the kernels read NCHW or channels-last input as it is
         if self.backend == "numba":
             return torch.from_numpy(self.charge(x).transpose(0, 3, 1, 2))  # [N, O, Ho, Wo], channels-last in memory
+        x = self.kernel_input(x)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         result = self._torch_forward(x, ho, wo)
         if self.bias is not None:

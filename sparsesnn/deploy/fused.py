@@ -41,10 +41,7 @@ class FusedEventBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps, batch = x.shape[0], x.shape[1]
-        frames = x.reshape(steps * batch, *x.shape[2:]).to(torch.float32)
-        if not (frames.is_contiguous() or frames.is_contiguous(memory_format=torch.channels_last)):
-            frames = frames.contiguous()
-        out = self.conv.charge(frames)  # [n, Ho, Wo, O], bias included
+        out = self.conv.charge(x.reshape(steps * batch, *x.shape[2:]))  # [n, Ho, Wo, O], bias included
         n, ho, wo, channels = out.shape
         spikes = self._neuron(out, steps, batch)
         if self.pool is not None:
