@@ -76,8 +76,7 @@ def _numba_lif_span() -> Any:
 @functools.cache
 def _numba_lif() -> Any:
     """The loop, compiled on first use (once per process): spikes into ``out`` ``[T, N]``, the membrane ``v`` ``[N]``
-    read as ``V[-1]`` (or, ``at_rest``, set to ``v_reset`` first: its content is not read) and left holding
-    ``V[T-1]``; returns the number of spikes."""
+    read as ``V[-1]`` and left holding ``V[T-1]``; returns the number of spikes."""
     import numba
 
     lif_span = _numba_lif_span()
@@ -92,11 +91,8 @@ def _numba_lif() -> Any:
         decay_input: bool,
         out: Any,
         v: Any,
-        at_rest: bool,
     ) -> int:
         steps, n = out.shape
-        if at_rest:
-            v[:] = v_reset
         count = 0
         for t in range(steps):
             xt = x[t] if x.shape[0] > 1 else x[0]  # one input row for every step: a step-invariant input
@@ -123,7 +119,6 @@ def lif_numba(
         p.decay_input,
         out,
         v,
-        False,
     )
     return out, int(count)
 
@@ -248,8 +243,8 @@ class InferenceLIF(nn.Module):
         in_order = a if permute is None else a.transpose(permute)
         flat = in_order.reshape(a.shape[0], -1)  # a view: the order makes it dense
         out = np.empty((x.shape[0], flat.shape[1]), np.float32)
-        v = np.empty(flat.shape[1], np.float32)  # the membrane (at_rest: the loop sets it to v_reset first)
-        _numba_lif()(flat, *self._scalars, out, v, True)
+        v = np.full(flat.shape[1], self.params.v_reset, np.float32)  # the membrane, at rest
+        _numba_lif()(flat, *self._scalars, out, v)
         spikes = out.reshape(x.shape[0], *in_order.shape[1:])
         return torch.from_numpy(spikes if inverse is None else spikes.transpose(inverse))
 
