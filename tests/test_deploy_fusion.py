@@ -113,9 +113,11 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("stateless", ["identity", "event conv"])
 @pytest.mark.parametrize("layout", ["nchw", "channels last", "step invariant"])
 @pytest.mark.parametrize("soft_reset", [False, True])
-def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset) -> None:  # type: ignore[no-untyped-def]
-    """The fused loop against the pair it replaces, on dense random charge (every window's four neurons matter) of
-    an odd 7x9 map, in each memory order the loop reads."""
+@pytest.mark.parametrize("size", [(7, 9), (7, 8), (6, 8)])
+def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset, size) -> None:  # type: ignore[no-untyped-def]
+    """The fused loop against the pair it replaces, on dense random charge (every window's four neurons matter), in
+    each memory order the loop reads: an odd width (the last column in no window) pools window by window, an even one
+    by pairs of neighbours (an odd height's last row in no window)."""
     from sparsesnn.deploy.block_fusion import run_pair
     from sparsesnn.deploy.lif import InferenceLIF
     from sparsesnn.deploy.pool import InferenceMaxPool2d
@@ -132,7 +134,7 @@ def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset)
     block = nn.Sequential(first, InferenceLIF(LIF(tau=2.0, v_reset=None if soft_reset else 0.0)))
     pool = SeqFolded(InferenceMaxPool2d(nn.MaxPool2d(2)))
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(4, 2, 5, 7, 9, generator=g) * 1.5
+    x = torch.randn(4, 2, 5, *size, generator=g) * 1.5
     if layout == "channels last":
         x = _channels_last(x)
     elif layout == "step invariant":
