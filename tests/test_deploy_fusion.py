@@ -143,3 +143,76 @@ def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset,
     expected = pool(block(x))
     assert got is not None and torch.equal(got, expected)
     assert 0.1 < float(expected.mean()) < 0.9
+
+
+def _lone_block(stateless: str, soft_reset: bool) -> tuple[nn.Module, torch.Tensor]:
+    """A spiking block with the given stateless part and an input for it, weights scaled to fire at a useful rate."""
+    from sparsesnn.deploy.event_layers import EventLinear
+    from sparsesnn.deploy.lif import InferenceLIF
+    from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
+    from sparsesnn.neuron.lif import LIF
+
+    torch.manual_seed(6)
+    g = torch.Generator().manual_seed(7)
+    if stateless.startswith("event linear"):
+        linear = nn.Linear(20, 13)  # 13 outputs: the blocks layout pads its rows to 16
+        with torch.no_grad():
+            linear.weight.mul_(4.0)
+            linear.weight[linear.weight.abs() < 0.5] = 0.0
+        first: nn.Module = SeqFolded(EventLinear(linear, "numba", stateless.split()[-1]))
+        x = spikes((4, 3, 20), 0.4, 8)
+    else:
+        conv = nn.Conv2d(3, 5, 3, padding=1)
+        with torch.no_grad():
+            conv.weight.mul_(5.0)
+        layer = EventConv2d(conv, "numba") if stateless == "event conv" else conv
+        first = SeqFolded(layer, FoldedNorm("BatchNorm2d", 4))
+        x = torch.randn(4, 2, 3, 6, 8, generator=g)
+        if stateless == "step-invariant torch conv":
+            first, x = StepInvariant(first), x[:1].expand(4, *x.shape[1:])
+    neuron = InferenceLIF(LIF(tau=2.0, v_reset=None if soft_reset else 0.0))
+    return nn.Sequential(first, neuron), x
+
+
+@pytest.mark.parametrize(
+    "stateless",
+    [
+        "event linear columns",
+        "event linear blocks",
+        "event linear csc",
+        "event conv",
+        "torch conv",
+        "step-invariant torch conv",
+    ],
+)
+@pytest.mark.parametrize("soft_reset", [False, True])
+def test_run_block_equals_the_block(stateless, soft_reset) -> None:  # type: ignore[no-untyped-def]
+    """A spiking block alone: its direct layer's output straight into the neurons' loop gives the block's spikes bit for
+    bit, in the block's memory order (an event conv's stay channels-last)."""
+    from sparsesnn.deploy.block_fusion import run_block
+
+    block, x = _lone_block(stateless, soft_reset)
+    expected = block(x)
+    got = run_block(block, x)
+    assert got is not None and torch.equal(got, expected)
+    assert got[0].is_contiguous(memory_format=torch.channels_last) == (stateless == "event conv")
+    assert 0.05 < float(expected.mean()) < 0.95
+
+
+def test_run_block_leaves_what_it_cannot_run_to_the_block() -> None:
+    """No direct layer, a hooked child, input the direct path does not take (the modules then raise as they do), or a
+    step-invariant layer on input that is not one step expanded: None, and the container runs the block itself."""
+    from sparsesnn.deploy.block_fusion import run_block
+
+    block, x = _lone_block("torch conv", False)
+    assert run_block(nn.Sequential(SeqFolded(nn.Identity()), block[1]), x) is None
+    assert run_block(block, x[0]) is None  # 4-D: SeqFolded's own error is the block's to raise
+    handle = block[0][0].register_forward_hook(lambda *_: None)
+    assert run_block(block, x) is None
+    handle.remove()
+    invariant, y = _lone_block("step-invariant torch conv", False)
+    assert run_block(invariant, y.contiguous()) is None  # equal steps, but not expanded: StepInvariant compares them
+    container = nn.Sequential(block, SeqFolded(nn.Flatten()))
+    assert fuse_spiking_blocks(container) == ["0"]
+    assert type(container) is FusedSequential and container.block_starts == (0,)
+    torch.testing.assert_close(container(x), unfused(container)(x), rtol=0, atol=0)

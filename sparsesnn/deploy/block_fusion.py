@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.deploy.event_layers import EventConv2d
-from sparsesnn.deploy.lif import InferenceLIF, _numba_lif_span
+from sparsesnn.deploy.event_layers import EventConv2d, EventLinear
+from sparsesnn.deploy.lif import InferenceLIF, _numba_lif, _numba_lif_span
 from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
 from sparsesnn.deploy.pool import InferenceMaxPool2d
 from sparsesnn.neuron.layers import SeqFolded
@@ -126,6 +126,19 @@ def _plain_sequential(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
 
 
+def _block_parts(block: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
+    """``(stateless, neuron)`` of a spiking block ``nn.Sequential(stateless, InferenceLIF)`` (its forward
+    ``nn.Sequential``'s, the neuron numba-backed, nothing hooked), else None."""
+    if not _plain_sequential(block) or len(block) != 2:
+        return None
+    stateless, lif = block[0], block[1]
+    if type(lif) is not InferenceLIF or lif.backend != "numba":
+        return None
+    if any(_hooked(m) for m in (block, stateless, lif)):
+        return None
+    return stateless, lif
+
+
 def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
     """``(stateless, neuron)`` of a fusable (block, pool) pair (see the module docstring), else None: the neuron and
     pool numba-backed, nothing hooked."""
@@ -133,44 +146,81 @@ def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, Inference
     if type(pool) is StepInvariant:  # its input was equal over time on deploy's example; pooled per step, the same
         pool = pool.layers
         wrappers.append(pool)
-    if not _plain_sequential(block) or len(block) != 2 or type(pool) is not SeqFolded or len(pool) != 1:
+    parts = _block_parts(block)
+    if parts is None or type(pool) is not SeqFolded or len(pool) != 1:
         return None
-    stateless, lif, max_pool = block[0], block[1], pool[0]
-    if type(lif) is not InferenceLIF or lif.backend != "numba":
-        return None
+    max_pool = pool[0]
     if type(max_pool) is not InferenceMaxPool2d or max_pool.backend != "numba":
         return None
     if (max_pool.kernel, max_pool.stride) != (2, 2):
         return None
-    if any(_hooked(m) for m in (block, *wrappers, stateless, lif, max_pool)):
+    if any(_hooked(m) for m in (*wrappers, max_pool)):
         return None
-    return stateless, lif
+    return parts
 
 
-def _event_conv(stateless: nn.Module) -> EventConv2d | None:
-    """The numba event conv of ``SeqFolded(EventConv2d [, FoldedNorm of rank 4])`` with nothing hooked, else None."""
-    if type(stateless) is not SeqFolded or not 1 <= len(stateless) <= 2:
+#: the layers whose output the fused loops compute without the torch glue around them (:func:`_direct_charge`)
+_DIRECT_LAYERS = (EventConv2d, EventLinear, nn.Conv2d)
+
+
+def _direct_layer(stateless: nn.Module) -> nn.Module | None:
+    """The layer of ``SeqFolded(layer [, FoldedNorm])`` for a ``layer`` of a type in :data:`_DIRECT_LAYERS` (an event
+    layer numba-backed), nothing hooked, else None. A :class:`StepInvariant` around it is looked through."""
+    if type(stateless) is StepInvariant:
+        if _hooked(stateless):
+            return None
+        stateless = stateless.layers
+    if type(stateless) is not SeqFolded or not 1 <= len(stateless) <= 2 or _hooked(stateless):
         return None
     layers = list(stateless)
-    conv = layers[0]
-    if type(conv) is not EventConv2d or conv.backend != "numba" or _hooked(conv):
+    layer = layers[0]
+    if type(layer) not in _DIRECT_LAYERS or getattr(layer, "backend", "numba") != "numba":
         return None
-    if len(layers) == 2 and (type(layers[1]) is not FoldedNorm or layers[1].rank != 4 or _hooked(layers[1])):
+    if len(layers) == 2 and type(layers[1]) is not FoldedNorm:
         return None
-    return conv
+    if any(_hooked(m) for m in layers):
+        return None
+    return layer
 
 
-def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
-    """The stateless part's output on ``[T, B, ...]`` input as numpy ``[S, B*C*H*W]``, each step's map flat in memory
-    order (``S = 1`` for a step-invariant output), with its ``(B, C, H, W)`` and whether that order is channels-last;
-    None when the output is not a dense 5-D float32 map in NCHW or channels-last order."""
-    conv = _event_conv(stateless)
-    if conv is not None and x.dim() == 5:
-        steps, batch = x.shape[0], x.shape[1]
-        out = conv.charge(x.reshape(steps * batch, *x.shape[2:]))  # [T*B, Ho, Wo, O], contiguous, channels-last
+def _direct_charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
+    """:func:`_charge` for a stateless part with a :func:`_direct_layer`, computed as its modules would compute it
+    (the event layer's kernel, or the conv's own ``_conv_forward``) but without their torch glue; None when there is
+    no such layer or ``x`` is not an input it takes (the caller then runs the modules, which raise where they
+    should). A :class:`StepInvariant` whose input is one step expanded over time (stride 0) runs its layers on that
+    step, as its forward does; on other input the modules run, and its forward compares the steps."""
+    layer = _direct_layer(stateless)
+    if layer is None or not isinstance(x, torch.Tensor) or x.dim() < 3:
+        return None
+    if type(stateless) is StepInvariant:
+        if not (x.shape[0] > 1 and x.stride(0) == 0):
+            return None
+        stateless, x = stateless.layers, x[:1]
+    steps, batch = x.shape[0], x.shape[1]
+    norm = stateless[1] if len(stateless) == 2 else None
+    if type(layer) is EventLinear:
+        if x.dim() != 3 or (norm is not None and norm.rank != 2):
+            return None
+        out = layer.charge(x.reshape(steps * batch, x.shape[2]))  # [S*B, width]
+        if out.shape[1] != layer.out_features:
+            out = np.ascontiguousarray(out[:, : layer.out_features])
+        return out.reshape(steps, -1), (batch, layer.out_features), False
+    if x.dim() != 5 or (norm is not None and norm.rank != 4):
+        return None
+    folded = x.reshape(steps * batch, *x.shape[2:])
+    if type(layer) is EventConv2d:
+        out = layer.charge(folded)  # [S*B, Ho, Wo, O], contiguous, channels-last
         _n, ho, wo, channels = out.shape
         return out.reshape(steps, -1), (batch, channels, ho, wo), True
-    y = stateless(x)
+    assert isinstance(layer, nn.Conv2d)
+    if x.dtype != torch.float32 or layer.weight.dtype != torch.float32:
+        return None
+    y = layer._conv_forward(folded, layer.weight, layer.bias)
+    return _steps_flat(y.reshape(steps, batch, *y.shape[1:]))
+
+
+def _steps_flat(y: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
+    """A 5-D float32 map ``[T, B, C, H, W]`` as :func:`_charge` returns it, or None when it is not one."""
     if y.dim() != 5 or y.dtype != torch.float32:
         return None
     one = y[:1] if y.shape[0] > 1 and y.stride(0) == 0 else y  # a step-invariant output: its one step
@@ -186,6 +236,16 @@ def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[in
     a = one.detach().numpy()
     flat = (a.transpose(0, 1, 3, 4, 2) if channels_last else a).reshape(a.shape[0], -1)  # a view: dense
     return flat, tuple(step.shape), channels_last
+
+
+def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
+    """The stateless part's output on ``[T, B, ...]`` input as numpy ``[S, B*C*H*W]``, each step's map flat in memory
+    order (``S = 1`` for a step-invariant output), with its ``(B, C, H, W)`` and whether that order is channels-last;
+    None when the output is not a dense 5-D float32 map in NCHW or channels-last order."""
+    direct = _direct_charge(stateless, x)
+    if direct is not None:
+        return direct
+    return _steps_flat(stateless(x))
 
 
 def run_pair(block: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -204,11 +264,35 @@ def run_pair(block: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor
     return torch.from_numpy(out)
 
 
+def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``block(x)`` for a spiking block alone whose stateless part has a :func:`_direct_layer`: that layer's output
+    straight into the neurons' loop (:mod:`sparsesnn.deploy.lif`'s, from rest), without the torch glue between; None
+    when it is not fusable (as it stands now) or ``x`` is not an input the direct path takes, and the caller runs it
+    unfused. The spikes equal the block's bit for bit, in the same memory order (channels-last stays so)."""
+    parts = _block_parts(block)
+    if parts is None:
+        return None
+    stateless, lif = parts
+    charge = _direct_charge(stateless, x)
+    if charge is None:
+        return None
+    flat, shape, channels_last = charge
+    steps = x.shape[0]
+    spikes = np.empty((steps, flat.shape[1]), np.float32)
+    _numba_lif()(flat, *lif._scalars, spikes, np.full(flat.shape[1], lif.params.v_reset, np.float32))
+    if channels_last:
+        batch, channels, h, w = shape
+        return torch.from_numpy(spikes.reshape(steps, batch, h, w, channels).transpose(0, 1, 4, 2, 3))
+    return torch.from_numpy(spikes.reshape(steps, *shape))
+
+
 class FusedSequential(nn.Sequential):
     """An ``nn.Sequential`` whose fusable (spiking block, 2x2 max pool) runs, starting at the child positions
-    ``fused_starts``, run as one loop each (see the module docstring); everything else as ``nn.Sequential``."""
+    ``fused_starts``, run as one loop each, and whose spiking blocks alone at ``block_starts`` run their direct layer
+    straight into the neurons' loop (see the module docstring); everything else as ``nn.Sequential``."""
 
     fused_starts: tuple[int, ...] = ()
+    block_starts: tuple[int, ...] = ()
 
     def forward(self, x: Any) -> Any:  # type: ignore[override]
         children = list(self._modules.values())
@@ -220,32 +304,51 @@ class FusedSequential(nn.Sequential):
                     x = y
                     i += 2
                     continue
+            elif i in self.block_starts:
+                y = run_block(children[i], x)  # type: ignore[arg-type]
+                if y is not None:
+                    x = y
+                    i += 1
+                    continue
             x = children[i](x)  # type: ignore[misc]
             i += 1
         return x
 
 
+def _lone_block(block: nn.Module) -> bool:
+    """Whether ``block`` is a spiking block whose stateless part has a direct layer (:func:`run_block` runs it)."""
+    parts = _block_parts(block)
+    return parts is not None and _direct_layer(parts[0]) is not None
+
+
 def fuse_spiking_blocks(model: nn.Module) -> list[str]:
-    """Make every plain ``nn.Sequential`` inside ``model`` (itself included) that holds a fusable (block, pool) run
-    a :class:`FusedSequential`, in place; returns the runs as ``"block+pool"`` names."""
+    """Make every plain ``nn.Sequential`` inside ``model`` (itself included) that holds a fusable (block, pool) run,
+    or a spiking block alone with a direct layer, a :class:`FusedSequential`, in place; returns the runs as
+    ``"block+pool"`` names and the blocks alone by their names."""
     fused: list[str] = []
     for name, container in model.named_modules():
         if type(container) not in (nn.Sequential, FusedSequential):
             continue
         keys = list(container._modules)
-        starts = []
+        children = [container._modules[k] for k in keys]
+        pairs, blocks = [], []
         i = 0
-        while i + 1 < len(keys):
-            block, pool = container._modules[keys[i]], container._modules[keys[i + 1]]
+        while i < len(keys):
+            block = children[i]
+            pool = children[i + 1] if i + 1 < len(keys) else None
             if block is not None and pool is not None and _pair_parts(block, pool) is not None:
-                starts.append(i)
+                pairs.append(i)
                 fused.append("+".join(f"{name}.{k}" if name else k for k in (keys[i], keys[i + 1])))
                 i += 2
-            else:
-                i += 1
-        if starts:
+                continue
+            if block is not None and _lone_block(block):
+                blocks.append(i)
+                fused.append(f"{name}.{keys[i]}" if name else keys[i])
+            i += 1
+        if pairs or blocks:
             container.__class__ = FusedSequential
-            container.fused_starts = tuple(starts)
+            container.fused_starts = tuple(pairs)
+            container.block_starts = tuple(blocks)
     return fused
 
 
@@ -255,3 +358,4 @@ def unfuse(model: nn.Module) -> None:
         if type(module) is FusedSequential:
             module.__class__ = nn.Sequential
             module.__dict__.pop("fused_starts", None)
+            module.__dict__.pop("block_starts", None)

@@ -180,26 +180,14 @@ class EventLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features)
-        if flat.dtype != torch.float32:
-            flat = flat.to(torch.float32)
-        if not flat.is_contiguous():
-            flat = flat.contiguous()
         if self.backend == "numba":
-            width = self._start.shape[0]
-            out = np.empty((flat.shape[0], width), np.float32)  # the kernel starts every row at the bias
-            call = self._call
-            if call is None:
-                call = self._call = self._kernel()
-            n = flat.shape[0]
-            a = (flat.detach() if flat.requires_grad else flat).numpy()
-            if self.threads.threads_for(n) == 1:
-                call(a, out)
-            else:
-                self.threads.run(lambda s, e: call(a[s:e], out[s:e]), n)
+            out = self.charge(flat)
             result = torch.from_numpy(out)
-            if width != self.out_features:
+            if out.shape[1] != self.out_features:
                 result = result[:, : self.out_features]
             return result.reshape(*lead, self.out_features)
+        if flat.dtype != torch.float32:
+            flat = flat.to(torch.float32)
         n, i = torch.nonzero(flat, as_tuple=True)
         starts = self.indptr[i]
         seg, e = _segments(starts, self.indptr[i + 1] - starts)
@@ -209,6 +197,25 @@ class EventLinear(nn.Module):
         if self.bias is not None:
             result += self.bias
         return result.reshape(*lead, self.out_features)
+
+    def charge(self, flat: torch.Tensor) -> np.ndarray:
+        """The compiled kernel's output with the bias, ``[n, width]`` float32 (``width``: the outputs, zero-padded to
+        whole blocks in the "blocks" layout), for samples ``flat`` ``[n, in]`` (made float32 and contiguous)."""
+        if flat.dtype != torch.float32:
+            flat = flat.to(torch.float32)
+        if not flat.is_contiguous():
+            flat = flat.contiguous()
+        out = np.empty((flat.shape[0], self._start.shape[0]), np.float32)  # the kernel starts every row at the bias
+        call = self._call
+        if call is None:
+            call = self._call = self._kernel()
+        n = flat.shape[0]
+        a = (flat.detach() if flat.requires_grad else flat).numpy()
+        if self.threads.threads_for(n) == 1:
+            call(a, out)
+        else:
+            self.threads.run(lambda s, e: call(a[s:e], out[s:e]), n)
+        return out
 
     def _kernel(self) -> Callable[[np.ndarray, np.ndarray], None]:
         """``call(x, out)``: the layout's compiled loop with the layout's arrays bound, on samples ``x`` ``[n, in]``
