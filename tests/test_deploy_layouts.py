@@ -236,3 +236,28 @@ def test_the_conv_takes_strided_and_float64_input(layout) -> None:  # type: igno
     charged = torch.from_numpy(event.charge(strided)).permute(0, 3, 1, 2)
     torch.testing.assert_close(charged, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(event(strided.double()), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("steps", [2, 4, 5, 9])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_blocks_add_a_samples_steps_together_with_the_same_outputs(steps, threads) -> None:  # type: ignore[no-untyped-def]
+    """``charge(flat, steps)`` (a sample's steps sharing each block's load, in groups of four: 5 and 9 steps leave a
+    group of one) equals the one-row kernel bit for bit, on spikes and analog values, for rows with no input, and
+    split over threads by sample."""
+    torch.manual_seed(steps)
+    event = EventLinear(block_structured_(nn.Linear(40, 13), 0.3, 3), "numba", "blocks")
+    batch = 17
+    x = spikes((steps, batch, 40), 0.2, steps) * torch.where(torch.arange(batch) % 2 == 0, 1.0, -1.7)[:, None]
+    x[:, 3] = 0.0  # a sample with no input at any step
+    x[1, 5] = 0.0  # and one step of another
+    flat = x.reshape(steps * batch, 40)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert (event.threads.threads_for(steps * batch) > 1) == (threads > 1)
+        grouped = event.charge(flat, steps)
+    finally:
+        torch.set_num_threads(previous)
+    assert grouped.shape == (steps * batch, 16)
+    assert torch.equal(torch.from_numpy(grouped), torch.from_numpy(event.charge(flat)))
+    torch.testing.assert_close(torch.from_numpy(grouped[:, :13]), event(flat), rtol=0, atol=0)

@@ -201,7 +201,7 @@ def _direct_charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, t
     if type(layer) is EventLinear:
         if x.dim() != 3 or (norm is not None and norm.rank != 2):
             return None
-        out = layer.charge(x.reshape(steps * batch, x.shape[2]))  # [S*B, width]
+        out = layer.charge(x.reshape(steps * batch, x.shape[2]), steps)  # [S*B, width], each sample's steps together
         if out.shape[1] != layer.out_features:
             out = np.ascontiguousarray(out[:, : layer.out_features])
         return out.reshape(steps, -1), (batch, layer.out_features), False

@@ -28,10 +28,13 @@ from typing import Any, NamedTuple
 
 #: output channels per block of the block layouts: one 8-lane float32 vector (AVX2; two SSE/NEON registers)
 BLOCK = 8
+#: time steps of one sample that ``linear_blocks_steps`` adds together
+STEP_GROUP = 4
 
 
 class EventKernels(NamedTuple):
     linear_csc: Any
+    linear_blocks_steps: Any
     conv_columns: Any
     linear_columns: Any
     conv_rows: Any
@@ -259,6 +262,49 @@ def event_kernels() -> EventKernels:
                 for b in range(indptr[i], indptr[i + 1]):
                     vector_axpy(row, offsets[b], vals, b * BLOCK, v)
 
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def union_nonzeros(x: Any, b: int, t0: int, t1: int, seen: Any, found: Any) -> int:  # pragma: no cover
+        """The positions (ascending) where any of ``x[t0:t1, b]`` is nonzero, into ``found``; returns how many.
+        ``seen`` (a row's length plus 8) is scratch."""
+        n_in = x.shape[2]
+        first = x[t0, b]
+        for i in range(n_in):
+            seen[i] = np.float32(1.0) if first[i] != 0.0 else np.float32(0.0)
+        for t in range(t0 + 1, t1):
+            xt = x[t, b]
+            for i in range(n_in):
+                seen[i] = np.float32(1.0) if (seen[i] != 0.0) | (xt[i] != 0.0) else np.float32(0.0)
+        return nonzeros(seen, 0, n_in, found)
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
+    def linear_blocks_steps(  # pragma: no cover - compiled
+        x: Any, indptr: Any, offsets: Any, vals: Any, start: Any, out: Any, b0: int, b1: int
+    ) -> None:
+        """``linear_blocks`` for samples ``b0 .. b1`` of ``x`` ``[T, B, in]`` into ``out`` ``[T, B, width]`` (both
+        C-contiguous), a sample's time steps together, up to :data:`STEP_GROUP` at once: an input nonzero in any of
+        them loads each of its blocks once and adds it to every step's row, scaled by that step's value (a zero adds
+        ``w * 0``, which changes nothing for finite weights). Each row gets ``linear_blocks``'s float operations in
+        its order, but for those zeros: the same outputs. It saves the weight loads and the per-input loop that the
+        steps share (their spikes are correlated in time)."""
+        steps, batch, n_in = x.shape
+        width = out.shape[2]
+        found = np.empty(n_in + BLOCK, np.int32)
+        seen = np.empty(n_in + BLOCK, np.float32)
+        for b in range(b0, b1):
+            for t in range(steps):
+                row = out[t, b]
+                for o in range(width):
+                    row[o] = start[o]
+            for t0 in range(0, steps, STEP_GROUP):
+                t1 = min(t0 + STEP_GROUP, steps)
+                m = union_nonzeros(x, b, t0, t1, seen, found)
+                for k in range(m):
+                    i = found[k]
+                    for blk in range(indptr[i], indptr[i + 1]):
+                        off = offsets[blk]
+                        for t in range(t0, t1):
+                            vector_axpy(out, (t * batch + b) * width + off, vals, blk * BLOCK, x[t, b, i])
+
     @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
     def conv_columns(  # pragma: no cover - compiled
         x: Any,
@@ -415,4 +461,6 @@ def event_kernels() -> EventKernels:
                         for b in range(ptr[c, ky, lo], ptr[c, ky, hi]):
                             vector_axpy(flat, base + offsets[b], vals, b * BLOCK, v)
 
-    return EventKernels(linear_csc, conv_columns, linear_columns, conv_rows, linear_blocks, conv_blocks)
+    return EventKernels(
+        linear_csc, linear_blocks_steps, conv_columns, linear_columns, conv_rows, linear_blocks, conv_blocks
+    )
