@@ -201,3 +201,49 @@ def test_deploy_keeps_the_model_as_given_when_the_rewrites_are_slower(monkeypatc
     assert not any(isinstance(m, (EventConv2d, EventLinear)) for m in deployed.modules())
     with torch.no_grad():
         assert torch.equal(deployed(x), model(x))
+
+
+class _Slow(nn.Module):
+    """A layer's stand-in that computes the same and sleeps ``seconds`` per call."""
+
+    def __init__(self, layer: nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.layer, self.seconds = layer, seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(self.seconds)
+        return self.layer(x)
+
+
+@pytest.mark.parametrize("slow", ["event", "dense"])
+def test_a_layer_choice_is_turned_over_where_the_whole_model_is_faster(slow) -> None:  # type: ignore[no-untyped-def]
+    """deploy's whole-model check: the form that makes the whole model slower loses, whatever was chosen alone; the
+    other choices stay, and both times are in the report."""
+    from sparsesnn.deploy.api import DeployReport, LayerChoice, _choose_in_context
+
+    model = sparse_convnet()
+    name = "classifier.0.0"
+    dense = model.get_submodule(name)
+    event = EventLinear(dense, "torch")
+    forms = {name: (_Slow(dense, 0.01), event) if slow == "dense" else (dense, _Slow(event, 0.01))}
+    report = DeployReport()
+    chosen_alone = slow == "event"  # alone, the layer that turns out slow had won
+    report.layers[name] = LayerChoice("Linear", 0.1, 0.1, 1.0, 0.5, chosen_alone)
+    x = DirectEncoder(4)(torch.rand(2, 1, 8, 8))
+    expected = model(x)
+    with torch.no_grad():
+        assert _choose_in_context(model, x, forms, report, repeats=2, fuse=False)
+    choice = report.layers[name]
+    assert choice.event == (slow == "dense")
+    assert choice.context_ms[slow] > choice.context_ms["event" if slow == "dense" else "dense"] + 5.0
+    assert (model.get_submodule(name) is event) == (slow == "dense")
+    torch.testing.assert_close(model(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_deploy_reports_each_layers_whole_model_times() -> None:
+    deployed, report = deploy(sparse_convnet(), DirectEncoder(4)(torch.rand(1, 1, 8, 8)), repeats=2)
+    assert report.layers and all(set(c.context_ms) == {"event", "dense"} for c in report.layers.values())
+    for name, choice in report.layers.items():
+        assert choice.event == (type(deployed.get_submodule(name)) in (EventConv2d, EventLinear))

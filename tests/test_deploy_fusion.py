@@ -216,3 +216,14 @@ def test_run_block_leaves_what_it_cannot_run_to_the_block() -> None:
     assert fuse_spiking_blocks(container) == ["0"]
     assert type(container) is FusedSequential and container.block_starts == (0,)
     torch.testing.assert_close(container(x), unfused(container)(x), rtol=0, atol=0)
+
+
+def test_fusing_again_after_a_child_was_replaced_finds_the_runs_afresh() -> None:
+    block, _x = _lone_block("torch conv", False)
+    container = nn.Sequential(block, SeqFolded(nn.Flatten()))
+    assert fuse_spiking_blocks(container) == ["0"]
+    container[0] = nn.Sequential(block[0], nn.ReLU())  # no spiking block left
+    assert fuse_spiking_blocks(container) == []
+    assert type(container) is nn.Sequential and "block_starts" not in container.__dict__
+    container[0] = block
+    assert fuse_spiking_blocks(container) == ["0"] and container.block_starts == (0,)

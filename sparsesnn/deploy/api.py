@@ -53,6 +53,9 @@ class LayerChoice:
     layout: str = ""
     #: the event form's time per layout, where several were measured
     layout_ms: dict[str, float] = field(default_factory=dict)
+    #: the whole deployed model's time on the example with this layer "event" and "dense", the other layers as chosen
+    #: before it (:func:`deploy`'s step 4); empty where it was not timed
+    context_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -208,9 +211,13 @@ def deploy(
        sees for ``example_input``, by more than ``margin`` (a fraction of the dense time). With the compiled backend
        every weight layout of the event form is timed (:mod:`sparsesnn.deploy.event_layers`: whole rows or
        columns, blocks of 8 output channels, single weights) and the fastest kept (``layout``, ``layout_ms``).
-    3. A spiking block followed by a 2x2 max pool in a plain ``nn.Sequential`` runs as one loop
-       (:mod:`sparsesnn.deploy.block_fusion`, ``report.fused``; outputs equal bit for bit, names unchanged).
-    4. The model as given, the rewritten copy with every layer dense and the copy with the chosen event-driven
+    3. A spiking block followed by a 2x2 max pool in a plain ``nn.Sequential`` runs as one loop, and a spiking block
+       alone runs its conv or linear layer straight into its neurons' loop (:mod:`sparsesnn.deploy.block_fusion`,
+       ``report.fused``; outputs equal bit for bit, names unchanged).
+    4. Each layer's event/dense choice is checked in the whole model (``context_ms``): the deployed model is timed
+       with the layer's event form and with its dense form, the others as chosen, and the faster kept (a layer timed
+       alone runs hot; inside the model it runs colder, and its two forms pay that unequally).
+    5. The model as given, the rewritten copy with every layer dense and the copy with the chosen event-driven
        layers are timed whole on the example, and the fastest is returned (``report.chosen``): per-call overheads
        the layer timings miss can undo their gains, and at large batches the rewrites can lose to the training
        kernels (the N-MNIST convnet at batch 64, one thread: 12.8 ms against 6.5 ms per sample).
@@ -271,6 +278,7 @@ def deploy(
     ]
     run_with_hooks(deployed, x, handles)
     timed = not force and choices is None
+    both_forms: dict[str, tuple[nn.Module, nn.Module]] = {}  # layer -> (dense, event form)
     for name, module in candidates.items():
         inp = seen.get(name)
         if inp is None:  # not on the example's path
@@ -301,6 +309,7 @@ def deploy(
             layout=str(getattr(event, "layout", "")),
             layout_ms=layout_ms,
         )
+        both_forms[name] = (module, event)
         if chosen:
             set_child(deployed, name, event)
     if any(c.event for c in report.layers.values()):
@@ -315,6 +324,16 @@ def deploy(
         report.fused = _fuse(deployed, x, reference, tolerance)
     if not timed:
         return deployed, report
+    if _choose_in_context(deployed, x, both_forms, report, repeats, rewrite):
+        problem = _outputs_mismatch(reference, _run(deployed, x), tolerance)
+        if problem is not None:
+            events = [name for name, c in report.layers.items() if c.event]
+            raise DeployMismatchError(
+                f"deploy's event layers pass ({', '.join(events) or 'none'}, chosen in the whole model) changed the "
+                f"model's outputs on the example: {problem}"
+            )
+        if rewrite:
+            report.fused = _fuse(deployed, x, reference, tolerance)
     if rewrite:  # timed against the deployed copy, and returned when it is the faster
         _fuse(rewritten, x, reference, tolerance)
     report.model_ms = _median_ms(lambda: original(x), repeats)
@@ -333,6 +352,62 @@ def deploy(
         report.not_folded = {}
         return original, report
     return (deployed if report.chosen == "deployed" else rewritten), report
+
+
+#: a layer's choice is turned over in the whole model only where that makes the model faster by this fraction
+CONTEXT_MARGIN = 0.02
+#: rounds per ``repeats`` of the whole-model check (a layer's share of the whole is small, so it needs more rounds)
+CONTEXT_ROUNDS = 3
+#: seconds the whole-model check of the layer choices may take: layers are checked in order until it is spent
+CONTEXT_BUDGET_S = 2.0
+
+
+def _choose_in_context(
+    model: nn.Module,
+    x: torch.Tensor,
+    forms: dict[str, tuple[nn.Module, nn.Module]],
+    report: DeployReport,
+    repeats: int,
+    fuse: bool,
+) -> bool:
+    """Check each layer's event/dense choice in the whole deployed ``model``, in place, one layer after the other in
+    the model's order: the model with the layer's event form and with its dense form is timed alternately on ``x``
+    (:data:`CONTEXT_ROUNDS` x ``repeats`` rounds of a warm-up and three calls each; medians), and the other form is
+    kept where the whole model is faster with it by more than :data:`CONTEXT_MARGIN`.
+
+    A layer timed alone runs hot, its weights and code in cache; between the other layers it runs colder, and the two
+    forms of a small layer pay that unequally (on the MNIST convnet at batch 1, torch's first conv took 30 us alone
+    and about 60 us inside the model, 35 us more than the event form there). Layers are checked until
+    :data:`CONTEXT_BUDGET_S` is spent (a large model at a large batch keeps the rest as chosen alone). Returns
+    whether any choice changed; ``report.layers`` gets the times (``context_ms``, empty for a layer not checked) and
+    the final choices."""
+    changed = False
+    started = time.perf_counter()
+    for name, (dense, event) in forms.items():
+        if time.perf_counter() - started > CONTEXT_BUDGET_S:
+            break
+        choice = report.layers[name]
+        states = {"event": event, "dense": dense}
+        times: dict[str, list[float]] = {"event": [], "dense": []}
+        for _ in range(CONTEXT_ROUNDS * repeats):
+            for state, module in states.items():
+                set_child(model, name, module)
+                if fuse:
+                    fuse_spiking_blocks(model)
+                model(x)
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    model(x)
+                times[state].append((time.perf_counter() - t0) * 1e3 / 3)
+        choice.context_ms = {state: statistics.median(v) for state, v in times.items()}
+        current, other = ("event", "dense") if choice.event else ("dense", "event")
+        if choice.context_ms[other] < choice.context_ms[current] * (1.0 - CONTEXT_MARGIN):
+            choice.event = not choice.event
+            changed = True
+        set_child(model, name, states["event" if choice.event else "dense"])
+        if fuse:
+            fuse_spiking_blocks(model)
+    return changed
 
 
 def _fuse(model: nn.Module, x: torch.Tensor, reference: list[torch.Tensor], tolerance: float) -> list[str]:

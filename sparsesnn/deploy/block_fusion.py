@@ -324,7 +324,8 @@ def _lone_block(block: nn.Module) -> bool:
 def fuse_spiking_blocks(model: nn.Module) -> list[str]:
     """Make every plain ``nn.Sequential`` inside ``model`` (itself included) that holds a fusable (block, pool) run,
     or a spiking block alone with a direct layer, a :class:`FusedSequential`, in place; returns the runs as
-    ``"block+pool"`` names and the blocks alone by their names."""
+    ``"block+pool"`` names and the blocks alone by their names. Run again after a child was replaced, it finds the
+    runs afresh (a :class:`FusedSequential` left with none becomes a plain ``nn.Sequential`` again)."""
     fused: list[str] = []
     for name, container in model.named_modules():
         if type(container) not in (nn.Sequential, FusedSequential):
@@ -349,6 +350,8 @@ def fuse_spiking_blocks(model: nn.Module) -> list[str]:
             container.__class__ = FusedSequential
             container.fused_starts = tuple(pairs)
             container.block_starts = tuple(blocks)
+        elif type(container) is FusedSequential:  # fused before, nothing fusable now (a child was replaced)
+            _plain(container)
     return fused
 
 
@@ -356,6 +359,10 @@ def unfuse(model: nn.Module) -> None:
     """Every :class:`FusedSequential` inside ``model`` back to a plain ``nn.Sequential``, in place."""
     for module in model.modules():
         if type(module) is FusedSequential:
-            module.__class__ = nn.Sequential
-            module.__dict__.pop("fused_starts", None)
-            module.__dict__.pop("block_starts", None)
+            _plain(module)
+
+
+def _plain(container: FusedSequential) -> None:
+    container.__class__ = nn.Sequential
+    container.__dict__.pop("fused_starts", None)
+    container.__dict__.pop("block_starts", None)
