@@ -195,7 +195,10 @@ def measure_cell(
                 "identical_predictions": identical,
                 "chosen": report.chosen,
                 "fused": list(report.fused),
-                "layers": {k: {"event": c.event, "layout": c.layout} for k, c in report.layers.items()},
+                "layers": {
+                    k: {"event": c.event, "layout": c.layout, "context_ms": c.context_ms}
+                    for k, c in report.layers.items()
+                },
             }
         )
         plain_name = f"{name} (unfused)"

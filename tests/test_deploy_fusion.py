@@ -114,10 +114,12 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layout", ["nchw", "channels last", "step invariant"])
 @pytest.mark.parametrize("soft_reset", [False, True])
 @pytest.mark.parametrize("size", [(7, 9), (7, 8), (6, 8)])
-def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset, size) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("channels", [6, 16])
+def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset, size, channels) -> None:  # type: ignore[no-untyped-def]
     """The fused loop against the pair it replaces, on dense random charge (every window's four neurons matter), in
-    each memory order the loop reads: an odd width (the last column in no window) pools window by window, an even one
-    by pairs of neighbours (an odd height's last row in no window)."""
+    each memory order the loop reads. NCHW: an odd width (the last column in no window) pools window by window, an
+    even one by pairs of neighbours (an odd height's last row in no window); channels-last (an event conv's charge, or
+    channels-last input): 16 channels pool 8 at a time, 6 one by one."""
     from sparsesnn.deploy.block_fusion import run_pair
     from sparsesnn.deploy.lif import InferenceLIF
     from sparsesnn.deploy.pool import InferenceMaxPool2d
@@ -127,14 +129,14 @@ def test_run_pair_equals_the_neuron_then_the_pool(stateless, layout, soft_reset,
     if stateless == "identity":
         first: nn.Module = SeqFolded(nn.Identity())
     else:
-        conv = nn.Conv2d(5, 6, 3, padding=1)
+        conv = nn.Conv2d(5, channels, 3, padding=1)
         with torch.no_grad():
             conv.weight.mul_(6.0)  # fire at a useful rate
         first = SeqFolded(EventConv2d(conv, "numba"))
     block = nn.Sequential(first, InferenceLIF(LIF(tau=2.0, v_reset=None if soft_reset else 0.0)))
     pool = SeqFolded(InferenceMaxPool2d(nn.MaxPool2d(2)))
     g = torch.Generator().manual_seed(4)
-    x = torch.randn(4, 2, 5, *size, generator=g) * 1.5
+    x = torch.randn(4, 2, 5 if stateless == "event conv" else channels, *size, generator=g) * 1.5
     if layout == "channels last":
         x = _channels_last(x)
     elif layout == "step invariant":

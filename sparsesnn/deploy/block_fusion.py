@@ -41,8 +41,54 @@ from sparsesnn.neuron.layers import SeqFolded
 def _numba_lif_pool() -> Any:
     """The fused loop, compiled on first use (once per process)."""
     import numba
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
 
     lif_span = _numba_lif_span()  # the neurons' step, shared with InferenceLIF's loop
+
+    @intrinsic
+    def or4_store(typingctx: Any, dst: Any, i: Any, src: Any, a: Any, b: Any, c: Any, d: Any) -> Any:
+        """``dst[i : i + 8] = src[a : a + 8] | src[b : b + 8] | src[c : c + 8] | src[d : d + 8]`` as four 8-lane
+        uint32 loads, three ORs and one store (contiguous uint32 arrays; no bounds check, and none of the overlap
+        checks a numba loop this short pays for)."""
+        sig = types.void(dst, i, src, a, b, c, d)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            dst_arr = context.make_array(signature.args[0])(context, builder, args[0])
+            src_arr = context.make_array(signature.args[2])(context, builder, args[2])
+            vec = ir.VectorType(ir.IntType(32), 8)
+
+            def at(array: Any, k: int) -> Any:
+                index = context.cast(builder, args[k], signature.args[k], types.int64)
+                return builder.bitcast(builder.gep(array.data, [index]), vec.as_pointer())
+
+            loads = [builder.load(at(src_arr, k), align=4) for k in (3, 4, 5, 6)]
+            total = builder.or_(builder.or_(loads[0], loads[1]), builder.or_(loads[2], loads[3]))
+            builder.store(total, at(dst_arr, 1), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
+    def pool_channels_last(  # pragma: no cover - compiled
+        bits: Any, first: int, n_ch: int, h: int, w: int, scratch: Any, out_bits: Any
+    ) -> None:
+        """2x2 max pool of one sample's NHWC spike map (from ``bits[first]``, read as uint32; ``n_ch`` a multiple of
+        8) into its NCHW planes ``out_bits``: each window's four pixels OR-ed 8 channels at a time (:func:`or4_store`)
+        into ``scratch`` (pooled NHWC), which is then written out plane by plane."""
+        ho, wo = h // 2, w // 2
+        row = w * n_ch
+        for oy in range(ho):
+            for ox in range(wo):
+                at = first + (2 * oy * w + 2 * ox) * n_ch
+                s = (oy * wo + ox) * n_ch
+                for c in range(0, n_ch, 8):
+                    or4_store(scratch, s + c, bits, at + c, at + n_ch + c, at + row + c, at + row + n_ch + c)
+        hw = ho * wo
+        for c in range(n_ch):
+            for q in range(hw):
+                out_bits[c * hw + q] = scratch[q * n_ch + c]
 
     @numba.njit(nogil=True, cache=False, boundscheck=False, inline="always")
     def pool_pairs(pairs: Any, first: int, planes: int, h: int, w: int, out_bits: Any) -> None:  # pragma: no cover
@@ -82,12 +128,17 @@ def _numba_lif_pool() -> Any:
         v = np.full(size, v_reset, np.float32)  # the membrane, in x's order, at rest
         spikes = np.empty(size + size % 2, np.float32)  # one step's spikes (even: read in pairs as uint64)
         pairs = spikes.view(np.uint64)
+        bits = spikes.view(np.uint32)
+        scratch = np.empty(ho * wo * n_ch, np.uint32)  # one sample's pooled step, NHWC (channels-last input)
         out_bits = out.reshape(steps, n_samples, n_ch * ho * wo).view(np.uint32)
         for t in range(steps):
             xt = x[0] if x.shape[0] == 1 else x[t]
             lif_span(xt, v, 0, size, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input)
             ot = out[t]
             for n in range(n_samples):
+                if channels_last and n_ch % 8 == 0:
+                    pool_channels_last(bits, n * h * w * n_ch, n_ch, h, w, scratch, out_bits[t, n])
+                    continue
                 if channels_last:
                     for oy in range(ho):
                         for ox in range(wo):
