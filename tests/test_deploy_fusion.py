@@ -229,3 +229,24 @@ def test_fusing_again_after_a_child_was_replaced_finds_the_runs_afresh() -> None
     assert type(container) is nn.Sequential and "block_starts" not in container.__dict__
     container[0] = block
     assert fuse_spiking_blocks(container) == ["0"] and container.block_starts == (0,)
+
+
+def test_global_forward_hooks_fire_on_every_child() -> None:
+    """A hook registered for every module (``register_module_forward_hook``) sees each child run: the fused container
+    runs its children as themselves while one is registered."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from sparsesnn.deploy.lif import InferenceLIF
+
+    deployed, _ = deploy(sparse_convnet(), inputs()[0], force=True, repeats=1)
+    x = inputs()[1]
+    expected = deployed(x)
+    seen: list[str] = []
+    handle = register_module_forward_hook(lambda m, _i, _o: seen.append(type(m).__name__))
+    try:
+        got = deployed(x)
+    finally:
+        handle.remove()
+    assert torch.equal(got, expected)
+    lifs = sum(isinstance(m, InferenceLIF) for m in deployed.modules())
+    assert seen.count("InferenceLIF") == lifs and "InferenceMaxPool2d" in seen

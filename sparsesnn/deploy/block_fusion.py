@@ -173,19 +173,36 @@ def _hooked(module: nn.Module) -> bool:
     return bool(module._forward_hooks or module._forward_pre_hooks)
 
 
+def _global_hooks() -> bool:
+    """Whether forward hooks for every module are registered (``torch.nn.modules.module.register_module_forward_hook``
+    and its pre-hook twin)."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks)
+
+
 def _plain_sequential(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward
+
+
+def _children(module: nn.Module) -> tuple[Any, ...]:
+    """``module``'s children in order (read from ``_modules``: ``nn.Sequential`` indexing costs a microsecond a child,
+    and these checks run at every call)."""
+    return tuple(module._modules.values())
 
 
 def _block_parts(block: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
     """``(stateless, neuron)`` of a spiking block ``nn.Sequential(stateless, InferenceLIF)`` (its forward
     ``nn.Sequential``'s, the neuron numba-backed, nothing hooked), else None."""
-    if not _plain_sequential(block) or len(block) != 2:
+    if not _plain_sequential(block):
         return None
-    stateless, lif = block[0], block[1]
-    if type(lif) is not InferenceLIF or lif.backend != "numba":
+    children = _children(block)
+    if len(children) != 2:
         return None
-    if any(_hooked(m) for m in (block, stateless, lif)):
+    stateless, lif = children
+    if type(lif) is not InferenceLIF or lif.backend != "numba" or stateless is None:
+        return None
+    if _hooked(block) or _hooked(stateless) or _hooked(lif):
         return None
     return stateless, lif
 
@@ -193,21 +210,21 @@ def _block_parts(block: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
 def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
     """``(stateless, neuron)`` of a fusable (block, pool) pair (see the module docstring), else None: the neuron and
     pool numba-backed, nothing hooked."""
-    wrappers = [pool]
     if type(pool) is StepInvariant:  # its input was equal over time on deploy's example; pooled per step, the same
-        pool = pool.layers
-        wrappers.append(pool)
-    parts = _block_parts(block)
-    if parts is None or type(pool) is not SeqFolded or len(pool) != 1:
+        if _hooked(pool):
+            return None
+        pool = pool._modules["layers"]  # type: ignore[assignment]
+    if type(pool) is not SeqFolded or _hooked(pool):
         return None
-    max_pool = pool[0]
-    if type(max_pool) is not InferenceMaxPool2d or max_pool.backend != "numba":
+    children = _children(pool)
+    if len(children) != 1:
+        return None
+    max_pool = children[0]
+    if type(max_pool) is not InferenceMaxPool2d or max_pool.backend != "numba" or _hooked(max_pool):
         return None
     if (max_pool.kernel, max_pool.stride) != (2, 2):
         return None
-    if any(_hooked(m) for m in (*wrappers, max_pool)):
-        return None
-    return parts
+    return _block_parts(block)
 
 
 #: the layers whose output the fused loops compute without the torch glue around them (:func:`_direct_charge`)
@@ -220,16 +237,16 @@ def _direct_layer(stateless: nn.Module) -> nn.Module | None:
     if type(stateless) is StepInvariant:
         if _hooked(stateless):
             return None
-        stateless = stateless.layers
-    if type(stateless) is not SeqFolded or not 1 <= len(stateless) <= 2 or _hooked(stateless):
+        stateless = stateless._modules["layers"]  # type: ignore[assignment]
+    if type(stateless) is not SeqFolded or _hooked(stateless):
         return None
-    layers = list(stateless)
+    layers = _children(stateless)
+    if not 1 <= len(layers) <= 2:
+        return None
     layer = layers[0]
-    if type(layer) not in _DIRECT_LAYERS or getattr(layer, "backend", "numba") != "numba":
+    if type(layer) not in _DIRECT_LAYERS or getattr(layer, "backend", "numba") != "numba" or _hooked(layer):
         return None
-    if len(layers) == 2 and type(layers[1]) is not FoldedNorm:
-        return None
-    if any(_hooked(m) for m in layers):
+    if len(layers) == 2 and (type(layers[1]) is not FoldedNorm or _hooked(layers[1])):
         return None
     return layer
 
@@ -246,9 +263,10 @@ def _direct_charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, t
     if type(stateless) is StepInvariant:
         if not (x.shape[0] > 1 and x.stride(0) == 0):
             return None
-        stateless, x = stateless.layers, x[:1]
+        stateless, x = stateless._modules["layers"], x[:1]
     steps, batch = x.shape[0], x.shape[1]
-    norm = stateless[1] if len(stateless) == 2 else None
+    layers = _children(stateless)
+    norm = layers[1] if len(layers) == 2 else None
     if type(layer) is EventLinear:
         if x.dim() != 3 or (norm is not None and norm.rank != 2):
             return None
@@ -346,6 +364,8 @@ class FusedSequential(nn.Sequential):
     block_starts: tuple[int, ...] = ()
 
     def forward(self, x: Any) -> Any:  # type: ignore[override]
+        if _global_hooks():  # hooks on every module: each child runs as itself, so that they fire
+            return nn.Sequential.forward(self, x)
         children = list(self._modules.values())
         i = 0
         while i < len(children):
