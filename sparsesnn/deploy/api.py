@@ -357,7 +357,10 @@ def deploy(
 #: a layer's choice is turned over in the whole model only where that makes the model faster by this fraction
 CONTEXT_MARGIN = 0.02
 #: rounds per ``repeats`` of the whole-model check (a layer's share of the whole is small, so it needs more rounds)
-CONTEXT_ROUNDS = 3
+CONTEXT_ROUNDS = 2
+#: calls timed in a row per round: over 3 calls torch's first MNIST conv measured as fast as its event form, over 8
+#: or more 60-70 us slower, as in a long run
+CONTEXT_CALLS = 8
 #: seconds the whole-model check of the layer choices may take: layers are checked in order until it is spent
 CONTEXT_BUDGET_S = 2.0
 
@@ -372,8 +375,8 @@ def _choose_in_context(
 ) -> bool:
     """Check each layer's event/dense choice in the whole deployed ``model``, in place, one layer after the other in
     the model's order: the model with the layer's event form and with its dense form is timed alternately on ``x``
-    (:data:`CONTEXT_ROUNDS` x ``repeats`` rounds of a warm-up and three calls each; medians), and the other form is
-    kept where the whole model is faster with it by more than :data:`CONTEXT_MARGIN`.
+    (:data:`CONTEXT_ROUNDS` x ``repeats`` rounds of a warm-up and :data:`CONTEXT_CALLS` calls each; medians), and the
+    other form is kept where the whole model is faster with it by more than :data:`CONTEXT_MARGIN`.
 
     A layer timed alone runs hot, its weights and code in cache; between the other layers it runs colder, and the two
     forms of a small layer pay that unequally (on the MNIST convnet at batch 1, torch's first conv took 30 us alone
@@ -396,9 +399,9 @@ def _choose_in_context(
                     fuse_spiking_blocks(model)
                 model(x)
                 t0 = time.perf_counter()
-                for _ in range(3):
+                for _ in range(CONTEXT_CALLS):
                     model(x)
-                times[state].append((time.perf_counter() - t0) * 1e3 / 3)
+                times[state].append((time.perf_counter() - t0) * 1e3 / CONTEXT_CALLS)
         choice.context_ms = {state: statistics.median(v) for state, v in times.items()}
         current, other = ("event", "dense") if choice.event else ("dense", "event")
         if choice.context_ms[other] < choice.context_ms[current] * (1.0 - CONTEXT_MARGIN):
