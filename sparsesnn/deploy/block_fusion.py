@@ -1,4 +1,4 @@
-"""A spiking block and the 2x2 max pool after it in one compiled loop, inside a deployed model, its names kept.
+"""Spiking blocks in one compiled loop each, inside a deployed model, their names kept.
 
 A deployed convnet spends much of a batch-1 call between the loops: the neuron writes ``T`` steps of float32 spikes
 (400 KB for 32 channels of 28x28 at ``T = 4``) that the pool reads back to keep a quarter of them, and each module
@@ -8,17 +8,25 @@ call, reshape and tensor wrap around them costs microseconds. For a run of two c
     pool  = SeqFolded(InferenceMaxPool2d(2, 2))      (or deploy's StepInvariant around it)
 
 :func:`fuse_spiking_blocks` makes the container a :class:`FusedSequential`, which runs the pair as: the stateless
-part (an event-driven conv through its compiled kernel, :meth:`EventConv2d.charge`, without the torch glue; anything
-else as it is), then one loop (:func:`_numba_lif_pool`) that advances the neurons one step at a time (the step of
+part, then one loop (:func:`_numba_lif_pool`) that advances the neurons one step at a time (the step of
 :mod:`sparsesnn.deploy.lif`, from rest) into a scratch map and pools it into the output before the next step: the
-``T``-step spike tensor is never made.
+``T``-step spike tensor is never made. The pool ORs the spikes' bits (a spike is 0.0 or 1.0, and the bits of such
+values OR to those of their maximum): two horizontal neighbours read as one uint64 in an NCHW map of even width, 8
+channels at a time in a channels-last one. A spiking block with no pool after it runs its stateless part straight
+into the neurons' loop (:func:`run_block`).
 
-The output equals the unfused pair's bit for bit (the same float32 operations per neuron; a maximum of zeros and
-ones is exact), laid out NCHW so that a flatten or the next event conv reads it without a copy. The container keeps
-its class's forward semantics and every child under its name, so state dicts, exports, ``get_submodule`` and
-``deploy``'s choices are unchanged. At each call the pair is checked again: a child replaced (a
-:class:`~sparsesnn.deploy.stateful.StreamingLIF` of a stream) or given a forward hook runs unfused, so hooks always
-fire; :func:`unfuse` restores plain ``nn.Sequential`` containers.
+A stateless part that is one *direct layer* (:func:`_direct_layer`: ``SeqFolded(EventConv2d | EventLinear |
+nn.Conv2d [, FoldedNorm])``, also inside a ``StepInvariant`` given one step expanded over time) is computed without
+its modules' glue (:func:`_direct_charge`): the event layer's kernel, a block-sparse ``EventLinear`` adding a
+sample's time steps together; anything else runs as it is.
+
+The output equals the unfused modules' bit for bit (the same float32 operations per neuron; a maximum of zeros and
+ones is exact), a pool's laid out NCHW so that a flatten or the next event conv reads it without a copy. The
+container keeps its class's forward semantics and every child under its name, so state dicts, exports,
+``get_submodule`` and ``deploy``'s choices are unchanged. At each call the run is checked again: a child replaced (a
+:class:`~sparsesnn.deploy.stateful.StreamingLIF` of a stream) or given a forward hook runs unfused, and while a
+global forward hook is registered every child runs as itself, so hooks always fire; :func:`unfuse` restores plain
+``nn.Sequential`` containers.
 """
 
 from __future__ import annotations
