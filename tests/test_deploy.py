@@ -250,3 +250,24 @@ def test_deploy_reports_each_layers_whole_model_times() -> None:
     assert report.layers and all(set(c.context_ms) == {"event", "dense"} for c in report.layers.values())
     for name, choice in report.layers.items():
         assert choice.event == (type(deployed.get_submodule(name)) in (EventConv2d, EventLinear))
+
+
+def test_an_event_layer_that_changes_the_outputs_is_refused(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sparsesnn.deploy.api as deploy_module
+    from sparsesnn.deploy.api import DeployMismatchError
+
+    real = deploy_module._event_form
+
+    class _Off(nn.Module):
+        def __init__(self, layer: nn.Module) -> None:
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.layer(x) + 10.0
+
+    monkeypatch.setattr(
+        deploy_module, "_event_form", lambda m, *a: _Off(real(m, *a)) if isinstance(m, nn.Linear) else real(m, *a)
+    )
+    with pytest.raises(DeployMismatchError, match=r"event layers pass \(.*classifier\.0\.layers\.0\) changed"):
+        deploy(sparse_convnet(), DirectEncoder(4)(torch.rand(2, 1, 8, 8)), force=True, repeats=1)

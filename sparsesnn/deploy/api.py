@@ -313,25 +313,13 @@ def deploy(
         if chosen:
             set_child(deployed, name, event)
     if any(c.event for c in report.layers.values()):
-        problem = _outputs_mismatch(reference, _run(deployed, x), tolerance)
-        if problem is not None:
-            events = [name for name, c in report.layers.items() if c.event]
-            raise DeployMismatchError(
-                f"deploy's event layers pass ({', '.join(events)}) changed the model's outputs on the example: "
-                f"{problem}"
-            )
+        _check_event_layers(deployed, x, reference, tolerance, report, "")
     if rewrite:  # after the event layers: the fused loop calls the event conv's kernel itself
         report.fused = _fuse(deployed, x, reference, tolerance)
     if not timed:
         return deployed, report
     if _choose_in_context(deployed, x, both_forms, report, repeats, rewrite):
-        problem = _outputs_mismatch(reference, _run(deployed, x), tolerance)
-        if problem is not None:
-            events = [name for name, c in report.layers.items() if c.event]
-            raise DeployMismatchError(
-                f"deploy's event layers pass ({', '.join(events) or 'none'}, chosen in the whole model) changed the "
-                f"model's outputs on the example: {problem}"
-            )
+        _check_event_layers(deployed, x, reference, tolerance, report, ", chosen in the whole model")
         if rewrite:
             report.fused = _fuse(deployed, x, reference, tolerance)
     if rewrite:  # timed against the deployed copy, and returned when it is the faster
@@ -411,6 +399,19 @@ def _choose_in_context(
         if fuse:
             fuse_spiking_blocks(model)
     return changed
+
+
+def _check_event_layers(
+    model: nn.Module, x: torch.Tensor, reference: list[torch.Tensor], tolerance: float, report: DeployReport, how: str
+) -> None:
+    """The equality guard for the chosen event layers (``how``: said after their names in the error)."""
+    problem = _outputs_mismatch(reference, _run(model, x), tolerance)
+    if problem is not None:
+        events = [name for name, c in report.layers.items() if c.event]
+        raise DeployMismatchError(
+            f"deploy's event layers pass ({', '.join(events) or 'none'}{how}) changed the model's outputs on the "
+            f"example: {problem}"
+        )
 
 
 def _fuse(model: nn.Module, x: torch.Tensor, reference: list[torch.Tensor], tolerance: float) -> list[str]:

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from sparsesnn.deploy.event_layers import EventConv2d, EventLinear
-from sparsesnn.deploy.lif import InferenceLIF, _numba_lif, _numba_lif_span
+from sparsesnn.deploy.lif import InferenceLIF, _numba_lif_span
 from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
 from sparsesnn.deploy.pool import InferenceMaxPool2d
 from sparsesnn.neuron.layers import SeqFolded
@@ -215,17 +215,23 @@ def _block_parts(block: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
     return stateless, lif
 
 
+def _folded_children(module: nn.Module) -> tuple[Any, ...] | None:
+    """The children of ``SeqFolded(...)``, looked through a :class:`StepInvariant` around it, nothing of the two
+    hooked; else None."""
+    if type(module) is StepInvariant:
+        if _hooked(module):
+            return None
+        module = module._modules["layers"]  # type: ignore[assignment]
+    if type(module) is not SeqFolded or _hooked(module):
+        return None
+    return _children(module)
+
+
 def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, InferenceLIF] | None:
     """``(stateless, neuron)`` of a fusable (block, pool) pair (see the module docstring), else None: the neuron and
     pool numba-backed, nothing hooked."""
-    if type(pool) is StepInvariant:  # its input was equal over time on deploy's example; pooled per step, the same
-        if _hooked(pool):
-            return None
-        pool = pool._modules["layers"]  # type: ignore[assignment]
-    if type(pool) is not SeqFolded or _hooked(pool):
-        return None
-    children = _children(pool)
-    if len(children) != 1:
+    children = _folded_children(pool)  # a StepInvariant: its input was equal over time; pooled per step, the same
+    if children is None or len(children) != 1:
         return None
     max_pool = children[0]
     if type(max_pool) is not InferenceMaxPool2d or max_pool.backend != "numba" or _hooked(max_pool):
@@ -239,24 +245,22 @@ def _pair_parts(block: nn.Module, pool: nn.Module) -> tuple[nn.Module, Inference
 _DIRECT_LAYERS = (EventConv2d, EventLinear, nn.Conv2d)
 
 
-def _direct_layer(stateless: nn.Module) -> nn.Module | None:
-    """The layer of ``SeqFolded(layer [, FoldedNorm])`` for a ``layer`` of a type in :data:`_DIRECT_LAYERS` (an event
-    layer numba-backed), nothing hooked, else None. A :class:`StepInvariant` around it is looked through."""
-    if type(stateless) is StepInvariant:
-        if _hooked(stateless):
-            return None
-        stateless = stateless._modules["layers"]  # type: ignore[assignment]
-    if type(stateless) is not SeqFolded or _hooked(stateless):
-        return None
-    layers = _children(stateless)
-    if not 1 <= len(layers) <= 2:
+def _direct_layer(stateless: nn.Module) -> tuple[nn.Module, FoldedNorm | None] | None:
+    """``(layer, folded norm or None)`` of ``SeqFolded(layer [, FoldedNorm])`` for a ``layer`` of a type in
+    :data:`_DIRECT_LAYERS` (an event layer numba-backed), nothing hooked, else None. A :class:`StepInvariant` around
+    it is looked through."""
+    layers = _folded_children(stateless)
+    if layers is None or not 1 <= len(layers) <= 2:
         return None
     layer = layers[0]
     if type(layer) not in _DIRECT_LAYERS or getattr(layer, "backend", "numba") != "numba" or _hooked(layer):
         return None
-    if len(layers) == 2 and (type(layers[1]) is not FoldedNorm or _hooked(layers[1])):
+    if len(layers) == 1:
+        return layer, None
+    norm = layers[1]
+    if type(norm) is not FoldedNorm or _hooked(norm):
         return None
-    return layer
+    return layer, norm
 
 
 def _direct_charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[int, ...], bool] | None:
@@ -265,16 +269,15 @@ def _direct_charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, t
     no such layer or ``x`` is not an input it takes (the caller then runs the modules, which raise where they
     should). A :class:`StepInvariant` whose input is one step expanded over time (stride 0) runs its layers on that
     step, as its forward does; on other input the modules run, and its forward compares the steps."""
-    layer = _direct_layer(stateless)
-    if layer is None or not isinstance(x, torch.Tensor) or x.dim() < 3:
+    direct = _direct_layer(stateless)
+    if direct is None or not isinstance(x, torch.Tensor) or x.dim() < 3:
         return None
+    layer, norm = direct
     if type(stateless) is StepInvariant:
         if not (x.shape[0] > 1 and x.stride(0) == 0):
             return None
-        stateless, x = stateless._modules["layers"], x[:1]
+        x = x[:1]
     steps, batch = x.shape[0], x.shape[1]
-    layers = _children(stateless)
-    norm = layers[1] if len(layers) == 2 else None
     if type(layer) is EventLinear:
         if x.dim() != 3 or (norm is not None and norm.rank != 2):
             return None
@@ -355,8 +358,7 @@ def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return None
     flat, shape, channels_last = charge
     steps = x.shape[0]
-    spikes = np.empty((steps, flat.shape[1]), np.float32)
-    _numba_lif()(flat, *lif._scalars, spikes, np.full(flat.shape[1], lif.params.v_reset, np.float32))
+    spikes = lif.spikes_from_rest(flat, steps)
     if channels_last:
         batch, channels, h, w = shape
         return torch.from_numpy(spikes.reshape(steps, batch, h, w, channels).transpose(0, 1, 4, 2, 3))

@@ -242,11 +242,15 @@ class InferenceLIF(nn.Module):
         permute, inverse = order
         in_order = a if permute is None else a.transpose(permute)
         flat = in_order.reshape(a.shape[0], -1)  # a view: the order makes it dense
-        out = np.empty((x.shape[0], flat.shape[1]), np.float32)
-        v = np.full(flat.shape[1], self.params.v_reset, np.float32)  # the membrane, at rest
-        _numba_lif()(flat, *self._scalars, out, v)
-        spikes = out.reshape(x.shape[0], *in_order.shape[1:])
+        spikes = self.spikes_from_rest(flat, x.shape[0]).reshape(x.shape[0], *in_order.shape[1:])
         return torch.from_numpy(spikes if inverse is None else spikes.transpose(inverse))
+
+    def spikes_from_rest(self, flat: np.ndarray, steps: int) -> np.ndarray:
+        """The compiled loop's spikes ``[steps, N]`` for float32 input ``flat`` (``[steps, N]``, or ``[1, N]`` the
+        same at every step), the membrane starting at rest."""
+        out = np.empty((steps, flat.shape[1]), np.float32)
+        _numba_lif()(flat, *self._scalars, out, np.full(flat.shape[1], self.params.v_reset, np.float32))
+        return out
 
     def _spikes(self, flat: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         """The spikes ``[T, N]`` of ``flat`` (contiguous ``[T, N]``, or ``[1, N]`` repeated over ``steps``) from
