@@ -68,6 +68,12 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     "esl10_macs_block": ("configs/mnist_dense.toml", ESL10 + MACS + ERK + ['sparse.granularity="block"']),
     "esl10_macs_erk": ("configs/mnist_dense.toml", ESL10 + MACS + ERK),
     "pqi10_params": ("configs/pqi_mnist.toml", PQI10),
+    # EvoKD: the block row's rewiring while learning from the dense row (its teacher, trained first) by reverse KL
+    "evokd10_macs_block": (
+        "configs/mnist_dense.toml",
+        ['sparse.method="evokd"', "sparse.density=0.1", *MACS, *ERK, 'sparse.granularity="block"']
+        + ['distill.source="run"', 'distill.teacher_run="{out}/dense"'],
+    ),
     # N = 1: neuron pruning and regeneration first run at the end of epoch 2N + 2 = 4, so that 5 epochs develop
     "sdsnn": ("configs/sdsnn_mnist.toml", ["sparse.params.N=1"]),
 }
@@ -89,6 +95,7 @@ def train_row(
 ) -> float | None:
     """Train (or resume) row ``name`` into ``out / name``; returns the wall time, None when it was already done."""
     recipe, overrides = rows[name]
+    overrides = [s.replace("{out}", str(out.resolve())) for s in overrides]  # a teacher row beside this one
     run_dir = out / name
     if read_summary(run_dir) is not None:
         return None

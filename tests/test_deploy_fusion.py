@@ -220,6 +220,47 @@ def test_run_block_leaves_what_it_cannot_run_to_the_block() -> None:
     torch.testing.assert_close(container(x), unfused(container)(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "stateless", ["torch linear", "event linear columns", "event linear blocks", "event linear csc", "event conv"]
+)
+def test_run_layer_equals_the_layer_alone(stateless) -> None:  # type: ignore[no-untyped-def]
+    """A stateless layer alone (the readout): the linear on the unfolded input, or the event layer's kernel wrapped,
+    gives the module's output bit for bit (an event conv's channels-last in memory, as the module's)."""
+    from sparsesnn.deploy.block_fusion import run_layer
+
+    block, x = _lone_block(stateless.replace("torch linear", "event linear columns"), False)
+    layer = SeqFolded(nn.Linear(20, 13)) if stateless == "torch linear" else block[0]
+    expected = layer(x)
+    got = run_layer(layer, x)
+    assert got is not None and torch.equal(got, expected)
+    if stateless == "event conv":
+        assert got[0].is_contiguous(memory_format=torch.channels_last)  # as the module's: the next layer reads it
+    else:
+        assert got.is_contiguous()
+    assert run_layer(layer, x[0]) is None  # 2-D or 4-D: SeqFolded's own error is the layer's to raise
+    handle = layer[0].register_forward_hook(lambda *_: None)
+    assert run_layer(layer, x) is None
+    handle.remove()
+    if stateless == "torch linear":  # strided input: torch's linear need not fold it into the same product
+        assert run_layer(layer, x.transpose(0, 1).contiguous().transpose(0, 1)) is None
+
+
+def test_a_layer_alone_rides_along_in_a_fused_container() -> None:
+    """Beside a spiking block, a stateless layer alone runs through :func:`run_layer` and is named in the runs; in a
+    container with nothing else to fuse it leaves the container plain."""
+    block, x = _lone_block("event linear blocks", False)
+    readout = SeqFolded(nn.Linear(13, 4))
+    container = nn.Sequential(block, readout)
+    expected = container(x)
+    assert fuse_spiking_blocks(container) == ["0", "1"]
+    assert type(container) is FusedSequential and container.layer_starts == (1,)
+    assert torch.equal(container(x), expected)
+    alone = nn.Sequential(SeqFolded(nn.Linear(13, 4)))
+    assert fuse_spiking_blocks(alone) == [] and type(alone) is nn.Sequential
+    unfuse(container)
+    assert "layer_starts" not in container.__dict__
+
+
 def test_fusing_again_after_a_child_was_replaced_finds_the_runs_afresh() -> None:
     block, _x = _lone_block("torch conv", False)
     container = nn.Sequential(block, SeqFolded(nn.Flatten()))

@@ -29,7 +29,7 @@ def block_structured_(module: nn.Module, density: float, seed: int, block: int =
     return module
 
 
-@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns", "direct"])
 @pytest.mark.parametrize(("out_channels", "padding", "kernel"), [(16, 1, 3), (12, 0, 3), (9, 2, 5), (8, (0, 2), 3)])
 def test_every_conv_layout_equals_the_dense_conv(layout, out_channels, padding, kernel) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(out_channels)
@@ -64,6 +64,21 @@ def test_the_cost_model_takes_blocks_for_a_block_mask_and_rows_for_a_dense_or_sc
     assert EventLinear(sparse_(nn.Linear(64, 512), 0.005, 3)).layout == "csc"
 
 
+@pytest.mark.parametrize(("stride", "dilation", "out_channels"), [(2, 1, 40), (1, 2, 5), (3, 2, 33)])
+def test_the_direct_layout_takes_any_stride_and_dilation(stride, dilation, out_channels) -> None:  # type: ignore[no-untyped-def]
+    """The direct layout (every output pixel gathering its receptive field in registers, 32 then 8 output channels
+    at a time: 40 and 33 channels take both sums, 5 a zero-padded block) equals the conv at any stride and dilation,
+    on analog input in either memory order; strided convs offer it beside whole columns."""
+    torch.manual_seed(out_channels)
+    conv = nn.Conv2d(3, out_channels, 3, stride=stride, padding=(1, 2), dilation=dilation)
+    assert "direct" in EventConv2d.layouts_for(conv)
+    event = EventConv2d(conv, "numba", "direct")
+    x = torch.randn(2, 3, 13, 10)
+    torch.testing.assert_close(event(x), conv(x).detach(), atol=1e-5, rtol=1e-5)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(event(nhwc), event(x))  # the same padded copy, the same sums
+
+
 def test_blocks_of_marks_the_blocks_holding_a_weight() -> None:
     w = torch.zeros(2, 10)
     w[0, 9] = 1.0
@@ -80,7 +95,7 @@ def test_layouts_are_refused_where_they_cannot_run() -> None:
         EventConv2d(nn.Conv2d(3, 8, 3), "numba", "csc")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns", "direct"])
 def test_a_batch_split_over_threads_equals_one_thread(layout) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(3)
     conv = block_structured_(nn.Conv2d(6, 16, 3, padding=1), 0.3, 5)
@@ -191,7 +206,7 @@ def test_inference_lif_equals_the_torch_loop_in_every_memory_order_and_keeps_it(
     assert 0 < float(compiled(x).mean()) < 1
 
 
-@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns", "direct"])
 def test_the_conv_scan_finds_every_input_in_either_memory_order_and_adds_in_the_same_order(layout) -> None:  # type: ignore[no-untyped-def]
     """The kernels test eight inputs per load: 13 channels (a load of 8 and 5 one by one in channels-last order) on
     an 11 x 9 map (12 loads and 3 one by one per channel in NCHW order), spikes and analog values, a NaN counted as
@@ -221,7 +236,7 @@ def test_the_linear_scan_finds_every_input(layout) -> None:  # type: ignore[no-u
     torch.testing.assert_close(event(x), linear(x).detach(), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("layout", ["rows", "blocks", "columns"])
+@pytest.mark.parametrize("layout", ["rows", "blocks", "columns", "direct"])
 def test_the_conv_takes_strided_and_float64_input(layout) -> None:  # type: ignore[no-untyped-def]
     """Input in neither memory order the kernels read in place (a strided view), or not float32, gives the dense
     conv's output, through ``forward`` and ``charge`` alike (both go through ``EventConv2d.kernel_input``)."""

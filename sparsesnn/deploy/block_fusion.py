@@ -13,7 +13,8 @@ part, then one loop (:func:`_numba_lif_pool`) that advances the neurons one step
 ``T``-step spike tensor is never made. The pool ORs the spikes' bits (a spike is 0.0 or 1.0, and the bits of such
 values OR to those of their maximum): two horizontal neighbours read as one uint64 in an NCHW map of even width, 8
 channels at a time in a channels-last one. A spiking block with no pool after it runs its stateless part straight
-into the neurons' loop (:func:`run_block`).
+into the neurons' loop (:func:`run_block`), and a stateless layer alone beside them (a readout ``SeqFolded(Linear)``)
+runs without the fold's reshapes and module calls (:func:`run_layer`).
 
 A stateless part that is one *direct layer* (:func:`_direct_layer`: ``SeqFolded(EventConv2d | EventLinear |
 nn.Conv2d [, FoldedNorm])``, also inside a ``StepInvariant`` given one step expanded over time) is computed without
@@ -365,13 +366,51 @@ def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     return torch.from_numpy(spikes.reshape(steps, *shape))
 
 
+def _lone_layer(module: nn.Module) -> nn.Module | None:
+    """The layer of ``SeqFolded(layer [, FoldedNorm])`` (no :class:`StepInvariant` around it) for an ``nn.Linear``
+    alone or an event layer (:func:`_direct_layer`), nothing hooked; else None."""
+    if type(module) is not SeqFolded:
+        return None
+    layers = _folded_children(module)
+    if layers is not None and len(layers) == 1 and type(layers[0]) is nn.Linear and not _hooked(layers[0]):
+        return layers[0]
+    direct = _direct_layer(module)
+    return None if direct is None or type(direct[0]) is nn.Conv2d else direct[0]
+
+
+def run_layer(stateless: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``stateless(x)`` for ``SeqFolded(layer [, FoldedNorm])`` alone (:func:`_lone_layer`) without the folding's
+    and the modules' glue: an ``nn.Linear`` on the contiguous ``[T, B, F]`` input as it is (torch folds it into the
+    same matrix product as the folded ``[T * B, F]``), an event layer's kernel (:func:`_direct_charge`) wrapped as
+    the module's output (a conv's channels-last in memory); None when there is no such layer or ``x`` is not an input
+    it takes (the caller then runs the module, which raises where it should)."""
+    layer = _lone_layer(stateless)
+    if layer is None or not isinstance(x, torch.Tensor):
+        return None
+    if type(layer) is nn.Linear:
+        if x.dim() != 3 or not x.is_contiguous() or x.dtype != layer.weight.dtype or x.shape[2] != layer.in_features:
+            return None
+        return nn.functional.linear(x, layer.weight, layer.bias)
+    charge = _direct_charge(stateless, x)
+    if charge is None:
+        return None
+    flat, shape, channels_last = charge
+    steps = flat.shape[0]
+    if channels_last:
+        batch, channels, h, w = shape
+        return torch.from_numpy(flat.reshape(steps, batch, h, w, channels)).permute(0, 1, 4, 2, 3)
+    return torch.from_numpy(flat.reshape(steps, *shape))
+
+
 class FusedSequential(nn.Sequential):
     """An ``nn.Sequential`` whose fusable (spiking block, 2x2 max pool) runs, starting at the child positions
-    ``fused_starts``, run as one loop each, and whose spiking blocks alone at ``block_starts`` run their direct layer
-    straight into the neurons' loop (see the module docstring); everything else as ``nn.Sequential``."""
+    ``fused_starts``, run as one loop each, whose spiking blocks alone at ``block_starts`` run their direct layer
+    straight into the neurons' loop, and whose stateless layers alone at ``layer_starts`` run without their glue
+    (:func:`run_layer`; see the module docstring); everything else as ``nn.Sequential``."""
 
     fused_starts: tuple[int, ...] = ()
     block_starts: tuple[int, ...] = ()
+    layer_starts: tuple[int, ...] = ()
 
     def forward(self, x: Any) -> Any:  # type: ignore[override]
         if _global_hooks():  # hooks on every module: each child runs as itself, so that they fire
@@ -387,6 +426,12 @@ class FusedSequential(nn.Sequential):
                     continue
             elif i in self.block_starts:
                 y = run_block(children[i], x)  # type: ignore[arg-type]
+                if y is not None:
+                    x = y
+                    i += 1
+                    continue
+            elif i in self.layer_starts:
+                y = run_layer(children[i], x)  # type: ignore[arg-type]
                 if y is not None:
                     x = y
                     i += 1
@@ -413,7 +458,7 @@ def fuse_spiking_blocks(model: nn.Module) -> list[str]:
             continue
         keys = list(container._modules)
         children = [container._modules[k] for k in keys]
-        pairs, blocks = [], []
+        pairs, blocks, layers = [], [], []
         i = 0
         while i < len(keys):
             block = children[i]
@@ -426,11 +471,15 @@ def fuse_spiking_blocks(model: nn.Module) -> list[str]:
             if block is not None and _lone_block(block):
                 blocks.append(i)
                 fused.append(f"{name}.{keys[i]}" if name else keys[i])
+            elif block is not None and _lone_layer(block) is not None:
+                layers.append(i)
             i += 1
-        if pairs or blocks:
+        if pairs or blocks:  # a layer alone only rides along: its container is fused for a block or a run
+            fused += [f"{name}.{keys[i]}" if name else keys[i] for i in layers]
             container.__class__ = FusedSequential
             container.fused_starts = tuple(pairs)
             container.block_starts = tuple(blocks)
+            container.layer_starts = tuple(layers)
         elif type(container) is FusedSequential:  # fused before, nothing fusable now (a child was replaced)
             _plain(container)
     return fused
@@ -447,3 +496,4 @@ def _plain(container: FusedSequential) -> None:
     container.__class__ = nn.Sequential
     container.__dict__.pop("fused_starts", None)
     container.__dict__.pop("block_starts", None)
+    container.__dict__.pop("layer_starts", None)

@@ -6,6 +6,8 @@ surviving synapses times ``v`` into the output; they differ in how the weights o
 - ``linear_csc`` / ``conv_columns``: single weights (CSC) / whole output columns per tap; scalar or contiguous adds.
 - ``linear_columns`` / ``conv_rows``: whole weight columns (Linear) or whole kernel rows (Conv2d at stride 1 and
   dilation 1, the taps of one ``(c, ky)`` side by side, channels-last): one contiguous vectorised add, zeros included.
+- ``conv_direct``: no events at all: every output pixel gathers its whole receptive field (zeros included) in
+  registers, the layout for analog input (a first layer's), where there is nothing to skip.
 - ``linear_blocks`` / ``conv_blocks``: only the blocks of :data:`BLOCK` consecutive output channels that hold a
   surviving weight, each added with one 8-lane vector load, fused multiply-add and store (:func:`vector_axpy`):
   the time follows the surviving blocks, which a block-structured mask (``sparse.granularity = "block"``) keeps few.
@@ -40,6 +42,7 @@ class EventKernels(NamedTuple):
     conv_rows: Any
     linear_blocks: Any
     conv_blocks: Any
+    conv_direct: Any
 
 
 @functools.cache
@@ -125,6 +128,83 @@ def event_kernels() -> EventKernels:
             return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
         return sig, codegen
+
+    def receptive_dot(vectors: int) -> Any:
+        """An intrinsic ``f(dst, i, weights, j, width, src, corner, offsets, taps, start, s)``: ``dst[i : i + 8v] =
+        start[s : s + 8v] + sum_t weights[j + t * width :][: 8v] * src[corner + offsets[t]]`` for ``t < taps``, with
+        ``v = vectors`` 8-lane accumulators held in registers over the whole sum (float32 ``dst``, ``weights``,
+        ``src``, ``start``; int64 ``offsets``; contiguous; no bounds check). A plain numba loop keeps the output in
+        memory and is not vectorised."""
+
+        @intrinsic
+        def dot(
+            typingctx: Any,
+            dst: Any,
+            i: Any,
+            weights: Any,
+            j: Any,
+            width: Any,
+            src: Any,
+            corner: Any,
+            offsets: Any,
+            taps: Any,
+            start: Any,
+            s: Any,
+        ) -> Any:
+            sig = types.void(dst, i, weights, j, width, src, corner, offsets, taps, start, s)
+
+            def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+                kinds = signature.args
+                dst_a, weights_a, src_a, offsets_a, start_a = (
+                    context.make_array(kinds[k])(context, builder, args[k]) for k in (0, 2, 5, 7, 9)
+                )
+                i64 = ir.IntType(64)
+                ii, jj, step, base, count, ss = (
+                    context.cast(builder, args[k], kinds[k], types.int64) for k in (1, 3, 4, 6, 8, 10)
+                )
+                vec = ir.VectorType(ir.FloatType(), BLOCK)
+
+                def at(array: Any, index: Any, lane: int) -> Any:
+                    pointer = builder.gep(array.data, [builder.add(index, ir.Constant(i64, BLOCK * lane))])
+                    return builder.bitcast(pointer, vec.as_pointer())
+
+                firsts = [builder.load(at(start_a, ss, q), align=4) for q in range(vectors)]
+                entry = builder.block
+                head = builder.append_basic_block("tap")
+                body = builder.append_basic_block("tap_add")
+                end = builder.append_basic_block("taps_done")
+                builder.branch(head)
+                builder.position_at_end(head)
+                t = builder.phi(i64)
+                t.add_incoming(ir.Constant(i64, 0), entry)
+                sums = [builder.phi(vec) for _ in range(vectors)]
+                for total, first in zip(sums, firsts, strict=True):
+                    total.add_incoming(first, entry)
+                builder.cbranch(builder.icmp_signed("<", t, count), body, end)
+                builder.position_at_end(body)
+                offset = builder.load(builder.gep(offsets_a.data, [t]))
+                value = builder.load(builder.gep(src_a.data, [builder.add(base, offset)]))
+                lane0 = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
+                splat = builder.shuffle_vector(
+                    lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
+                )
+                row = builder.add(jj, builder.mul(t, step))
+                for q, total in enumerate(sums):
+                    product = builder.fmul(builder.load(at(weights_a, row, q), align=4), splat, flags=["fast"])
+                    total.add_incoming(builder.fadd(total, product, flags=["fast"]), builder.block)
+                t.add_incoming(builder.add(t, ir.Constant(i64, 1)), builder.block)
+                builder.branch(head)
+                builder.position_at_end(end)
+                for q, total in enumerate(sums):
+                    builder.store(total, at(dst_a, ii, q), align=4)
+                return context.get_dummy_value()
+
+            return sig, codegen
+
+        return dot
+
+    dot_one = receptive_dot(1)
+    dot_four = receptive_dot(4)
 
     # for each 8-bit lane mask: the positions of its set bits, ascending (then padding), and how many there are
     bit_positions = np.zeros((1 << BLOCK) * BLOCK, np.int32)  # row ``lanes``: ``bit_positions[8 * lanes :][:8]``
@@ -461,6 +541,60 @@ def event_kernels() -> EventKernels:
                         for b in range(ptr[c, ky, lo], ptr[c, ky, hi]):
                             vector_axpy(flat, base + offsets[b], vals, b * BLOCK, v)
 
+    @numba.njit(nogil=True, cache=False, boundscheck=False, fastmath=True)
+    def conv_direct(  # pragma: no cover - compiled
+        x: Any,
+        channels_last: bool,
+        h: int,
+        w: int,
+        n_ch: int,
+        pad_y: int,
+        pad_x: int,
+        stride: int,
+        offsets: Any,
+        weights: Any,
+        start: Any,
+        out: Any,
+    ) -> None:
+        """Every output pixel gathers its whole receptive field, zeros included: the sample copied into a zero-padded
+        NCHW map (``h + 2 pad_y`` by ``w + 2 pad_x``), then for each pixel and each group of 32 (then 8) output
+        channels ``out = start + sum_t weights[t] * padded[corner + offsets[t]]`` over the taps ``t = (c, ky, kx)``,
+        summed in registers (``dot_four`` / ``dot_one``). ``offsets[t] = (c * hp + ky * dil) * wp + kx * dil``;
+        ``weights`` ``[taps * width]``, tap-major, ``width`` (the output's last dimension) a multiple of 8."""
+        n_samples = x.shape[0]
+        ho, wo, width = out.shape[1], out.shape[2], out.shape[3]
+        hp, wp = h + 2 * pad_y, w + 2 * pad_x
+        hw = h * w
+        taps = offsets.shape[0]
+        padded = np.zeros(n_ch * hp * wp, np.float32)
+        for n in range(n_samples):
+            xn = x[n]
+            for c in range(n_ch):
+                for iy in range(h):
+                    row = (c * hp + iy + pad_y) * wp + pad_x
+                    for ix in range(w):
+                        q = iy * w + ix
+                        padded[row + ix] = xn[q * n_ch + c] if channels_last else xn[c * hw + q]
+            flat = out[n].reshape(ho * wo * width)
+            for oy in range(ho):
+                for ox in range(wo):
+                    base = (oy * wo + ox) * width
+                    corner = oy * stride * wp + ox * stride
+                    o0 = 0
+                    while o0 + 4 * BLOCK <= width:
+                        dot_four(flat, base + o0, weights, o0, width, padded, corner, offsets, taps, start, o0)
+                        o0 += 4 * BLOCK
+                    while o0 < width:
+                        dot_one(flat, base + o0, weights, o0, width, padded, corner, offsets, taps, start, o0)
+                        o0 += BLOCK
+
     return EventKernels(
-        linear_csc, linear_blocks_steps, conv_columns, linear_columns, conv_rows, linear_blocks, conv_blocks
+        linear_csc,
+        linear_blocks_steps,
+        conv_columns,
+        linear_columns,
+        conv_rows,
+        linear_blocks,
+        conv_blocks,
+        conv_direct,
     )

@@ -16,6 +16,9 @@ laid out once, by input, at construction:
   ``kx = kw-1 .. 0`` of one ``(c, ky)`` reach adjacent output pixels, contiguous channels-last: ``"rows"`` adds the
   whole kernel row (``kw x out_channels`` floats, zeros included) at once, ``"blocks"`` only its blocks of 8
   output channels that hold a surviving weight (input channels with no synapse left are skipped by both).
+- ``"direct"`` (:class:`EventConv2d`, any stride and dilation) skips nothing: every output pixel gathers its whole
+  receptive field, zeros included, summed in registers. It is the layout for analog input (a network's first layer,
+  fed the image), where every input is nonzero and adding inputs one at a time only costs more memory traffic.
 
 **Which layout.** The whole-row and whole-column adds stream through memory at the vector unit's pace (about
 :data:`VECTOR_ADD_NS` per 8 floats here); a block costs a vector add plus a jump to a new place in the output
@@ -102,7 +105,7 @@ CACHED_BYTES = 1 << 20
 MIN_SAMPLES_PER_THREAD = 8
 
 LinearLayout = Literal["auto", "csc", "blocks", "columns"]
-ConvLayout = Literal["auto", "rows", "blocks", "columns"]
+ConvLayout = Literal["auto", "rows", "blocks", "columns", "direct"]
 
 
 def blocks_of(weight_by_input: torch.Tensor) -> torch.Tensor:
@@ -269,13 +272,13 @@ class EventConv2d(nn.Module):
     dilation 1, else "columns"), or one of :meth:`layouts_for` the conv."""
 
     #: the compiled kernels' weight layouts; the first two need stride 1 and dilation 1
-    LAYOUTS: tuple[str, ...] = ("rows", "blocks", "columns")
+    LAYOUTS: tuple[str, ...] = ("rows", "blocks", "columns", "direct")
 
     @classmethod
     def layouts_for(cls, conv: nn.Conv2d) -> tuple[str, ...]:
         """The layouts ``conv``'s event form can take: all of :attr:`LAYOUTS` at stride 1 and dilation 1, else
-        "columns"."""
-        return cls.LAYOUTS if conv.stride[0] == 1 and conv.dilation[0] == 1 else ("columns",)
+        "columns" and "direct"."""
+        return cls.LAYOUTS if conv.stride[0] == 1 and conv.dilation[0] == 1 else ("columns", "direct")
 
     def __init__(self, conv: nn.Conv2d, backend: EventBackend = "auto", layout: ConvLayout = "auto") -> None:
         super().__init__()
@@ -313,7 +316,7 @@ class EventConv2d(nn.Module):
         nonempty = blocks_of(rows)  # [C, kh, kw, ceil(O / 8)]
         self.padded_out = nonempty.shape[-1] * BLOCK
         if layout == "auto":
-            if self.backend != "numba" or allowed == ("columns",):
+            if self.backend != "numba" or "rows" not in allowed:
                 layout = "columns"
             else:
                 live_rows = int(self.live.sum()) * self.kh
@@ -333,12 +336,14 @@ class EventConv2d(nn.Module):
             ends = counts.cumsum(0).reshape(self.in_channels, self.kh, self.kw)
             self.block_ptr[:, :, 1:] = ends
             self.block_ptr[:, :, 0] = ends[:, :, -1] - counts.reshape(self.in_channels, self.kh, self.kw).sum(-1)
+        elif layout == "direct":  # every tap (c, ky, kx) in order, its output channels zero-padded to whole blocks
+            self.direct_weights = nn.functional.pad(by_tap, (0, self.padded_out - self.out_channels)).reshape(-1)
         else:
             self.columns = weight[:, tap_channel, self.tap_ky, self.tap_kx].t().contiguous()  # [taps, out_channels]
         self.bias = None if conv.bias is None else conv.bias.detach().to(torch.float32).cpu().clone()
         self.synapses = int(self.vals.numel())
         self.threads = SampleThreads(MIN_SAMPLES_PER_THREAD)
-        padding = self.padded_out - self.out_channels if layout == "blocks" else 0
+        padding = self.padded_out - self.out_channels if layout in ("blocks", "direct") else 0
         self._start = np.zeros(self.out_channels + padding, np.float32)  # the output buffer's first value
         if self.bias is not None:
             self._start[: self.out_channels] = self.bias.numpy()
@@ -350,6 +355,8 @@ class EventConv2d(nn.Module):
             self._arrays = tuple(
                 t.numpy() for t in (self.block_ptr, self.block_offsets, self.block_ky, self.block_vals)
             )
+        elif layout == "direct":
+            self._arrays = (self.direct_weights.numpy(),)
         else:
             self._arrays = tuple(t.numpy() for t in (self.tap_start, self.tap_ky, self.tap_kx, self.columns))
 
@@ -432,6 +439,11 @@ class EventConv2d(nn.Module):
             shifted = a[1] - a[2] * row_stride  # the blocks' offsets from the spike's output row, for this map width
             return lambda x, out: k.conv_blocks(x, cl, h, w, a[0], a[1], shifted, a[3], start, out, py, px)
         stride, dil = self.stride, self.dilation
+        if self.layout == "direct":
+            hp, wp, c = h + 2 * py, w + 2 * px, self.in_channels
+            tap_c, tap_y, tap_x = np.meshgrid(np.arange(c), np.arange(self.kh), np.arange(self.kw), indexing="ij")
+            offsets = ((tap_c * hp + tap_y * dil) * wp + tap_x * dil).reshape(-1).astype(np.int64)  # in the padded map
+            return lambda x, out: k.conv_direct(x, cl, h, w, c, py, px, stride, offsets, a[0], start, out)
         return lambda x, out: k.conv_columns(x, cl, h, w, a[0], a[1], a[2], a[3], start, out, stride, py, px, dil)
 
     def __getstate__(self) -> dict[str, Any]:  # the plans are closures: built again after a copy or unpickling
