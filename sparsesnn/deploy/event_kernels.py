@@ -80,6 +80,83 @@ def event_kernels() -> EventKernels:
         return sig, codegen
 
     @intrinsic
+    def vector_axpy4(
+        typingctx: Any, dst: Any, i: Any, stride: Any, src: Any, j: Any, v0: Any, v1: Any, v2: Any, v3: Any
+    ) -> Any:
+        """``dst[i + k * stride :][:8] += src[j : j + 8] * v_k`` for ``k = 0 .. 3``: one 8-lane load of ``src`` for
+        four rows of ``dst`` (a block's weights for four time steps), each one multiply-add and store (float32,
+        contiguous; no bounds check). Each row gets :func:`vector_axpy`'s operations."""
+        sig = types.void(dst, i, stride, src, j, v0, v1, v2, v3)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            kinds = signature.args
+            dst_arr = context.make_array(kinds[0])(context, builder, args[0])
+            src_arr = context.make_array(kinds[3])(context, builder, args[3])
+            vec = ir.VectorType(ir.FloatType(), BLOCK)
+            ii = context.cast(builder, args[1], kinds[1], types.int64)
+            step = context.cast(builder, args[2], kinds[2], types.int64)
+            jj = context.cast(builder, args[4], kinds[4], types.int64)
+            weights = builder.load(builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer()), align=4)
+            for k in range(4):
+                scale = context.cast(builder, args[5 + k], kinds[5 + k], types.float32)
+                lane0 = builder.insert_element(ir.Constant(vec, None), scale, ir.Constant(ir.IntType(32), 0))
+                splat = builder.shuffle_vector(
+                    lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
+                )
+                at = builder.add(ii, builder.mul(step, ir.Constant(ir.IntType(64), k)))
+                d_ptr = builder.bitcast(builder.gep(dst_arr.data, [at]), vec.as_pointer())
+                builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, splat)), d_ptr, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
+    def block_to_each(
+        typingctx: Any, dst: Any, bases: Any, values: Any, count: Any, shift: Any, src: Any, j: Any
+    ) -> Any:
+        """``dst[bases[q] + shift :][:8] += src[j : j + 8] * values[q]`` for ``q < count``: one block's weights loaded
+        once into a register for all the inputs it is added for (a plain loop reloads them after every store, not
+        knowing that ``dst`` and ``src`` do not overlap). Float32 ``dst``, ``src`` and ``values``, int64 ``bases``;
+        contiguous; no bounds check. Each add is :func:`vector_axpy`'s."""
+        sig = types.void(dst, bases, values, count, shift, src, j)
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            kinds = signature.args
+            dst_arr, bases_arr, values_arr, src_arr = (
+                context.make_array(kinds[k])(context, builder, args[k]) for k in (0, 1, 2, 5)
+            )
+            i64 = ir.IntType(64)
+            total, offset, jj = (context.cast(builder, args[k], kinds[k], types.int64) for k in (3, 4, 6))
+            vec = ir.VectorType(ir.FloatType(), BLOCK)
+            weights = builder.load(builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer()), align=4)
+            entry = builder.block
+            head = builder.append_basic_block("input")
+            body = builder.append_basic_block("input_add")
+            end = builder.append_basic_block("inputs_done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            q = builder.phi(i64)
+            q.add_incoming(ir.Constant(i64, 0), entry)
+            builder.cbranch(builder.icmp_signed("<", q, total), body, end)
+            builder.position_at_end(body)
+            base = context.cast(builder, builder.load(builder.gep(bases_arr.data, [q])), kinds[1].dtype, types.int64)
+            value = context.cast(
+                builder, builder.load(builder.gep(values_arr.data, [q])), kinds[2].dtype, types.float32
+            )
+            lane0 = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
+            splat = builder.shuffle_vector(
+                lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
+            )
+            d_ptr = builder.bitcast(builder.gep(dst_arr.data, [builder.add(base, offset)]), vec.as_pointer())
+            builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, splat)), d_ptr, align=4)
+            q.add_incoming(builder.add(q, ir.Constant(i64, 1)), builder.block)
+            builder.branch(head)
+            builder.position_at_end(end)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    @intrinsic
     def nonzero_lanes(typingctx: Any, src: Any, j: Any) -> Any:
         """The lanes of ``src[j : j + 8]`` that are not zero, as the bits of an int64 (bit ``k`` for ``src[j + k]``;
         a NaN counts as nonzero, a -0.0 as zero, as ``!= 0.0`` does): one 8-lane load and compare (float32,
@@ -378,6 +455,14 @@ def event_kernels() -> EventKernels:
             for t0 in range(0, steps, STEP_GROUP):
                 t1 = min(t0 + STEP_GROUP, steps)
                 m = union_nonzeros(x, b, t0, t1, seen, found)
+                if t1 - t0 == 4:  # the usual group: each block loaded once into four rows
+                    first, rows = (t0 * batch + b) * width, batch * width
+                    for k in range(m):
+                        i = found[k]
+                        v0, v1, v2, v3 = x[t0, b, i], x[t0 + 1, b, i], x[t0 + 2, b, i], x[t0 + 3, b, i]
+                        for blk in range(indptr[i], indptr[i + 1]):
+                            vector_axpy4(out, first + offsets[blk], rows, vals, blk * BLOCK, v0, v1, v2, v3)
+                    continue
                 for k in range(m):
                     i = found[k]
                     for blk in range(indptr[i], indptr[i + 1]):
@@ -521,9 +606,7 @@ def event_kernels() -> EventKernels:
                     inner += inside
                     edge += 1 - inside
                 for b in range(ptr[c, 0, 0], ptr[c, kh - 1, kw]):  # block-outer: its weights and offset stay put
-                    shift = shifted[b]
-                    for j in range(inner):
-                        vector_axpy(flat, bases[j] + shift, vals, b * BLOCK, values[j])
+                    block_to_each(flat, bases, values, inner, shifted[b], vals, b * BLOCK)
                 for j in range(edge):
                     q = border[j]
                     iy = pixel_y[q]

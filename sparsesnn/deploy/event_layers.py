@@ -221,12 +221,13 @@ class EventLinear(nn.Module):
             batch = n // steps
             x3, out3 = a.reshape(steps, batch, -1), out.reshape(steps, batch, -1)
             kernel = event_kernels().linear_blocks_steps
-            ptr, offsets, vals, start = (
-                self.block_ptr.numpy(),
-                self.block_offsets.numpy(),
-                self.block_vals.numpy(),
-                self._start,
-            )
+            arrays = self._block_arrays
+            if arrays is None:
+                arrays = self._block_arrays = tuple(
+                    t.numpy() for t in (self.block_ptr, self.block_offsets, self.block_vals)
+                )
+            ptr, offsets, vals = arrays
+            start = self._start
             if self.threads.threads_for(n) == 1:
                 kernel(x3, ptr, offsets, vals, start, out3, 0, batch)
             else:
