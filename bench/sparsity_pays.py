@@ -7,8 +7,9 @@ T = 4) for the same epochs (5) with the same seed (0); only the width or the ``[
   (8, 16, 128): the baseline sparsity has to beat to be worth anything;
 - ESL and the PQ index at 10 %, each with the parameter budget (the papers') and the MAC budget
   (``sparse.budget = "macs"``); RigL at 10 % with the MAC budget; ESL with the MAC budget and ERK, by single weights
-  and in blocks of 8 output channels (``sparse.granularity = "block"``); SD-SNN (``configs/sdsnn_mnist.toml`` with
-  ``N = 1``: its development needs ``2N + 3`` epochs).
+  and in blocks of 8 output channels (``sparse.granularity = "block"``); EvoKD with the block row's settings,
+  learning from the ``dense`` row (train it first); SD-SNN (``configs/sdsnn_mnist.toml`` with ``N = 1``: its
+  development needs ``2N + 3`` epochs).
 
 ``--dataset nmnist`` has three rows on the N-MNIST convnet (``configs/nmnist_convnet.toml``, 12 epochs): dense,
 half as wide, ESL at 10 % of the MACs in blocks.
@@ -71,8 +72,15 @@ ROWS: dict[str, tuple[str, list[str]]] = {
     # EvoKD: the block row's rewiring while learning from the dense row (its teacher, trained first) by reverse KL
     "evokd10_macs_block": (
         "configs/mnist_dense.toml",
-        ['sparse.method="evokd"', "sparse.density=0.1", *MACS, *ERK, 'sparse.granularity="block"']
-        + ['distill.source="run"', 'distill.teacher_run="{out}/dense"'],
+        [
+            'sparse.method="evokd"',
+            "sparse.density=0.1",
+            *MACS,
+            *ERK,
+            'sparse.granularity="block"',
+            'distill.source="run"',
+            'distill.teacher_run="{out}/dense"',
+        ],
     ),
     # N = 1: neuron pruning and regeneration first run at the end of epoch 2N + 2 = 4, so that 5 epochs develop
     "sdsnn": ("configs/sdsnn_mnist.toml", ["sparse.params.N=1"]),
