@@ -336,6 +336,22 @@ def test_deploy_speed_on_a_trained_run(tmp_path: Path, capsys: pytest.CaptureFix
     assert "| tiny | 1 | 1 |" in printed
 
 
+def test_every_sparsity_pays_row_is_a_valid_recipe(tmp_path: Path) -> None:
+    """Each row's recipe with its overrides (the teacher row's directory filled in) loads as a valid config."""
+    from sparsesnn.train.config import load_config
+
+    bench = load_bench("sparsity_pays")
+    for rows, epochs in bench.DATASETS.values():
+        for name, (recipe, overrides) in rows.items():
+            sets = [s.replace("{out}", str(tmp_path)) for s in overrides] + [f"run.epochs={epochs}"]
+            config = load_config(bench.REPO / recipe, sets)
+            assert config.run.epochs == epochs, name
+    recipe, overrides = bench.ROWS["evokd10_macs_block"]
+    kd = load_config(bench.REPO / recipe, [s.replace("{out}", str(tmp_path)) for s in overrides])
+    assert kd.distill is not None and kd.distill.teacher_run == f"{tmp_path}/dense"
+    assert kd.sparse.granularity == "block" and kd.sparse.budget == "macs"
+
+
 def test_sparsity_pays_measures_finished_rows_round_robin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """bench/sparsity_pays.py measure: two tiny trained convnets as the "dense" and "esl10_macs" rows, deployed,
     checked on the whole test split, timed round robin; the rows not trained are listed, the plot is written."""
