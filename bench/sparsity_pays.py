@@ -272,8 +272,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against deployed latency (batch 1, one thread) and against SOPs; the dense family joined by a line."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
+    colors = colormaps["tab20"]
     fig = Figure(figsize=(11, 4.5))
     axes = fig.subplots(1, 2)
     for ax, (xlabel, value) in zip(
@@ -290,17 +292,18 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             ax.plot(
                 [value(r) for r in family], [r["test_acc"] * 100 for r in family], "k--", lw=1, label="dense family"
             )
-        for r in rows:
+        for k, r in enumerate(rows):
             v = value(r)
             if v is None:
                 continue
             marker = "s" if r["name"] in DENSE_FAMILY else "o"
-            ax.plot([v], [r["test_acc"] * 100], marker, label=r["name"])
+            color = colors(k % 20)  # one colour per row (the default cycle repeats after ten)
+            ax.plot([v], [r["test_acc"] * 100], marker, color=color, label=r["name"])
             ax.annotate(r["name"], (v, r["test_acc"] * 100), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="lower right")  # the SOP axis leaves that corner empty
     fig.suptitle(f"{title}: accuracy against deployed latency and SOPs")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
