@@ -66,38 +66,6 @@ def test_the_fused_loop_keeps_the_neurons_arithmetic(soft_reset) -> None:  # typ
     assert torch.equal(deployed(x), unfused(deployed)(x))
 
 
-@pytest.mark.parametrize(
-    ("size", "channels", "event"),
-    [(8, (8, 16), True), (9, (4, 12), True), (8, (4, 8), False), (9, (4, 8), False)],
-    ids=["channels-last-by-8", "channels-last-odd", "nchw-even", "nchw-odd"],
-)
-def test_the_fused_loops_split_a_batch_over_threads_bit_for_bit(size, channels, event) -> None:  # type: ignore[no-untyped-def]
-    """Every pooling path (channels-last maps with channels by 8 or not, NCHW maps of even or odd width), its batch
-    split over 2 and 3 threads by sample: the same spikes as one thread and as the unfused pairs."""
-    torch.manual_seed(size)
-    model = build_model(
-        "convnet", in_channels=2, num_classes=4, input_size=size, channels=channels, neuron=NeuronSpec(backend="eager")
-    ).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.mul_(3.0)
-    x = spikes((4, 24, 2, size, size), 0.4, size) * 2
-    deployed, report = deploy(model, x[:, :2], force=event, choices=None if event else {}, repeats=1)
-    assert report.fused[:2] == ["features.0+features.1", "features.2+features.3"]
-    expected = unfused(deployed)(x)
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            assert torch.equal(deployed(x), expected), threads
-        assert deployed.features._sample_threads().threads_for(24) == 3  # 8 samples a thread
-        assert deployed.features._sample_threads()._pool is not None  # the split ran on pool threads
-    finally:
-        torch.set_num_threads(previous)
-    assert 0.05 < float(unfused(deployed).features(x).mean()) < 0.95  # the pooled maps are not all 0 or all 1
-
-
 def test_a_hooked_or_replaced_child_runs_unfused() -> None:
     deployed, _ = deploy(sparse_convnet(), inputs()[0], force=True, repeats=1)
     x = inputs()[1]

@@ -14,9 +14,7 @@ part, then one loop (:func:`_numba_lif_pool`) that advances the neurons one step
 values OR to those of their maximum): two horizontal neighbours read as one uint64 in an NCHW map of even width, 8
 channels at a time in a channels-last one. A spiking block with no pool after it runs its stateless part straight
 into the neurons' loop (:func:`run_block`), and a stateless layer alone beside them (a readout ``SeqFolded(Linear)``)
-runs without the fold's reshapes and module calls (:func:`run_layer`). With more than one torch thread, the
-neuron-and-pool loop splits a batch over them by sample (at least
-:data:`~sparsesnn.deploy.event_layers.MIN_SAMPLES_PER_THREAD` samples each), as the event kernels do.
+runs without the fold's reshapes and module calls (:func:`run_layer`).
 
 A stateless part that is one *direct layer* (:func:`_direct_layer`: ``SeqFolded(EventConv2d | EventLinear |
 nn.Conv2d [, FoldedNorm])``, also inside a ``StepInvariant`` given one step expanded over time) is computed without
@@ -41,11 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsesnn.deploy.event_layers import MIN_SAMPLES_PER_THREAD, EventConv2d, EventLinear
+from sparsesnn.deploy.event_layers import EventConv2d, EventLinear
 from sparsesnn.deploy.lif import InferenceLIF, _numba_lif_span
 from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
 from sparsesnn.deploy.pool import InferenceMaxPool2d
-from sparsesnn.deploy.threads import SampleThreads
 from sparsesnn.neuron.layers import SeqFolded
 
 
@@ -130,17 +127,13 @@ def _numba_lif_pool() -> Any:
         h: int,
         w: int,
         channels_last: bool,
-        n0: int,
-        n1: int,
     ) -> None:
         """``out[t, n, c, oy, ox]`` = max over the 2x2 window at ``(2 oy, 2 ox)`` of the LIF spikes of ``x``
         (``[S, N*C*H*W]``, each step's map flat in NCHW order or, ``channels_last``, NHWC order; ``S = 1``: the
-        same input at every step), from rest, for the samples ``n0 <= n < n1`` (a thread's share of the batch).
-        Each step's spikes go to one scratch map (one contiguous, vectorised loop), pooled from there before the next
-        step overwrites it."""
+        same input at every step), from rest. Each step's spikes go to one scratch map (one contiguous, vectorised
+        loop), pooled from there before the next step overwrites it."""
         steps, n_samples, n_ch, ho, wo = out.shape
-        per_sample = x.shape[1] // n_samples
-        first, size = n0 * per_sample, (n1 - n0) * per_sample
+        size = x.shape[1]
         v = np.full(size, v_reset, np.float32)  # the membrane, in x's order, at rest
         spikes = np.empty(size + size % 2, np.float32)  # one step's spikes (even: read in pairs as uint64)
         pairs = spikes.view(np.uint64)
@@ -149,19 +142,16 @@ def _numba_lif_pool() -> Any:
         out_bits = out.reshape(steps, n_samples, n_ch * ho * wo).view(np.uint32)
         for t in range(steps):
             xt = x[0] if x.shape[0] == 1 else x[t]
-            lif_span(
-                xt[first : first + size], v, 0, size, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input
-            )
+            lif_span(xt, v, 0, size, spikes, inv_tau, v_threshold, v_reset, hard_reset, decay_input)
             ot = out[t]
-            for n in range(n0, n1):
-                m = n - n0  # the sample's place in this share's spikes
+            for n in range(n_samples):
                 if channels_last and n_ch % 8 == 0:
-                    pool_channels_last(bits, m * h * w * n_ch, n_ch, h, w, scratch, out_bits[t, n])
+                    pool_channels_last(bits, n * h * w * n_ch, n_ch, h, w, scratch, out_bits[t, n])
                     continue
                 if channels_last:
                     for oy in range(ho):
                         for ox in range(wo):
-                            at = ((m * h + 2 * oy) * w + 2 * ox) * n_ch
+                            at = ((n * h + 2 * oy) * w + 2 * ox) * n_ch
                             below = at + w * n_ch
                             for c in range(n_ch):  # spikes are 0 or 1: their maximum is whether their sum is > 0
                                 total = (
@@ -173,10 +163,10 @@ def _numba_lif_pool() -> Any:
                                 ot[n, c, oy, ox] = np.float32(1.0) if total > 0 else np.float32(0.0)
                     continue
                 if w % 2 == 0:  # two neighbouring spikes read as one uint64: the window is two of them
-                    pool_pairs(pairs, m * n_ch, n_ch, h, w, out_bits[t, n])
+                    pool_pairs(pairs, n * n_ch, n_ch, h, w, out_bits[t, n])
                     continue
                 for c in range(n_ch):
-                    plane = (m * n_ch + c) * h * w
+                    plane = (n * n_ch + c) * h * w
                     for oy in range(ho):
                         row = plane + 2 * oy * w
                         pooled = ot[n, c, oy]
@@ -339,12 +329,9 @@ def _charge(stateless: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, tuple[in
     return _steps_flat(stateless(x))
 
 
-def run_pair(
-    block: nn.Module, pool: nn.Module, x: torch.Tensor, threads: SampleThreads | None = None
-) -> torch.Tensor | None:
+def run_pair(block: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """``pool(block(x))`` in one loop after the stateless part (see the module docstring), or None when the pair is
-    not fusable (as it stands now) or its map is not a dense 5-D float32 map; the caller then runs it unfused.
-    ``threads``: the batch split over them by sample (each thread its own samples' neurons and pooled outputs)."""
+    not fusable (as it stands now) or its map is not a dense 5-D float32 map; the caller then runs it unfused."""
     parts = _pair_parts(block, pool)
     if parts is None:
         return None
@@ -354,11 +341,7 @@ def run_pair(
         return None
     flat, (batch, channels, h, w), channels_last = charge
     out = np.empty((x.shape[0], batch, channels, h // 2, w // 2), np.float32)
-    loop, scalars = _numba_lif_pool(), lif._scalars
-    if threads is None or threads.threads_for(batch) == 1:
-        loop(flat, *scalars, out, h, w, channels_last, 0, batch)
-    else:
-        threads.run(lambda n0, n1: loop(flat, *scalars, out, h, w, channels_last, n0, n1), batch)
+    _numba_lif_pool()(flat, *lif._scalars, out, h, w, channels_last)
     return torch.from_numpy(out)
 
 
@@ -429,14 +412,6 @@ class FusedSequential(nn.Sequential):
     block_starts: tuple[int, ...] = ()
     layer_starts: tuple[int, ...] = ()
 
-    def _sample_threads(self) -> SampleThreads:
-        """The threads the fused loops split a batch over (at least :data:`MIN_SAMPLES_PER_THREAD` samples each),
-        made on first use and kept in the container."""
-        threads = self.__dict__.get("_threads")
-        if threads is None:
-            threads = self.__dict__["_threads"] = SampleThreads(MIN_SAMPLES_PER_THREAD)
-        return threads
-
     def forward(self, x: Any) -> Any:  # type: ignore[override]
         if _global_hooks():  # hooks on every module: each child runs as itself, so that they fire
             return nn.Sequential.forward(self, x)
@@ -444,7 +419,7 @@ class FusedSequential(nn.Sequential):
         i = 0
         while i < len(children):
             if i in self.fused_starts and i + 1 < len(children):
-                y = run_pair(children[i], children[i + 1], x, self._sample_threads())  # type: ignore[arg-type]
+                y = run_pair(children[i], children[i + 1], x)  # type: ignore[arg-type]
                 if y is not None:
                     x = y
                     i += 2
@@ -522,4 +497,3 @@ def _plain(container: FusedSequential) -> None:
     container.__dict__.pop("fused_starts", None)
     container.__dict__.pop("block_starts", None)
     container.__dict__.pop("layer_starts", None)
-    container.__dict__.pop("_threads", None)
