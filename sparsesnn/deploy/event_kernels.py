@@ -54,6 +54,44 @@ def event_kernels() -> EventKernels:
     from numba import types
     from numba.extending import intrinsic
 
+    def splat(builder: Any, value: Any, vec: Any) -> Any:
+        """``value`` in every lane of a vector of type ``vec``: one insert and one broadcast shuffle."""
+        lanes = ir.VectorType(ir.IntType(32), vec.count)
+        first = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(first, ir.Constant(vec, None), ir.Constant(lanes, [0] * vec.count))
+
+    def counted_loop(builder: Any, count: Any, name: str, carried: tuple[Any, ...] = ()) -> tuple[Any, list[Any], Any]:
+        """Open ``for k in range(count)`` (int64 ``count``) in LLVM IR; the builder is left in the loop's body.
+        Returns ``(k, values, close)``: ``values`` are the loop-carried values, starting at ``carried``;
+        ``close(next_values)`` ends the body (their values for the next turn) and leaves the builder after the
+        loop, where ``values`` hold their last values."""
+        i64 = ir.IntType(64)
+        entry = builder.block
+        head = builder.append_basic_block(name)
+        body = builder.append_basic_block(f"{name}_body")
+        end = builder.append_basic_block(f"{name}_done")
+        builder.branch(head)
+        builder.position_at_end(head)
+        k = builder.phi(i64)
+        k.add_incoming(ir.Constant(i64, 0), entry)
+        values = []
+        for first in carried:
+            value = builder.phi(first.type)
+            value.add_incoming(first, entry)
+            values.append(value)
+        builder.cbranch(builder.icmp_signed("<", k, count), body, end)
+        builder.position_at_end(body)
+
+        def close(next_values: tuple[Any, ...] = ()) -> None:
+            latch = builder.block
+            for value, following in zip(values, next_values, strict=True):
+                value.add_incoming(following, latch)
+            k.add_incoming(builder.add(k, ir.Constant(i64, 1)), latch)
+            builder.branch(head)
+            builder.position_at_end(end)
+
+        return k, values, close
+
     @intrinsic
     def vector_axpy(typingctx: Any, dst: Any, i: Any, src: Any, j: Any, v: Any) -> Any:
         """``dst[i : i + 8] += src[j : j + 8] * v`` as one 8-lane vector load, multiply-add and store (float32
@@ -69,11 +107,8 @@ def event_kernels() -> EventKernels:
             jj = context.cast(builder, j_a, signature.args[3], types.int64)
             d_ptr = builder.bitcast(builder.gep(dst_arr.data, [ii]), vec.as_pointer())
             s_ptr = builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer())
-            scale = context.cast(builder, v_a, signature.args[4], types.float32)
-            splat = ir.Constant(vec, None)
-            for k in range(BLOCK):
-                splat = builder.insert_element(splat, scale, ir.Constant(ir.IntType(32), k))
-            total = builder.fadd(builder.load(d_ptr, align=4), builder.fmul(builder.load(s_ptr, align=4), splat))
+            scale = splat(builder, context.cast(builder, v_a, signature.args[4], types.float32), vec)
+            total = builder.fadd(builder.load(d_ptr, align=4), builder.fmul(builder.load(s_ptr, align=4), scale))
             builder.store(total, d_ptr, align=4)
             return context.get_dummy_value()
 
@@ -98,14 +133,10 @@ def event_kernels() -> EventKernels:
             jj = context.cast(builder, args[4], kinds[4], types.int64)
             weights = builder.load(builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer()), align=4)
             for k in range(4):
-                scale = context.cast(builder, args[5 + k], kinds[5 + k], types.float32)
-                lane0 = builder.insert_element(ir.Constant(vec, None), scale, ir.Constant(ir.IntType(32), 0))
-                splat = builder.shuffle_vector(
-                    lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
-                )
+                scale = splat(builder, context.cast(builder, args[5 + k], kinds[5 + k], types.float32), vec)
                 at = builder.add(ii, builder.mul(step, ir.Constant(ir.IntType(64), k)))
                 d_ptr = builder.bitcast(builder.gep(dst_arr.data, [at]), vec.as_pointer())
-                builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, splat)), d_ptr, align=4)
+                builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, scale)), d_ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -125,33 +156,18 @@ def event_kernels() -> EventKernels:
             dst_arr, bases_arr, values_arr, src_arr = (
                 context.make_array(kinds[k])(context, builder, args[k]) for k in (0, 1, 2, 5)
             )
-            i64 = ir.IntType(64)
             total, offset, jj = (context.cast(builder, args[k], kinds[k], types.int64) for k in (3, 4, 6))
             vec = ir.VectorType(ir.FloatType(), BLOCK)
             weights = builder.load(builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer()), align=4)
-            entry = builder.block
-            head = builder.append_basic_block("input")
-            body = builder.append_basic_block("input_add")
-            end = builder.append_basic_block("inputs_done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            q = builder.phi(i64)
-            q.add_incoming(ir.Constant(i64, 0), entry)
-            builder.cbranch(builder.icmp_signed("<", q, total), body, end)
-            builder.position_at_end(body)
+            q, _, close = counted_loop(builder, total, "input")
             base = context.cast(builder, builder.load(builder.gep(bases_arr.data, [q])), kinds[1].dtype, types.int64)
             value = context.cast(
                 builder, builder.load(builder.gep(values_arr.data, [q])), kinds[2].dtype, types.float32
             )
-            lane0 = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
-            splat = builder.shuffle_vector(
-                lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
-            )
             d_ptr = builder.bitcast(builder.gep(dst_arr.data, [builder.add(base, offset)]), vec.as_pointer())
-            builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, splat)), d_ptr, align=4)
-            q.add_incoming(builder.add(q, ir.Constant(i64, 1)), builder.block)
-            builder.branch(head)
-            builder.position_at_end(end)
+            product = builder.fmul(weights, splat(builder, value, vec))
+            builder.store(builder.fadd(builder.load(d_ptr, align=4), product), d_ptr, align=4)
+            close()
             return context.get_dummy_value()
 
         return sig, codegen
@@ -187,11 +203,8 @@ def event_kernels() -> EventKernels:
             jj = context.cast(builder, args[3], signature.args[3], types.int64)
             d_ptr = builder.bitcast(builder.gep(dst_arr.data, [ii]), vec.as_pointer())
             t_ptr = builder.bitcast(builder.gep(table_arr.data, [jj]), vec.as_pointer())
-            shift = context.cast(builder, args[4], signature.args[4], types.int32)
-            splat = ir.Constant(vec, None)
-            for k in range(BLOCK):
-                splat = builder.insert_element(splat, shift, ir.Constant(ir.IntType(32), k))
-            builder.store(builder.add(builder.load(t_ptr, align=4), splat), d_ptr, align=4)
+            shift = splat(builder, context.cast(builder, args[4], signature.args[4], types.int32), vec)
+            builder.store(builder.add(builder.load(t_ptr, align=4), shift), d_ptr, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -245,33 +258,16 @@ def event_kernels() -> EventKernels:
                     pointer = builder.gep(array.data, [builder.add(index, ir.Constant(i64, BLOCK * lane))])
                     return builder.bitcast(pointer, vec.as_pointer())
 
-                firsts = [builder.load(at(start_a, ss, q), align=4) for q in range(vectors)]
-                entry = builder.block
-                head = builder.append_basic_block("tap")
-                body = builder.append_basic_block("tap_add")
-                end = builder.append_basic_block("taps_done")
-                builder.branch(head)
-                builder.position_at_end(head)
-                t = builder.phi(i64)
-                t.add_incoming(ir.Constant(i64, 0), entry)
-                sums = [builder.phi(vec) for _ in range(vectors)]
-                for total, first in zip(sums, firsts, strict=True):
-                    total.add_incoming(first, entry)
-                builder.cbranch(builder.icmp_signed("<", t, count), body, end)
-                builder.position_at_end(body)
+                firsts = tuple(builder.load(at(start_a, ss, q), align=4) for q in range(vectors))
+                t, sums, close = counted_loop(builder, count, "tap", firsts)
                 offset = builder.load(builder.gep(offsets_a.data, [t]))
-                value = builder.load(builder.gep(src_a.data, [builder.add(base, offset)]))
-                lane0 = builder.insert_element(ir.Constant(vec, None), value, ir.Constant(ir.IntType(32), 0))
-                splat = builder.shuffle_vector(
-                    lane0, ir.Constant(vec, None), ir.Constant(ir.VectorType(ir.IntType(32), BLOCK), [0] * BLOCK)
-                )
+                value = splat(builder, builder.load(builder.gep(src_a.data, [builder.add(base, offset)])), vec)
                 row = builder.add(jj, builder.mul(t, step))
-                for q, total in enumerate(sums):
-                    product = builder.fmul(builder.load(at(weights_a, row, q), align=4), splat, flags=["fast"])
-                    total.add_incoming(builder.fadd(total, product, flags=["fast"]), builder.block)
-                t.add_incoming(builder.add(t, ir.Constant(i64, 1)), builder.block)
-                builder.branch(head)
-                builder.position_at_end(end)
+                products = (
+                    builder.fmul(builder.load(at(weights_a, row, q), align=4), value, flags=["fast"])
+                    for q in range(vectors)
+                )
+                close(tuple(builder.fadd(total, p, flags=["fast"]) for total, p in zip(sums, products, strict=True)))
                 for q, total in enumerate(sums):
                     builder.store(total, at(dst_a, ii, q), align=4)
                 return context.get_dummy_value()
