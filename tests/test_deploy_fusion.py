@@ -245,16 +245,30 @@ def test_run_layer_equals_the_layer_alone(stateless) -> None:  # type: ignore[no
         assert run_layer(layer, x.transpose(0, 1).contiguous().transpose(0, 1)) is None
 
 
-def test_a_layer_alone_rides_along_in_a_fused_container() -> None:
-    """Beside a spiking block, a stateless layer alone runs through :func:`run_layer` and is named in the runs; in a
-    container with nothing else to fuse it leaves the container plain."""
+def test_a_layer_alone_rides_along_in_a_fused_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside a spiking block, a stateless layer alone runs through :func:`run_layer` (and the block through
+    :func:`run_block`, each given its own child) and is named in the runs; in a container with nothing else to fuse
+    it leaves the container plain."""
+    from sparsesnn.deploy import block_fusion
+
     block, x = _lone_block("event linear blocks", False)
     readout = SeqFolded(nn.Linear(13, 4))
     container = nn.Sequential(block, readout)
     expected = container(x)
     assert fuse_spiking_blocks(container) == ["0", "1"]
     assert type(container) is FusedSequential and container.layer_starts == (1,)
+    ran: list[tuple[str, bool]] = []
+    for name in ("run_block", "run_layer"):
+        original = getattr(block_fusion, name)
+
+        def recorded(child, y, name=name, original=original):  # type: ignore[no-untyped-def]
+            out = original(child, y)
+            ran.append((name, out is not None))
+            return out
+
+        monkeypatch.setattr(block_fusion, name, recorded)
     assert torch.equal(container(x), expected)
+    assert ran == [("run_block", True), ("run_layer", True)]  # both fused paths taken, not the modules
     alone = nn.Sequential(SeqFolded(nn.Linear(13, 4)))
     assert fuse_spiking_blocks(alone) == [] and type(alone) is nn.Sequential
     unfuse(container)

@@ -358,12 +358,17 @@ def run_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     if charge is None:
         return None
     flat, shape, channels_last = charge
-    steps = x.shape[0]
-    spikes = lif.spikes_from_rest(flat, steps)
+    return _as_steps(lif.spikes_from_rest(flat, x.shape[0]), shape, channels_last)
+
+
+def _as_steps(flat: np.ndarray, shape: tuple[int, ...], channels_last: bool) -> torch.Tensor:
+    """``flat`` ``[S, B*...]`` (:func:`_charge`'s layout) as the ``[S, *shape]`` tensor the modules return, a view: a
+    channels-last map stays so in memory."""
+    steps = flat.shape[0]
     if channels_last:
         batch, channels, h, w = shape
-        return torch.from_numpy(spikes.reshape(steps, batch, h, w, channels).transpose(0, 1, 4, 2, 3))
-    return torch.from_numpy(spikes.reshape(steps, *shape))
+        return torch.from_numpy(flat.reshape(steps, batch, h, w, channels)).permute(0, 1, 4, 2, 3)
+    return torch.from_numpy(flat.reshape(steps, *shape))
 
 
 def _lone_layer(module: nn.Module) -> nn.Module | None:
@@ -392,14 +397,7 @@ def run_layer(stateless: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
             return None
         return nn.functional.linear(x, layer.weight, layer.bias)
     charge = _direct_charge(stateless, x)
-    if charge is None:
-        return None
-    flat, shape, channels_last = charge
-    steps = flat.shape[0]
-    if channels_last:
-        batch, channels, h, w = shape
-        return torch.from_numpy(flat.reshape(steps, batch, h, w, channels)).permute(0, 1, 4, 2, 3)
-    return torch.from_numpy(flat.reshape(steps, *shape))
+    return None if charge is None else _as_steps(*charge)
 
 
 class FusedSequential(nn.Sequential):
@@ -424,14 +422,9 @@ class FusedSequential(nn.Sequential):
                     x = y
                     i += 2
                     continue
-            elif i in self.block_starts:
-                y = run_block(children[i], x)  # type: ignore[arg-type]
-                if y is not None:
-                    x = y
-                    i += 1
-                    continue
-            elif i in self.layer_starts:
-                y = run_layer(children[i], x)  # type: ignore[arg-type]
+            elif i in self.block_starts or i in self.layer_starts:
+                run = run_block if i in self.block_starts else run_layer
+                y = run(children[i], x)  # type: ignore[arg-type]
                 if y is not None:
                     x = y
                     i += 1
