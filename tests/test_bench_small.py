@@ -7,8 +7,11 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from sparsesnn.deploy.event_layers import numba_available
 from tests.conftest import load_bench, tiny_sdsnn_toml, tiny_toml
 
 
@@ -392,3 +395,52 @@ def test_sparsity_pays_measures_finished_rows_round_robin(tmp_path: Path, capsys
     assert png.stat().st_size > 10_000
     with pytest.raises(SystemExit):
         bench.main(["train", "--rows", "dense,nonsense", "--out", str(out)])
+
+
+def _firing_convnet() -> torch.nn.Module:
+    """The MNIST convnet's layout at 8x8 with a hidden FC, weights scaled so that spikes reach the readout."""
+    from sparsesnn.models import build_model
+    from sparsesnn.neuron.kinds import NeuronSpec
+
+    torch.manual_seed(0)
+    model = build_model("convnet", input_size=8, channels=(8, 16), hidden=24, neuron=NeuronSpec(backend="eager")).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(4.0)
+    return model
+
+
+@pytest.mark.skipif(not numba_available(), reason="the deployed kernels are compiled (numba)")
+@pytest.mark.parametrize(("conv", "linear"), [("rows", "columns"), ("blocks", "blocks"), ("direct", "csc")])
+def test_glue_ceiling_direct_path_equals_the_deployed_convnet(
+    conv: str, linear: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/glue_ceiling.py: the kernels called back to back give the deployed convnet's outputs bit for bit, for
+    each layout of its event convs and linears, on step-invariant input and input that varies over time, with spikes
+    all the way to the readout; a model of another structure is refused by name."""
+    from sparsesnn.deploy import deploy
+    from sparsesnn.deploy.event_layers import EventConv2d
+    from sparsesnn.neuron.layers import DirectEncoder
+
+    bench = load_bench("glue_ceiling")
+    g = torch.Generator().manual_seed(5)
+    example = DirectEncoder(4)(torch.rand(2, 1, 8, 8, generator=g))
+    model = _firing_convnet()
+    with torch.no_grad():
+        _d, forced = deploy(model, example, backend="numba", force=True, repeats=1)
+        kinds = {name: type(m) for name, m in _d.named_modules()}
+        choices = {n: conv if kinds[n] is EventConv2d else linear for n, c in forced.layers.items() if c.event}
+        deployed, report = deploy(model, example, backend="numba", choices=choices, repeats=1)
+        assert {c.layout for c in report.layers.values() if c.event} == {conv, linear} and len(report.fused) == 4
+        direct = bench.direct_path(deployed)
+        varying = (torch.rand(4, 3, 1, 8, 8, generator=g) > 0.5).float()
+        for x in (example, DirectEncoder(4)(torch.rand(3, 1, 8, 8, generator=g)), varying):
+            y = deployed(x)
+            with monkeypatch.context() as patch:  # fresh buffers hold NaN: nothing left unwritten passes by chance
+                patch.setattr(np, "empty", lambda shape, dtype=float: np.full(shape, np.nan, dtype))
+                got = direct(x)
+            assert torch.equal(got, y) and y.std() > 0
+            assert deployed.classifier[0](deployed.features(x).flatten(2)).sum() > 0  # the hidden FC fires
+        with pytest.raises(ValueError, match="not a deployed ConvNet"):
+            bench.direct_path(torch.nn.Sequential(torch.nn.Linear(2, 2)))
