@@ -92,6 +92,11 @@ def event_kernels() -> EventKernels:
 
         return k, values, close
 
+    def add_product(builder: Any, d_ptr: Any, weights: Any, scale: Any) -> None:
+        """``*d_ptr += weights * scale`` on 8-lane float32 vectors: one load, multiply, add and store (the add every
+        block kernel makes)."""
+        builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, scale)), d_ptr, align=4)
+
     @intrinsic
     def vector_axpy(typingctx: Any, dst: Any, i: Any, src: Any, j: Any, v: Any) -> Any:
         """``dst[i : i + 8] += src[j : j + 8] * v`` as one 8-lane vector load, multiply-add and store (float32
@@ -108,8 +113,7 @@ def event_kernels() -> EventKernels:
             d_ptr = builder.bitcast(builder.gep(dst_arr.data, [ii]), vec.as_pointer())
             s_ptr = builder.bitcast(builder.gep(src_arr.data, [jj]), vec.as_pointer())
             scale = splat(builder, context.cast(builder, v_a, signature.args[4], types.float32), vec)
-            total = builder.fadd(builder.load(d_ptr, align=4), builder.fmul(builder.load(s_ptr, align=4), scale))
-            builder.store(total, d_ptr, align=4)
+            add_product(builder, d_ptr, builder.load(s_ptr, align=4), scale)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -135,8 +139,7 @@ def event_kernels() -> EventKernels:
             for k in range(4):
                 scale = splat(builder, context.cast(builder, args[5 + k], kinds[5 + k], types.float32), vec)
                 at = builder.add(ii, builder.mul(step, ir.Constant(ir.IntType(64), k)))
-                d_ptr = builder.bitcast(builder.gep(dst_arr.data, [at]), vec.as_pointer())
-                builder.store(builder.fadd(builder.load(d_ptr, align=4), builder.fmul(weights, scale)), d_ptr, align=4)
+                add_product(builder, builder.bitcast(builder.gep(dst_arr.data, [at]), vec.as_pointer()), weights, scale)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -165,8 +168,7 @@ def event_kernels() -> EventKernels:
                 builder, builder.load(builder.gep(values_arr.data, [q])), kinds[2].dtype, types.float32
             )
             d_ptr = builder.bitcast(builder.gep(dst_arr.data, [builder.add(base, offset)]), vec.as_pointer())
-            product = builder.fmul(weights, splat(builder, value, vec))
-            builder.store(builder.fadd(builder.load(d_ptr, align=4), product), d_ptr, align=4)
+            add_product(builder, d_ptr, weights, splat(builder, value, vec))
             close()
             return context.get_dummy_value()
 
