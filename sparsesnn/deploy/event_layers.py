@@ -178,7 +178,7 @@ class EventLinear(nn.Module):
         if self.bias is not None:
             self._start[: self.out_features] = self.bias.numpy()
         self._call: Callable[[np.ndarray, np.ndarray], None] | None = None
-        self._block_arrays: tuple[np.ndarray, ...] | None = None  # the blocks as numpy views, taken on first use
+        self._block_arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # see block_arrays()
 
     @inference
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,12 +221,7 @@ class EventLinear(nn.Module):
             batch = n // steps
             x3, out3 = a.reshape(steps, batch, -1), out.reshape(steps, batch, -1)
             kernel = event_kernels().linear_blocks_steps
-            arrays = self._block_arrays
-            if arrays is None:
-                arrays = self._block_arrays = tuple(
-                    t.numpy() for t in (self.block_ptr, self.block_offsets, self.block_vals)
-                )
-            ptr, offsets, vals = arrays
+            ptr, offsets, vals = self.block_arrays()
             start = self._start
             if self.threads.threads_for(n) == 1:
                 kernel(x3, ptr, offsets, vals, start, out3, 0, batch)
@@ -251,10 +246,21 @@ class EventLinear(nn.Module):
             columns = self.columns.numpy()  # type: ignore[union-attr]
             return lambda x, out: k.linear_columns(x, columns, start, out)
         if self.layout == "blocks":
-            ptr, offsets, vals = self.block_ptr.numpy(), self.block_offsets.numpy(), self.block_vals.numpy()
+            ptr, offsets, vals = self.block_arrays()
             return lambda x, out: k.linear_blocks(x, ptr, offsets, vals, start, out)
         indptr, rows, vals = self.indptr.numpy(), self.rows.numpy(), self.vals.numpy()
         return lambda x, out: k.linear_csc(x, indptr, rows, vals, start, out)
+
+    def block_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The "blocks" layout's ``(block_ptr, block_offsets, block_vals)`` as numpy views, taken on first use."""
+        arrays = self._block_arrays
+        if arrays is None:
+            arrays = self._block_arrays = (
+                self.block_ptr.numpy(),
+                self.block_offsets.numpy(),
+                self.block_vals.numpy(),
+            )
+        return arrays
 
     def __getstate__(self) -> dict[str, Any]:  # the bound call and views: taken again after a copy or unpickling
         return {**self.__dict__, "_call": None, "_block_arrays": None}
