@@ -31,20 +31,25 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchutil import emit, loadavg, machine, round_robin_per_sample, summary
 
-from sparsesnn.deploy.block_fusion import FusedSequential, _numba_lif_pool, _pair_parts
+from sparsesnn.deploy.block_fusion import (
+    FusedSequential,
+    _block_parts,
+    _folded_children,
+    _numba_lif_pool,
+    _pair_parts,
+)
 from sparsesnn.deploy.event_kernels import event_kernels
 from sparsesnn.deploy.event_layers import EventConv2d, EventLinear
-from sparsesnn.deploy.lif import InferenceLIF, _numba_lif
+from sparsesnn.deploy.lif import _numba_lif
 from sparsesnn.deploy.passes import FoldedNorm, StepInvariant
-from sparsesnn.neuron.layers import SeqFolded
 
 Stage = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 def _layer(stateless: nn.Module) -> nn.Module:
-    """The one layer of ``[StepInvariant(]SeqFolded(layer [, FoldedNorm])[)]`` (a folded norm is part of the layer)."""
-    inner = stateless.layers if type(stateless) is StepInvariant else stateless
-    children = list(inner.children()) if type(inner) is SeqFolded else []
+    """The one layer of ``[StepInvariant(]SeqFolded(layer [, FoldedNorm])[)]`` (a folded norm is part of the layer),
+    looked through as the fused paths look (:func:`~sparsesnn.deploy.block_fusion._folded_children`)."""
+    children = _folded_children(stateless) or ()
     if not 1 <= len(children) <= 2 or (len(children) == 2 and type(children[1]) is not FoldedNorm):
         raise ValueError(f"not SeqFolded(layer [, FoldedNorm]): {stateless}")
     return children[0]
@@ -104,7 +109,7 @@ def _linear_charge(layer: nn.Module) -> Callable[[np.ndarray, int, int], np.ndar
         k = event_kernels()
         start = layer._start
         if layer.layout == "blocks":
-            ptr, offsets, vals = (t.numpy() for t in (layer.block_ptr, layer.block_offsets, layer.block_vals))
+            ptr, offsets, vals = layer.block_arrays()
         call = layer._kernel()
 
         def charge(x: np.ndarray, steps: int, batch: int) -> np.ndarray:
@@ -132,10 +137,9 @@ def _classifier_stages(classifier: nn.Module) -> list[Stage]:
     stages: list[Stage] = []
     lif_loop = _numba_lif()
     for child in classifier.children():
-        if type(child) is not SeqFolded and len(list(child.children())) == 2:
-            stateless, lif = child.children()
-            if type(lif) is not InferenceLIF:
-                raise ValueError(f"not a spiking block with InferenceLIF: {child}")
+        parts = _block_parts(child)  # a spiking block, as the fused paths find one
+        if parts is not None:
+            stateless, lif = parts
             charge = _linear_charge(_layer(stateless))
             scalars, v_reset = lif._scalars, lif.params.v_reset
 
